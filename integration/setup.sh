@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs and prepares everything hostctl's tests, benchmark and demo need on a
+# fresh Debian 12 machine (run as root). Idempotent: quick when all is present.
+#
+#   integration/setup.sh           packages for the test suite
+#   integration/setup.sh --vm      also QEMU, OVMF, systemd-boot and disk tools
+#
+# Host-side tools newer than bookworm (cosign) come from Debian trixie through a
+# low-priority apt pin, so nothing else on the machine is upgraded.
+set -euo pipefail
+
+want_vm=0
+for a in "$@"; do [ "$a" = --vm ] && want_vm=1; done
+
+export DEBIAN_FRONTEND=noninteractive
+pkgs=(docker-registry apache2-utils openssl skopeo umoci podman buildah crun runc debootstrap time curl jq python3)
+vm_pkgs=(qemu-system-x86 ovmf systemd-boot systemd-boot-efi dosfstools mtools gdisk fdisk erofs-utils e2fsprogs)
+
+missing=()
+for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
+if [ $want_vm = 1 ]; then
+  for p in "${vm_pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
+fi
+have_cosign=1; command -v cosign >/dev/null || have_cosign=0
+
+if [ ${#missing[@]} -gt 0 ] || [ $have_cosign = 0 ]; then
+  # Trixie as a pinned-low source for single packages (-t trixie).
+  if ! grep -rqs 'trixie' /etc/apt/sources.list.d/hostctl-trixie.sources; then
+    mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+    mirror=${mirror:-http://deb.debian.org/debian}
+    printf 'Types: deb\nURIs: %s\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$mirror" \
+      > /etc/apt/sources.list.d/hostctl-trixie.sources
+    printf 'Package: *\nPin: release n=trixie\nPin-Priority: 100\n' > /etc/apt/preferences.d/hostctl-trixie
+  fi
+  apt-get update -q >/dev/null
+  if [ ${#missing[@]} -gt 0 ]; then
+    extra=()
+    # qemu-utils 10.x (preinstalled from backports) conflicts with bookworm's qemu-system.
+    [ $want_vm = 1 ] && extra=(--allow-downgrades qemu-utils/bookworm)
+    apt-get install -y -q --no-install-recommends "${missing[@]}" "${extra[@]}" >/dev/null
+  fi
+  if [ $have_cosign = 0 ]; then
+    apt-get install -y -q --no-install-recommends -t trixie cosign >/dev/null
+  fi
+fi
+
+# Podman on this kernel: hybrid cgroups need a v1 hugetlb hierarchy.
+if [ -d /sys/fs/cgroup ] && ! mountpoint -q /sys/fs/cgroup/hugetlb 2>/dev/null; then
+  mkdir -p /sys/fs/cgroup/hugetlb 2>/dev/null && mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb 2>/dev/null || true
+fi
+# ...and a nofile limit within the hard limit (CONTAINERS_CONF points here).
+conf=/etc/hostctl-test/containers.conf
+mkdir -p "$(dirname "$conf")"
+printf '[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=4096:4096"]\n' "$(ulimit -Hn)" "$(ulimit -Hn)" > "$conf"
+echo "setup: ok (CONTAINERS_CONF=$conf)"

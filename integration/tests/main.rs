@@ -1,0 +1,6 @@
+//! hostctl's integration tests, as one test binary (one link step for all):
+//! the CLI against a real registry and images made by real tools.
+
+mod support;
+
+mod pull;

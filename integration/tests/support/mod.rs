@@ -1,0 +1,59 @@
+//! Shared test harness: a real `docker-registry` on a random loopback port,
+//! images built by real umoci and pushed by real skopeo, temp sysroots, and a
+//! runner for the built `hostctl` binary. Processes are stopped by PID on drop.
+#![allow(dead_code)]
+
+pub mod images;
+pub mod registry;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Path of the `hostctl` binary cargo built for these tests.
+pub fn hostctl_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hostctl"))
+}
+
+/// Runs `hostctl` with `args` against `sysroot`; returns the output whatever the exit code.
+pub fn hostctl(sysroot: &Path, args: &[&str]) -> Output {
+    Command::new(hostctl_bin())
+        .arg("--sysroot")
+        .arg(sysroot)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("running hostctl")
+}
+
+/// Runs `hostctl` and panics with its stderr unless it succeeded; returns stdout.
+pub fn hostctl_ok(sysroot: &Path, args: &[&str]) -> String {
+    let out = hostctl(sysroot, args);
+    assert!(
+        out.status.success(),
+        "hostctl {args:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+/// Runs an external tool and panics with its output unless it succeeded.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Whether an external tool is on PATH (tests that need it fail loudly without it:
+/// the test command installs everything).
+pub fn require_tool(name: &str) {
+    let found =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file())).unwrap_or(false);
+    assert!(found, "{name} is not installed; run the README's test command, which installs it");
+}

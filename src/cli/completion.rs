@@ -1,0 +1,33 @@
+//! `hostctl completions SHELL` and `hostctl man DIR`: generated from the clap definitions.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, CommandFactory};
+
+use super::Cli;
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to generate completions for.
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The directory to write `hostctl.1` and one page per subcommand into.
+    pub dir: PathBuf,
+}
+
+pub fn completions(a: CompletionsArgs) -> Result<()> {
+    let mut cmd = Cli::command();
+    clap_complete::generate(a.shell, &mut cmd, "hostctl", &mut std::io::stdout());
+    Ok(())
+}
+
+pub fn man(a: ManArgs) -> Result<()> {
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
+    clap_mangen::generate_to(Cli::command(), &a.dir)
+        .with_context(|| format!("writing man pages to {}", a.dir.display()))?;
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! `hostctl image pull | inspect | list`.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use oci_spec::image::{ImageConfiguration, ImageManifest};
+use serde::Serialize;
+use serde_json::json;
+
+use super::GlobalArgs;
+use crate::digest::Digest;
+use crate::imgref::ImageRef;
+use crate::oci::open_source;
+use crate::pull::{descriptor_digest, PullOptions};
+use crate::store::Store;
+use crate::util::human_bytes;
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Pull an image into the store, downloading only the layers it lacks.
+    Pull(PullArgs),
+    /// Show an image's manifest digest, config, layers and labels.
+    Inspect(InspectArgs),
+    /// List the images the store holds.
+    List(ListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Image reference: [registry:|docker://|oci:|oci-archive:]NAME[:TAG][@DIGEST].
+    pub image: ImageRef,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Image reference; the store's copy is shown when it holds one, unless --remote.
+    pub image: ImageRef,
+    /// Fetch the manifest and config from the source even if the store has the image.
+    #[arg(long)]
+    pub remote: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(g: &GlobalArgs, c: ImageCommand) -> Result<()> {
+    match c {
+        ImageCommand::Pull(a) => pull(g, a).await,
+        ImageCommand::Inspect(a) => inspect(g, a).await,
+        ImageCommand::List(a) => list(g, a),
+    }
+}
+
+async fn pull(g: &GlobalArgs, a: PullArgs) -> Result<()> {
+    let sysroot = g.open_sysroot()?;
+    let progress = g.progress();
+    let opts = PullOptions {
+        registry: g.registry_options(),
+        platform: g.platform(),
+        progress: progress.clone(),
+        verifier: None,
+    };
+    let started = std::time::Instant::now();
+    let pulled = crate::pull::pull(&sysroot, &a.image, &opts).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let downloaded = pulled.layers.iter().filter(|l| l.downloaded).count();
+    let summary = json!({
+        "image": pulled.imgref.to_string(),
+        "manifest_digest": pulled.manifest_digest.to_string(),
+        "config_digest": pulled.config_digest.to_string(),
+        "layers": pulled.layers,
+        "layers_downloaded": downloaded,
+        "bytes_downloaded": pulled.bytes_downloaded,
+        "seconds": (secs * 1000.0).round() / 1000.0,
+    });
+    if progress.is_json() {
+        progress.event("done", summary);
+    } else if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        eprintln!(
+            "Pulled {} ({} of {} layers downloaded, {}) in {:.1}s",
+            pulled.imgref,
+            downloaded,
+            pulled.layers.len(),
+            human_bytes(pulled.bytes_downloaded),
+            secs
+        );
+        println!("{}", pulled.manifest_digest);
+    }
+    Ok(())
+}
+
+/// What `image inspect` shows.
+#[derive(Debug, Serialize)]
+pub struct InspectOutput {
+    pub image: String,
+    pub manifest_digest: Digest,
+    pub config_digest: Digest,
+    pub media_type: Option<String>,
+    pub version: Option<String>,
+    pub created: Option<String>,
+    pub architecture: String,
+    pub os: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub layers: Vec<InspectLayer>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InspectLayer {
+    pub digest: Digest,
+    pub diff_id: Option<String>,
+    pub size: u64,
+    pub media_type: String,
+}
+
+/// Builds the inspect view from a manifest and its config.
+pub fn inspect_view(
+    image: String,
+    manifest_digest: Digest,
+    manifest: &ImageManifest,
+    config: &ImageConfiguration,
+) -> Result<InspectOutput> {
+    let labels: std::collections::BTreeMap<String, String> =
+        config.config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default().into_iter().collect();
+    let diff_ids = config.rootfs().diff_ids();
+    let layers = manifest
+        .layers()
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            Ok(InspectLayer {
+                digest: descriptor_digest(d)?,
+                diff_id: diff_ids.get(i).cloned(),
+                size: d.size(),
+                media_type: d.media_type().to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(InspectOutput {
+        image,
+        manifest_digest,
+        config_digest: descriptor_digest(manifest.config())?,
+        media_type: manifest.media_type().as_ref().map(|m| m.to_string()),
+        version: labels.get("org.opencontainers.image.version").cloned(),
+        created: config.created().clone(),
+        architecture: config.architecture().to_string(),
+        os: config.os().to_string(),
+        labels,
+        layers,
+    })
+}
+
+async fn inspect(g: &GlobalArgs, a: InspectArgs) -> Result<()> {
+    let name = a.image.to_string();
+    let mut view = None;
+    if !a.remote {
+        let sysroot = g.open_sysroot()?;
+        let store = Store::open(&sysroot)?;
+        if let Some(rec) = store.list_images()?.into_iter().find(|r| r.imgref == name) {
+            let manifest: ImageManifest = serde_json::from_slice(&store.read_blob(&rec.manifest_digest)?)
+                .with_context(|| format!("parsing stored manifest {}", rec.manifest_digest))?;
+            let config: ImageConfiguration = serde_json::from_slice(&store.read_blob(&rec.config_digest)?)
+                .with_context(|| format!("parsing stored config {}", rec.config_digest))?;
+            view = Some(inspect_view(name.clone(), rec.manifest_digest, &manifest, &config)?);
+        }
+    }
+    let view = match view {
+        Some(v) => v,
+        None => {
+            let source = open_source(&a.image, &g.registry_options())?;
+            let resolved = source.resolve(&g.platform()).await.with_context(|| format!("resolving {name}"))?;
+            let bytes =
+                source.fetch_small_blob(resolved.manifest.config()).await.context("fetching the image config")?;
+            let config: ImageConfiguration = serde_json::from_slice(&bytes).context("parsing the image config")?;
+            inspect_view(name, resolved.raw.digest, &resolved.manifest, &config)?
+        }
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "Image:        {}", view.image)?;
+    writeln!(out, "Digest:       {}", view.manifest_digest)?;
+    writeln!(out, "Config:       {}", view.config_digest)?;
+    writeln!(out, "Version:      {}", view.version.as_deref().unwrap_or("-"))?;
+    writeln!(out, "Created:      {}", view.created.as_deref().unwrap_or("-"))?;
+    writeln!(out, "Platform:     {}/{}", view.os, view.architecture)?;
+    writeln!(out, "Labels:")?;
+    for (k, v) in &view.labels {
+        writeln!(out, "  {k}={v}")?;
+    }
+    writeln!(out, "Layers:")?;
+    for l in &view.layers {
+        writeln!(out, "  {}  {:>10}  {}", l.digest, human_bytes(l.size), l.media_type)?;
+    }
+    Ok(())
+}
+
+fn list(g: &GlobalArgs, a: ListArgs) -> Result<()> {
+    let sysroot = g.open_sysroot()?;
+    let store = Store::open(&sysroot)?;
+    let images = store.list_images()?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&images)?);
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<50} {:<19} {:<7} PULLED", "IMAGE", "DIGEST", "LAYERS")?;
+    for r in images {
+        writeln!(
+            out,
+            "{:<50} {:<19} {:<7} {}",
+            r.imgref,
+            format!("sha256:{}", r.manifest_digest.short()),
+            r.layers.len(),
+            r.pulled_at
+        )?;
+    }
+    Ok(())
+}

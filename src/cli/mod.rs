@@ -1,0 +1,150 @@
+//! The command line: argument definitions and dispatch to one file per verb.
+//! Output conventions: results on stdout (`--json` where offered), diagnostics
+//! and progress bars on stderr, exit codes from [`crate::error::code`].
+
+mod cleanup;
+mod completion;
+mod image;
+mod install;
+mod internal;
+mod pin;
+mod rollback;
+mod status;
+mod switch;
+mod upgrade;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use crate::oci::platform::Platform;
+use crate::oci::RegistryOptions;
+use crate::progress::{Progress, ProgressMode};
+use crate::sysroot::Sysroot;
+
+/// hostctl: your host's operating system as a container image.
+#[derive(Debug, Parser)]
+#[command(name = "hostctl", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command understands.
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// The physical root holding hostctl's store and deployments.
+    #[arg(long, global = true, default_value = "/", env = "HOSTCTL_SYSROOT", value_name = "DIR")]
+    pub sysroot: PathBuf,
+    /// The boot directory (ESP or /boot) for kernels and boot entries [default: SYSROOT/boot].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub boot_dir: Option<PathBuf>,
+    /// More log output (-v info, -vv debug, -vvv trace). `RUST_LOG` also works.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// How to show progress.
+    #[arg(long, global = true, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+    /// Require HTTPS and verify registry certificates (`false` also allows plain HTTP).
+    #[arg(long, global = true, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub tls_verify: bool,
+    /// A directory of extra CA certificates (`*.crt`) trusted for registries.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+    /// An auth.json to read registry credentials from instead of the default search path.
+    #[arg(long, global = true, value_name = "FILE", env = "REGISTRY_AUTH_FILE")]
+    pub authfile: Option<PathBuf>,
+    /// The platform to pull from a multi-platform image [default: the host's].
+    #[arg(long, global = true, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<Platform>,
+    /// The trust policy [default: SYSROOT/etc/containers/policy.json].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Refuse to work under a policy whose default accepts anything.
+    #[arg(long, global = true)]
+    pub enforce_signature_policy: bool,
+}
+
+impl GlobalArgs {
+    pub fn registry_options(&self) -> RegistryOptions {
+        RegistryOptions {
+            insecure: !self.tls_verify,
+            cert_dir: self.cert_dir.clone(),
+            authfile: self.authfile.clone(),
+            max_concurrent_downloads: None,
+        }
+    }
+
+    pub fn progress(&self) -> Progress {
+        Progress::new(self.progress)
+    }
+
+    pub fn platform(&self) -> Platform {
+        self.platform.clone().unwrap_or_else(Platform::host)
+    }
+
+    pub fn open_sysroot(&self) -> Result<Sysroot> {
+        Sysroot::open(&self.sysroot)
+    }
+
+    /// The trust policy's verifier, for `PullOptions::verifier`.
+    pub fn verifier(&self) -> Result<std::sync::Arc<dyn crate::trust::ImageVerifier>> {
+        crate::trust::verifier_from_policy(&self.sysroot, self.policy.as_deref(), self.enforce_signature_policy)
+    }
+
+    pub fn boot_dir(&self) -> PathBuf {
+        self.boot_dir.clone().unwrap_or_else(|| self.sysroot.join("boot"))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work with images in the store (pull, inspect, list).
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Track a new image and stage a deployment of it for the next boot.
+    Switch(switch::SwitchArgs),
+    /// Fetch the tracked image's update and stage it.
+    Upgrade(upgrade::UpgradeArgs),
+    /// Make the previous deployment the default for the next boot.
+    Rollback(rollback::RollbackArgs),
+    /// Show the tracked image and the booted, staged and rollback deployments.
+    Status(status::StatusArgs),
+    /// Remove deployments, layers and objects that nothing needs any more.
+    Cleanup(cleanup::CleanupArgs),
+    /// Keep a deployment from being garbage-collected.
+    Pin(pin::PinArgs),
+    /// Let a pinned deployment be garbage-collected again.
+    Unpin(pin::PinArgs),
+    /// Install an OS image to a disk or a prepared filesystem.
+    #[command(subcommand)]
+    Install(install::InstallCommand),
+    /// Print shell completions.
+    Completions(completion::CompletionsArgs),
+    /// Write man pages to a directory.
+    Man(completion::ManArgs),
+    #[command(flatten)]
+    Internal(internal::InternalCommand),
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Image(c) => image::run(g, c).await,
+        Command::Switch(a) => switch::run(g, a).await,
+        Command::Upgrade(a) => upgrade::run(g, a).await,
+        Command::Rollback(a) => rollback::run(g, a).await,
+        Command::Status(a) => status::run(g, a).await,
+        Command::Cleanup(a) => cleanup::run(g, a).await,
+        Command::Pin(a) => pin::run(g, a, true).await,
+        Command::Unpin(a) => pin::run(g, a, false).await,
+        Command::Install(c) => install::run(g, c).await,
+        Command::Completions(a) => completion::completions(a),
+        Command::Man(a) => completion::man(a),
+        Command::Internal(c) => internal::run(g, c).await,
+    }
+}

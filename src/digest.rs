@@ -1,0 +1,203 @@
+//! Content digests (`sha256:<hex>`): parsing, display, and hashing stream adapters.
+//!
+//! Every blob hostctl accepts is checked against the digest that named it. The
+//! adapters here hash bytes as they stream past, so verification never needs a
+//! second pass over the data and no blob is held in memory.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// A validated `sha256:<64 lowercase hex>` content digest.
+///
+/// Only sha256 is accepted: it is what every registry and image tool in use
+/// produces, and refusing the rest keeps the store keyed one way.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Digest {
+    hex: String,
+}
+
+/// Why a string is not a digest hostctl accepts.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DigestError {
+    #[error("digest {0:?} has no algorithm prefix (expected sha256:<hex>)")]
+    NoAlgorithm(String),
+    #[error("digest algorithm {0:?} is not supported (only sha256)")]
+    UnsupportedAlgorithm(String),
+    #[error("digest {0:?} must have 64 lowercase hex characters after sha256:")]
+    BadHex(String),
+}
+
+impl Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self::from_sha256(Sha256::digest(bytes).into())
+    }
+
+    /// Builds a digest from a raw 32-byte sha256 value.
+    pub fn from_sha256(raw: [u8; 32]) -> Self {
+        Digest { hex: hex::encode(raw) }
+    }
+
+    /// The 64 hex characters, without the algorithm prefix.
+    pub fn hex(&self) -> &str {
+        &self.hex
+    }
+
+    /// The algorithm name (always `sha256`).
+    pub fn algorithm(&self) -> &'static str {
+        "sha256"
+    }
+
+    /// A short form for humans: the first 12 hex characters.
+    pub fn short(&self) -> &str {
+        &self.hex[..12]
+    }
+}
+
+impl FromStr for Digest {
+    type Err = DigestError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (alg, hex) = s.split_once(':').ok_or_else(|| DigestError::NoAlgorithm(s.to_string()))?;
+        if alg != "sha256" {
+            return Err(DigestError::UnsupportedAlgorithm(alg.to_string()));
+        }
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(DigestError::BadHex(s.to_string()));
+        }
+        Ok(Digest { hex: hex.to_string() })
+    }
+}
+
+impl TryFrom<String> for Digest {
+    type Error = DigestError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Digest> for String {
+    fn from(d: Digest) -> String {
+        d.to_string()
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex)
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex)
+    }
+}
+
+/// A reader that hashes and counts every byte read through it.
+///
+/// Call [`HashingReader::finish`] once the inner stream is exhausted to get the
+/// digest and length of what went past.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader { inner, hasher: Sha256::new(), count: 0 }
+    }
+
+    /// Bytes read so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The digest and byte count of everything read, and the inner reader.
+    pub fn finish(self) -> (Digest, u64, R) {
+        (Digest::from_sha256(self.hasher.finalize().into()), self.count, self.inner)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// A writer that hashes and counts every byte written through it.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter { inner, hasher: Sha256::new(), count: 0 }
+    }
+
+    /// The digest and byte count of everything written, and the inner writer.
+    pub fn finish(self) -> (Digest, u64, W) {
+        (Digest::from_sha256(self.hasher.finalize().into()), self.count, self.inner)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_displays() {
+        let s = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let d: Digest = s.parse().unwrap();
+        assert_eq!(d.to_string(), s);
+        assert_eq!(d, Digest::of(b""));
+        assert_eq!(d.short(), "e3b0c44298fc");
+    }
+
+    #[test]
+    fn rejects_bad_digests() {
+        for (input, want) in [
+            ("e3b0", DigestError::NoAlgorithm("e3b0".into())),
+            ("sha512:abcd", DigestError::UnsupportedAlgorithm("sha512".into())),
+            ("sha256:abcd", DigestError::BadHex("sha256:abcd".into())),
+            (
+                "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
+                DigestError::BadHex("sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855".into()),
+            ),
+        ] {
+            assert_eq!(input.parse::<Digest>().unwrap_err(), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn hashing_reader_matches_one_shot() {
+        let data = vec![7u8; 100_000];
+        let mut r = HashingReader::new(&data[..]);
+        io::copy(&mut r, &mut io::sink()).unwrap();
+        let (d, n, _) = r.finish();
+        assert_eq!(n, 100_000);
+        assert_eq!(d, Digest::of(&data));
+    }
+}

@@ -1,0 +1,98 @@
+//! Typed errors that callers branch on, and the exit codes scripts can trust.
+//!
+//! Everything else travels as `anyhow::Error` with context. `exit_code` looks
+//! through an error chain for the first typed error and maps it to the
+//! documented code (docs/cli.md).
+
+use std::path::PathBuf;
+
+use crate::digest::Digest;
+
+/// Exit codes, documented in docs/cli.md.
+pub mod code {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// Any failure without a more specific code.
+    pub const FAILURE: i32 = 1;
+    /// Bad command line (clap's own code).
+    pub const USAGE: i32 = 2;
+    /// Another hostctl holds the sysroot lock.
+    pub const LOCKED: i32 = 3;
+    /// The trust policy refused the image.
+    pub const REJECTED: i32 = 4;
+    /// Content did not match its digest (tampered or corrupted data).
+    pub const INTEGRITY: i32 = 5;
+    /// Not enough disk space.
+    pub const NO_SPACE: i32 = 6;
+}
+
+/// Bytes that do not hash to the digest that named them.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: digest mismatch: expected {expected}, got {actual}")]
+pub struct DigestMismatch {
+    pub what: String,
+    pub expected: Digest,
+    pub actual: Digest,
+}
+
+/// The trust policy refused an image.
+#[derive(Debug, thiserror::Error)]
+#[error("{image} was refused by the trust policy ({rule}): {reason}")]
+pub struct PolicyRejected {
+    pub image: String,
+    /// Which policy rule refused (e.g. `docker scope "127.0.0.1:5000/os": sigstoreSigned`).
+    pub rule: String,
+    pub reason: String,
+}
+
+/// A preflight or a write found too little space.
+#[derive(Debug, thiserror::Error)]
+#[error("not enough space on {path}: {needed} bytes needed, {available} available")]
+pub struct InsufficientSpace {
+    pub path: PathBuf,
+    pub needed: u64,
+    pub available: u64,
+}
+
+/// The exit code for an error chain.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    for cause in err.chain() {
+        if cause.is::<crate::sysroot::LockHeld>() {
+            return code::LOCKED;
+        }
+        if cause.is::<PolicyRejected>() {
+            return code::REJECTED;
+        }
+        if cause.is::<DigestMismatch>() {
+            return code::INTEGRITY;
+        }
+        if cause.is::<InsufficientSpace>() {
+            return code::NO_SPACE;
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error() == Some(libc::ENOSPC) {
+                return code::NO_SPACE;
+            }
+        }
+    }
+    code::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_errors_map_through_context() {
+        let e = anyhow::Error::new(DigestMismatch {
+            what: "layer".into(),
+            expected: Digest::of(b"a"),
+            actual: Digest::of(b"b"),
+        })
+        .context("pulling x");
+        assert_eq!(exit_code(&e), code::INTEGRITY);
+        let e = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::ENOSPC)).context("writing");
+        assert_eq!(exit_code(&e), code::NO_SPACE);
+        assert_eq!(exit_code(&anyhow::anyhow!("other")), code::FAILURE);
+    }
+}

@@ -1,0 +1,385 @@
+//! Image references: `[transport:]name[:tag][@digest]`, parsed purely.
+//!
+//! Transports: `registry:` (the default; `docker://` is a synonym), `oci:DIR[:TAG]`
+//! (an OCI image layout directory) and `oci-archive:FILE[:TAG]` (a tar of one).
+//! Registry names are normalised as podman and docker do: a first component that
+//! looks like a host (has a `.` or `:`, or is `localhost`) is the registry,
+//! otherwise the registry is `docker.io`, and a single-component name on
+//! `docker.io` gains `library/`. A reference with neither tag nor digest means
+//! `:latest`.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+
+/// The registry used for names without a registry part.
+pub const DEFAULT_REGISTRY: &str = "docker.io";
+
+/// Where an image comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum ImageRef {
+    /// A repository in an OCI distribution registry.
+    Registry(RegistryRef),
+    /// An OCI image layout directory; `tag` selects by `org.opencontainers.image.ref.name`.
+    OciDir { path: PathBuf, tag: Option<String> },
+    /// A tar archive of an OCI image layout.
+    OciArchive { path: PathBuf, tag: Option<String> },
+}
+
+/// A fully qualified registry reference.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RegistryRef {
+    /// Registry host, with port when given (`docker.io`, `127.0.0.1:5000`).
+    pub registry: String,
+    /// Repository path (`library/alpine`).
+    pub repository: String,
+    /// Tag, if any. `None` with `digest: None` never happens after parsing: `latest` is filled in.
+    pub tag: Option<String>,
+    /// Digest pin, if any; it wins over the tag when fetching.
+    pub digest: Option<Digest>,
+}
+
+/// Why a string is not a valid image reference.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RefError {
+    #[error("empty image reference")]
+    Empty,
+    #[error("unknown transport {0:?} (supported: registry:, docker://, oci:, oci-archive:)")]
+    UnknownTransport(String),
+    #[error("{transport} reference needs a path")]
+    MissingPath { transport: &'static str },
+    #[error("invalid repository name {name:?}: {why}")]
+    BadName { name: String, why: &'static str },
+    #[error("invalid tag {0:?}: a tag is 1-128 of [A-Za-z0-9_.-] and does not start with . or -")]
+    BadTag(String),
+    #[error("invalid digest in reference: {0}")]
+    BadDigest(#[from] crate::digest::DigestError),
+}
+
+impl RegistryRef {
+    /// The string a registry is asked for: the digest when pinned, else the tag.
+    pub fn reference(&self) -> String {
+        match (&self.digest, &self.tag) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => "latest".to_string(),
+        }
+    }
+
+    /// `registry/repository`, the name a policy scope or auth.json key matches.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.registry, self.repository)
+    }
+
+    /// The same repository pinned to `digest` (tag kept for display).
+    pub fn with_digest(&self, digest: Digest) -> RegistryRef {
+        RegistryRef { digest: Some(digest), ..self.clone() }
+    }
+}
+
+impl fmt::Display for RegistryRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImageRef::Registry(r) => write!(f, "{r}"),
+            ImageRef::OciDir { path, tag } => {
+                write!(f, "oci:{}", path.display())?;
+                tag.iter().try_for_each(|t| write!(f, ":{t}"))
+            }
+            ImageRef::OciArchive { path, tag } => {
+                write!(f, "oci-archive:{}", path.display())?;
+                tag.iter().try_for_each(|t| write!(f, ":{t}"))
+            }
+        }
+    }
+}
+
+impl From<ImageRef> for String {
+    fn from(r: ImageRef) -> String {
+        match &r {
+            // Stored references keep their transport so they parse back the same.
+            ImageRef::Registry(reg) => format!("registry:{reg}"),
+            _ => r.to_string(),
+        }
+    }
+}
+
+impl TryFrom<String> for ImageRef {
+    type Error = RefError;
+    fn try_from(s: String) -> Result<Self, RefError> {
+        s.parse()
+    }
+}
+
+impl FromStr for ImageRef {
+    type Err = RefError;
+    fn from_str(s: &str) -> Result<Self, RefError> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(RefError::Empty);
+        }
+        if let Some(rest) = s.strip_prefix("docker://") {
+            return parse_registry(rest).map(ImageRef::Registry);
+        }
+        if let Some(rest) = s.strip_prefix("registry:") {
+            return parse_registry(rest.trim_start_matches("//")).map(ImageRef::Registry);
+        }
+        if let Some(rest) = s.strip_prefix("oci-archive:") {
+            let (path, tag) = split_path_tag(rest, "oci-archive:")?;
+            return Ok(ImageRef::OciArchive { path, tag });
+        }
+        if let Some(rest) = s.strip_prefix("oci:") {
+            let (path, tag) = split_path_tag(rest, "oci:")?;
+            return Ok(ImageRef::OciDir { path, tag });
+        }
+        // `name:tag` also has a colon; a transport is a known word before `:` with
+        // no `/` or `.` in it and not followed by a valid tag of a bare name.
+        if let Some((word, _)) = s.split_once(':') {
+            let looks_like_transport = !word.contains(['/', '.'])
+                && word != "localhost"
+                && matches!(word, "containers-storage" | "docker-archive" | "dir" | "docker-daemon" | "ostree");
+            if looks_like_transport {
+                return Err(RefError::UnknownTransport(word.to_string()));
+            }
+        }
+        parse_registry(s).map(ImageRef::Registry)
+    }
+}
+
+/// `PATH[:TAG]` as skopeo reads it for `oci:`: the path ends at the first colon.
+fn split_path_tag(rest: &str, transport: &'static str) -> Result<(PathBuf, Option<String>), RefError> {
+    let (path, tag) = match rest.split_once(':') {
+        Some((p, t)) => (p, Some(t.to_string())),
+        None => (rest, None),
+    };
+    if path.is_empty() {
+        return Err(RefError::MissingPath { transport });
+    }
+    if let Some(t) = &tag {
+        if t.is_empty() {
+            return Err(RefError::BadTag(String::new()));
+        }
+    }
+    Ok((PathBuf::from(path), tag))
+}
+
+fn parse_registry(s: &str) -> Result<RegistryRef, RefError> {
+    if s.is_empty() {
+        return Err(RefError::Empty);
+    }
+    let (rest, digest) = match s.split_once('@') {
+        Some((r, d)) => (r, Some(d.parse::<Digest>()?)),
+        None => (s, None),
+    };
+    // A tag is after the last colon that comes after the last slash.
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last_slash..].rfind(':') {
+        Some(i) => (&rest[..last_slash + i], Some(rest[last_slash + i + 1..].to_string())),
+        None => (rest, None),
+    };
+    if let Some(t) = &tag {
+        validate_tag(t)?;
+    }
+    let (registry, repository) = match name.split_once('/') {
+        Some((first, remainder))
+            if first.contains('.')
+                || first.contains(':')
+                || first == "localhost"
+                || first.chars().any(|c| c.is_ascii_uppercase()) =>
+        {
+            (first.to_string(), remainder.to_string())
+        }
+        _ => (DEFAULT_REGISTRY.to_string(), name.to_string()),
+    };
+    let registry = if registry == "index.docker.io" { DEFAULT_REGISTRY.to_string() } else { registry };
+    validate_registry(&registry, name)?;
+    let repository = if registry == DEFAULT_REGISTRY && !repository.contains('/') {
+        format!("library/{repository}")
+    } else {
+        repository
+    };
+    validate_repository(&repository)?;
+    let tag = match (&tag, &digest) {
+        (None, None) => Some("latest".to_string()),
+        _ => tag,
+    };
+    Ok(RegistryRef { registry, repository, tag, digest })
+}
+
+fn validate_tag(t: &str) -> Result<(), RefError> {
+    let ok = !t.is_empty()
+        && t.len() <= 128
+        && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && !t.starts_with(['.', '-']);
+    if ok {
+        Ok(())
+    } else {
+        Err(RefError::BadTag(t.to_string()))
+    }
+}
+
+fn validate_registry(registry: &str, name: &str) -> Result<(), RefError> {
+    let (host, port) = match registry.rsplit_once(':') {
+        Some((h, p)) if !h.contains(']') || h.ends_with(']') => (h, Some(p)),
+        _ => (registry, None),
+    };
+    let host_ok = !host.is_empty()
+        && (host.starts_with('[') && host.ends_with(']')
+            || host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-')));
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    if host_ok && port_ok {
+        Ok(())
+    } else {
+        Err(RefError::BadName { name: name.to_string(), why: "registry host is not a valid host[:port]" })
+    }
+}
+
+fn validate_repository(repo: &str) -> Result<(), RefError> {
+    let bad = |why| Err(RefError::BadName { name: repo.to_string(), why });
+    if repo.is_empty() {
+        return bad("repository is empty");
+    }
+    if repo.len() > 255 {
+        return bad("longer than 255 characters");
+    }
+    for component in repo.split('/') {
+        if component.is_empty() {
+            return bad("empty path component");
+        }
+        if component.bytes().any(|b| b.is_ascii_uppercase()) {
+            return bad("repository names must be lowercase");
+        }
+        let b = component.as_bytes();
+        let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+        if !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+            return bad("components start and end with a lowercase letter or digit");
+        }
+        // Separators: `.`, `_`, `__`, or one or more `-`, each between alphanumerics.
+        let mut i = 0;
+        while i < b.len() {
+            if alnum(b[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < b.len() && !alnum(b[i]) {
+                i += 1;
+            }
+            let sep = &component[start..i];
+            let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|c| c == b'-');
+            if !ok {
+                return bad("only ., _, __ and - may separate letters and digits");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(s: &str) -> RegistryRef {
+        match s.parse::<ImageRef>().unwrap() {
+            ImageRef::Registry(r) => r,
+            other => panic!("{s} parsed as {other:?}"),
+        }
+    }
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn registry_references_normalise_like_podman() {
+        for (input, want) in [
+            ("alpine", "docker.io/library/alpine:latest"),
+            ("alpine:3.20", "docker.io/library/alpine:3.20"),
+            ("library/alpine", "docker.io/library/alpine:latest"),
+            ("docker.io/alpine", "docker.io/library/alpine:latest"),
+            ("index.docker.io/alpine", "docker.io/library/alpine:latest"),
+            ("quay.io/fedora/fedora-bootc:42", "quay.io/fedora/fedora-bootc:42"),
+            ("localhost/os", "localhost/os:latest"),
+            ("localhost:5000/os:v1", "localhost:5000/os:v1"),
+            ("127.0.0.1:5000/a/b/c:v1", "127.0.0.1:5000/a/b/c:v1"),
+            ("docker://127.0.0.1:5000/os:v2", "127.0.0.1:5000/os:v2"),
+            ("registry:127.0.0.1:5000/os", "127.0.0.1:5000/os:latest"),
+            ("registry://127.0.0.1:5000/os", "127.0.0.1:5000/os:latest"),
+            ("user/my-app__x.y", "docker.io/user/my-app__x.y:latest"),
+        ] {
+            assert_eq!(reg(input).to_string(), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn digests_pin_and_keep_tags() {
+        let r = reg(&format!("quay.io/a/b@{D}"));
+        assert_eq!(r.tag, None);
+        assert_eq!(r.reference(), D);
+        let r = reg(&format!("quay.io/a/b:v1@{D}"));
+        assert_eq!(r.tag.as_deref(), Some("v1"));
+        assert_eq!(r.reference(), D);
+        assert_eq!(r.to_string(), format!("quay.io/a/b:v1@{D}"));
+    }
+
+    #[test]
+    fn oci_transports() {
+        assert_eq!(
+            "oci:/tmp/layout:v1".parse::<ImageRef>().unwrap(),
+            ImageRef::OciDir { path: "/tmp/layout".into(), tag: Some("v1".into()) }
+        );
+        assert_eq!("oci:rel/dir".parse::<ImageRef>().unwrap(), ImageRef::OciDir { path: "rel/dir".into(), tag: None });
+        assert_eq!(
+            "oci-archive:/tmp/a.tar:latest".parse::<ImageRef>().unwrap(),
+            ImageRef::OciArchive { path: "/tmp/a.tar".into(), tag: Some("latest".into()) }
+        );
+    }
+
+    #[test]
+    fn bad_references_say_what_is_wrong() {
+        for (input, want) in [
+            ("", RefError::Empty),
+            ("  ", RefError::Empty),
+            ("oci:", RefError::MissingPath { transport: "oci:" }),
+            ("oci-archive::tag", RefError::MissingPath { transport: "oci-archive:" }),
+            ("containers-storage:foo", RefError::UnknownTransport("containers-storage".into())),
+            ("alpine:", RefError::BadTag("".into())),
+            ("alpine:-x", RefError::BadTag("-x".into())),
+            ("alpine:a/b", RefError::BadName { name: "docker.io/alpine:a/b".into(), why: "" }),
+        ] {
+            let got = input.parse::<ImageRef>().unwrap_err();
+            match (&got, &want) {
+                (RefError::BadName { .. }, RefError::BadName { .. }) => {}
+                _ => assert_eq!(got, want, "{input:?}"),
+            }
+        }
+        for bad in ["a//b", "a/B", "a/-b", "a/b-", "a/b..c", "a/b___c", "host:99999999/x", "bad host/x"] {
+            assert!(matches!(bad.parse::<ImageRef>(), Err(RefError::BadName { .. })), "{bad} should be a bad name");
+        }
+        assert!(matches!(format!("a@{}", "sha256:zz").parse::<ImageRef>(), Err(RefError::BadDigest(_))));
+    }
+
+    #[test]
+    fn round_trips_through_serde() {
+        for s in ["127.0.0.1:5000/os:v1", "oci:/x/y:t", "oci-archive:/a.tar"] {
+            let r: ImageRef = s.parse().unwrap();
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(serde_json::from_str::<ImageRef>(&json).unwrap(), r);
+        }
+    }
+}

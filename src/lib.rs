@@ -1,0 +1,28 @@
+//! hostctl: make a Linux host's operating system a container image.
+//!
+//! The library holds everything; `main.rs` only parses arguments, runs
+//! [`cli::run`] and turns errors into exit codes. Modules, by concept:
+//!
+//! - [`imgref`], [`digest`]: names and content identities.
+//! - [`oci`]: getting images from registries, OCI layouts and archives.
+//! - [`store`]: the deduplicating content store and its layer pipeline.
+//! - [`pull`]: the pull orchestration from a reference into the store.
+//! - [`trust`]: policies and signature verification.
+//! - [`deploy`]: deployments, state, /etc merge, /var.
+//! - [`boot`]: boot entries, kernels, installation, root set-up at boot.
+//! - [`sysroot`], [`fsutil`]: the physical root, its lock, crash-safe writes.
+
+pub mod boot;
+pub mod cli;
+pub mod deploy;
+pub mod digest;
+pub mod error;
+pub mod fsutil;
+pub mod imgref;
+pub mod oci;
+pub mod progress;
+pub mod pull;
+pub mod store;
+pub mod sysroot;
+pub mod trust;
+pub mod util;

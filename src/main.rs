@@ -1,0 +1,38 @@
+//! The `hostctl` binary: parse arguments, set up logging and the runtime, run
+//! the command, print the error chain once and exit with its code.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    let cli = hostctl::cli::Cli::parse();
+    let level = match cli.global.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("hostctl={level}")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+
+    // Async only pays for network I/O; disk work and hashing run on the blocking
+    // pool. Two workers match the small machines hostctl mostly runs on.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime");
+    let result = runtime.block_on(hostctl::cli::run(cli));
+    // Do not wait for blocking threads still draining a failed pipeline.
+    runtime.shutdown_background();
+    if let Err(err) = result {
+        // A closed stdout (`hostctl status | head`) is not an error worth a message.
+        let broken_pipe = err
+            .chain()
+            .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe));
+        if !broken_pipe {
+            eprintln!("error: {err:#}");
+        }
+        std::process::exit(if broken_pipe { 0 } else { hostctl::error::exit_code(&err) });
+    }
+}

@@ -1,0 +1,34 @@
+//! Getting images from where they are published: references' transports,
+//! registries (OCI distribution spec), OCI layout directories and archives.
+
+pub mod layout;
+pub mod platform;
+pub mod registry;
+pub mod source;
+
+use anyhow::Result;
+
+use crate::imgref::ImageRef;
+pub use source::{BlobReader, ImageSource, RawManifest, ResolvedManifest};
+
+/// Connection options for registries, as skopeo and podman spell them.
+#[derive(Clone, Debug, Default)]
+pub struct RegistryOptions {
+    /// `--tls-verify=false`: allow plain HTTP and unverified TLS.
+    pub insecure: bool,
+    /// `--cert-dir`: extra CA certificates (`*.crt`) for a private registry.
+    pub cert_dir: Option<std::path::PathBuf>,
+    /// `--authfile`: an auth.json to use instead of the default search path.
+    pub authfile: Option<std::path::PathBuf>,
+    /// Layers downloaded at once.
+    pub max_concurrent_downloads: Option<usize>,
+}
+
+/// Opens the source an image reference names.
+pub fn open_source(imgref: &ImageRef, opts: &RegistryOptions) -> Result<Box<dyn ImageSource>> {
+    Ok(match imgref {
+        ImageRef::Registry(r) => Box::new(registry::RegistrySource::new(r.clone(), opts)?),
+        ImageRef::OciDir { path, tag } => Box::new(layout::OciLayoutSource::open_dir(path, tag.as_deref())?),
+        ImageRef::OciArchive { path, tag } => Box::new(layout::OciLayoutSource::open_archive(path, tag.as_deref())?),
+    })
+}

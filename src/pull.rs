@@ -1,0 +1,233 @@
+//! The pull pipeline: resolve a reference to a platform manifest, check it
+//! against the trust policy, fetch its config, and stream every layer the store
+//! lacks into the store with bounded parallelism.
+//!
+//! Network I/O is async; each layer's decompression, hashing and object writes
+//! run on a blocking thread fed by the download stream, so no layer is ever
+//! held in memory.
+
+use std::sync::Arc;
+
+use anyhow::{bail, ensure, Context, Result};
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::digest::Digest;
+use crate::imgref::ImageRef;
+use crate::oci::platform::Platform;
+use crate::oci::{open_source, ImageSource, RegistryOptions, ResolvedManifest};
+use crate::progress::Progress;
+use crate::store::{ImageRecord, LayerSpec, Store};
+use crate::sysroot::Sysroot;
+use crate::trust::{ImageVerifier, Verdict};
+
+/// Layers downloaded at once unless configured otherwise.
+pub const DEFAULT_CONCURRENT_DOWNLOADS: usize = 3;
+
+/// Options for one pull.
+#[derive(Clone)]
+pub struct PullOptions {
+    pub registry: RegistryOptions,
+    pub platform: Platform,
+    pub progress: Progress,
+    /// Checked after the manifest is fetched, before any layer is committed.
+    pub verifier: Option<Arc<dyn ImageVerifier>>,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            registry: RegistryOptions::default(),
+            platform: Platform::host(),
+            progress: Progress::hidden(),
+            verifier: None,
+        }
+    }
+}
+
+/// One layer of a pulled image.
+#[derive(Clone, Debug, Serialize)]
+pub struct PulledLayer {
+    pub blob_digest: Digest,
+    pub diff_id: Digest,
+    pub size: u64,
+    pub media_type: String,
+    /// False when the store already had it.
+    pub downloaded: bool,
+}
+
+/// An image now held by the store.
+#[derive(Clone, Debug)]
+pub struct PulledImage {
+    pub imgref: ImageRef,
+    pub manifest_digest: Digest,
+    pub index_digest: Option<Digest>,
+    pub manifest: ImageManifest,
+    pub config_digest: Digest,
+    pub config: ImageConfiguration,
+    pub layers: Vec<PulledLayer>,
+    /// Compressed bytes fetched for layers in this pull.
+    pub bytes_downloaded: u64,
+    pub verdict: Option<Verdict>,
+}
+
+/// Converts an oci-spec descriptor's digest into ours.
+pub fn descriptor_digest(desc: &Descriptor) -> Result<Digest> {
+    desc.digest().to_string().parse().with_context(|| format!("descriptor digest {}", desc.digest()))
+}
+
+/// Resolves `imgref` to its platform manifest without pulling anything
+/// (`upgrade --check`: one round trip when the tag is a plain manifest).
+pub async fn resolve(imgref: &ImageRef, opts: &PullOptions) -> Result<ResolvedManifest> {
+    let source = open_source(imgref, &opts.registry)?;
+    source.resolve(&opts.platform).await.with_context(|| format!("resolving {imgref}"))
+}
+
+/// Pulls `imgref` into the store of `sysroot`: only the layers it lacks are downloaded.
+pub async fn pull(sysroot: &Sysroot, imgref: &ImageRef, opts: &PullOptions) -> Result<PulledImage> {
+    let store = Store::open(sysroot)?;
+    let source: Arc<dyn ImageSource> = Arc::from(open_source(imgref, &opts.registry)?);
+    let resolved =
+        source.resolve(&opts.platform).await.with_context(|| format!("resolving {imgref} for {}", opts.platform))?;
+    pull_resolved(&store, imgref, source, resolved, opts).await
+}
+
+/// The rest of a pull once the manifest is known (shared with callers that
+/// resolved first, such as `upgrade`).
+pub async fn pull_resolved(
+    store: &Store,
+    imgref: &ImageRef,
+    source: Arc<dyn ImageSource>,
+    resolved: ResolvedManifest,
+    opts: &PullOptions,
+) -> Result<PulledImage> {
+    let manifest_digest = resolved.raw.digest.clone();
+    let progress = &opts.progress;
+    progress.event(
+        "manifest",
+        json!({ "image": imgref.to_string(), "digest": manifest_digest.to_string(),
+                "message": format!("Resolved {imgref} to {manifest_digest}") }),
+    );
+
+    let verdict = match &opts.verifier {
+        Some(v) => Some(v.verify(imgref, &resolved, source.as_ref()).await?),
+        None => None,
+    };
+
+    let manifest = resolved.manifest.clone();
+    let config_desc = manifest.config();
+    let config_digest = descriptor_digest(config_desc)?;
+    let config_bytes = source.fetch_small_blob(config_desc).await.context("fetching the image config")?;
+    let config: ImageConfiguration =
+        serde_json::from_slice(&config_bytes).with_context(|| format!("parsing image config {config_digest}"))?;
+    let diff_ids = config.rootfs().diff_ids();
+    ensure!(
+        diff_ids.len() == manifest.layers().len(),
+        "image config {config_digest} lists {} diff_ids but the manifest has {} layers",
+        diff_ids.len(),
+        manifest.layers().len()
+    );
+
+    let mut specs = Vec::new();
+    for (desc, diff_id) in manifest.layers().iter().zip(diff_ids) {
+        let media_type = desc.media_type().to_string();
+        check_layer_media_type(&media_type)?;
+        let size = Some(desc.size()).filter(|s| *s > 0);
+        let Some(size) = size else { bail!("layer {} has an invalid size {}", desc.digest(), desc.size()) };
+        specs.push((
+            desc.clone(),
+            LayerSpec {
+                blob_digest: descriptor_digest(desc)?,
+                size,
+                media_type,
+                diff_id: diff_id.parse().with_context(|| format!("diff_id {diff_id} in config"))?,
+            },
+        ));
+    }
+
+    let concurrency = opts.registry.max_concurrent_downloads.unwrap_or(DEFAULT_CONCURRENT_DOWNLOADS).max(1);
+    let limit = Arc::new(Semaphore::new(concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut layers = Vec::new();
+    for (i, (desc, spec)) in specs.into_iter().enumerate() {
+        let present = store.has_layer(&spec.blob_digest, &spec.diff_id);
+        layers.push(PulledLayer {
+            blob_digest: spec.blob_digest.clone(),
+            diff_id: spec.diff_id.clone(),
+            size: spec.size,
+            media_type: spec.media_type.clone(),
+            downloaded: !present,
+        });
+        if present {
+            progress.event(
+                "layer-exists",
+                json!({ "digest": spec.blob_digest.to_string(),
+                        "message": format!("Layer {} already in the store", spec.blob_digest.short()) }),
+            );
+            continue;
+        }
+        let (store, source, progress, limit) = (store.clone(), source.clone(), progress.clone(), limit.clone());
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await.expect("semaphore never closed");
+            let reader =
+                source.open_blob(&desc, 0).await.with_context(|| format!("opening layer {}", spec.blob_digest))?;
+            let handle = tokio::task::spawn_blocking(move || {
+                let mut transfer = progress.transfer(spec.blob_digest.short(), spec.size);
+                let mut reader = reader.into_sync();
+                let result = store.import_layer(&spec, &mut reader, &mut |n| transfer.inc(n));
+                transfer.finish(if result.is_ok() { "done" } else { "failed" });
+                result.with_context(|| format!("layer {} (diff_id {})", spec.blob_digest, spec.diff_id))
+            });
+            handle.await.context("layer import task panicked")??;
+            anyhow::Ok(i)
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        if let Err(e) = done.context("layer task failed")? {
+            tasks.abort_all();
+            return Err(e);
+        }
+    }
+
+    store.put_blob(&config_digest, &config_bytes)?;
+    store.put_blob(&manifest_digest, &resolved.raw.bytes)?;
+    if let Some(index) = &resolved.index_digest {
+        progress.event("index", json!({ "digest": index.to_string() }));
+    }
+    store.record_image(&ImageRecord {
+        imgref: imgref.to_string(),
+        manifest_digest: manifest_digest.clone(),
+        config_digest: config_digest.clone(),
+        index_digest: resolved.index_digest.clone(),
+        pulled_at: crate::util::now_rfc3339(),
+        layers: layers.iter().map(|l| l.diff_id.clone()).collect(),
+    })?;
+    let bytes_downloaded = layers.iter().filter(|l| l.downloaded).map(|l| l.size).sum();
+    Ok(PulledImage {
+        imgref: imgref.clone(),
+        manifest_digest,
+        index_digest: resolved.index_digest,
+        manifest,
+        config_digest,
+        config,
+        layers,
+        bytes_downloaded,
+        verdict,
+    })
+}
+
+/// Layer media types hostctl can unpack; anything else (foreign layers,
+/// encrypted layers, artifacts) is refused before a byte is downloaded.
+pub fn check_layer_media_type(media_type: &str) -> Result<()> {
+    match media_type {
+        "application/vnd.oci.image.layer.v1.tar"
+        | "application/vnd.oci.image.layer.v1.tar+gzip"
+        | "application/vnd.oci.image.layer.v1.tar+zstd"
+        | "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        | "application/vnd.docker.image.rootfs.diff.tar.zstd"
+        | "application/vnd.docker.image.rootfs.diff.tar" => Ok(()),
+        other => bail!("unsupported layer media type {other:?}"),
+    }
+}

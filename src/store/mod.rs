@@ -1,0 +1,20 @@
+//! The content store under `<sysroot>/hostctl/repo`: manifests and configs as
+//! blobs, one index per pulled layer, and deduplicated file objects that
+//! deployments hardlink.
+//!
+//! Layout (see docs/store.md):
+//! ```text
+//! repo/blobs/sha256/<hex>        manifests and configs, verified
+//! repo/layers/<diff_id hex>.json layer indexes (LayerIndex), keyed by diff_id
+//! repo/layers/by-blob/<hex>      compressed digest → diff_id alias
+//! repo/objects/<2 hex>/<62 hex>  file objects (mode/uid/gid/xattrs set, mtime 0)
+//! repo/images/<hex>.json         images pulled by reference
+//! repo/tmp/                      staging of in-flight writes; cleared on open
+//! ```
+
+pub mod layer_index;
+
+pub use layer_index::{Entry, EntryKind, LayerIndex, Meta, ObjectId};
+pub mod repo;
+
+pub use repo::{GcRoots, GcStats, ImageRecord, LayerSpec, Store};
