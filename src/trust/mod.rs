@@ -30,14 +30,39 @@ pub trait ImageVerifier: Send + Sync {
         -> Result<Verdict>;
 }
 
+/// Accepts every image: what a missing policy file means (see docs/trust.md).
+pub struct AcceptAnything;
+
+#[async_trait]
+impl ImageVerifier for AcceptAnything {
+    async fn verify(
+        &self,
+        _imgref: &ImageRef,
+        _resolved: &ResolvedManifest,
+        _source: &dyn ImageSource,
+    ) -> Result<Verdict> {
+        Ok(Verdict {
+            rule: "insecureAcceptAnything (no policy file)".into(),
+            signature_verified: false,
+            signers: Vec::new(),
+        })
+    }
+}
+
 /// The verifier for a sysroot's policy (`policy` overrides
-/// `<sysroot>/etc/containers/policy.json`); with `enforce`, a policy whose
-/// default is `insecureAcceptAnything` is refused.
-// CONTRACT (skeleton): the trust work replaces this body with the policy engine.
+/// `<sysroot>/etc/containers/policy.json`). With no policy file at all every
+/// image is accepted, unless `enforce` is set, which also refuses a policy
+/// whose default is `insecureAcceptAnything`.
+// CONTRACT (skeleton): the trust work fills in the policy engine.
 pub fn verifier_from_policy(
-    _sysroot: &std::path::Path,
-    _policy: Option<&std::path::Path>,
-    _enforce: bool,
+    sysroot: &std::path::Path,
+    policy: Option<&std::path::Path>,
+    enforce: bool,
 ) -> Result<std::sync::Arc<dyn ImageVerifier>> {
-    anyhow::bail!("trust policy verification is not implemented yet")
+    let path = policy.map(std::path::Path::to_path_buf).unwrap_or_else(|| sysroot.join("etc/containers/policy.json"));
+    if !path.exists() && policy.is_none() {
+        anyhow::ensure!(!enforce, "--enforce-signature-policy: no policy file at {}", path.display());
+        return Ok(std::sync::Arc::new(AcceptAnything));
+    }
+    anyhow::bail!("trust policy {} cannot be enforced yet: policy verification is not implemented", path.display())
 }
