@@ -552,3 +552,16 @@ fn gc_keeps_what_images_and_roots_reach() {
     let stats = store.gc(&roots).unwrap();
     assert_eq!((stats.blobs, stats.layers, stats.objects), (2, 1, 2));
 }
+
+#[test]
+fn refuses_pax_record_bomb() {
+    // An 8 GiB PAX record would be read into memory whole by the tar parser.
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_path("PaxHeaders/bomb").unwrap();
+    h.set_size(8 << 30);
+    h.set_cksum();
+    let mut tar = h.as_bytes().to_vec();
+    tar.extend(std::iter::repeat_n(b'a', 1 << 20));
+    assert_refused(&tar, "exceeds the limit of 1048576 bytes");
+}
