@@ -452,3 +452,28 @@ async fn blob_longer_than_its_descriptor_is_refused() {
     let e = src.fetch_small_blob(&short).await.unwrap_err();
     assert!(format!("{e:#}").contains("more than the"), "{e:#}");
 }
+
+#[tokio::test]
+async fn bearer_token_is_reused_until_it_expires_then_renewed() {
+    // Tokens said to live 2 s are renewed 1 s early (half the lifetime, at most 5 s).
+    let tokens = TokenServer::start("tess", "pw", 2);
+    let reg = Registry::start_tls_token(&tokens);
+    let cert_dir = reg.cert_dir.clone().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    push_with_skopeo(
+        &build_image(work.path(), "v1", 100).oci_ref(),
+        &reg.image("os:v1"),
+        Compression::Gzip,
+        &["--dest-creds", "tess:pw", "--dest-cert-dir", cert_dir.to_str().unwrap()],
+    );
+    let authfile = auth_json(work.path(), &reg.addr, "tess", "pw");
+    let opts = RegistryOptions { cert_dir: Some(cert_dir), authfile: Some(authfile), ..Default::default() };
+    let src = source(&reg.image("os:v1"), &opts);
+    let before = tokens.requests().len();
+    src.fetch_manifest("v1").await.unwrap().unwrap();
+    src.fetch_manifest("v1").await.unwrap().unwrap();
+    assert_eq!(tokens.requests().len() - before, 1, "the token was not reused");
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    src.fetch_manifest("v1").await.unwrap().unwrap();
+    assert_eq!(tokens.requests().len() - before, 2, "the expired token was not renewed");
+}
