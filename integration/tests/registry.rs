@@ -477,3 +477,61 @@ async fn bearer_token_is_reused_until_it_expires_then_renewed() {
     src.fetch_manifest("v1").await.unwrap().unwrap();
     assert_eq!(tokens.requests().len() - before, 2, "the expired token was not renewed");
 }
+
+/// A hostile "registry" behind the proxy: every manifest request gets `response`.
+fn hostile_manifest_source(reg: &Registry, response: Vec<u8>) -> (FaultProxy, Box<dyn ImageSource>) {
+    let proxy = FaultProxy::start(
+        &reg.addr,
+        Faults { path_match: "/manifests/".into(), respond: Some(std::sync::Arc::new(response)), ..Default::default() },
+    );
+    let src = source(&format!("{}/os:v1", proxy.addr), &insecure());
+    (proxy, src)
+}
+
+#[tokio::test]
+async fn oversized_manifest_is_refused_with_or_without_content_length() {
+    let reg = Registry::start();
+    let big = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","annotations":{{"pad":"{}"}}}}"#,
+        "x".repeat(5 << 20)
+    );
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n";
+    let with_length = format!("{head}Content-Length: {}\r\n\r\n{big}", big.len()).into_bytes();
+    let (_p, src) = hostile_manifest_source(&reg, with_length);
+    let e = format!("{:#}", src.fetch_manifest("v1").await.unwrap_err());
+    assert!(e.contains("more than the 4194304 bytes allowed"), "{e}");
+
+    // Chunked, so the size is only known by reading: the cap stops the read.
+    let mut chunked = format!("{head}Transfer-Encoding: chunked\r\n\r\n").into_bytes();
+    for piece in big.as_bytes().chunks(64 * 1024) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let (_p, src) = hostile_manifest_source(&reg, chunked);
+    let e = format!("{:#}", src.fetch_manifest("v1").await.unwrap_err());
+    assert!(e.contains("more than the 4194304 bytes allowed"), "{e}");
+}
+
+#[tokio::test]
+async fn lying_docker_content_digest_header_is_a_digest_mismatch() {
+    let reg = Registry::start();
+    let body = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","size":2,"digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},"layers":[]}"#;
+    let claimed = Digest::of(b"something else");
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nDocker-Content-Digest: {claimed}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (_p, src) = hostile_manifest_source(&reg, response.clone().into_bytes());
+    let e = src.fetch_manifest("v1").await.unwrap_err();
+    let mismatch = e.chain().find_map(|c| c.downcast_ref::<DigestMismatch>()).unwrap_or_else(|| panic!("{e:#}"));
+    assert_eq!(mismatch.expected, claimed);
+    assert_eq!(mismatch.actual, Digest::of(body.as_bytes()));
+
+    // The same reply with an honest header is accepted (the check is not a blanket refusal).
+    let honest = response.replace(&claimed.to_string(), &Digest::of(body.as_bytes()).to_string());
+    let (_p, src) = hostile_manifest_source(&reg, honest.into_bytes());
+    let m = src.fetch_manifest("v1").await.unwrap().unwrap();
+    assert_eq!(m.bytes, body.as_bytes());
+}
