@@ -266,13 +266,13 @@ async fn bearer_token_flow_caches_tokens_and_reports_refusals() {
     assert!(e.contains("refused access") && e.contains("no credentials"), "{e}");
 }
 
-#[tokio::test]
-async fn index_with_two_platforms_resolves_by_platform_and_lists_offers() {
-    let reg = Registry::start();
-    let work = tempfile::tempdir().unwrap();
-    let amd = build_image(work.path(), "amd", 1000);
+/// Pushes `os:amd` (linux/amd64) and `os:arm` (linux/arm64) and an OCI index
+/// `os:multi` over both (PUT by hand with curl). Returns the raw manifests of
+/// the two images (as skopeo reads them) and the index bytes.
+fn push_two_platform_index(reg: &Registry, work: &Path) -> (Vec<u8>, Vec<u8>, String) {
+    let amd = build_image(work, "amd", 1000);
     amd.push(&reg.image("os:amd"), Compression::Gzip);
-    let arm = build_image(work.path(), "arm", 1000);
+    let arm = build_image(work, "arm", 1000);
     run(std::process::Command::new("umoci").args([
         "config",
         "--image",
@@ -281,16 +281,18 @@ async fn index_with_two_platforms_resolves_by_platform_and_lists_offers() {
         "--os=linux",
     ]));
     arm.push(&reg.image("os:arm"), Compression::Gzip);
-
-    let src = source(&reg.image("os:amd"), &insecure());
-    let m_amd = src.fetch_manifest("amd").await.unwrap().unwrap();
-    let m_arm = src.fetch_manifest("arm").await.unwrap().unwrap();
-    let entry = |m: &hostctl::oci::RawManifest, arch: &str, variant: &str| {
+    let raw = |tag: &str| {
+        run(std::process::Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{}", reg.image(tag))))
+        .stdout
+    };
+    let (m_amd, m_arm) = (raw("os:amd"), raw("os:arm"));
+    let entry = |m: &[u8], arch: &str, variant: &str| {
         format!(
-            r#"{{"mediaType":"{}","digest":"{}","size":{},"platform":{{"architecture":"{arch}","os":"linux"{variant}}}}}"#,
-            m.media_type,
-            m.digest,
-            m.bytes.len()
+            r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{},"platform":{{"architecture":"{arch}","os":"linux"{variant}}}}}"#,
+            Digest::of(m),
+            m.len()
         )
     };
     let index = format!(
@@ -298,7 +300,7 @@ async fn index_with_two_platforms_resolves_by_platform_and_lists_offers() {
         entry(&m_amd, "amd64", ""),
         entry(&m_arm, "arm64", r#","variant":"v8""#)
     );
-    let index_file = work.path().join("index.json");
+    let index_file = work.join("index.json");
     std::fs::write(&index_file, &index).unwrap();
     run(std::process::Command::new("curl").args([
         "-sSf",
@@ -310,15 +312,23 @@ async fn index_with_two_platforms_resolves_by_platform_and_lists_offers() {
         &format!("@{}", index_file.display()),
         &format!("http://{}/v2/os/manifests/multi", reg.addr),
     ]));
+    (m_amd, m_arm, index)
+}
 
+#[tokio::test]
+async fn index_with_two_platforms_resolves_by_platform_and_lists_offers() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let (m_amd, m_arm, index) = push_two_platform_index(&reg, work.path());
     let multi = source(&reg.image("os:multi"), &insecure());
     let r = multi.resolve(&amd64()).await.unwrap();
-    assert_eq!(r.raw.digest, m_amd.digest);
+    assert_eq!(r.raw.digest, Digest::of(&m_amd));
+    assert_eq!(r.raw.bytes, m_amd);
     assert_eq!(r.index_digest, Some(Digest::of(index.as_bytes())));
     let r = multi.resolve(&"linux/arm64".parse().unwrap()).await.unwrap();
-    assert_eq!(r.raw.digest, m_arm.digest);
+    assert_eq!(r.raw.digest, Digest::of(&m_arm));
     let r = multi.resolve(&"linux/arm64/v8".parse().unwrap()).await.unwrap();
-    assert_eq!(r.raw.digest, m_arm.digest);
+    assert_eq!(r.raw.digest, Digest::of(&m_arm));
     let e = format!("{:#}", multi.resolve(&"linux/riscv64".parse().unwrap()).await.unwrap_err());
     assert!(e.contains("linux/riscv64") && e.contains("offers: linux/amd64, linux/arm64/v8"), "{e}");
 }
