@@ -5,3 +5,4 @@ mod support;
 
 mod pull;
 mod store;
+mod registry;
