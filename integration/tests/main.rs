@@ -3,4 +3,5 @@
 
 mod support;
 
+mod layout;
 mod pull;
