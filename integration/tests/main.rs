@@ -3,6 +3,7 @@
 
 mod support;
 
+mod layout;
 mod pull;
 mod store;
 mod registry;
