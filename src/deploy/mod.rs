@@ -4,3 +4,4 @@
 
 pub mod checkout;
 pub mod etc_merge;
+pub mod tree;
