@@ -204,7 +204,8 @@ fn tar_layer(entries: &[GenEntry]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for e in entries {
         if !e.xattrs.is_empty() {
-            let data: Vec<u8> = e.xattrs.iter().flat_map(|(k, v)| pax_record(&format!("SCHILY.xattr.{k}"), v)).collect();
+            let data: Vec<u8> =
+                e.xattrs.iter().flat_map(|(k, v)| pax_record(&format!("SCHILY.xattr.{k}"), v)).collect();
             let mut h = tar::Header::new_ustar();
             h.set_entry_type(tar::EntryType::XHeader);
             h.set_size(data.len() as u64);
@@ -218,6 +219,7 @@ fn tar_layer(entries: &[GenEntry]) -> Vec<u8> {
         h.set_uid(e.uid as u64);
         h.set_gid(e.gid as u64);
         h.set_mtime(1_700_000_000);
+        h.set_size(0);
         let (dir, name) = match e.path.rsplit_once('/') {
             Some((d, n)) => (format!("{d}/"), n.to_string()),
             None => (String::new(), e.path.clone()),
@@ -395,8 +397,22 @@ fn import(store: &Store, layout: &Path, specs: &[LayerSpec]) -> Vec<LayerIndex> 
         .collect()
 }
 
+/// What the cases exercised, to show the generator reaches every feature.
+#[derive(Default, Debug)]
+struct Coverage {
+    whiteouts: usize,
+    opaques: usize,
+    link_groups: usize,
+    symlinks: usize,
+    devices: usize,
+    fifos: usize,
+    caps: usize,
+    user_xattrs: usize,
+    special_modes: usize,
+}
+
 /// Generates, builds, unpacks both ways and compares one case.
-fn check_case(seed: u64) {
+fn check_case(seed: u64, cov: &mut Coverage) {
     let work = tempfile::tempdir().unwrap();
     let layers = gen_image(seed);
     let tars: Vec<Vec<u8>> = layers.iter().map(|l| tar_layer(l)).collect();
@@ -427,6 +443,19 @@ fn check_case(seed: u64) {
             diffs.push(format!("/{p}:\n  umoci:    {:?}\n  checkout: {:?}", want.get(p), got.get(p)));
         }
     }
+    for l in &layers {
+        cov.whiteouts += l.iter().filter(|e| matches!(e.kind, Kind::Whiteout)).count();
+        cov.opaques += l.iter().filter(|e| matches!(e.kind, Kind::Opaque)).count();
+    }
+    cov.link_groups += got_groups.len();
+    for d in got.values() {
+        cov.symlinks += d.kind.starts_with("symlink") as usize;
+        cov.devices += d.kind.starts_with("char") as usize;
+        cov.fifos += (d.kind == "fifo") as usize;
+        cov.caps += d.xattrs.iter().any(|(k, _)| k == "security.capability") as usize;
+        cov.user_xattrs += d.xattrs.iter().any(|(k, _)| k.starts_with("user.")) as usize;
+        cov.special_modes += (d.mode & 0o7000 != 0) as usize;
+    }
     if want_groups != got_groups {
         diffs.push(format!("hard-link groups:\n  umoci:    {want_groups:?}\n  checkout: {got_groups:?}"));
     }
@@ -435,11 +464,17 @@ fn check_case(seed: u64) {
             .iter()
             .enumerate()
             .flat_map(|(i, l)| {
-                l.iter().map(move |e| format!("  L{i} {} {:?} {:o} {}:{} {:?}", e.path, e.kind, e.mode, e.uid, e.gid, e.xattrs))
+                l.iter().map(move |e| {
+                    format!("  L{i} {} {:?} {:o} {}:{} {:?}", e.path, e.kind, e.mode, e.uid, e.gid, e.xattrs)
+                })
             })
             .map(|s| s.chars().take(160).collect())
             .collect();
-        panic!("seed {seed}: checkout differs from umoci raw unpack\n{}\nimage:\n{}", diffs.join("\n"), listing.join("\n"));
+        panic!(
+            "seed {seed}: checkout differs from umoci raw unpack\n{}\nimage:\n{}",
+            diffs.join("\n"),
+            listing.join("\n")
+        );
     }
 }
 
@@ -452,7 +487,13 @@ fn cases() -> u64 {
 fn checkout_matches_umoci_raw_unpack_on_random_images() {
     require_tool("umoci");
     let base: u64 = std::env::var("HOSTCTL_CHECKOUT_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed);
+    let mut cov = Coverage::default();
     for i in 0..cases() {
-        check_case(base + i);
+        check_case(base + i, &mut cov);
     }
+    let c = &cov;
+    let all =
+        [c.whiteouts, c.opaques, c.link_groups, c.symlinks, c.devices, c.fifos, c.caps, c.user_xattrs, c.special_modes];
+    assert!(all.iter().all(|n| *n > 0), "the generated images missed a feature: {cov:?}");
+    eprintln!("checkout property test coverage: {cov:?}");
 }
