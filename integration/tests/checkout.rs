@@ -497,3 +497,99 @@ fn checkout_matches_umoci_raw_unpack_on_random_images() {
     assert!(all.iter().all(|n| *n > 0), "the generated images missed a feature: {cov:?}");
     eprintln!("checkout property test coverage: {cov:?}");
 }
+
+fn inode_set(root: &Path) -> BTreeMap<u64, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let md = std::fs::symlink_metadata(e.path()).unwrap();
+            if md.is_dir() {
+                stack.push(e.path());
+            } else if md.is_file() {
+                out.insert(md.ino(), e.path().display().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Two real images through the store: v1 checked out and its /etc made live
+/// and edited by the admin, v2 checked out and merged. The merged /etc keeps
+/// the admin's edits, follows v2 elsewhere, and shares no inode with the store.
+#[test]
+fn etc_merge_between_two_checked_out_images_copies_never_links() {
+    use hostctl::deploy::etc_merge::{apply, plan};
+    let work = tempfile::tempdir().unwrap();
+    let f = |path: &str, content: &str, mode: u32| GenEntry {
+        path: path.into(),
+        kind: Kind::File(content.as_bytes().to_vec()),
+        mode,
+        uid: 0,
+        gid: 0,
+        xattrs: Vec::new(),
+    };
+    let d =
+        |path: &str| GenEntry { path: path.into(), kind: Kind::Dir, mode: 0o755, uid: 0, gid: 0, xattrs: Vec::new() };
+    let v1 = vec![
+        d("etc"),
+        f("etc/hostname", "image\n", 0o644),
+        f("etc/motd", "welcome to v1\n", 0o644),
+        f("etc/shadow", "root:*:1::::::\n", 0o640),
+        f("etc/issue", "v1\n", 0o644),
+        d("usr"),
+        f("usr/os-release", "VERSION=1\n", 0o644),
+    ];
+    let mut v2 = v1.clone();
+    v2[2] = f("etc/motd", "welcome to v2\n", 0o644);
+    v2[4] = f("etc/issue", "v2\n", 0o644);
+    v2.push(f("etc/new-in-v2", "hello\n", 0o644));
+    let sysroot = work.path().join("sysroot");
+    std::fs::create_dir(&sysroot).unwrap();
+    let store = store_in(&sysroot);
+    let mut trees = Vec::new();
+    for (tag, layer) in [("v1", &v1), ("v2", &v2)] {
+        let layout = work.path().join(format!("layout-{tag}"));
+        let specs = write_layout(&layout, tag, &[tar_layer(layer)]);
+        let idx = import(&store, &layout, &specs);
+        let dest = work.path().join(tag);
+        checkout(&store, &idx, &dest, &CheckoutOptions { relocate_etc: true }).unwrap();
+        assert!(!dest.join("etc").exists() && dest.join("usr/etc/motd").is_file());
+        trees.push(dest);
+    }
+    let (old_defaults, new_defaults) = (trees[0].join("usr/etc"), trees[1].join("usr/etc"));
+    // First boot of v1: its live /etc is a copy of its defaults (an empty plan).
+    let live = trees[0].join("etc");
+    let first = plan(&old_defaults, &old_defaults, &old_defaults).unwrap();
+    assert!(first.keep_local.is_empty() && first.keep_deleted.is_empty() && first.conflicts.is_empty());
+    apply(&first, &old_defaults, &old_defaults, &live).unwrap();
+    // The admin's edits.
+    std::fs::write(live.join("hostname"), "myhost\n").unwrap();
+    std::fs::write(live.join("issue"), "local\n").unwrap();
+    std::fs::write(live.join("local.conf"), "mine\n").unwrap();
+
+    let p = plan(&old_defaults, &live, &new_defaults).unwrap();
+    let names = |v: &[PathBuf]| v.iter().map(|p| p.display().to_string()).collect::<Vec<_>>();
+    assert_eq!(names(&p.keep_local), ["hostname", "issue", "local.conf"]);
+    assert_eq!(p.conflicts.iter().map(|c| c.path.display().to_string()).collect::<Vec<_>>(), ["issue"]);
+    let merged = trees[1].join("etc");
+    apply(&p, &live, &new_defaults, &merged).unwrap();
+    let read = |n: &str| std::fs::read_to_string(merged.join(n)).unwrap();
+    assert_eq!(read("hostname"), "myhost\n");
+    assert_eq!(read("issue"), "local\n");
+    assert_eq!(read("local.conf"), "mine\n");
+    assert_eq!(read("motd"), "welcome to v2\n");
+    assert_eq!(read("new-in-v2"), "hello\n");
+    assert_eq!(std::fs::metadata(merged.join("shadow")).unwrap().mode() & 0o7777, 0o640);
+
+    // The defaults are hard links to store objects; the live /etc never is.
+    let objects = inode_set(&store.dir().join("objects"));
+    assert!(objects.contains_key(&std::fs::metadata(new_defaults.join("motd")).unwrap().ino()));
+    for etc in [&live, &merged] {
+        for (ino, path) in inode_set(etc) {
+            assert!(!objects.contains_key(&ino), "{path} is a hard link into the store");
+            assert_eq!(std::fs::metadata(&path).unwrap().nlink(), 1, "{path}");
+        }
+    }
+}
