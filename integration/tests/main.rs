@@ -4,6 +4,7 @@
 mod support;
 
 mod layout;
+mod checkout;
 mod pull;
 mod store;
 mod registry;
