@@ -6,6 +6,7 @@
 pub mod hostile;
 pub mod images;
 pub mod registry;
+pub mod tokenserver;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
