@@ -40,7 +40,12 @@ fn build_image(work: &Path, tag: &str, noise_len: usize) -> Layout {
     std::fs::write(tree.join("etc/os-release"), format!("ID=test\nVERSION_ID={tag}\n")).unwrap();
     std::fs::write(tree.join("etc/noise"), noise(noise_len, tag.len() as u64 + 7)).unwrap();
     let layout = Layout::new(&work.join("layout"), tag);
-    layout.add_layer(&tree);
+    // Inserted at /etc rather than / (`Layout::add_layer`): umoci then writes
+    // no "/" entry, which the store refuses (reported to the store's owner).
+    run(std::process::Command::new("umoci")
+        .args(["insert", "--image", &format!("{}:{tag}", layout.dir.display())])
+        .arg(tree.join("etc"))
+        .arg("/etc"));
     layout
 }
 
