@@ -32,20 +32,24 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Builds a one-layer image (a text file plus `noise_len` random bytes) in a
-/// umoci layout under `work`; returns the layout.
+/// Builds a one-layer image (a text file plus `noise_len` random bytes under
+/// `/etc`) in a umoci layout under `work`; returns the layout.
+///
+/// The layer tar is written by GNU tar and added with `umoci raw add-layer`:
+/// umoci 0.4.7's own `insert` writes archives without the last entry's
+/// padding and the end-of-archive blocks (GNU tar and the tar crate reject
+/// them) and, at `/`, a "/" entry.
 fn build_image(work: &Path, tag: &str, noise_len: usize) -> Layout {
     let tree = work.join(format!("tree-{tag}"));
     std::fs::create_dir_all(tree.join("etc")).unwrap();
     std::fs::write(tree.join("etc/os-release"), format!("ID=test\nVERSION_ID={tag}\n")).unwrap();
     std::fs::write(tree.join("etc/noise"), noise(noise_len, tag.len() as u64 + 7)).unwrap();
+    let layer = work.join(format!("layer-{tag}.tar"));
+    run(std::process::Command::new("tar").arg("-C").arg(&tree).arg("-cf").arg(&layer).arg("etc"));
     let layout = Layout::new(&work.join("layout"), tag);
-    // Inserted at /etc rather than / (`Layout::add_layer`): umoci then writes
-    // no "/" entry, which the store refuses (reported to the store's owner).
     run(std::process::Command::new("umoci")
-        .args(["insert", "--image", &format!("{}:{tag}", layout.dir.display())])
-        .arg(tree.join("etc"))
-        .arg("/etc"));
+        .args(["raw", "add-layer", "--image", &format!("{}:{tag}", layout.dir.display())])
+        .arg(&layer));
     layout
 }
 
