@@ -3,5 +3,8 @@
 
 mod support;
 
+mod layout;
+mod checkout;
 mod pull;
+mod store;
 mod registry;

@@ -4,3 +4,5 @@
 
 pub mod checkout;
 pub mod etc_merge;
+mod fsat;
+pub mod tree;
