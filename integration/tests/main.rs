@@ -3,8 +3,8 @@
 
 mod support;
 
-mod layout;
 mod checkout;
+mod layout;
 mod pull;
-mod store;
 mod registry;
+mod store;
