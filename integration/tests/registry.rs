@@ -32,15 +32,24 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Builds a one-layer image (a text file plus `noise_len` random bytes) in a
-/// umoci layout under `work`; returns the layout.
+/// Builds a one-layer image (a text file plus `noise_len` random bytes under
+/// `/etc`) in a umoci layout under `work`; returns the layout.
+///
+/// The layer tar is written by GNU tar and added with `umoci raw add-layer`:
+/// umoci 0.4.7's own `insert` writes archives without the last entry's
+/// padding and the end-of-archive blocks (GNU tar and the tar crate reject
+/// them) and, at `/`, a "/" entry.
 fn build_image(work: &Path, tag: &str, noise_len: usize) -> Layout {
     let tree = work.join(format!("tree-{tag}"));
     std::fs::create_dir_all(tree.join("etc")).unwrap();
     std::fs::write(tree.join("etc/os-release"), format!("ID=test\nVERSION_ID={tag}\n")).unwrap();
     std::fs::write(tree.join("etc/noise"), noise(noise_len, tag.len() as u64 + 7)).unwrap();
+    let layer = work.join(format!("layer-{tag}.tar"));
+    run(std::process::Command::new("tar").arg("-C").arg(&tree).arg("-cf").arg(&layer).arg("etc"));
     let layout = Layout::new(&work.join("layout"), tag);
-    layout.add_layer(&tree);
+    run(std::process::Command::new("umoci")
+        .args(["raw", "add-layer", "--image", &format!("{}:{tag}", layout.dir.display())])
+        .arg(&layer));
     layout
 }
 
@@ -544,4 +553,111 @@ async fn lying_docker_content_digest_header_is_a_digest_mismatch() {
     let (_p, src) = hostile_manifest_source(&reg, honest.into_bytes());
     let m = src.fetch_manifest("v1").await.unwrap().unwrap();
     assert_eq!(m.bytes, body.as_bytes());
+}
+
+// ---- `hostctl image pull` end to end (registry source + store) ----
+
+fn pull_json(sysroot: &Path, args: &[&str]) -> serde_json::Value {
+    let out = crate::support::hostctl_ok(sysroot, args);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn cli_pull_over_tls_with_basic_auth_from_authfile() {
+    let reg = Registry::start_tls_basic("alice", "s3cret-pw");
+    let cert_dir = reg.cert_dir.clone().unwrap();
+    let cd = cert_dir.to_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let layout = build_image(work.path(), "v1", 300_000);
+    let image = reg.image("os:v1");
+    push_with_skopeo(
+        &layout.oci_ref(),
+        &image,
+        Compression::Gzip,
+        &["--dest-creds", "alice:s3cret-pw", "--dest-cert-dir", cd],
+    );
+    let expected = skopeo_digest(&image, &["--creds", "alice:s3cret-pw", "--cert-dir", cd]);
+    let authfile = auth_json(work.path(), &reg.addr, "alice", "s3cret-pw");
+
+    let sysroot = tempfile::tempdir().unwrap();
+    let v = pull_json(
+        sysroot.path(),
+        &["--cert-dir", cd, "--authfile", authfile.to_str().unwrap(), "image", "pull", "--json", &image],
+    );
+    assert_eq!(v["manifest_digest"], expected, "{v}");
+    assert_eq!(v["layers_downloaded"], 1, "{v}");
+
+    // REGISTRY_AUTH_FILE names the auth file too.
+    let sysroot2 = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::support::hostctl_bin())
+        .env("REGISTRY_AUTH_FILE", &authfile)
+        .arg("--sysroot")
+        .arg(sysroot2.path())
+        .args(["--cert-dir", cd, "image", "pull", "--json", &image])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Wrong password: a failure naming the registry and the auth file, not the secret.
+    let bad = auth_json(work.path(), &reg.addr, "alice", "wrong-password");
+    let out = crate::support::hostctl(
+        sysroot.path(),
+        &["--cert-dir", cd, "--authfile", bad.to_str().unwrap(), "image", "pull", "--json", &reg.image("os:v1")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("401") && stderr.contains(&reg.addr) && stderr.contains(bad.to_str().unwrap()), "{stderr}");
+    assert!(!stderr.contains("wrong-password"), "the password leaked: {stderr}");
+}
+
+#[test]
+fn cli_pull_over_bearer_tokens() {
+    let tokens = TokenServer::start("tess", "t0ken-pw", 300);
+    let reg = Registry::start_tls_token(&tokens);
+    let cert_dir = reg.cert_dir.clone().unwrap();
+    let cd = cert_dir.to_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let layout = build_image(work.path(), "v1", 300_000);
+    let image = reg.image("os:v1");
+    push_with_skopeo(
+        &layout.oci_ref(),
+        &image,
+        Compression::Zstd,
+        &["--dest-creds", "tess:t0ken-pw", "--dest-cert-dir", cd],
+    );
+    let expected = skopeo_digest(&image, &["--creds", "tess:t0ken-pw", "--cert-dir", cd]);
+    let authfile = auth_json(work.path(), &reg.addr, "tess", "t0ken-pw");
+    let before = tokens.requests().len();
+
+    let sysroot = tempfile::tempdir().unwrap();
+    let args = ["--cert-dir", cd, "--authfile", authfile.to_str().unwrap(), "image", "pull", "--json", &image];
+    let v = pull_json(sysroot.path(), &args);
+    assert_eq!(v["manifest_digest"], expected, "{v}");
+    assert_eq!(v["layers_downloaded"], 1, "{v}");
+    let granted = tokens.requests().into_iter().skip(before).filter(|r| r.granted).count();
+    assert_eq!(granted, 1, "one token for the whole pull");
+    let v = pull_json(sysroot.path(), &args);
+    assert_eq!(v["layers_downloaded"], 0, "{v}");
+}
+
+#[test]
+fn cli_pull_chooses_platform_from_an_index() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let (_m_amd, m_arm, _index) = push_two_platform_index(&reg, work.path());
+    let sysroot = tempfile::tempdir().unwrap();
+    let image = reg.image("os:multi");
+    let v = pull_json(
+        sysroot.path(),
+        &["--tls-verify=false", "--platform", "linux/arm64", "image", "pull", "--json", &image],
+    );
+    assert_eq!(v["manifest_digest"], Digest::of(&m_arm).to_string(), "{v}");
+
+    let out = crate::support::hostctl(
+        sysroot.path(),
+        &["--tls-verify=false", "--platform", "linux/ppc64le", "image", "pull", "--json", &image],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("linux/ppc64le") && stderr.contains("offers: linux/amd64, linux/arm64/v8"), "{stderr}");
 }
