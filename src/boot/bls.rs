@@ -80,7 +80,7 @@ impl BlsEntry {
 
 /// The value of `key=` in a kernel command line (the last one wins, as in the kernel).
 pub fn karg<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
-    cmdline.split_whitespace().filter_map(|a| a.strip_prefix(key).and_then(|r| r.strip_prefix('='))).last()
+    cmdline.split_whitespace().rev().find_map(|a| a.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
 }
 
 /// A hostctl entry file name, parsed.
@@ -215,11 +215,7 @@ mod tests {
         ];
         for (name, want) in cases {
             let got = EntryName::parse(name).map(|n| (n.stateroot, n.priority, n.deployment));
-            assert_eq!(
-                got,
-                want.map(|(s, p, d): (&str, u64, &str)| (s.to_string(), p, d.to_string())),
-                "{name}"
-            );
+            assert_eq!(got, want.map(|(s, p, d): (&str, u64, &str)| (s.to_string(), p, d.to_string())), "{name}");
         }
         let n = EntryName { stateroot: "default".into(), priority: 12, deployment: "f00.2".into() };
         assert_eq!(EntryName::parse(&n.file_name()), Some(n));

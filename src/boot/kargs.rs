@@ -71,7 +71,8 @@ mod tests {
 
     #[test]
     fn parse_table() {
-        let cases: &[(&str, &str, Result<&[&str], &str>)] = &[
+        type Case<'a> = (&'a str, &'a str, Result<&'a [&'a str], &'a str>);
+        let cases: &[Case] = &[
             ("kargs = [\"quiet\", \"console=ttyS0\"]", "x86_64", Ok(&["quiet", "console=ttyS0"])),
             ("kargs = []", "x86_64", Ok(&[])),
             ("kargs = [\"a\"]\nmatch-architectures = [\"aarch64\"]", "x86_64", Ok(&[])),
