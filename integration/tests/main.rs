@@ -3,4 +3,6 @@
 
 mod support;
 
+mod checkout;
 mod pull;
+mod registry;
