@@ -204,7 +204,8 @@ fn tar_layer(entries: &[GenEntry]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for e in entries {
         if !e.xattrs.is_empty() {
-            let data: Vec<u8> = e.xattrs.iter().flat_map(|(k, v)| pax_record(&format!("SCHILY.xattr.{k}"), v)).collect();
+            let data: Vec<u8> =
+                e.xattrs.iter().flat_map(|(k, v)| pax_record(&format!("SCHILY.xattr.{k}"), v)).collect();
             let mut h = tar::Header::new_ustar();
             h.set_entry_type(tar::EntryType::XHeader);
             h.set_size(data.len() as u64);
@@ -435,11 +436,17 @@ fn check_case(seed: u64) {
             .iter()
             .enumerate()
             .flat_map(|(i, l)| {
-                l.iter().map(move |e| format!("  L{i} {} {:?} {:o} {}:{} {:?}", e.path, e.kind, e.mode, e.uid, e.gid, e.xattrs))
+                l.iter().map(move |e| {
+                    format!("  L{i} {} {:?} {:o} {}:{} {:?}", e.path, e.kind, e.mode, e.uid, e.gid, e.xattrs)
+                })
             })
             .map(|s| s.chars().take(160).collect())
             .collect();
-        panic!("seed {seed}: checkout differs from umoci raw unpack\n{}\nimage:\n{}", diffs.join("\n"), listing.join("\n"));
+        panic!(
+            "seed {seed}: checkout differs from umoci raw unpack\n{}\nimage:\n{}",
+            diffs.join("\n"),
+            listing.join("\n")
+        );
     }
 }
 

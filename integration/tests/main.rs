@@ -4,5 +4,6 @@
 mod support;
 
 mod checkout;
+mod deploy;
 mod pull;
 mod registry;

@@ -96,6 +96,21 @@ impl Deployer {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         fsutil::remove_tmp_leftovers(dir)?;
         let known = state.all();
+        for id in &known {
+            if !self.layout.tree(id).is_dir() || !self.layout.metadata(id).is_file() {
+                bail!(
+                    "deployment {id} is listed in {} but its tree or metadata is missing in {}",
+                    self.sysroot.state_path().display(),
+                    dir.display()
+                );
+            }
+        }
+        if let Some(id) = state.staged_unfinalized() {
+            fsutil::remove_tmp_leftovers(&self.layout.tree(id))?;
+        }
+        // Entries first: an entry may still name a deployment that an
+        // interrupted cleanup already dropped from the state.
+        self.write_boot_entries(&state)?;
         let mut removed = false;
         for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
             let e = e?;
@@ -113,20 +128,6 @@ impl Deployer {
         if removed {
             fsutil::sync_dir(dir)?;
         }
-        for id in &known {
-            if !self.layout.tree(id).is_dir() || !self.layout.metadata(id).is_file() {
-                bail!(
-                    "deployment {id} is listed in {} but its tree or metadata is missing in {}",
-                    self.sysroot.state_path().display(),
-                    dir.display()
-                );
-            }
-        }
-        if let Some(id) = state.staged_unfinalized() {
-            let tree = self.layout.tree(id);
-            fsutil::remove_tmp_leftovers(&tree)?;
-        }
-        self.write_boot_entries(&state)?;
         Ok(state)
     }
 
