@@ -7,3 +7,4 @@ mod checkout;
 mod deploy;
 mod pull;
 mod registry;
+mod store;

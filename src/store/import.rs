@@ -354,7 +354,8 @@ fn unpack(repo: &Path, claims: &Arc<Claims>, me: u64, limits: &Limits, reader: C
 
 /// Reads every tar entry, checks it and stores its content.
 fn read_entries(r: &mut dyn Read, writer: &mut ObjectWriter<'_>, limits: &Limits) -> Result<Vec<Entry>> {
-    let mut archive = tar::Archive::new(r);
+    let mut guarded = crate::store::targuard::TarGuard::new(r);
+    let mut archive = tar::Archive::new(&mut guarded as &mut dyn Read);
     let mut entries = Vec::new();
     let mut paths = LayerPaths::default();
     for item in archive.entries().context("reading the tar archive")? {

@@ -13,7 +13,7 @@
 //! ```
 //!
 //! Files, one concept each: [`repo`] (the `Store` handle), [`import`] (the
-//! layer pipeline), [`tarsafe`] (path checks and limits), [`objects`] (object
+//! layer pipeline), [`tarsafe`] (path checks and limits), [`targuard`] (extension record caps), [`objects`] (object
 //! ids and writes), [`blobs`], [`images`], [`gc`].
 
 pub mod blobs;
@@ -23,6 +23,7 @@ pub mod import;
 pub mod layer_index;
 pub mod objects;
 pub mod repo;
+pub mod targuard;
 pub mod tarsafe;
 
 pub use layer_index::{Entry, EntryKind, LayerIndex, Meta, ObjectId};

@@ -74,9 +74,8 @@ impl Store {
             let d = dir.join(sub);
             fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         }
-        clear_dir(&dir.join("tmp"))?;
-        for sub in ["blobs/sha256", "layers", "layers/by-blob", "images"] {
-            crate::fsutil::remove_tmp_leftovers(&dir.join(sub))?;
+        for sub in ["tmp", "blobs/sha256", "layers", "layers/by-blob", "images"] {
+            clear_leftovers(&dir.join(sub), sub == "tmp")?;
         }
         Ok(Store { dir: dir.to_path_buf(), claims: Arc::default(), limits: Limits::default() })
     }
@@ -214,13 +213,43 @@ pub(crate) fn commit_index(repo: &Path, index: &LayerIndex) -> Result<()> {
     Ok(())
 }
 
-/// Removes everything inside `dir` (leftovers of interrupted imports).
-fn clear_dir(dir: &Path) -> Result<()> {
+/// Temporary files younger than this may belong to a write in progress.
+const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes leftovers of interrupted writes in `dir`: `.tmp-*` entries (every
+/// entry when `all`). Object temp files name their writer's pid and go once
+/// that process is gone; others once they are older than [`LEFTOVER_AGE`].
+/// A reader opening the store never disturbs a pull running beside it.
+fn clear_leftovers(dir: &Path, all: bool) -> Result<()> {
     for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let entry = entry?;
-        let path = entry.path();
-        let r = if entry.file_type()?.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
-        r.with_context(|| format!("removing leftover {}", path.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(crate::fsutil::TMP_PREFIX) else {
+            if all {
+                remove_entry(&entry)?;
+            }
+            continue;
+        };
+        let writer_pid =
+            rest.strip_prefix("obj-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok());
+        let stale = match writer_pid {
+            Some(pid) => pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists(),
+            None => entry.metadata()?.modified()?.elapsed().map(|age| age > LEFTOVER_AGE).unwrap_or(false),
+        };
+        if stale {
+            remove_entry(&entry)?;
+        }
     }
     Ok(())
+}
+
+fn remove_entry(entry: &fs::DirEntry) -> Result<()> {
+    let path = entry.path();
+    let r = if entry.file_type()?.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+    match r {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing leftover {}", path.display()))
+        }
+        _ => Ok(()),
+    }
 }

@@ -467,9 +467,19 @@ fn failed_import_keeps_objects_of_earlier_layers() {
 #[test]
 fn open_clears_leftovers_of_interrupted_imports() {
     let (_d, store) = store();
-    fs::write(store.dir().join("tmp/.tmp-obj-1-2-3"), b"half an object").unwrap();
+    // A writer that died (pid far beyond pid_max), a writer still running (a
+    // child we start), and junk.
+    let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let live = format!("tmp/.tmp-obj-{}-0-1", child.id());
+    fs::write(store.dir().join("tmp/.tmp-obj-99999999-2-3"), b"half an object").unwrap();
+    fs::write(store.dir().join(&live), b"being written").unwrap();
     fs::create_dir(store.dir().join("tmp/junk")).unwrap();
     let again = Store::open_dir(store.dir()).unwrap();
+    let left: Vec<_> = fs::read_dir(again.dir().join("tmp")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(left, [again.dir().join(&live)], "only the live writer's file stays");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    Store::open_dir(store.dir()).unwrap();
     assert_eq!(fs::read_dir(again.dir().join("tmp")).unwrap().count(), 0);
 }
 
@@ -551,4 +561,17 @@ fn gc_keeps_what_images_and_roots_reach() {
     store.remove_image("registry:x/os:v1").unwrap();
     let stats = store.gc(&roots).unwrap();
     assert_eq!((stats.blobs, stats.layers, stats.objects), (2, 1, 2));
+}
+
+#[test]
+fn refuses_pax_record_bomb() {
+    // An 8 GiB PAX record would be read into memory whole by the tar parser.
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_path("PaxHeaders/bomb").unwrap();
+    h.set_size(8 << 30);
+    h.set_cksum();
+    let mut tar = h.as_bytes().to_vec();
+    tar.extend(std::iter::repeat_n(b'a', 1 << 20));
+    assert_refused(&tar, "exceeds the limit of 1048576 bytes");
 }
