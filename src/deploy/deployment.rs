@@ -127,7 +127,8 @@ impl Metadata {
 
     /// The title of its boot entry.
     pub fn title(&self) -> String {
-        let name = self.image.rsplit('/').next().unwrap_or(&self.image);
+        let last = self.image.rsplit('/').next().unwrap_or(&self.image);
+        let name = last.split(['@', ':']).next().unwrap_or(last);
         match &self.image_version {
             Some(v) => format!("{name} {v} ({})", self.id),
             None => format!("{name} ({})", self.id),
