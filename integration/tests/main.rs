@@ -3,4 +3,9 @@
 
 mod support;
 
+mod checkout;
+mod layout;
+mod deploy;
 mod pull;
+mod registry;
+mod store;

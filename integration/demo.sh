@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# hostctl's main job, end to end on this machine (Debian 12, root):
+#   1. install what is needed and build hostctl (release);
+#   2. start a local registry on a random loopback port;
+#   3. build a real Debian OS image with debootstrap and publish it (podman + skopeo);
+#   4. build a derived image from Containerfile.example with podman and publish it;
+#   5. pull both with hostctl into a temporary sysroot, showing that the second
+#      pull downloads only the layers the store lacks; inspect and list them;
+#   6. deploy: switch to v1, upgrade to v2, roll back, and show `hostctl status`
+#      at each step (when the deployment commands are available).
+#
+# Environment: HOSTCTL_DEMO_CACHE (default /var/cache/hostctl-demo) keeps the
+# debootstrap rootfs between runs; KEEP=1 keeps the work directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+
+integration/setup.sh
+export CONTAINERS_CONF=/etc/hostctl-test/containers.conf
+cargo build --release --quiet
+hostctl="$repo/target/release/hostctl"
+
+W=$(mktemp -d /tmp/hostctl-demo.XXXXXX)
+reg_pid=
+cleanup() {
+  [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null || true
+  if [ "${KEEP:-0}" = 1 ]; then echo "work directory kept: $W"; else rm -rf "$W"; fi
+}
+trap cleanup EXIT
+say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+say "Starting a registry on loopback"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p "$W/registry"
+cat > "$W/registry/config.yml" <<EOT
+version: 0.1
+log: {level: warn}
+storage: {filesystem: {rootdirectory: $W/registry/data}, delete: {enabled: true}}
+http: {addr: 127.0.0.1:$port}
+EOT
+docker-registry serve "$W/registry/config.yml" > "$W/registry/log" 2>&1 &
+reg_pid=$!
+until curl -sf "http://127.0.0.1:$port/v2/" >/dev/null; do
+  kill -0 "$reg_pid" 2>/dev/null || { cat "$W/registry/log"; exit 1; }
+  sleep 0.1
+done
+reg="127.0.0.1:$port"
+echo "registry: http://$reg (pid $reg_pid)"
+
+cache=${HOSTCTL_DEMO_CACHE:-/var/cache/hostctl-demo}
+rootfs="$cache/rootfs-bookworm-minbase"
+if [ ! -f "$rootfs/.complete" ]; then
+  say "Building a Debian rootfs with debootstrap (cached in $cache)"
+  mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  rm -rf "$rootfs"; mkdir -p "$cache"
+  debootstrap --variant=minbase bookworm "$rootfs" "${mirror:-http://deb.debian.org/debian}" >/dev/null
+  touch "$rootfs/.complete"
+fi
+
+podman=(podman --root "$W/containers/storage" --runroot "$W/containers/run")
+say "Publishing the base image $reg/hostctl/base:1 (podman import + podman push)"
+tar --exclude=./.complete -C "$rootfs" -c . | "${podman[@]}" import -q \
+  --change 'LABEL org.opencontainers.image.version=1' - "$reg/hostctl/base:1" >/dev/null
+"${podman[@]}" push -q --tls-verify=false "$reg/hostctl/base:1"
+
+say "Building $reg/hostctl/my-os:2 from Containerfile.example (podman build + push)"
+"${podman[@]}" build -q --tls-verify=false --build-arg "BASE=$reg/hostctl/base:1" \
+  -t "$reg/hostctl/my-os:2" -f Containerfile.example "$W" >/dev/null
+"${podman[@]}" push -q --tls-verify=false "$reg/hostctl/my-os:2"
+
+sysroot="$W/sysroot"; mkdir -p "$sysroot"
+hc() { echo "+ hostctl $*"; "$hostctl" --sysroot "$sysroot" --tls-verify=false "$@"; }
+
+say "Pulling the base image with hostctl"
+hc image pull "$reg/hostctl/base:1"
+say "Pulling the derived image: only its new layers are downloaded"
+hc image pull "$reg/hostctl/my-os:2"
+say "Inspecting it"
+hc image inspect "$reg/hostctl/my-os:2"
+say "What the store holds"
+hc image list
+du -sh "$sysroot/hostctl/repo" | sed 's/^/store size: /'
+
+if "$hostctl" switch --help >/dev/null 2>&1 && ! "$hostctl" --sysroot "$sysroot" status 2>&1 | grep -q 'not implemented'; then
+  say "Deploying v1, upgrading to v2, rolling back"
+  hc switch "$reg/hostctl/base:1"
+  hc status
+  hc switch "$reg/hostctl/my-os:2"
+  hc status
+  hc rollback
+  hc status
+fi
+say "Done"
