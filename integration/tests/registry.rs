@@ -661,3 +661,18 @@ fn cli_pull_chooses_platform_from_an_index() {
     assert!(!out.status.success());
     assert!(stderr.contains("linux/ppc64le") && stderr.contains("offers: linux/amd64, linux/arm64/v8"), "{stderr}");
 }
+
+#[tokio::test]
+async fn small_blob_cut_mid_body_is_read_again() {
+    let reg = Registry::start();
+    let layer = noisy_layer(&reg).await; // ~600 KB: under the small-document cap
+    let digest = layer.digest().to_string();
+    let proxy = FaultProxy::start(
+        &reg.addr,
+        Faults { path_match: format!("/blobs/{digest}"), cuts: 1, cut_after: 200_000, ..Default::default() },
+    );
+    let src = source(&format!("{}/os:v1", proxy.addr), &insecure());
+    let bytes = src.fetch_small_blob(&layer).await.unwrap();
+    assert_eq!(Digest::of(&bytes).to_string(), digest);
+    assert_eq!(proxy.matching_requests().len(), 2);
+}
