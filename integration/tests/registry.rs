@@ -754,3 +754,33 @@ async fn registry_blob_throughput() {
         best_ours / best_curl
     );
 }
+
+#[tokio::test]
+async fn referrers_are_listed_when_the_registry_has_the_api() {
+    // Distribution 2.8 lacks the referrers API (empty list, tested above), so
+    // the reply of a registry that has it is played by the proxy.
+    let reg = Registry::start();
+    let subject = Digest::of(b"subject manifest");
+    let sig = Digest::of(b"signature manifest");
+    let body = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{sig}","size":123,"artifactType":"application/vnd.dev.cosign.artifact.sig.v1+json"}}]}}"#
+    );
+    let reply = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.index.v1+json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let proxy = FaultProxy::start(
+        &reg.addr,
+        Faults {
+            path_match: format!("/referrers/{subject}"),
+            respond: Some(std::sync::Arc::new(reply.into_bytes())),
+            ..Default::default()
+        },
+    );
+    let src = source(&format!("{}/os:v1", proxy.addr), &insecure());
+    let found = src.referrers(&subject).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].digest().to_string(), sig.to_string());
+    assert_eq!(found[0].size(), 123);
+    assert_eq!(proxy.matching_requests().len(), 1);
+}
