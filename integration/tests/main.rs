@@ -5,6 +5,7 @@ mod support;
 
 mod checkout;
 mod layout;
+mod deploy;
 mod pull;
 mod registry;
 mod store;

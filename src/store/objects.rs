@@ -340,3 +340,73 @@ pub fn verify_object(path: &Path, id: &ObjectId) -> Result<bool> {
     }
     Ok(hex::encode(hasher.finalize()) == id.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> ObjectMeta {
+        ObjectMeta { mode: 0o644, uid: 0, gid: 0, xattrs: BTreeMap::new() }
+    }
+
+    fn repo() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for sub in ["objects", "tmp"] {
+            fs::create_dir(d.path().join(sub)).unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn failed_import_keeps_objects_a_concurrent_import_relies_on() {
+        let d = repo();
+        let claims = Arc::new(Claims::default());
+        let objects = d.path().join("objects");
+        for big in [false, true] {
+            let content = vec![b'x'; if big { 2 << 20 } else { 10 }];
+            let (a, b) = (claims.new_import(), claims.new_import());
+            let mut wa = ObjectWriter::new(d.path(), &claims, a);
+            let mut wb = ObjectWriter::new(d.path(), &claims, b);
+            let shared = wa.store(&meta(), content.len() as u64, &mut &content[..]).unwrap();
+            let own = wa.store(&meta(), 3, &mut &b"own"[..]).unwrap();
+            assert_eq!(wb.store(&meta(), content.len() as u64, &mut &content[..]).unwrap(), shared);
+            assert!(wb.created.is_empty(), "the second import found the object present");
+            // Import a fails: its own object goes, the one b relies on stays.
+            assert_eq!(claims.release(a, &wa.created, &objects, true), 1);
+            assert!(object_path_in(&objects, &shared).is_file());
+            assert!(!object_path_in(&objects, &own).exists());
+            assert!(verify_object(&object_path_in(&objects, &shared), &shared).unwrap());
+            fs::remove_file(object_path_in(&objects, &shared)).unwrap();
+        }
+        assert_eq!(fs::read_dir(d.path().join("tmp")).unwrap().count(), 0, "no temp file left");
+    }
+
+    #[test]
+    fn short_content_is_an_error_and_leaves_nothing() {
+        let d = repo();
+        let claims = Arc::new(Claims::default());
+        let mut w = ObjectWriter::new(d.path(), &claims, claims.new_import());
+        for size in [100, 3 << 20] {
+            let e = w.store(&meta(), size, &mut &b"short"[..]).unwrap_err();
+            assert!(format!("{e:#}").contains("ended after 5"), "{e:#}");
+        }
+        assert_eq!(fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
+        assert!(w.created.is_empty());
+    }
+
+    #[test]
+    fn object_id_covers_metadata_and_content() {
+        let base = object_id_of(&meta(), b"abc");
+        let mut m = meta();
+        m.mode = 0o755;
+        assert_ne!(object_id_of(&m, b"abc"), base);
+        let mut m = meta();
+        m.uid = 1;
+        assert_ne!(object_id_of(&m, b"abc"), base);
+        let mut m = meta();
+        m.xattrs.insert("user.a".into(), b"1".to_vec());
+        assert_ne!(object_id_of(&m, b"abc"), base);
+        assert_ne!(object_id_of(&meta(), b"abd"), base);
+        assert_eq!(object_id_of(&meta(), b"abc"), base);
+    }
+}
