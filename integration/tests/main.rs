@@ -4,6 +4,7 @@
 mod support;
 
 mod checkout;
+mod layout;
 mod deploy;
 mod pull;
 mod registry;

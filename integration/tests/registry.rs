@@ -32,15 +32,24 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Builds a one-layer image (a text file plus `noise_len` random bytes) in a
-/// umoci layout under `work`; returns the layout.
+/// Builds a one-layer image (a text file plus `noise_len` random bytes under
+/// `/etc`) in a umoci layout under `work`; returns the layout.
+///
+/// The layer tar is written by GNU tar and added with `umoci raw add-layer`:
+/// umoci 0.4.7's own `insert` writes archives without the last entry's
+/// padding and the end-of-archive blocks (GNU tar and the tar crate reject
+/// them) and, at `/`, a "/" entry.
 fn build_image(work: &Path, tag: &str, noise_len: usize) -> Layout {
     let tree = work.join(format!("tree-{tag}"));
     std::fs::create_dir_all(tree.join("etc")).unwrap();
     std::fs::write(tree.join("etc/os-release"), format!("ID=test\nVERSION_ID={tag}\n")).unwrap();
     std::fs::write(tree.join("etc/noise"), noise(noise_len, tag.len() as u64 + 7)).unwrap();
+    let layer = work.join(format!("layer-{tag}.tar"));
+    run(std::process::Command::new("tar").arg("-C").arg(&tree).arg("-cf").arg(&layer).arg("etc"));
     let layout = Layout::new(&work.join("layout"), tag);
-    layout.add_layer(&tree);
+    run(std::process::Command::new("umoci")
+        .args(["raw", "add-layer", "--image", &format!("{}:{tag}", layout.dir.display())])
+        .arg(&layer));
     layout
 }
 
@@ -266,13 +275,13 @@ async fn bearer_token_flow_caches_tokens_and_reports_refusals() {
     assert!(e.contains("refused access") && e.contains("no credentials"), "{e}");
 }
 
-#[tokio::test]
-async fn index_with_two_platforms_resolves_by_platform_and_lists_offers() {
-    let reg = Registry::start();
-    let work = tempfile::tempdir().unwrap();
-    let amd = build_image(work.path(), "amd", 1000);
+/// Pushes `os:amd` (linux/amd64) and `os:arm` (linux/arm64) and an OCI index
+/// `os:multi` over both (PUT by hand with curl). Returns the raw manifests of
+/// the two images (as skopeo reads them) and the index bytes.
+fn push_two_platform_index(reg: &Registry, work: &Path) -> (Vec<u8>, Vec<u8>, String) {
+    let amd = build_image(work, "amd", 1000);
     amd.push(&reg.image("os:amd"), Compression::Gzip);
-    let arm = build_image(work.path(), "arm", 1000);
+    let arm = build_image(work, "arm", 1000);
     run(std::process::Command::new("umoci").args([
         "config",
         "--image",
@@ -281,16 +290,18 @@ async fn index_with_two_platforms_resolves_by_platform_and_lists_offers() {
         "--os=linux",
     ]));
     arm.push(&reg.image("os:arm"), Compression::Gzip);
-
-    let src = source(&reg.image("os:amd"), &insecure());
-    let m_amd = src.fetch_manifest("amd").await.unwrap().unwrap();
-    let m_arm = src.fetch_manifest("arm").await.unwrap().unwrap();
-    let entry = |m: &hostctl::oci::RawManifest, arch: &str, variant: &str| {
+    let raw = |tag: &str| {
+        run(std::process::Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{}", reg.image(tag))))
+        .stdout
+    };
+    let (m_amd, m_arm) = (raw("os:amd"), raw("os:arm"));
+    let entry = |m: &[u8], arch: &str, variant: &str| {
         format!(
-            r#"{{"mediaType":"{}","digest":"{}","size":{},"platform":{{"architecture":"{arch}","os":"linux"{variant}}}}}"#,
-            m.media_type,
-            m.digest,
-            m.bytes.len()
+            r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{},"platform":{{"architecture":"{arch}","os":"linux"{variant}}}}}"#,
+            Digest::of(m),
+            m.len()
         )
     };
     let index = format!(
@@ -298,7 +309,7 @@ async fn index_with_two_platforms_resolves_by_platform_and_lists_offers() {
         entry(&m_amd, "amd64", ""),
         entry(&m_arm, "arm64", r#","variant":"v8""#)
     );
-    let index_file = work.path().join("index.json");
+    let index_file = work.join("index.json");
     std::fs::write(&index_file, &index).unwrap();
     run(std::process::Command::new("curl").args([
         "-sSf",
@@ -310,15 +321,23 @@ async fn index_with_two_platforms_resolves_by_platform_and_lists_offers() {
         &format!("@{}", index_file.display()),
         &format!("http://{}/v2/os/manifests/multi", reg.addr),
     ]));
+    (m_amd, m_arm, index)
+}
 
+#[tokio::test]
+async fn index_with_two_platforms_resolves_by_platform_and_lists_offers() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let (m_amd, m_arm, index) = push_two_platform_index(&reg, work.path());
     let multi = source(&reg.image("os:multi"), &insecure());
     let r = multi.resolve(&amd64()).await.unwrap();
-    assert_eq!(r.raw.digest, m_amd.digest);
+    assert_eq!(r.raw.digest, Digest::of(&m_amd));
+    assert_eq!(r.raw.bytes, m_amd);
     assert_eq!(r.index_digest, Some(Digest::of(index.as_bytes())));
     let r = multi.resolve(&"linux/arm64".parse().unwrap()).await.unwrap();
-    assert_eq!(r.raw.digest, m_arm.digest);
+    assert_eq!(r.raw.digest, Digest::of(&m_arm));
     let r = multi.resolve(&"linux/arm64/v8".parse().unwrap()).await.unwrap();
-    assert_eq!(r.raw.digest, m_arm.digest);
+    assert_eq!(r.raw.digest, Digest::of(&m_arm));
     let e = format!("{:#}", multi.resolve(&"linux/riscv64".parse().unwrap()).await.unwrap_err());
     assert!(e.contains("linux/riscv64") && e.contains("offers: linux/amd64, linux/arm64/v8"), "{e}");
 }
@@ -451,4 +470,194 @@ async fn blob_longer_than_its_descriptor_is_refused() {
     assert!(e.to_string().contains("descriptor says"), "{e}");
     let e = src.fetch_small_blob(&short).await.unwrap_err();
     assert!(format!("{e:#}").contains("more than the"), "{e:#}");
+}
+
+#[tokio::test]
+async fn bearer_token_is_reused_until_it_expires_then_renewed() {
+    // Tokens said to live 2 s are renewed 1 s early (half the lifetime, at most 5 s).
+    let tokens = TokenServer::start("tess", "pw", 2);
+    let reg = Registry::start_tls_token(&tokens);
+    let cert_dir = reg.cert_dir.clone().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    push_with_skopeo(
+        &build_image(work.path(), "v1", 100).oci_ref(),
+        &reg.image("os:v1"),
+        Compression::Gzip,
+        &["--dest-creds", "tess:pw", "--dest-cert-dir", cert_dir.to_str().unwrap()],
+    );
+    let authfile = auth_json(work.path(), &reg.addr, "tess", "pw");
+    let opts = RegistryOptions { cert_dir: Some(cert_dir), authfile: Some(authfile), ..Default::default() };
+    let src = source(&reg.image("os:v1"), &opts);
+    let before = tokens.requests().len();
+    src.fetch_manifest("v1").await.unwrap().unwrap();
+    src.fetch_manifest("v1").await.unwrap().unwrap();
+    assert_eq!(tokens.requests().len() - before, 1, "the token was not reused");
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    src.fetch_manifest("v1").await.unwrap().unwrap();
+    assert_eq!(tokens.requests().len() - before, 2, "the expired token was not renewed");
+}
+
+/// A hostile "registry" behind the proxy: every manifest request gets `response`.
+fn hostile_manifest_source(reg: &Registry, response: Vec<u8>) -> (FaultProxy, Box<dyn ImageSource>) {
+    let proxy = FaultProxy::start(
+        &reg.addr,
+        Faults { path_match: "/manifests/".into(), respond: Some(std::sync::Arc::new(response)), ..Default::default() },
+    );
+    let src = source(&format!("{}/os:v1", proxy.addr), &insecure());
+    (proxy, src)
+}
+
+#[tokio::test]
+async fn oversized_manifest_is_refused_with_or_without_content_length() {
+    let reg = Registry::start();
+    let big = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","annotations":{{"pad":"{}"}}}}"#,
+        "x".repeat(5 << 20)
+    );
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n";
+    let with_length = format!("{head}Content-Length: {}\r\n\r\n{big}", big.len()).into_bytes();
+    let (_p, src) = hostile_manifest_source(&reg, with_length);
+    let e = format!("{:#}", src.fetch_manifest("v1").await.unwrap_err());
+    assert!(e.contains("more than the 4194304 bytes allowed"), "{e}");
+
+    // Chunked, so the size is only known by reading: the cap stops the read.
+    let mut chunked = format!("{head}Transfer-Encoding: chunked\r\n\r\n").into_bytes();
+    for piece in big.as_bytes().chunks(64 * 1024) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let (_p, src) = hostile_manifest_source(&reg, chunked);
+    let e = format!("{:#}", src.fetch_manifest("v1").await.unwrap_err());
+    assert!(e.contains("more than the 4194304 bytes allowed"), "{e}");
+}
+
+#[tokio::test]
+async fn lying_docker_content_digest_header_is_a_digest_mismatch() {
+    let reg = Registry::start();
+    let body = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","size":2,"digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},"layers":[]}"#;
+    let claimed = Digest::of(b"something else");
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nDocker-Content-Digest: {claimed}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (_p, src) = hostile_manifest_source(&reg, response.clone().into_bytes());
+    let e = src.fetch_manifest("v1").await.unwrap_err();
+    let mismatch = e.chain().find_map(|c| c.downcast_ref::<DigestMismatch>()).unwrap_or_else(|| panic!("{e:#}"));
+    assert_eq!(mismatch.expected, claimed);
+    assert_eq!(mismatch.actual, Digest::of(body.as_bytes()));
+
+    // The same reply with an honest header is accepted (the check is not a blanket refusal).
+    let honest = response.replace(&claimed.to_string(), &Digest::of(body.as_bytes()).to_string());
+    let (_p, src) = hostile_manifest_source(&reg, honest.into_bytes());
+    let m = src.fetch_manifest("v1").await.unwrap().unwrap();
+    assert_eq!(m.bytes, body.as_bytes());
+}
+
+// ---- `hostctl image pull` end to end (registry source + store) ----
+
+fn pull_json(sysroot: &Path, args: &[&str]) -> serde_json::Value {
+    let out = crate::support::hostctl_ok(sysroot, args);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn cli_pull_over_tls_with_basic_auth_from_authfile() {
+    let reg = Registry::start_tls_basic("alice", "s3cret-pw");
+    let cert_dir = reg.cert_dir.clone().unwrap();
+    let cd = cert_dir.to_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let layout = build_image(work.path(), "v1", 300_000);
+    let image = reg.image("os:v1");
+    push_with_skopeo(
+        &layout.oci_ref(),
+        &image,
+        Compression::Gzip,
+        &["--dest-creds", "alice:s3cret-pw", "--dest-cert-dir", cd],
+    );
+    let expected = skopeo_digest(&image, &["--creds", "alice:s3cret-pw", "--cert-dir", cd]);
+    let authfile = auth_json(work.path(), &reg.addr, "alice", "s3cret-pw");
+
+    let sysroot = tempfile::tempdir().unwrap();
+    let v = pull_json(
+        sysroot.path(),
+        &["--cert-dir", cd, "--authfile", authfile.to_str().unwrap(), "image", "pull", "--json", &image],
+    );
+    assert_eq!(v["manifest_digest"], expected, "{v}");
+    assert_eq!(v["layers_downloaded"], 1, "{v}");
+
+    // REGISTRY_AUTH_FILE names the auth file too.
+    let sysroot2 = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::support::hostctl_bin())
+        .env("REGISTRY_AUTH_FILE", &authfile)
+        .arg("--sysroot")
+        .arg(sysroot2.path())
+        .args(["--cert-dir", cd, "image", "pull", "--json", &image])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Wrong password: a failure naming the registry and the auth file, not the secret.
+    let bad = auth_json(work.path(), &reg.addr, "alice", "wrong-password");
+    let out = crate::support::hostctl(
+        sysroot.path(),
+        &["--cert-dir", cd, "--authfile", bad.to_str().unwrap(), "image", "pull", "--json", &reg.image("os:v1")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("401") && stderr.contains(&reg.addr) && stderr.contains(bad.to_str().unwrap()), "{stderr}");
+    assert!(!stderr.contains("wrong-password"), "the password leaked: {stderr}");
+}
+
+#[test]
+fn cli_pull_over_bearer_tokens() {
+    let tokens = TokenServer::start("tess", "t0ken-pw", 300);
+    let reg = Registry::start_tls_token(&tokens);
+    let cert_dir = reg.cert_dir.clone().unwrap();
+    let cd = cert_dir.to_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let layout = build_image(work.path(), "v1", 300_000);
+    let image = reg.image("os:v1");
+    push_with_skopeo(
+        &layout.oci_ref(),
+        &image,
+        Compression::Zstd,
+        &["--dest-creds", "tess:t0ken-pw", "--dest-cert-dir", cd],
+    );
+    let expected = skopeo_digest(&image, &["--creds", "tess:t0ken-pw", "--cert-dir", cd]);
+    let authfile = auth_json(work.path(), &reg.addr, "tess", "t0ken-pw");
+    let before = tokens.requests().len();
+
+    let sysroot = tempfile::tempdir().unwrap();
+    let args = ["--cert-dir", cd, "--authfile", authfile.to_str().unwrap(), "image", "pull", "--json", &image];
+    let v = pull_json(sysroot.path(), &args);
+    assert_eq!(v["manifest_digest"], expected, "{v}");
+    assert_eq!(v["layers_downloaded"], 1, "{v}");
+    let granted = tokens.requests().into_iter().skip(before).filter(|r| r.granted).count();
+    assert_eq!(granted, 1, "one token for the whole pull");
+    let v = pull_json(sysroot.path(), &args);
+    assert_eq!(v["layers_downloaded"], 0, "{v}");
+}
+
+#[test]
+fn cli_pull_chooses_platform_from_an_index() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let (_m_amd, m_arm, _index) = push_two_platform_index(&reg, work.path());
+    let sysroot = tempfile::tempdir().unwrap();
+    let image = reg.image("os:multi");
+    let v = pull_json(
+        sysroot.path(),
+        &["--tls-verify=false", "--platform", "linux/arm64", "image", "pull", "--json", &image],
+    );
+    assert_eq!(v["manifest_digest"], Digest::of(&m_arm).to_string(), "{v}");
+
+    let out = crate::support::hostctl(
+        sysroot.path(),
+        &["--tls-verify=false", "--platform", "linux/ppc64le", "image", "pull", "--json", &image],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("linux/ppc64le") && stderr.contains("offers: linux/amd64, linux/arm64/v8"), "{stderr}");
 }

@@ -85,7 +85,13 @@ pub fn checkout_tree(store: &Store, tree: &Tree, dest: &Path) -> Result<Checkout
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        let mut w = Writer { objects, stats: CheckoutStats::default(), groups: HashMap::new(), path: PathBuf::new() };
+        let mut w = Writer {
+            objects,
+            stats: CheckoutStats::default(),
+            groups: HashMap::new(),
+            path: PathBuf::new(),
+            object_rel: String::new(),
+        };
         w.write_dir(root.as_fd(), &tree.root)?;
         set_meta_fd(root.as_fd(), &tree.root.meta).context("setting the root directory's metadata")?;
         w.stats.dirs += 1;
@@ -106,6 +112,8 @@ struct Writer {
     groups: HashMap<u64, (OwnedFd, String)>,
     /// Path being written, for error messages.
     path: PathBuf,
+    /// Reused buffer for `xx/yyyy…` object paths.
+    object_rel: String,
 }
 
 impl Writer {
@@ -141,10 +149,17 @@ impl Writer {
                 set_meta_fd(fd.as_fd(), &node.meta)?;
             }
             NodeKind::File { object, .. } => {
-                let rel = format!("{}/{}", &object.0[..2], &object.0[2..]);
+                if object.0.len() != 64 || !object.0.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    bail!("invalid object id {object:?} in the layer index");
+                }
+                let rel = &mut self.object_rel;
+                rel.clear();
+                rel.push_str(&object.0[..2]);
+                rel.push('/');
+                rel.push_str(&object.0[2..]);
                 let objects =
                     self.objects.as_ref().with_context(|| format!("object {object} is missing from the store"))?;
-                rustix::fs::linkat(objects, rel.as_str(), dir, name, AtFlags::empty())
+                rustix::fs::linkat(objects, self.object_rel.as_str(), dir, name, AtFlags::empty())
                     .with_context(|| format!("hard-linking object {object} (is it missing from the store?)"))?;
             }
             NodeKind::Symlink { target } => {
@@ -188,8 +203,16 @@ impl Writer {
     }
 }
 
-fn ids(meta: &Meta) -> (Option<Uid>, Option<Gid>) {
-    (Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)))
+/// The owner to set, or `None` when a new node already has it: nodes are
+/// created with the process's effective ids (no parent has a setgid bit yet,
+/// as directory modes are applied after their children are written).
+fn ids(meta: &Meta) -> Option<(Option<Uid>, Option<Gid>)> {
+    static PROCESS_IDS: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    let ours = *PROCESS_IDS.get_or_init(|| (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw()));
+    if (meta.uid, meta.gid) == ours {
+        return None;
+    }
+    Some((Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid))))
 }
 
 fn xattrs(meta: &Meta) -> impl Iterator<Item = Result<(&str, Vec<u8>)>> {
@@ -202,8 +225,9 @@ fn xattrs(meta: &Meta) -> impl Iterator<Item = Result<(&str, Vec<u8>)>> {
 /// Ownership, then mode (chown clears setuid bits), then xattrs (chown clears
 /// `security.capability`) of an open directory.
 fn set_meta_fd(fd: BorrowedFd<'_>, meta: &Meta) -> Result<()> {
-    let (u, g) = ids(meta);
-    rustix::fs::fchown(fd, u, g).context("chown")?;
+    if let Some((u, g)) = ids(meta) {
+        rustix::fs::fchown(fd, u, g).context("chown")?;
+    }
     rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode & 0o7777)).context("chmod")?;
     for x in xattrs(meta) {
         let (k, v) = x?;
@@ -213,8 +237,10 @@ fn set_meta_fd(fd: BorrowedFd<'_>, meta: &Meta) -> Result<()> {
 }
 
 fn chown_at(dir: BorrowedFd<'_>, name: &str, meta: &Meta) -> Result<()> {
-    let (u, g) = ids(meta);
-    rustix::fs::chownat(dir, name, u, g, AtFlags::SYMLINK_NOFOLLOW).context("chown")
+    match ids(meta) {
+        Some((u, g)) => rustix::fs::chownat(dir, name, u, g, AtFlags::SYMLINK_NOFOLLOW).context("chown"),
+        None => Ok(()),
+    }
 }
 
 /// xattrs of a just created symlink or special file, through procfs so that
@@ -382,6 +408,12 @@ mod tests {
             checkout(&f.store, &[layer(vec![e("../x", EntryKind::Dir, meta(0o755, 0))])], &dest, &Default::default())
                 .unwrap_err();
         assert!(format!("{err:#}").contains("invalid path"), "{err:#}");
+        assert!(!dest.exists());
+        // An object id naming a path outside the objects directory.
+        let evil = EntryKind::File { object: ObjectId(format!("../../../../{}", "a".repeat(52))), size: 1 };
+        let err = checkout(&f.store, &[layer(vec![e("f", evil, meta(0o644, 0))])], &dest, &Default::default())
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("invalid object id"), "{err:#}");
         assert!(!dest.exists());
     }
 }

@@ -191,13 +191,10 @@ pub fn import_layer(
     let (tx, rx) = sync_channel::<Result<Vec<u8>, String>>(IN_FLIGHT);
     let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let (decode_result, unpacked) = std::thread::scope(|s| {
-        let unpack = std::thread::Builder::new()
-            .name("layer-unpack".into())
-            .spawn_scoped(s, || {
-                let reader = ChunkReader { rx, recycle: recycle_tx, cur: Vec::new(), pos: 0, eof: false };
-                unpack(repo, claims, me, limits, reader)
-            })
-            .expect("spawning the unpack thread");
+        let unpack = std::thread::Builder::new().name("layer-unpack".into()).spawn_scoped(s, || {
+            let reader = ChunkReader { rx, recycle: recycle_tx, cur: Vec::new(), pos: 0, eof: false };
+            unpack(repo, claims, me, limits, reader)
+        })?;
         let decode_result = decode(compression, &mut blob, &tx, &recycle_rx, limits);
         if let Err(e) = &decode_result {
             let _ = tx.send(Err(format!("{e:#}")));
@@ -209,15 +206,16 @@ pub fn import_layer(
             diff_id: Digest::of(b""),
             uncompressed_size: 0,
         });
-        (decode_result, unpacked)
-    });
+        io::Result::Ok((decode_result, unpacked))
+    })
+    .context("starting the unpack thread")?;
 
-    // Read the rest of the blob so that tampering is told apart from a
-    // layer that is authentic but unusable.
-    // Trailing bytes after the compressed stream count too.
+    // Read the rest of the blob (up to its declared size) so that tampering
+    // is told apart from a layer that is authentic but unusable; bytes after
+    // the end of the compressed stream count too.
     blob.drain();
     let actual_blob = Digest::from_sha256(blob.hasher.finalize_reset().into());
-    let verdict = judge(spec, &what, &blob.state, blob.count, &actual_blob, decode_result, &unpacked, limits);
+    let verdict = judge(spec, &what, &blob.state, blob.count, &actual_blob, decode_result, &unpacked);
     let entries = match verdict {
         Ok(()) => unpacked.entries.expect("judge checked the entries"),
         Err(e) => {
@@ -253,7 +251,6 @@ fn judge(
     actual_blob: &Digest,
     decode_result: Result<u64>,
     unpacked: &Unpacked,
-    _limits: &Limits,
 ) -> Result<()> {
     if let Some(e) = &state.source_error {
         bail!("{what}: reading the blob failed after {count} bytes: {e}");

@@ -575,3 +575,25 @@ fn refuses_pax_record_bomb() {
     tar.extend(std::iter::repeat_n(b'a', 1 << 20));
     assert_refused(&tar, "exceeds the limit of 1048576 bytes");
 }
+
+#[test]
+fn multi_member_gzip_imports_like_one_member() {
+    let (_d, store) = store();
+    let tar = TarFixture::new().file("a", &vec![3u8; 50_000]).file("b", b"bee").finish();
+    let mut blob = gzip(&tar[..tar.len() / 3]);
+    blob.extend(gzip(&tar[tar.len() / 3..]));
+    let index = import(&store, &spec_for(&tar, &blob, GZIP), &blob).unwrap();
+    assert_eq!(index.entries.len(), 2);
+}
+
+#[test]
+fn garbage_after_the_gzip_stream_is_refused() {
+    let (_d, store) = store();
+    let tar = TarFixture::new().file("a", b"aaa").finish();
+    let mut blob = gzip(&tar);
+    blob.extend_from_slice(b"not gzip at all");
+    // The descriptor matches these bytes: the blob is authentic but not a valid layer.
+    let e = import(&store, &spec_for(&tar, &blob, GZIP), &blob).unwrap_err();
+    assert!(err_text(&e).contains("decompressing layer"), "{e:#}");
+    assert_kept_nothing(&store);
+}

@@ -1,5 +1,5 @@
 //! Building test images with real tools: umoci assembles OCI layouts from
-//! directory trees (one layer per tree), skopeo pushes them to a registry.
+//! directory trees (one layer per change), skopeo pushes them to a registry.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -37,26 +37,38 @@ impl Layout {
         format!("oci:{}:{}", self.dir.display(), self.tag)
     }
 
-    /// Adds `tree` (a directory) as a new layer at `/` (`umoci insert`).
-    /// umoci records ownership and modes as they are on disk.
+    /// Adds `tree` (a directory) as a new layer at `/`: `umoci unpack`, copy the
+    /// tree over the bundle's rootfs, `umoci repack` (which writes the diff).
+    /// Not `umoci insert`: umoci 0.4.7's insert writes a truncated tar (no
+    /// padding, no end-of-archive blocks) that GNU tar and Python reject too.
     pub fn add_layer(&self, tree: &Path) -> &Self {
-        run(Command::new("umoci")
-            .arg("insert")
-            .arg("--image")
-            .arg(format!("{}:{}", self.dir.display(), self.tag))
-            .arg(tree)
-            .arg("/"));
-        self
+        self.change_rootfs(|rootfs| {
+            run(Command::new("cp").arg("-a").arg(format!("{}/.", tree.display())).arg(rootfs));
+        })
     }
 
-    /// Adds a layer with a whiteout for `path` (`umoci insert --whiteout`).
+    /// Adds a layer that deletes `path` (umoci writes a `.wh.` whiteout for it).
     pub fn add_whiteout(&self, path: &str) -> &Self {
-        run(Command::new("umoci")
-            .arg("insert")
-            .arg("--image")
-            .arg(format!("{}:{}", self.dir.display(), self.tag))
-            .arg("--whiteout")
-            .arg(path));
+        let path = path.trim_start_matches('/').to_string();
+        self.change_rootfs(move |rootfs| {
+            let p = rootfs.join(&path);
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p).unwrap();
+            } else {
+                std::fs::remove_file(&p).unwrap();
+            }
+        })
+    }
+
+    /// Unpacks the image, lets `change` edit its rootfs, and repacks the
+    /// difference as a new layer.
+    pub fn change_rootfs(&self, change: impl FnOnce(&Path)) -> &Self {
+        let bundle = tempfile::tempdir().unwrap();
+        let bundle_dir = bundle.path().join("bundle");
+        let image = format!("{}:{}", self.dir.display(), self.tag);
+        run(Command::new("umoci").args(["unpack", "--image", &image]).arg(&bundle_dir));
+        change(&bundle_dir.join("rootfs"));
+        run(Command::new("umoci").args(["repack", "--image", &image]).arg(&bundle_dir));
         self
     }
 

@@ -232,6 +232,9 @@ pub struct Faults {
     /// Replace the first string with the second in matching request lines
     /// (a registry that serves other content than was asked for).
     pub rewrite: Option<(String, String)>,
+    /// Answer matching requests with these raw bytes (a whole HTTP response,
+    /// `Connection: close` is added) instead of forwarding them.
+    pub respond: Option<Arc<Vec<u8>>>,
 }
 
 /// A loopback TCP proxy in front of a registry that injects faults, and
@@ -348,6 +351,13 @@ fn proxy_connection(
                 f.fail_503 -= 1;
                 let _ = client
                     .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let _ = client.shutdown(Shutdown::Both);
+                let _ = server.shutdown(Shutdown::Both);
+                break 'outer;
+            }
+            if let Some(canned) = f.respond.clone().filter(|_| matches) {
+                drop(f);
+                let _ = client.write_all(&canned);
                 let _ = client.shutdown(Shutdown::Both);
                 let _ = server.shutdown(Shutdown::Both);
                 break 'outer;

@@ -114,10 +114,12 @@ impl Client {
             }
             let retry_why = match req.send().await {
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
+                    // A 401 names the (possibly new) challenge; answer it once
+                    // with fresh authorisation before giving up.
                     let challenge = header_str(&resp, WWW_AUTHENTICATE).map(str::to_string);
-                    let changed = self.auth.record_challenge(challenge.as_deref()).await;
+                    self.auth.record_challenge(challenge.as_deref()).await;
                     self.auth.forget_token(&scope).await;
-                    if !reauthorised && (changed || challenge.is_some()) {
+                    if !reauthorised && challenge.is_some() {
                         reauthorised = true;
                         attempt -= 1;
                         continue;
