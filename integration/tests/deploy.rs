@@ -556,11 +556,29 @@ fn sigkill_at_random_instants_keeps_the_previous_default_bootable() {
     let sys = tempfile::tempdir().unwrap();
     let s = sys.path();
     let boot = s.join("boot");
-    hc_ok(s, &["switch", &a]);
-    // Time one uninterrupted switch to spread the kill instants over it.
+    // The host tracks os:cur, which is re-pointed at a or b between runs.
+    let cur = reg.image("os:cur");
+    let digest = |img: &str| {
+        let out = run(Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+            .arg(format!("docker://{img}")));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let retag = |img: &str| {
+        run(Command::new("skopeo")
+            .args(["copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false"])
+            .arg(format!("docker://{img}"))
+            .arg(format!("docker://{cur}")));
+    };
+    let (da, db) = (digest(&a), digest(&b));
+    retag(&a);
+    hc_ok(s, &["switch", &cur]);
+    // Time one uninterrupted upgrade to spread the kill instants over it.
+    retag(&b);
     let t = Instant::now();
-    hc_ok(s, &["switch", &b]);
+    hc_ok(s, &["upgrade"]);
     let span = t.elapsed().max(Duration::from_millis(20));
+    let mut tagged = db.clone();
 
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut rnd = move || {
@@ -573,9 +591,16 @@ fn sigkill_at_random_instants_keeps_the_previous_default_bootable() {
     for i in 0..60 {
         let before = status(s);
         let prev_default = entries(&boot)[0].1.clone();
-        let target = if before["spec"]["image"] == a.as_str() { &b } else { &a };
+        // Point os:cur at the image the default deployment is not.
+        let on = before["status"]["booted"]["manifestDigest"].as_str().unwrap().to_string();
+        let (want, img) = if on == da { (&db, &b) } else { (&da, &a) };
+        if &tagged != want {
+            retag(img);
+            tagged = want.clone();
+        }
         let args: Vec<&str> = match i % 3 {
-            0 | 1 => vec!["switch", target],
+            0 => vec!["switch", &cur],
+            1 => vec!["upgrade"],
             _ => vec!["cleanup"],
         };
         let delay = Duration::from_micros(rnd() % (span.as_micros() as u64 + 1));
@@ -609,12 +634,13 @@ fn sigkill_at_random_instants_keeps_the_previous_default_bootable() {
         assert_entries_bootable(s, &boot);
         assert!(deploy_dir(s).join(&prev_default).join("usr/bin/tool").is_file());
     }
+    eprintln!("sigkill: {killed} of 60 runs killed while running (kill delays spread over {span:?})");
     assert!(killed >= 30, "only {killed} of 60 runs were killed while running; the delays are too long");
-    // The next operations succeed and leave a clean sysroot.
-    let st = status(s);
-    let target = if st["spec"]["image"] == a.as_str() { &b } else { &a };
-    hc_ok(s, &["switch", target]);
-    hc_ok(s, &["upgrade"]);
+    // The next upgrade succeeds and leaves a clean sysroot.
+    let on = status(s)["status"]["booted"]["manifestDigest"].as_str().unwrap().to_string();
+    retag(if on == da { &b } else { &a });
+    let r = hc_json(s, &["upgrade", "--json"]);
+    assert_eq!(r["changed"], true, "{r}");
     hc_ok(s, &["cleanup"]);
     assert!(tmp_leftovers(&deploy_dir(s)).is_empty());
     assert!(tmp_leftovers(&s.join("boot/loader/entries")).is_empty());

@@ -226,11 +226,8 @@ mod tests {
     #[test]
     fn document_matches_the_published_schema() {
         let schema: serde_json::Value = serde_json::from_str(include_str!("../../docs/status-schema.json")).unwrap();
-        let state = State {
-            deployments: vec!["b.2".into(), "a.1".into()],
-            staged: Some("b.2".into()),
-            ..State::default()
-        };
+        let state =
+            State { deployments: vec!["b.2".into(), "a.1".into()], staged: Some("b.2".into()), ..State::default() };
         let doc = serde_json::to_value(build(&state, Some("a.1"), BootedSource::KernelCmdline, &meta)).unwrap();
         fn check(doc: &serde_json::Value, schema: &serde_json::Value, root: &serde_json::Value, at: &str) {
             let schema = match schema.get("$ref").and_then(|r| r.as_str()) {
