@@ -175,7 +175,7 @@ impl Deployer {
     /// Checks out `image` as a new deployment and records it as staged (not
     /// finalised). `spec` becomes the tracked image in the same commit.
     pub fn stage(&self, image: &PulledImage, spec: Option<Spec>, booted: Option<&str>) -> Result<Staged> {
-        let mut state = self.load_state()?;
+        let state = self.load_state()?;
         let id = make_id(&image.manifest_digest, state.next_serial);
         let tmp = self.layout.dir.join(format!("{}{id}", fsutil::TMP_PREFIX));
         std::fs::create_dir_all(&self.layout.dir)?;
@@ -200,8 +200,7 @@ impl Deployer {
             next.local_kargs = initial_local_kargs(self.sysroot.root());
         }
         self.save_state(&next)?;
-        state = next;
-        tracing::debug!("staged {id}; order {:?}", state.deployments);
+        tracing::debug!("staged {id}; order {:?}", next.deployments);
         Ok(Staged { id, metadata, conflicts, var_created })
     }
 
