@@ -411,3 +411,149 @@ fn other_key_types_and_producers_verify() {
     let fresh = Env { sysroot: tempfile::tempdir().unwrap(), ..env };
     fresh.assert_refused(&wrong, "other:v1", "sigstoreSigned", "not signed by any trusted key");
 }
+
+/// Keyless, offline: a local CA stands in for Fulcio (openssl issues a
+/// code-signing certificate with an email SAN and the OIDC issuer extension),
+/// openssl signs cosign's payload with the certificate's key, and a local
+/// Rekor key signs the SignedEntryTimestamp. `cosign attach signature` uploads
+/// the signature with its certificate and chain; cosign 2.5 does not turn
+/// `--rekor-response` into a bundle annotation here, so that first upload has
+/// no bundle and must be refused; the test then pushes the same signature
+/// with the bundle annotation itself (skopeo, from an OCI layout).
+#[test]
+fn keyless_signature_with_local_fulcio_and_rekor_verifies_offline() {
+    require_tool("openssl");
+    let env = Env::new();
+    let digest = env.push("os:v1", &[]);
+    let dir = env.work.path();
+    let ossl = |args: &[&str]| run(Command::new("openssl").current_dir(dir).args(args));
+    ossl(&["ecparam", "-name", "secp384r1", "-genkey", "-noout", "-out", "ca.key"]);
+    ossl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "30",
+        "-subj",
+        "/O=test/CN=local fulcio",
+    ]);
+    ossl(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "leaf.key"]);
+    ossl(&["req", "-new", "-key", "leaf.key", "-subj", "/", "-out", "leaf.csr"]);
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=critical,email:release@example.com\nextendedKeyUsage=codeSigning\n\
+         keyUsage=critical,digitalSignature\n1.3.6.1.4.1.57264.1.8=ASN1:UTF8String:https://issuer.example.com\n",
+    )
+    .unwrap();
+    ossl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "leaf.pem",
+    ]);
+    ossl(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "rekor.key"]);
+    ossl(&["ec", "-in", "rekor.key", "-pubout", "-out", "rekor.pub"]);
+    ossl(&["ec", "-pubin", "-in", "rekor.pub", "-outform", "DER", "-out", "rekor.der"]);
+    let payload = run(cosign(dir)
+        .args(["generate", "--allow-http-registry", "--allow-insecure-registry"])
+        .arg(env.reg.image(&format!("os@{digest}"))))
+    .stdout;
+    std::fs::write(dir.join("payload.json"), &payload).unwrap();
+    ossl(&["dgst", "-sha256", "-sign", "leaf.key", "-out", "payload.sig.raw", "payload.json"]);
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let sig = b64.encode(std::fs::read(dir.join("payload.sig.raw")).unwrap());
+    std::fs::write(dir.join("payload.sig"), &sig).unwrap();
+    run(cosign(dir)
+        .args(["attach", "signature", "--allow-http-registry", "--allow-insecure-registry"])
+        .args(["--payload", "payload.json", "--signature", "payload.sig"])
+        .args(["--certificate", "leaf.pem", "--certificate-chain", "ca.pem"])
+        .arg(env.reg.image(&format!("os@{digest}"))));
+    let policy = env.policy(
+        "keyless.json",
+        "os",
+        serde_json::json!([{"type": "sigstoreSigned",
+            "fulcio": {"caPath": dir.join("ca.pem"), "oidcIssuer": "https://issuer.example.com",
+                       "subjectEmail": "release@example.com"},
+            "rekorPublicKeyPath": dir.join("rekor.pub"),
+            "signedIdentity": {"type": "matchRepository"}}]),
+    );
+    env.assert_refused(&policy, "os:v1", "sigstoreSigned", "no Rekor bundle");
+
+    // The Rekor bundle: a hashedrekord entry for this payload, signature and
+    // certificate, its SET made by the local Rekor key over the canonical JSON.
+    let cert = std::fs::read_to_string(dir.join("leaf.pem")).unwrap();
+    let body = serde_json::json!({"apiVersion": "0.0.1", "kind": "hashedrekord", "spec": {
+        "data": {"hash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(&payload))}},
+        "signature": {"content": sig, "publicKey": {"content": b64.encode(&cert)}}}});
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let set_payload = serde_json::json!({
+        "body": b64.encode(serde_json::to_vec(&body).unwrap()),
+        "integratedTime": now,
+        "logID": hex::encode(Sha256::digest(std::fs::read(dir.join("rekor.der")).unwrap())),
+        "logIndex": 7,
+    });
+    // serde_json's map is sorted and compact: this is the canonical form for these fields.
+    std::fs::write(dir.join("set.json"), serde_json::to_vec(&set_payload).unwrap()).unwrap();
+    ossl(&["dgst", "-sha256", "-sign", "rekor.key", "-out", "set.raw", "set.json"]);
+    let bundle = serde_json::json!({"SignedEntryTimestamp": b64.encode(std::fs::read(dir.join("set.raw")).unwrap()),
+                                    "Payload": set_payload});
+    let chain = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
+    let layout = dir.join("sig-layout");
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let hex = hex::encode(Sha256::digest(bytes));
+        std::fs::write(blobs.join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let (pd, ps) = put(&payload);
+    let (cd, cs) = put(b"{}");
+    let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json", "digest": pd, "size": ps,
+            "annotations": {"dev.cosignproject.cosign/signature": sig, "dev.sigstore.cosign/certificate": cert,
+                            "dev.sigstore.cosign/chain": chain, "dev.sigstore.cosign/bundle": bundle.to_string()}}]});
+    let (md, ms) = put(&serde_json::to_vec(&manifest).unwrap());
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": md, "size": ms, "annotations": {"org.opencontainers.image.ref.name": "sig"}}]});
+    std::fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let sig_tag = digest.replacen(':', "-", 1) + ".sig";
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false", "--preserve-digests"])
+        .arg(format!("oci:{}:sig", layout.display()))
+        .arg(format!("docker://{}", env.reg.image(&format!("os:{sig_tag}")))));
+
+    let v = env.pull_ok(&policy, "os:v1");
+    assert_eq!(v["verdict"]["signature_verified"], true, "{v}");
+    let signer = v["verdict"]["signers"][0].as_str().unwrap();
+    assert!(signer.starts_with("release@example.com (OIDC issuer https://issuer.example.com"), "{signer}");
+
+    // The same signature under a policy expecting another signer is refused.
+    let other = env.policy(
+        "other.json",
+        "os",
+        serde_json::json!([{"type": "sigstoreSigned",
+            "fulcio": {"caPath": dir.join("ca.pem"), "oidcIssuer": "https://issuer.example.com",
+                       "subjectEmail": "intruder@example.com"},
+            "rekorPublicKeyPath": dir.join("rekor.pub")}]),
+    );
+    let env = Env { sysroot: tempfile::tempdir().unwrap(), ..env };
+    env.assert_refused(&other, "os:v1", "sigstoreSigned", "is not intruder@example.com");
+}
