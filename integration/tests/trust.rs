@@ -557,3 +557,30 @@ fn keyless_signature_with_local_fulcio_and_rekor_verifies_offline() {
     let env = Env { sysroot: tempfile::tempdir().unwrap(), ..env };
     env.assert_refused(&other, "os:v1", "sigstoreSigned", "is not intruder@example.com");
 }
+
+/// cosign's OCI 1.1 mode (`--registry-referrers-mode=oci-1-1`): the signature
+/// is a referrer of the image, not a `.sig` tag. Distribution 2.8 has no
+/// referrers API, so cosign maintains the spec's fallback index at the tag
+/// `sha256-<hex>`; hostctl asks the referrers API first, then that tag.
+#[test]
+fn signature_found_through_referrers() {
+    let env = Env::new();
+    let pubkey = env.cosign_keys("release");
+    let digest = env.push("os:v1", &[]);
+    run(cosign(env.work.path())
+        .env("COSIGN_EXPERIMENTAL", "1")
+        .args(["sign", "-y", "--tlog-upload=false", "--allow-http-registry", "--allow-insecure-registry"])
+        .args(["--registry-referrers-mode=oci-1-1", "--key"])
+        .arg(env.path("release.key"))
+        .arg(env.reg.image(&format!("os@{digest}"))));
+    let sig_tag = digest.replacen(':', "-", 1) + ".sig";
+    assert!(env.raw_manifest(&format!("os:{sig_tag}")).is_none(), "cosign wrote a .sig tag in referrers mode");
+    let policy = env.policy("policy.json", "os", key_policy(&pubkey, "matchRepository"));
+    let v = env.pull_ok(&policy, "os:v1");
+    assert_eq!(v["verdict"]["signature_verified"], true, "{v}");
+    // Another key's policy still refuses it.
+    let other = env.cosign_keys("other");
+    let wrong = env.policy("wrong.json", "os", key_policy(&other, "matchRepository"));
+    let env = Env { sysroot: tempfile::tempdir().unwrap(), ..env };
+    env.assert_refused(&wrong, "os:v1", "sigstoreSigned", "not signed by any trusted key");
+}
