@@ -584,3 +584,66 @@ fn signature_found_through_referrers() {
     let env = Env { sysroot: tempfile::tempdir().unwrap(), ..env };
     env.assert_refused(&wrong, "os:v1", "sigstoreSigned", "not signed by any trusted key");
 }
+
+/// The same policy governs `oci:` layouts (air-gapped updates): the image and
+/// its cosign signature are carried from the registry into a layout by skopeo,
+/// the signature under its `sha256-<hex>.sig` tag, and the layout's `oci`
+/// scope decides. A layout has no registry name, so the identity is pinned
+/// with `exactRepository`.
+#[test]
+fn oci_layouts_obey_the_same_policy() {
+    let env = Env::new();
+    let pubkey = env.cosign_keys("release");
+    let digest = env.push("os:v1", &[]);
+    env.cosign_sign("release", "os", &digest);
+    let usb = env.path("usb");
+    std::fs::create_dir_all(&usb).unwrap();
+    let layout = usb.join("os");
+    let sig_tag = digest.replacen(':', "-", 1) + ".sig";
+    for tag in ["v1", sig_tag.as_str()] {
+        run(Command::new("skopeo")
+            .args(["copy", "--quiet", "--src-tls-verify=false", "--preserve-digests"])
+            .arg(format!("docker://{}", env.reg.image(&format!("os:{tag}"))))
+            .arg(format!("oci:{}:{tag}", layout.display())));
+    }
+    let image = format!("oci:{}:v1", layout.display());
+    let write = |name: &str, scope_reqs: serde_json::Value| {
+        let p = env.path(name);
+        let policy = serde_json::json!({"default": [{"type": "reject"}],
+                                        "transports": {"oci": {usb.to_str().unwrap(): scope_reqs}}});
+        std::fs::write(&p, serde_json::to_vec(&policy).unwrap()).unwrap();
+        p
+    };
+    let signed = write(
+        "oci.json",
+        serde_json::json!([{"type": "sigstoreSigned", "keyPath": pubkey,
+            "signedIdentity": {"type": "exactRepository", "dockerRepository": env.reg.image("os")}}]),
+    );
+    let out = env.hostctl(&signed, &["image", "pull", "--json", &image]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"]["signature_verified"], true, "{v}");
+    assert_eq!(v["verdict"]["rule"], format!("oci scope \"{}\": sigstoreSigned", usb.display()));
+
+    // Another repository's identity, and a rejecting scope, both refuse.
+    let other_identity = write(
+        "oci-other.json",
+        serde_json::json!([{"type": "sigstoreSigned", "keyPath": pubkey,
+            "signedIdentity": {"type": "exactRepository", "dockerRepository": "example.com/other"}}]),
+    );
+    let rejecting = write("oci-reject.json", serde_json::json!([{"type": "reject"}]));
+    for (policy, want) in [(&other_identity, "is not in repository example.com/other"), (&rejecting, ": reject")] {
+        let fresh = tempfile::tempdir().unwrap();
+        let out = Command::new(hostctl_bin())
+            .arg("--sysroot")
+            .arg(fresh.path())
+            .arg("--policy")
+            .arg(policy)
+            .args(["image", "pull", &image])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{err}");
+        assert!(err.contains(want) && err.contains("oci scope"), "{err}");
+    }
+}
