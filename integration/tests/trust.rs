@@ -647,3 +647,44 @@ fn oci_layouts_obey_the_same_policy() {
         assert!(err.contains(want) && err.contains("oci scope"), "{err}");
     }
 }
+
+/// `upgrade` enforces the policy too: after a signed image is deployed, its
+/// tag is moved to an unsigned image; the upgrade is refused, names the rule,
+/// and stages nothing, and the deployment (with its verdict) stays as it was.
+#[test]
+fn upgrade_to_an_unsigned_image_is_refused_and_stages_nothing() {
+    let env = Env::new();
+    let pubkey = env.cosign_keys("release");
+    let v1 = env.push("os:stable", &[("etc/motd", "v1\n")]);
+    env.cosign_sign("release", "os", &v1);
+    let policy = env.policy("policy.json", "os", key_policy(&pubkey, "matchRepository"));
+    let out = env.hostctl(&policy, &["switch", &env.reg.image("os:stable")]);
+    assert!(out.status.success(), "switch: {}", String::from_utf8_lossy(&out.stderr));
+    let before = env.hostctl(&policy, &["status", "--json"]).stdout;
+    let deployments = || {
+        let mut v: Vec<_> = std::fs::read_dir(env.sysroot.path().join("hostctl/deploy/default"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    let listed = deployments();
+
+    let v2 = env.push("os:stable", &[("etc/motd", "v2, unsigned\n")]);
+    assert_ne!(v1, v2);
+    let out = env.hostctl(&policy, &["upgrade"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains(&format!("docker scope \"{}\": sigstoreSigned", env.reg.image("os"))), "{err}");
+    assert!(err.contains("the image is not signed"), "{err}");
+    assert_eq!(deployments(), listed, "a refused upgrade left something behind");
+    assert_eq!(env.hostctl(&policy, &["status", "--json"]).stdout, before, "status changed");
+
+    // Signing v2 lets the same upgrade through.
+    env.cosign_sign("release", "os", &v2);
+    let out = env.hostctl(&policy, &["upgrade"]);
+    assert!(out.status.success(), "upgrade: {}", String::from_utf8_lossy(&out.stderr));
+    let status = String::from_utf8_lossy(&env.hostctl(&policy, &["status", "--json"]).stdout).to_string();
+    assert!(status.contains(&v2), "{status}");
+}
