@@ -423,6 +423,25 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Hostile policy files are errors, never panics.
+        #[test]
+        fn arbitrary_policy_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = Policy::parse(&bytes);
+        }
+
+        /// A scope naming the exact repository always wins over the host's.
+        #[test]
+        fn repository_scope_beats_host_scope(repo in "[a-z][a-z0-9]{0,8}(/[a-z][a-z0-9]{0,8}){0,3}", tag in "[a-z0-9]{1,8}") {
+            let policy = format!(
+                r#"{{"default":[{{"type":"reject"}}],"transports":{{"docker":{{"r.io":[{{"type":"reject"}}],"r.io/{repo}":[{{"type":"insecureAcceptAnything"}}]}}}}}}"#
+            );
+            let (name, types) = rule(&policy, &format!("r.io/{repo}:{tag}"));
+            proptest::prop_assert_eq!(name, format!("docker scope \"r.io/{repo}\""));
+            proptest::prop_assert_eq!(types, vec!["insecureAcceptAnything".to_string()]);
+        }
+    }
+
     #[test]
     fn sigstore_requirements_parse() {
         let p = Policy::parse(
