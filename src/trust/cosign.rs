@@ -141,6 +141,7 @@ pub struct Payload {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawPayload {
     critical: RawCritical,
     #[allow(dead_code)]
@@ -202,6 +203,7 @@ mod tests {
             br#"{"critical":{"identity":{"docker-reference":"r.io/os"},"type":"cosign container image signature"}}"#,
             br#"{"critical":{"identity":{"docker-reference":"r.io/os"},"image":{"docker-manifest-digest":"sha256:ab"},"type":"something else"}}"#,
             br#"{"critical":{"identity":{"docker-reference":"r.io/os"},"image":{"docker-manifest-digest":"sha256:ab","x":1},"type":"cosign container image signature"}}"#,
+            br#"{"critical":{"identity":{"docker-reference":"r.io/os"},"image":{"docker-manifest-digest":"sha256:ab"},"type":"cosign container image signature"},"extra":1}"#,
         ] {
             let err = format!("{:#}", parse_payload(bad).unwrap_err());
             assert!(err.contains("malformed signature payload"), "{err}");
