@@ -411,3 +411,280 @@ fn other_key_types_and_producers_verify() {
     let fresh = Env { sysroot: tempfile::tempdir().unwrap(), ..env };
     fresh.assert_refused(&wrong, "other:v1", "sigstoreSigned", "not signed by any trusted key");
 }
+
+/// Keyless, offline: a local CA stands in for Fulcio (openssl issues a
+/// code-signing certificate with an email SAN and the OIDC issuer extension),
+/// openssl signs cosign's payload with the certificate's key, and a local
+/// Rekor key signs the SignedEntryTimestamp. `cosign attach signature` uploads
+/// the signature with its certificate and chain; cosign 2.5 does not turn
+/// `--rekor-response` into a bundle annotation here, so that first upload has
+/// no bundle and must be refused; the test then pushes the same signature
+/// with the bundle annotation itself (skopeo, from an OCI layout).
+#[test]
+fn keyless_signature_with_local_fulcio_and_rekor_verifies_offline() {
+    require_tool("openssl");
+    let env = Env::new();
+    let digest = env.push("os:v1", &[]);
+    let dir = env.work.path();
+    let ossl = |args: &[&str]| run(Command::new("openssl").current_dir(dir).args(args));
+    ossl(&["ecparam", "-name", "secp384r1", "-genkey", "-noout", "-out", "ca.key"]);
+    ossl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "30",
+        "-subj",
+        "/O=test/CN=local fulcio",
+    ]);
+    ossl(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "leaf.key"]);
+    ossl(&["req", "-new", "-key", "leaf.key", "-subj", "/", "-out", "leaf.csr"]);
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=critical,email:release@example.com\nextendedKeyUsage=codeSigning\n\
+         keyUsage=critical,digitalSignature\n1.3.6.1.4.1.57264.1.8=ASN1:UTF8String:https://issuer.example.com\n",
+    )
+    .unwrap();
+    ossl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "leaf.pem",
+    ]);
+    ossl(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "rekor.key"]);
+    ossl(&["ec", "-in", "rekor.key", "-pubout", "-out", "rekor.pub"]);
+    ossl(&["ec", "-pubin", "-in", "rekor.pub", "-outform", "DER", "-out", "rekor.der"]);
+    let payload = run(cosign(dir)
+        .args(["generate", "--allow-http-registry", "--allow-insecure-registry"])
+        .arg(env.reg.image(&format!("os@{digest}"))))
+    .stdout;
+    std::fs::write(dir.join("payload.json"), &payload).unwrap();
+    ossl(&["dgst", "-sha256", "-sign", "leaf.key", "-out", "payload.sig.raw", "payload.json"]);
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let sig = b64.encode(std::fs::read(dir.join("payload.sig.raw")).unwrap());
+    std::fs::write(dir.join("payload.sig"), &sig).unwrap();
+    run(cosign(dir)
+        .args(["attach", "signature", "--allow-http-registry", "--allow-insecure-registry"])
+        .args(["--payload", "payload.json", "--signature", "payload.sig"])
+        .args(["--certificate", "leaf.pem", "--certificate-chain", "ca.pem"])
+        .arg(env.reg.image(&format!("os@{digest}"))));
+    let policy = env.policy(
+        "keyless.json",
+        "os",
+        serde_json::json!([{"type": "sigstoreSigned",
+            "fulcio": {"caPath": dir.join("ca.pem"), "oidcIssuer": "https://issuer.example.com",
+                       "subjectEmail": "release@example.com"},
+            "rekorPublicKeyPath": dir.join("rekor.pub"),
+            "signedIdentity": {"type": "matchRepository"}}]),
+    );
+    env.assert_refused(&policy, "os:v1", "sigstoreSigned", "no Rekor bundle");
+
+    // The Rekor bundle: a hashedrekord entry for this payload, signature and
+    // certificate, its SET made by the local Rekor key over the canonical JSON.
+    let cert = std::fs::read_to_string(dir.join("leaf.pem")).unwrap();
+    let body = serde_json::json!({"apiVersion": "0.0.1", "kind": "hashedrekord", "spec": {
+        "data": {"hash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(&payload))}},
+        "signature": {"content": sig, "publicKey": {"content": b64.encode(&cert)}}}});
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let set_payload = serde_json::json!({
+        "body": b64.encode(serde_json::to_vec(&body).unwrap()),
+        "integratedTime": now,
+        "logID": hex::encode(Sha256::digest(std::fs::read(dir.join("rekor.der")).unwrap())),
+        "logIndex": 7,
+    });
+    // serde_json's map is sorted and compact: this is the canonical form for these fields.
+    std::fs::write(dir.join("set.json"), serde_json::to_vec(&set_payload).unwrap()).unwrap();
+    ossl(&["dgst", "-sha256", "-sign", "rekor.key", "-out", "set.raw", "set.json"]);
+    let bundle = serde_json::json!({"SignedEntryTimestamp": b64.encode(std::fs::read(dir.join("set.raw")).unwrap()),
+                                    "Payload": set_payload});
+    let chain = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
+    let layout = dir.join("sig-layout");
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let hex = hex::encode(Sha256::digest(bytes));
+        std::fs::write(blobs.join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let (pd, ps) = put(&payload);
+    let (cd, cs) = put(b"{}");
+    let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json", "digest": pd, "size": ps,
+            "annotations": {"dev.cosignproject.cosign/signature": sig, "dev.sigstore.cosign/certificate": cert,
+                            "dev.sigstore.cosign/chain": chain, "dev.sigstore.cosign/bundle": bundle.to_string()}}]});
+    let (md, ms) = put(&serde_json::to_vec(&manifest).unwrap());
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": md, "size": ms, "annotations": {"org.opencontainers.image.ref.name": "sig"}}]});
+    std::fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let sig_tag = digest.replacen(':', "-", 1) + ".sig";
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false", "--preserve-digests"])
+        .arg(format!("oci:{}:sig", layout.display()))
+        .arg(format!("docker://{}", env.reg.image(&format!("os:{sig_tag}")))));
+
+    let v = env.pull_ok(&policy, "os:v1");
+    assert_eq!(v["verdict"]["signature_verified"], true, "{v}");
+    let signer = v["verdict"]["signers"][0].as_str().unwrap();
+    assert!(signer.starts_with("release@example.com (OIDC issuer https://issuer.example.com"), "{signer}");
+
+    // The same signature under a policy expecting another signer is refused.
+    let other = env.policy(
+        "other.json",
+        "os",
+        serde_json::json!([{"type": "sigstoreSigned",
+            "fulcio": {"caPath": dir.join("ca.pem"), "oidcIssuer": "https://issuer.example.com",
+                       "subjectEmail": "intruder@example.com"},
+            "rekorPublicKeyPath": dir.join("rekor.pub")}]),
+    );
+    let env = Env { sysroot: tempfile::tempdir().unwrap(), ..env };
+    env.assert_refused(&other, "os:v1", "sigstoreSigned", "is not intruder@example.com");
+}
+
+/// cosign's OCI 1.1 mode (`--registry-referrers-mode=oci-1-1`): the signature
+/// is a referrer of the image, not a `.sig` tag. Distribution 2.8 has no
+/// referrers API, so cosign maintains the spec's fallback index at the tag
+/// `sha256-<hex>`; hostctl asks the referrers API first, then that tag.
+#[test]
+fn signature_found_through_referrers() {
+    let env = Env::new();
+    let pubkey = env.cosign_keys("release");
+    let digest = env.push("os:v1", &[]);
+    run(cosign(env.work.path())
+        .env("COSIGN_EXPERIMENTAL", "1")
+        .args(["sign", "-y", "--tlog-upload=false", "--allow-http-registry", "--allow-insecure-registry"])
+        .args(["--registry-referrers-mode=oci-1-1", "--key"])
+        .arg(env.path("release.key"))
+        .arg(env.reg.image(&format!("os@{digest}"))));
+    let sig_tag = digest.replacen(':', "-", 1) + ".sig";
+    assert!(env.raw_manifest(&format!("os:{sig_tag}")).is_none(), "cosign wrote a .sig tag in referrers mode");
+    let policy = env.policy("policy.json", "os", key_policy(&pubkey, "matchRepository"));
+    let v = env.pull_ok(&policy, "os:v1");
+    assert_eq!(v["verdict"]["signature_verified"], true, "{v}");
+    // Another key's policy still refuses it.
+    let other = env.cosign_keys("other");
+    let wrong = env.policy("wrong.json", "os", key_policy(&other, "matchRepository"));
+    let env = Env { sysroot: tempfile::tempdir().unwrap(), ..env };
+    env.assert_refused(&wrong, "os:v1", "sigstoreSigned", "not signed by any trusted key");
+}
+
+/// The same policy governs `oci:` layouts (air-gapped updates): the image and
+/// its cosign signature are carried from the registry into a layout by skopeo,
+/// the signature under its `sha256-<hex>.sig` tag, and the layout's `oci`
+/// scope decides. A layout has no registry name, so the identity is pinned
+/// with `exactRepository`.
+#[test]
+fn oci_layouts_obey_the_same_policy() {
+    let env = Env::new();
+    let pubkey = env.cosign_keys("release");
+    let digest = env.push("os:v1", &[]);
+    env.cosign_sign("release", "os", &digest);
+    let usb = env.path("usb");
+    std::fs::create_dir_all(&usb).unwrap();
+    let layout = usb.join("os");
+    let sig_tag = digest.replacen(':', "-", 1) + ".sig";
+    for tag in ["v1", sig_tag.as_str()] {
+        run(Command::new("skopeo")
+            .args(["copy", "--quiet", "--src-tls-verify=false", "--preserve-digests"])
+            .arg(format!("docker://{}", env.reg.image(&format!("os:{tag}"))))
+            .arg(format!("oci:{}:{tag}", layout.display())));
+    }
+    let image = format!("oci:{}:v1", layout.display());
+    let write = |name: &str, scope_reqs: serde_json::Value| {
+        let p = env.path(name);
+        let policy = serde_json::json!({"default": [{"type": "reject"}],
+                                        "transports": {"oci": {usb.to_str().unwrap(): scope_reqs}}});
+        std::fs::write(&p, serde_json::to_vec(&policy).unwrap()).unwrap();
+        p
+    };
+    let signed = write(
+        "oci.json",
+        serde_json::json!([{"type": "sigstoreSigned", "keyPath": pubkey,
+            "signedIdentity": {"type": "exactRepository", "dockerRepository": env.reg.image("os")}}]),
+    );
+    let out = env.hostctl(&signed, &["image", "pull", "--json", &image]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"]["signature_verified"], true, "{v}");
+    assert_eq!(v["verdict"]["rule"], format!("oci scope \"{}\": sigstoreSigned", usb.display()));
+
+    // Another repository's identity, and a rejecting scope, both refuse.
+    let other_identity = write(
+        "oci-other.json",
+        serde_json::json!([{"type": "sigstoreSigned", "keyPath": pubkey,
+            "signedIdentity": {"type": "exactRepository", "dockerRepository": "example.com/other"}}]),
+    );
+    let rejecting = write("oci-reject.json", serde_json::json!([{"type": "reject"}]));
+    for (policy, want) in [(&other_identity, "is not in repository example.com/other"), (&rejecting, ": reject")] {
+        let fresh = tempfile::tempdir().unwrap();
+        let out = Command::new(hostctl_bin())
+            .arg("--sysroot")
+            .arg(fresh.path())
+            .arg("--policy")
+            .arg(policy)
+            .args(["image", "pull", &image])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{err}");
+        assert!(err.contains(want) && err.contains("oci scope"), "{err}");
+    }
+}
+
+/// `upgrade` enforces the policy too: after a signed image is deployed, its
+/// tag is moved to an unsigned image; the upgrade is refused, names the rule,
+/// and stages nothing, and the deployment (with its verdict) stays as it was.
+#[test]
+fn upgrade_to_an_unsigned_image_is_refused_and_stages_nothing() {
+    let env = Env::new();
+    let pubkey = env.cosign_keys("release");
+    let v1 = env.push("os:stable", &[("etc/motd", "v1\n")]);
+    env.cosign_sign("release", "os", &v1);
+    let policy = env.policy("policy.json", "os", key_policy(&pubkey, "matchRepository"));
+    let out = env.hostctl(&policy, &["switch", &env.reg.image("os:stable")]);
+    assert!(out.status.success(), "switch: {}", String::from_utf8_lossy(&out.stderr));
+    let before = env.hostctl(&policy, &["status", "--json"]).stdout;
+    let deployments = || {
+        let mut v: Vec<_> = std::fs::read_dir(env.sysroot.path().join("hostctl/deploy/default"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    let listed = deployments();
+
+    let v2 = env.push("os:stable", &[("etc/motd", "v2, unsigned\n")]);
+    assert_ne!(v1, v2);
+    let out = env.hostctl(&policy, &["upgrade"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains(&format!("docker scope \"{}\": sigstoreSigned", env.reg.image("os"))), "{err}");
+    assert!(err.contains("the image is not signed"), "{err}");
+    assert_eq!(deployments(), listed, "a refused upgrade left something behind");
+    assert_eq!(env.hostctl(&policy, &["status", "--json"]).stdout, before, "status changed");
+
+    // Signing v2 lets the same upgrade through.
+    env.cosign_sign("release", "os", &v2);
+    let out = env.hostctl(&policy, &["upgrade"]);
+    assert!(out.status.success(), "upgrade: {}", String::from_utf8_lossy(&out.stderr));
+    let status = String::from_utf8_lossy(&env.hostctl(&policy, &["status", "--json"]).stdout).to_string();
+    assert!(status.contains(&v2), "{status}");
+}

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, ensure, Context, Result};
-use oci_spec::image::{Descriptor, ImageManifest};
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use serde::Deserialize;
 
 use crate::digest::Digest;
@@ -48,6 +48,11 @@ pub fn signature_tag(digest: &Digest) -> String {
     format!("{}.sig", digest.to_string().replacen(':', "-", 1))
 }
 
+/// The OCI 1.1 referrers tag-schema fallback tag for a digest: `sha256-<hex>`.
+pub fn referrers_tag(digest: &Digest) -> String {
+    digest.to_string().replacen(':', "-", 1)
+}
+
 /// Signatures found for `digest`, and what was searched (for "unsigned" messages).
 pub struct Found {
     pub candidates: Vec<Candidate>,
@@ -64,7 +69,20 @@ pub async fn find_signatures(source: &dyn ImageSource, digest: &Digest) -> Resul
         collect(source, &raw.bytes, &format!("tag {tag}"), &mut candidates).await?;
     }
     searched.push("OCI referrers".to_string());
-    let referrers = source.referrers(digest).await.with_context(|| format!("listing referrers of {digest}"))?;
+    let mut referrers = source.referrers(digest).await.with_context(|| format!("listing referrers of {digest}"))?;
+    if referrers.is_empty() {
+        // Registries without the referrers API: the spec's fallback is an index
+        // at the tag `sha256-<hex>` that clients (cosign among them) keep up to date.
+        let fallback = referrers_tag(digest);
+        searched.push(format!("referrers tag {fallback}"));
+        if let Some(raw) =
+            source.fetch_manifest(&fallback).await.with_context(|| format!("fetching referrers tag {fallback}"))?
+        {
+            let index: ImageIndex = serde_json::from_slice(&raw.bytes)
+                .with_context(|| format!("referrers tag {fallback} is not an image index"))?;
+            referrers = index.manifests().clone();
+        }
+    }
     for desc in referrers
         .iter()
         .filter(|d| d.artifact_type().as_ref().map(|t| t.to_string()).as_deref() == Some(SIGNATURE_ARTIFACT_TYPE))
@@ -123,6 +141,7 @@ pub struct Payload {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawPayload {
     critical: RawCritical,
     #[allow(dead_code)]
@@ -184,6 +203,7 @@ mod tests {
             br#"{"critical":{"identity":{"docker-reference":"r.io/os"},"type":"cosign container image signature"}}"#,
             br#"{"critical":{"identity":{"docker-reference":"r.io/os"},"image":{"docker-manifest-digest":"sha256:ab"},"type":"something else"}}"#,
             br#"{"critical":{"identity":{"docker-reference":"r.io/os"},"image":{"docker-manifest-digest":"sha256:ab","x":1},"type":"cosign container image signature"}}"#,
+            br#"{"critical":{"identity":{"docker-reference":"r.io/os"},"image":{"docker-manifest-digest":"sha256:ab"},"type":"cosign container image signature"},"extra":1}"#,
         ] {
             let err = format!("{:#}", parse_payload(bad).unwrap_err());
             assert!(err.contains("malformed signature payload"), "{err}");

@@ -106,9 +106,12 @@ mod tests {
 
     #[test]
     fn each_cosign_key_type_verifies_and_other_keys_do_not() {
-        for scheme in
-            [SigningScheme::ECDSA_P256_SHA256_ASN1, SigningScheme::ECDSA_P384_SHA384_ASN1, SigningScheme::ED25519]
-        {
+        for scheme in [
+            SigningScheme::ECDSA_P256_SHA256_ASN1,
+            SigningScheme::ECDSA_P384_SHA384_ASN1,
+            SigningScheme::ED25519,
+            SigningScheme::RSA_PKCS1_SHA256(2048),
+        ] {
             let signer = scheme.create_signer().unwrap();
             let other = scheme.create_signer().unwrap();
             let pem = signer.to_sigstore_keypair().unwrap().public_key_to_pem().unwrap();

@@ -237,3 +237,199 @@ fn check_entry(body_b64: &str, c: &Candidate, leaf_der: &[u8]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! A local Fulcio stand-in (an openssl CA issuing a code-signing leaf with
+    //! an email SAN and the OIDC issuer extension) and a local Rekor key
+    //! signing the SET: the whole offline check with real certificates.
+
+    use std::path::Path;
+    use std::process::Command;
+
+    use serde_json::json;
+    use sigstore::crypto::SigningScheme;
+
+    use super::*;
+
+    const EMAIL: &str = "release@example.com";
+    const ISSUER: &str = "https://issuer.example.com";
+
+    fn openssl(dir: &Path, args: &[&str]) {
+        let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl is installed");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A CA (P-384) and a leaf (P-256) it issued for `email`; returns (ca pem, leaf pem).
+    fn pki(dir: &Path, name: &str, email: &str) -> (String, String) {
+        let p = |s: &str| format!("{name}-{s}");
+        openssl(dir, &["ecparam", "-name", "secp384r1", "-genkey", "-noout", "-out", &p("ca.key")]);
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-new",
+                "-key",
+                &p("ca.key"),
+                "-out",
+                &p("ca.pem"),
+                "-days",
+                "3650",
+                "-subj",
+                "/O=test/CN=local fulcio",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
+        openssl(dir, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", &p("leaf.key")]);
+        openssl(dir, &["req", "-new", "-key", &p("leaf.key"), "-subj", "/", "-out", &p("leaf.csr")]);
+        let ext = format!(
+            "subjectAltName=critical,email:{email}\nextendedKeyUsage=codeSigning\nkeyUsage=critical,digitalSignature\n\
+             1.3.6.1.4.1.57264.1.8=ASN1:UTF8String:{ISSUER}\n"
+        );
+        std::fs::write(dir.join(p("leaf.ext")), ext).unwrap();
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &p("leaf.csr"),
+                "-CA",
+                &p("ca.pem"),
+                "-CAkey",
+                &p("ca.key"),
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                &p("leaf.ext"),
+                "-out",
+                &p("leaf.pem"),
+            ],
+        );
+        let read = |s: &str| std::fs::read_to_string(dir.join(p(s))).unwrap();
+        (read("ca.pem"), read("leaf.pem"))
+    }
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        ca: String,
+        leaf: String,
+        rekor: sigstore::crypto::SigStoreSigner,
+        rekor_pem: String,
+        payload: Vec<u8>,
+        signature: String,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let (ca, leaf) = pki(dir.path(), "good", EMAIL);
+            let payload = br#"{"critical":{"identity":{"docker-reference":"r.io/os"},"image":{"docker-manifest-digest":"sha256:00"},"type":"cosign container image signature"},"optional":null}"#.to_vec();
+            std::fs::write(dir.path().join("payload"), &payload).unwrap();
+            openssl(dir.path(), &["dgst", "-sha256", "-sign", "good-leaf.key", "-out", "sig", "payload"]);
+            let signature =
+                base64::engine::general_purpose::STANDARD.encode(std::fs::read(dir.path().join("sig")).unwrap());
+            let rekor = SigningScheme::ECDSA_P256_SHA256_ASN1.create_signer().unwrap();
+            let rekor_pem = rekor.to_sigstore_keypair().unwrap().public_key_to_pem().unwrap();
+            Fixture { dir, ca, leaf, rekor, rekor_pem, payload, signature }
+        }
+
+        /// A bundle whose entry logs `sig`/`cert`/`payload`, signed by the Rekor key.
+        fn bundle(&self, sig: &str, cert: &str, payload: &[u8], integrated_time: i64) -> String {
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let body = json!({"apiVersion": "0.0.1", "kind": "hashedrekord", "spec": {
+                "data": {"hash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(payload))}},
+                "signature": {"content": sig, "publicKey": {"content": b64.encode(cert)}}}});
+            let rekor_spki = self.rekor.to_sigstore_keypair().unwrap().public_key_to_der().unwrap();
+            let payload = RekorPayload {
+                body: b64.encode(serde_json::to_vec(&body).unwrap()),
+                integrated_time,
+                log_index: 42,
+                log_id: hex::encode(Sha256::digest(&rekor_spki)),
+            };
+            let set = self.rekor.sign(&serde_json_canonicalizer::to_vec(&payload).unwrap()).unwrap();
+            json!({"SignedEntryTimestamp": b64.encode(set), "Payload": payload}).to_string()
+        }
+
+        fn candidate(&self, bundle: String) -> Candidate {
+            Candidate {
+                origin: "test".into(),
+                payload: self.payload.clone(),
+                signature: self.signature.clone(),
+                certificate: Some(self.leaf.clone()),
+                chain: Some(self.ca.clone()),
+                bundle: Some(bundle),
+            }
+        }
+
+        fn keyless(&self, ca: &str, issuer: &str, email: &str) -> Keyless {
+            Keyless::load(
+                &Material::Data(ca.as_bytes().to_vec()),
+                issuer,
+                email,
+                &[Material::Data(self.rekor_pem.clone().into_bytes())],
+            )
+            .unwrap()
+        }
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    }
+
+    #[test]
+    fn fulcio_style_certificate_with_rekor_bundle_verifies_offline() {
+        let f = Fixture::new();
+        let good = f.bundle(&f.signature, &f.leaf, &f.payload, now());
+        let who = f.keyless(&f.ca, ISSUER, EMAIL).check(&f.candidate(good.clone())).unwrap();
+        assert!(who.starts_with(EMAIL) && who.contains("log index 42"), "{who}");
+
+        let fails = |k: &Keyless, c: Candidate, want: &str| {
+            let why = k.check(&c).unwrap_err();
+            assert!(why.contains(want), "expected {want:?}, got {why:?}");
+        };
+        let k = f.keyless(&f.ca, ISSUER, EMAIL);
+        fails(&f.keyless(&f.ca, ISSUER, "someone@example.com"), f.candidate(good.clone()), "is not someone@");
+        fails(&f.keyless(&f.ca, "https://other", EMAIL), f.candidate(good.clone()), "OIDC issuer");
+        let (other_ca, _) = pki(f.dir.path(), "other", EMAIL);
+        fails(&f.keyless(&other_ca, ISSUER, EMAIL), f.candidate(good.clone()), "does not chain");
+        // The SET covers the log index: changing it breaks the SET.
+        let tampered = good.replace("\"logIndex\":42", "\"logIndex\":43");
+        assert_ne!(tampered, good);
+        fails(&k, f.candidate(tampered), "SignedEntryTimestamp does not verify");
+        // A log entry made long after the certificate expired.
+        fails(&k, f.candidate(f.bundle(&f.signature, &f.leaf, &f.payload, now() + 10 * 86400)), "does not chain");
+        // A log entry for another payload, or without a bundle at all.
+        fails(&k, f.candidate(f.bundle(&f.signature, &f.leaf, b"other", now())), "another payload");
+        let mut no_bundle = f.candidate(good.clone());
+        no_bundle.bundle = None;
+        fails(&k, no_bundle, "no Rekor bundle");
+        // A signature the certificate's key did not make.
+        let mut forged = f.candidate(good);
+        forged.payload = b"forged".to_vec();
+        fails(&k, forged, "does not verify under the certificate's key");
+        // A Rekor log the policy does not trust.
+        let stranger = Keyless::load(
+            &Material::Data(f.ca.clone().into_bytes()),
+            ISSUER,
+            EMAIL,
+            &[Material::Data(
+                SigningScheme::ECDSA_P256_SHA256_ASN1
+                    .create_signer()
+                    .unwrap()
+                    .to_sigstore_keypair()
+                    .unwrap()
+                    .public_key_to_pem()
+                    .unwrap()
+                    .into_bytes(),
+            )],
+        )
+        .unwrap();
+        fails(&stranger, f.candidate(f.bundle(&f.signature, &f.leaf, &f.payload, now())), "does not trust");
+    }
+}

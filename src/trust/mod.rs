@@ -109,6 +109,13 @@ mod tests {
         assert!(err.to_string().contains("is insecureAcceptAnything"), "{err}");
         std::fs::write(&p, r#"{"default":[{"type":"reject"}]}"#).unwrap();
         assert!(verifier_from_policy(dir.path(), Some(&p), true).is_ok());
+        // The sysroot's own policy is the default one.
+        std::fs::create_dir_all(dir.path().join("etc/containers")).unwrap();
+        std::fs::write(dir.path().join("etc/containers/policy.json"), r#"{"default":[{"type":"reject"}]}"#).unwrap();
+        assert!(verifier_from_policy(dir.path(), None, true).is_ok());
+        std::fs::write(dir.path().join("etc/containers/policy.json"), "{").unwrap();
+        let err = verifier_from_policy(dir.path(), None, false).err().unwrap();
+        assert!(format!("{err:#}").contains("etc/containers/policy.json"), "{err:#}");
         let missing = dir.path().join("missing.json");
         let err = verifier_from_policy(dir.path(), Some(&missing), false).err().unwrap();
         assert!(format!("{err:#}").contains("missing.json"), "{err:#}");

@@ -180,14 +180,12 @@ fn parse_sigstore(v: &Value) -> Result<Requirement> {
         (false, Some(_)) => bail!("sigstoreSigned: keys and fulcio are mutually exclusive"),
         (true, None) => bail!("sigstoreSigned needs one of keyPath, keyPaths, keyData, keyDatas or fulcio"),
         (false, None) => {
-            // Without a Rekor key nothing about the log can be checked; with one,
-            // containers/image requires a log entry. hostctl does not check log
-            // entries for keyed signatures, so it refuses the combination rather
-            // than ignoring it.
-            ensure!(
-                rekor.is_empty(),
-                "sigstoreSigned: rekorPublicKey* with keys (transparency-log checks of keyed signatures) is not supported"
-            );
+            // With a Rekor key containers/image also requires a log entry for
+            // keyed signatures. hostctl does not check those, so the scope
+            // refuses every image rather than ignoring the requirement.
+            if !rekor.is_empty() {
+                return Ok(Requirement::Unsupported("sigstoreSigned with keys and rekorPublicKey*".into()));
+            }
             Trust::Keys(keys)
         }
         (true, Some(f)) => {
@@ -408,6 +406,39 @@ mod tests {
         ] {
             let err = format!("{:#}", Policy::parse(policy.as_bytes()).unwrap_err());
             assert!(err.contains(want), "{policy}: {err}");
+        }
+    }
+
+    #[test]
+    fn unsupported_sigstore_variants_refuse_instead_of_failing_the_policy() {
+        for req in [
+            r#"{"type":"sigstoreSigned","keyPath":"/k","rekorPublicKeyPath":"/r"}"#,
+            r#"{"type":"sigstoreSigned","pki":{"caRootsPath":"/ca"}}"#,
+        ] {
+            let p = Policy::parse(format!(r#"{{"default":[{req}]}}"#).as_bytes()).unwrap();
+            assert!(
+                matches!(&p.default[0], Requirement::Unsupported(t) if t.starts_with("sigstoreSigned with")),
+                "{req}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// Hostile policy files are errors, never panics.
+        #[test]
+        fn arbitrary_policy_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = Policy::parse(&bytes);
+        }
+
+        /// A scope naming the exact repository always wins over the host's.
+        #[test]
+        fn repository_scope_beats_host_scope(repo in "[a-z][a-z0-9]{0,8}(/[a-z][a-z0-9]{0,8}){0,3}", tag in "[a-z0-9]{1,8}") {
+            let policy = format!(
+                r#"{{"default":[{{"type":"reject"}}],"transports":{{"docker":{{"r.io":[{{"type":"reject"}}],"r.io/{repo}":[{{"type":"insecureAcceptAnything"}}]}}}}}}"#
+            );
+            let (name, types) = rule(&policy, &format!("r.io/{repo}:{tag}"));
+            proptest::prop_assert_eq!(name, format!("docker scope \"r.io/{repo}\""));
+            proptest::prop_assert_eq!(types, vec!["insecureAcceptAnything".to_string()]);
         }
     }
 

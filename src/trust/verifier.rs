@@ -378,6 +378,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_signed_index_covers_the_platform_manifest_chosen_from_it() {
+        let key = Signer::new();
+        let manifest = b"platform manifest";
+        let index = Digest::of(b"index");
+        let p = payload("r.io/os", &index);
+        let mut src = MemSource::default();
+        let m = signature_manifest(&mut src, &[(p.clone(), key.sign(&p))]);
+        src.manifests.insert(crate::trust::cosign::signature_tag(&index), m);
+        let mut r = resolved(manifest);
+        let verifier = PolicyVerifier::new(policy_for(&key.pem, "matchRepository"));
+        let image: ImageRef = "r.io/os:v1".parse().unwrap();
+        // Without the index in the picture the same signature is for "another image".
+        let e = verifier.verify(&image, &r, &src).await.unwrap_err();
+        assert!(rejection(&e).contains("not signed"), "{e:#}");
+        r.index_digest = Some(index);
+        assert!(verifier.verify(&image, &r, &src).await.unwrap().signature_verified);
+    }
+
+    #[tokio::test]
     async fn accept_anything_records_no_signature() {
         let p = Policy::parse(br#"{"default":[{"type":"insecureAcceptAnything"}]}"#).unwrap();
         let v = verify(p, "r.io/os:v1", b"m", &MemSource::default()).await.unwrap();
