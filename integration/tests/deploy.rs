@@ -684,7 +684,7 @@ fn download_only_stages_without_entry_then_upgrade_apply_finalises_and_reboots_o
     let imgref = reg.image("os:latest").parse().unwrap();
     let opts = PullOptions {
         registry: hostctl::oci::RegistryOptions { insecure: true, ..Default::default() },
-        ..PullOptions::default()
+        ..PullOptions::new(std::sync::Arc::new(hostctl::trust::AcceptAnything))
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let reboot = RecordingReboot::default();

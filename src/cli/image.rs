@@ -69,7 +69,7 @@ async fn pull(g: &GlobalArgs, a: PullArgs) -> Result<()> {
         registry: g.registry_options(),
         platform: g.platform(),
         progress: progress.clone(),
-        verifier: Some(g.verifier()?),
+        verifier: g.verifier()?,
     };
     let started = std::time::Instant::now();
     let pulled = crate::pull::pull(&sysroot, &a.image, &opts).await?;
