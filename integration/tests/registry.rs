@@ -139,6 +139,9 @@ async fn anonymous_pull_checks_digests_for_oci_and_docker_schema2() {
     assert_eq!(by_digest.bytes, resolved.raw.bytes);
     assert!(src.fetch_manifest("no-such-tag").await.unwrap().is_none());
     assert!(src.fetch_manifest(&Digest::of(b"nothing").to_string()).await.unwrap().is_none());
+    // Neither a tag nor a digest: refused before it reaches a URL.
+    let e = format!("{:#}", src.fetch_manifest("../../v2/_catalog").await.unwrap_err());
+    assert!(e.contains("invalid manifest reference"), "{e}");
     // Distribution 2.8 has no referrers API: an empty list.
     assert!(src.referrers(&resolved.raw.digest).await.unwrap().is_empty());
     // A missing tag is a clear error from resolve.
