@@ -473,6 +473,14 @@ async fn blob_longer_than_its_descriptor_is_refused() {
     assert!(e.to_string().contains("descriptor says"), "{e}");
     let e = src.fetch_small_blob(&short).await.unwrap_err();
     assert!(format!("{e:#}").contains("more than the"), "{e:#}");
+
+    // Shorter than its descriptor: the stream tries to resume past the end
+    // and fails with the registry's answer instead of ending quietly.
+    let mut long = layer.clone();
+    long.set_size(layer.size() + 100);
+    let e = read_blob(src.as_ref(), &long, 0).await.unwrap_err();
+    let want = format!("stopped at byte {} of {} and could not resume", layer.size(), layer.size() + 100);
+    assert!(e.to_string().contains(&want), "{e}");
 }
 
 #[tokio::test]
