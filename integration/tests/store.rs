@@ -137,12 +137,13 @@ fn pull_killed_mid_layer_leaves_a_store_the_next_pull_completes() {
     drop(work);
 
     let sysroot = tempfile::tempdir().unwrap();
+    let stderr_path = sysroot.path().join("pull.stderr");
     let mut child = Command::new(hostctl_bin())
         .arg("--sysroot")
         .arg(sysroot.path())
         .args(["--tls-verify=false", "image", "pull", &image])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(fs::File::create(&stderr_path).unwrap())
         .spawn()
         .unwrap();
     // Wait until the layer is being written: a first object or a temp file.
@@ -155,7 +156,10 @@ fn pull_killed_mid_layer_leaves_a_store_the_next_pull_completes() {
         if started {
             break;
         }
-        assert!(child.try_wait().unwrap().is_none(), "the pull finished before it could be killed");
+        if let Some(status) = child.try_wait().unwrap() {
+            let err = fs::read_to_string(&stderr_path).unwrap_or_default();
+            panic!("the pull finished ({status}) before it could be killed: {err}");
+        }
         assert!(Instant::now() < deadline, "the pull never started writing");
         std::thread::sleep(Duration::from_millis(5));
     }
