@@ -139,6 +139,9 @@ async fn anonymous_pull_checks_digests_for_oci_and_docker_schema2() {
     assert_eq!(by_digest.bytes, resolved.raw.bytes);
     assert!(src.fetch_manifest("no-such-tag").await.unwrap().is_none());
     assert!(src.fetch_manifest(&Digest::of(b"nothing").to_string()).await.unwrap().is_none());
+    // Neither a tag nor a digest: refused before it reaches a URL.
+    let e = format!("{:#}", src.fetch_manifest("../../v2/_catalog").await.unwrap_err());
+    assert!(e.contains("invalid manifest reference"), "{e}");
     // Distribution 2.8 has no referrers API: an empty list.
     assert!(src.referrers(&resolved.raw.digest).await.unwrap().is_empty());
     // A missing tag is a clear error from resolve.
@@ -470,12 +473,20 @@ async fn blob_longer_than_its_descriptor_is_refused() {
     assert!(e.to_string().contains("descriptor says"), "{e}");
     let e = src.fetch_small_blob(&short).await.unwrap_err();
     assert!(format!("{e:#}").contains("more than the"), "{e:#}");
+
+    // Shorter than its descriptor: the stream tries to resume past the end
+    // and fails with the registry's answer instead of ending quietly.
+    let mut long = layer.clone();
+    long.set_size(layer.size() + 100);
+    let e = read_blob(src.as_ref(), &long, 0).await.unwrap_err();
+    let want = format!("stopped at byte {} of {} and could not resume", layer.size(), layer.size() + 100);
+    assert!(e.to_string().contains(&want), "{e}");
 }
 
 #[tokio::test]
 async fn bearer_token_is_reused_until_it_expires_then_renewed() {
-    // Tokens said to live 2 s are renewed 1 s early (half the lifetime, at most 5 s).
-    let tokens = TokenServer::start("tess", "pw", 2);
+    // Tokens said to live 4 s are renewed 2 s early (half the lifetime, at most 5 s).
+    let tokens = TokenServer::start("tess", "pw", 4);
     let reg = Registry::start_tls_token(&tokens);
     let cert_dir = reg.cert_dir.clone().unwrap();
     let work = tempfile::tempdir().unwrap();
@@ -492,7 +503,7 @@ async fn bearer_token_is_reused_until_it_expires_then_renewed() {
     src.fetch_manifest("v1").await.unwrap().unwrap();
     src.fetch_manifest("v1").await.unwrap().unwrap();
     assert_eq!(tokens.requests().len() - before, 1, "the token was not reused");
-    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2300)).await;
     src.fetch_manifest("v1").await.unwrap().unwrap();
     assert_eq!(tokens.requests().len() - before, 2, "the expired token was not renewed");
 }
@@ -783,4 +794,21 @@ async fn referrers_are_listed_when_the_registry_has_the_api() {
     assert_eq!(found[0].digest().to_string(), sig.to_string());
     assert_eq!(found[0].size(), 123);
     assert_eq!(proxy.matching_requests().len(), 1);
+}
+
+#[tokio::test]
+async fn retry_after_from_a_busy_registry_is_honoured() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    build_image(work.path(), "v1", 100).push(&reg.image("os:v1"), Compression::Gzip);
+    let proxy = FaultProxy::start(
+        &reg.addr,
+        Faults { path_match: "/manifests/v1".into(), fail_503: 1, retry_after: Some(2), ..Default::default() },
+    );
+    let src = source(&format!("{}/os:v1", proxy.addr), &insecure());
+    let started = std::time::Instant::now();
+    src.fetch_manifest("v1").await.unwrap().unwrap();
+    // The first retry would come after 200 ms; the registry asked for 2 s.
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+    assert_eq!(proxy.matching_requests().len(), 2);
 }

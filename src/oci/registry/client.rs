@@ -26,6 +26,8 @@ pub const MAX_ATTEMPTS: u32 = 5;
 /// First retry delay; it doubles with each retry up to [`MAX_BACKOFF`].
 pub const BASE_BACKOFF: Duration = Duration::from_millis(200);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest `Retry-After` (in seconds) a registry can make a retry wait.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// The delay before retry number `retry` (1-based).
 pub fn backoff(retry: u32) -> Duration {
@@ -112,6 +114,7 @@ impl Client {
             if let Some(h) = self.auth.header(&self.http, &scope).await? {
                 req = req.header(AUTHORIZATION, h);
             }
+            let mut server_delay = None;
             let retry_why = match req.send().await {
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
                     // A 401 names the (possibly new) challenge; answer it once
@@ -126,14 +129,18 @@ impl Client {
                     }
                     return Err(self.unauthorized(resp).await);
                 }
-                Ok(resp) if is_retryable_status(resp.status()) => format!("HTTP {}", resp.status()),
+                Ok(resp) if is_retryable_status(resp.status()) => {
+                    server_delay = retry_after(&resp);
+                    format!("HTTP {}", resp.status())
+                }
                 Ok(resp) => return Ok(resp),
                 Err(e) => format!("{:#}", anyhow::Error::new(e)),
             };
             if attempt >= MAX_ATTEMPTS {
                 bail!("GET {url} failed {attempt} times; last: {retry_why}");
             }
-            let delay = backoff(attempt);
+            // A server's Retry-After is honoured, within reason.
+            let delay = backoff(attempt).max(server_delay.unwrap_or_default().min(MAX_RETRY_AFTER));
             warn!("GET {url}: {retry_why}; retrying in {delay:?} (attempt {}/{MAX_ATTEMPTS})", attempt + 1);
             tokio::time::sleep(delay).await;
         }
@@ -155,6 +162,12 @@ impl Client {
 
 fn header_str(resp: &Response, name: reqwest::header::HeaderName) -> Option<&str> {
     resp.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok())
+}
+
+/// A `Retry-After` given in seconds (the HTTP-date form is ignored).
+fn retry_after(resp: &Response) -> Option<Duration> {
+    let v = header_str(resp, reqwest::header::RETRY_AFTER)?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 fn is_retryable_status(s: StatusCode) -> bool {

@@ -59,6 +59,11 @@ impl RegistrySource {
     /// `Docker-Content-Digest` header.
     async fn get_manifest(&self, reference: &str) -> Result<Option<RawManifest>> {
         let what = format!("manifest {reference}");
+        let pinned = match reference.parse::<Digest>() {
+            Ok(d) => Some(d),
+            Err(_) if is_tag(reference) => None,
+            Err(e) => bail!("invalid manifest reference {reference:?}: neither a tag nor a digest ({e})"),
+        };
         let (headers, bytes) = match self
             .client
             .get_small(&format!("manifests/{reference}"), manifest::ACCEPT, MAX_MANIFEST_SIZE, &what)
@@ -71,12 +76,10 @@ impl RegistrySource {
         let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
         let header_digest = headers.get("docker-content-digest").and_then(|v| v.to_str().ok());
         let digest = Digest::of(&bytes);
-        if let Ok(expected) = reference.parse::<Digest>() {
+        if let Some(expected) = pinned {
             if expected != digest {
                 return Err(DigestMismatch { what, expected, actual: digest }.into());
             }
-        } else if reference.starts_with("sha256:") {
-            bail!("invalid digest reference {reference:?}");
         }
         if let Some(h) = header_digest {
             // Only sha256 can be checked; other algorithms are left to the
@@ -95,6 +98,16 @@ impl RegistrySource {
         let media_type = manifest::media_type(&bytes, content_type).with_context(|| what.clone())?;
         Ok(Some(RawManifest { digest, media_type, bytes }))
     }
+}
+
+/// A tag as the distribution spec defines it: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`
+/// (checked before it goes into a URL path).
+fn is_tag(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 #[async_trait]
@@ -186,5 +199,20 @@ impl ImageSource for RegistrySource {
         let digest: Digest = desc.digest().to_string().parse().context("blob digest")?;
         let stream = blob_stream::open(self.client.clone(), digest, desc.size(), offset).await?;
         Ok(BlobReader::Async(Box::pin(tokio_util::io::StreamReader::new(stream))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_tag;
+
+    #[test]
+    fn tags_are_checked_before_they_reach_a_url() {
+        for ok in ["latest", "v1.2.3", "_x", "sha256-abc.sig", &"a".repeat(128)] {
+            assert!(is_tag(ok), "{ok}");
+        }
+        for bad in ["", ".x", "-x", "a/b", "a?b", "../x", "a b", "sha256:abc", &"a".repeat(129)] {
+            assert!(!is_tag(bad), "{bad}");
+        }
     }
 }
