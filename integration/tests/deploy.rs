@@ -135,9 +135,9 @@ impl Podman {
 const KERNEL: &str = "usr/lib/modules/6.1.0-test/vmlinuz";
 const INITRD: &str = "usr/lib/modules/6.1.0-test/initramfs.img";
 
-/// The base image, built `FROM scratch` by podman: /etc files, a kernel,
-/// kargs.d and a /var seed. (umoci 0.4.7 here writes layers without the tar
-/// end-of-archive padding, which the store rightly refuses, so podman builds them.)
+/// The base image, built `FROM scratch` by podman (the issue asks for images
+/// built by podman or buildah from a base): /etc files, a kernel, kargs.d and
+/// a /var seed.
 fn push_base(reg: &Registry, pm: &Podman) -> String {
     let image = reg.image("base:1");
     pm.build_push(
