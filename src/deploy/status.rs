@@ -152,6 +152,9 @@ pub fn render_human(h: &HostStatus) -> String {
                 if let Some(v) = &d.verdict {
                     let signed = if v.signature_verified { "signature verified" } else { "not signed" };
                     let _ = writeln!(s, "    trust:    {} ({signed})", v.rule);
+                    for who in &v.signers {
+                        let _ = writeln!(s, "    signer:   {who}");
+                    }
                 }
                 if !d.finalized {
                     let _ = writeln!(s, "    (downloaded, not finalised)");

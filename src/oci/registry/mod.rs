@@ -38,7 +38,7 @@ use crate::imgref::RegistryRef;
 use crate::oci::platform::Platform;
 use crate::oci::source::MAX_MANIFEST_SIZE;
 use crate::oci::{BlobReader, ImageSource, RawManifest, RegistryOptions, ResolvedManifest};
-use client::{read_capped, Client};
+use client::{Client, Small};
 use manifest::Kind;
 
 /// A repository in a registry.
@@ -59,16 +59,17 @@ impl RegistrySource {
     /// `Docker-Content-Digest` header.
     async fn get_manifest(&self, reference: &str) -> Result<Option<RawManifest>> {
         let what = format!("manifest {reference}");
-        let resp = self.client.get(&format!("manifests/{reference}"), manifest::ACCEPT, None).await?;
-        match resp.status() {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => return Ok(None),
-            _ => return Err(self.client.status_error(resp, &what).await),
-        }
-        let content_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let header_digest =
-            resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let bytes = read_capped(resp, MAX_MANIFEST_SIZE, &what).await?;
+        let (headers, bytes) = match self
+            .client
+            .get_small(&format!("manifests/{reference}"), manifest::ACCEPT, MAX_MANIFEST_SIZE, &what)
+            .await?
+        {
+            Small::Body { headers, bytes } => (headers, bytes),
+            Small::Other(resp) if resp.status() == StatusCode::NOT_FOUND => return Ok(None),
+            Small::Other(resp) => return Err(self.client.status_error(resp, &what).await),
+        };
+        let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let header_digest = headers.get("docker-content-digest").and_then(|v| v.to_str().ok());
         let digest = Digest::of(&bytes);
         if let Ok(expected) = reference.parse::<Digest>() {
             if expected != digest {
@@ -91,7 +92,7 @@ impl RegistrySource {
                 }
             }
         }
-        let media_type = manifest::media_type(&bytes, content_type.as_deref()).with_context(|| what.clone())?;
+        let media_type = manifest::media_type(&bytes, content_type).with_context(|| what.clone())?;
         Ok(Some(RawManifest { digest, media_type, bytes }))
     }
 }
@@ -139,16 +140,23 @@ impl ImageSource for RegistrySource {
 
     async fn referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>> {
         let what = format!("referrers of {subject}");
-        let resp = self.client.get(&format!("referrers/{subject}"), &[manifest::OCI_INDEX], None).await?;
-        match resp.status() {
-            StatusCode::OK => {}
+        let bytes = match self
+            .client
+            .get_small(&format!("referrers/{subject}"), &[manifest::OCI_INDEX], MAX_MANIFEST_SIZE, &what)
+            .await?
+        {
+            Small::Body { bytes, .. } => bytes,
             // Registries without the referrers API answer 404 (or 405/501).
-            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED => {
+            Small::Other(resp)
+                if matches!(
+                    resp.status(),
+                    StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED
+                ) =>
+            {
                 return Ok(Vec::new())
             }
-            _ => return Err(self.client.status_error(resp, &what).await),
-        }
-        let bytes = read_capped(resp, MAX_MANIFEST_SIZE, &what).await?;
+            Small::Other(resp) => return Err(self.client.status_error(resp, &what).await),
+        };
         let index = manifest::parse_index(&bytes).with_context(|| what.clone())?;
         Ok(index.manifests().clone())
     }
@@ -160,11 +168,10 @@ impl ImageSource for RegistrySource {
             bail!("blob {digest} is {size} bytes, more than the {MAX_MANIFEST_SIZE} allowed for a config or payload");
         }
         let what = format!("blob {digest}");
-        let resp = self.client.get(&format!("blobs/{digest}"), &[], None).await?;
-        if resp.status() != StatusCode::OK {
-            return Err(self.client.status_error(resp, &what).await);
-        }
-        let bytes = read_capped(resp, size, &what).await.context("longer than its descriptor says")?;
+        let bytes = match self.client.get_small(&format!("blobs/{digest}"), &[], size, &what).await? {
+            Small::Body { bytes, .. } => bytes,
+            Small::Other(resp) => return Err(self.client.status_error(resp, &what).await),
+        };
         if bytes.len() as u64 != size {
             bail!("{what} is {} bytes but its descriptor says {size}", bytes.len());
         }
