@@ -4,8 +4,8 @@
 mod support;
 
 mod checkout;
-mod layout;
 mod deploy;
+mod layout;
 mod pull;
 mod registry;
 mod store;

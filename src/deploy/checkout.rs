@@ -411,8 +411,8 @@ mod tests {
         assert!(!dest.exists());
         // An object id naming a path outside the objects directory.
         let evil = EntryKind::File { object: ObjectId(format!("../../../../{}", "a".repeat(52))), size: 1 };
-        let err = checkout(&f.store, &[layer(vec![e("f", evil, meta(0o644, 0))])], &dest, &Default::default())
-            .unwrap_err();
+        let err =
+            checkout(&f.store, &[layer(vec![e("f", evil, meta(0o644, 0))])], &dest, &Default::default()).unwrap_err();
         assert!(format!("{err:#}").contains("invalid object id"), "{err:#}");
         assert!(!dest.exists());
     }
