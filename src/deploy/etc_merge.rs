@@ -299,6 +299,12 @@ pub fn apply(plan: &EtcMergePlan, current: &Path, new_defaults: &Path, new_etc: 
     r.with_context(|| format!("writing the merged /etc {}", new_etc.display()))
 }
 
+/// The first `/etc` of a stateroot (no previous deployment to merge from): a
+/// real copy of `new_defaults` with its metadata and xattrs, synced.
+pub fn copy_defaults(new_defaults: &Path, new_etc: &Path) -> Result<()> {
+    apply(&EtcMergePlan::default(), new_defaults, new_defaults, new_etc)
+}
+
 fn apply_into(plan: &EtcMergePlan, current: &Path, new_defaults: &Path, new_etc: &Path) -> Result<()> {
     let dst = fsat::open_dir(new_etc)?;
     let cur = fsat::open_dir(current)?;
@@ -682,6 +688,73 @@ mod tests {
         let err = apply(&plan, &cur, &new, &out2).unwrap_err();
         assert!(format!("{err:#}").contains("conf.d/local.conf"), "{err:#}");
         assert!(!out2.exists());
+    }
+
+    fn state(i: usize) -> Option<Item> {
+        match i {
+            0 => None,
+            1 => Some(f("1")),
+            2 => Some(f("2")),
+            3 => Some(mode(f("1"), 0o600)),
+            4 => Some(l("a")),
+            _ => Some(l("b")),
+        }
+    }
+
+    proptest::proptest! {
+        /// For independent files: the result is the local version where the
+        /// admin changed something, the new image's elsewhere; conflicts are
+        /// exactly the paths all three disagree on.
+        #[test]
+        fn plan_follows_the_three_way_rule(states in proptest::collection::vec((0..6usize, 0..6usize, 0..6usize), 1..12)) {
+            let (mut o, mut c, mut n) = (snap(&[]), snap(&[]), snap(&[]));
+            for (i, (a, b, d)) in states.iter().enumerate() {
+                let p = PathBuf::from(format!("f{i}"));
+                for (s, v) in [(&mut o, a), (&mut c, b), (&mut n, d)] {
+                    if let Some(item) = state(*v) {
+                        s.insert(p.clone(), item);
+                    }
+                }
+            }
+            let plan = plan_snapshots(&o, &c, &n);
+            let mut result = n.clone();
+            for p in &plan.keep_deleted {
+                result.remove(p);
+            }
+            for p in &plan.keep_local {
+                result.insert(p.clone(), c[p].clone());
+            }
+            for (i, _) in states.iter().enumerate() {
+                let p = PathBuf::from(format!("f{i}"));
+                let (oi, ci, ni) = (o.get(&p), c.get(&p), n.get(&p));
+                let want = if ci != oi { ci } else { ni };
+                proptest::prop_assert_eq!(result.get(&p), want, "{}", p.display());
+                let conflict = ci != oi && ni != oi && ni != ci;
+                proptest::prop_assert_eq!(plan.conflicts.iter().any(|x| x.path == p), conflict, "{}", p.display());
+            }
+        }
+    }
+
+    #[test]
+    fn copy_defaults_is_a_real_copy_with_xattrs() {
+        let t = tempfile::tempdir().unwrap();
+        let (src, out) = (t.path().join("defaults"), t.path().join("etc"));
+        write(&src, "ssh/sshd_config", "Port 22\n");
+        std::fs::set_permissions(src.join("ssh"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        rustix::fs::setxattr(
+            src.join("ssh/sshd_config").as_path(),
+            "user.origin",
+            b"image",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        copy_defaults(&src, &out).unwrap();
+        assert_eq!(scan(&src).unwrap(), scan(&out).unwrap());
+        let (a, b) = (
+            std::fs::metadata(src.join("ssh/sshd_config")).unwrap(),
+            std::fs::metadata(out.join("ssh/sshd_config")).unwrap(),
+        );
+        assert_ne!(a.ino(), b.ino());
     }
 
     #[test]
