@@ -166,8 +166,9 @@ pub fn inspect_view(
 async fn inspect(g: &GlobalArgs, a: InspectArgs) -> Result<()> {
     let name = a.image.to_string();
     let mut view = None;
-    if !a.remote {
-        let sysroot = g.open_sysroot()?;
+    let sysroot = g.open_sysroot()?;
+    // A sysroot without a store has nothing to show; don't create one to look.
+    if !a.remote && sysroot.repo_dir().is_dir() {
         let store = Store::open(&sysroot)?;
         if let Some(rec) = store.list_images()?.into_iter().find(|r| r.imgref == name) {
             let manifest: ImageManifest = serde_json::from_slice(&store.read_blob(&rec.manifest_digest)?)
@@ -212,8 +213,8 @@ async fn inspect(g: &GlobalArgs, a: InspectArgs) -> Result<()> {
 
 fn list(g: &GlobalArgs, a: ListArgs) -> Result<()> {
     let sysroot = g.open_sysroot()?;
-    let store = Store::open(&sysroot)?;
-    let images = store.list_images()?;
+    // A sysroot without a store holds no images; don't create one to say so.
+    let images = if sysroot.repo_dir().is_dir() { Store::open(&sysroot)?.list_images()? } else { Vec::new() };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&images)?);
         return Ok(());

@@ -264,7 +264,9 @@ impl Deployer {
             finalized_at: None,
         };
         metadata.save(&self.layout)?;
-        fsutil::sync_dir(tmp)?;
+        // The checkout's directories and links must be on disk before the
+        // rename makes the tree visible under its final name.
+        fsutil::syncfs(tmp)?;
         std::fs::rename(tmp, self.layout.tree(id)).with_context(|| format!("renaming {} into place", tmp.display()))?;
         fsutil::sync_dir(&self.layout.dir)?;
         Ok((metadata, conflicts, var_created))
@@ -296,7 +298,8 @@ impl Deployer {
                 plan.conflicts
             }
             None if defaults.is_dir() => {
-                var::copy_tree(&defaults, &tmp_etc)?;
+                // Keeps xattrs (e.g. SELinux labels) and syncs, like the merge.
+                etc_merge::copy_defaults(&defaults, &tmp_etc).context("copying the first /etc")?;
                 Vec::new()
             }
             None => {
