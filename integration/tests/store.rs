@@ -142,7 +142,7 @@ fn pull_killed_mid_layer_leaves_a_store_the_next_pull_completes() {
         .arg(sysroot.path())
         .args(["--tls-verify=false", "image", "pull", &image])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(fs::File::create(sysroot.path().join("pull.log")).unwrap())
         .spawn()
         .unwrap();
     // Wait until the layer is being written: a first object or a temp file.
@@ -155,7 +155,10 @@ fn pull_killed_mid_layer_leaves_a_store_the_next_pull_completes() {
         if started {
             break;
         }
-        assert!(child.try_wait().unwrap().is_none(), "the pull finished before it could be killed");
+        if let Some(status) = child.try_wait().unwrap() {
+            let log = fs::read_to_string(sysroot.path().join("pull.log")).unwrap_or_default();
+            panic!("the pull finished ({status}) before it could be killed: {log}");
+        }
         assert!(Instant::now() < deadline, "the pull never started writing");
         std::thread::sleep(Duration::from_millis(5));
     }
