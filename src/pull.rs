@@ -33,16 +33,19 @@ pub struct PullOptions {
     pub platform: Platform,
     pub progress: Progress,
     /// Checked after the manifest is fetched, before any layer is committed.
-    pub verifier: Option<Arc<dyn ImageVerifier>>,
+    /// Required, so that no caller can skip the trust policy by omission
+    /// (`trust::AcceptAnything` says so explicitly where that is meant).
+    pub verifier: Arc<dyn ImageVerifier>,
 }
 
-impl Default for PullOptions {
-    fn default() -> Self {
+impl PullOptions {
+    /// Defaults (host platform, no progress, default registry options) with `verifier`.
+    pub fn new(verifier: Arc<dyn ImageVerifier>) -> Self {
         PullOptions {
             registry: RegistryOptions::default(),
             platform: Platform::host(),
             progress: Progress::hidden(),
-            verifier: None,
+            verifier,
         }
     }
 }
@@ -111,10 +114,7 @@ pub async fn pull_resolved(
                 "message": format!("Resolved {imgref} to {manifest_digest}") }),
     );
 
-    let verdict = match &opts.verifier {
-        Some(v) => Some(v.verify(imgref, &resolved, source.as_ref()).await?),
-        None => None,
-    };
+    let verdict = Some(opts.verifier.verify(imgref, &resolved, source.as_ref()).await?);
 
     let manifest = resolved.manifest.clone();
     let config_desc = manifest.config();
@@ -178,7 +178,8 @@ pub async fn pull_resolved(
                 let mut reader = reader.into_sync();
                 let result = store.import_layer(&spec, &mut reader, &mut |n| transfer.inc(n));
                 transfer.finish(if result.is_ok() { "done" } else { "failed" });
-                result.with_context(|| format!("layer {} (diff_id {})", spec.blob_digest, spec.diff_id))
+                // The store's errors already name the layer and its digests.
+                result
             });
             handle.await.context("layer import task panicked")??;
             anyhow::Ok(i)

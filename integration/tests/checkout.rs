@@ -593,3 +593,154 @@ fn etc_merge_between_two_checked_out_images_copies_never_links() {
         }
     }
 }
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let t = std::time::Instant::now();
+    let r = f();
+    (r, t.elapsed().as_secs_f64())
+}
+
+/// Checkout speed on a real OS tree, side by side with `ostree checkout -H`
+/// of the same tree on the same filesystem (warm cache, best of 3 each).
+/// Needs a debootstrap rootfs: `HOSTCTL_BENCH_ROOTFS` (default
+/// /var/cache/hostctl-bench/rootfs, made by the bench scripts). Run with
+/// `cargo test --release --test integration checkout_speed -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark: needs a debootstrap rootfs and ~3 GB of disk"]
+fn checkout_speed_vs_ostree_on_debootstrap_tree() {
+    use hostctl::digest::HashingReader;
+    require_tool("ostree");
+    let rootfs = PathBuf::from(
+        std::env::var("HOSTCTL_BENCH_ROOTFS").unwrap_or_else(|_| "/var/cache/hostctl-bench/rootfs".into()),
+    );
+    assert!(rootfs.is_dir(), "no rootfs at {}", rootfs.display());
+    let work = tempfile::tempdir_in("/var/tmp").unwrap();
+    let tar = work.path().join("layer.tar");
+    run(Command::new("tar")
+        .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-C"])
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."));
+    let mut r = HashingReader::new(std::fs::File::open(&tar).unwrap());
+    std::io::copy(&mut r, &mut std::io::sink()).unwrap();
+    let (digest, size, _) = r.finish();
+    let spec = LayerSpec { blob_digest: digest.clone(), size, media_type: LAYER_TAR.into(), diff_id: digest };
+    let sysroot = work.path().join("sysroot");
+    std::fs::create_dir(&sysroot).unwrap();
+    let store = store_in(&sysroot);
+    let (index, import_s) = timed(|| {
+        let mut f = std::fs::File::open(&tar).unwrap();
+        store.import_layer(&spec, &mut f, &mut |_| {}).unwrap()
+    });
+    std::fs::remove_file(&tar).unwrap();
+    let layers = [index];
+
+    let mut ours = f64::MAX;
+    let mut stats = None;
+    for i in 0..3 {
+        let dest = sysroot.join(format!("co{i}"));
+        let (s, t) = timed(|| checkout(&store, &layers, &dest, &CheckoutOptions { relocate_etc: true }).unwrap());
+        ours = ours.min(t);
+        stats = Some(s);
+    }
+    let (merge_only, merge_s) = timed(|| hostctl::deploy::tree::Tree::from_layers(&layers).unwrap());
+    drop(merge_only);
+
+    // ostree stores no device nodes: commit our third checkout without them.
+    let src = sysroot.join("co2");
+    for e in std::fs::read_dir(src.join("dev")).unwrap() {
+        let e = e.unwrap();
+        if !e.file_type().unwrap().is_dir() {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+    let repo = sysroot.join("ostree-repo");
+    run(Command::new("ostree").arg("init").arg(format!("--repo={}", repo.display())).arg("--mode=bare"));
+    let (_, commit_s) = timed(|| {
+        run(Command::new("ostree")
+            .arg("commit")
+            .arg(format!("--repo={}", repo.display()))
+            .args(["-b", "os"])
+            .arg(format!("--tree=dir={}", src.display())))
+    });
+    let mut ostree = f64::MAX;
+    for i in 0..3 {
+        let dest = sysroot.join(format!("ostree-co{i}"));
+        let (_, t) = timed(|| {
+            run(Command::new("ostree")
+                .arg("checkout")
+                .arg(format!("--repo={}", repo.display()))
+                .args(["-H", "os"])
+                .arg(&dest))
+        });
+        ostree = ostree.min(t);
+    }
+
+    // The checkout is the same tree as the rootfs, /etc moved to /usr/etc.
+    let co = sysroot.join("co0");
+    std::fs::rename(co.join("usr/etc"), co.join("etc")).unwrap();
+    let (want, want_groups) = describe(&rootfs);
+    let (got, got_groups) = describe(&co);
+    let differing: Vec<&String> =
+        want.keys().filter(|p| !p.is_empty() && want.get(*p) != got.get(*p)).take(5).collect();
+    assert!(differing.is_empty() && want.len() == got.len(), "checkout differs from the rootfs at {differing:?}");
+    // Identical files share one object, so the checkout's link groups may be
+    // larger than the rootfs's; every rootfs group must be inside one of them.
+    for g in &want_groups {
+        assert!(got_groups.iter().any(|h| g.iter().all(|p| h.contains(p))), "hard links {g:?} split");
+    }
+    eprintln!(
+        "debootstrap tree: {stats:?}\n  import_layer {import_s:.2}s (ostree commit {commit_s:.2}s)\n  \
+         checkout {ours:.3}s (of which in-memory merge {merge_s:.3}s) vs ostree checkout -H {ostree:.3}s: ratio {:.2}",
+        ours / ostree
+    );
+}
+
+/// Attack: a layer plants `a -> /etc` and `up -> ../../../..`, the next layer
+/// writes `a/passwd` and `up/escaped`, hoping the unpacker follows them out of
+/// the tree. Both land inside the deployment (resolved in the image, like
+/// umoci), and nothing outside changes.
+#[test]
+fn checkout_symlink_escape_attack_stays_inside() {
+    let work = tempfile::tempdir().unwrap();
+    let outside = work.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let e =
+        |path: &str, kind: Kind| GenEntry { path: path.into(), kind, mode: 0o644, uid: 0, gid: 0, xattrs: Vec::new() };
+    let l1 = vec![
+        e("etc", Kind::Dir),
+        e("a", Kind::Symlink("/etc".into())),
+        e("up", Kind::Symlink("../../../../../..".into())),
+        e("out", Kind::Symlink(outside.display().to_string())),
+    ];
+    let l2 = vec![
+        e("a/passwd", Kind::File(b"evil:x:0:0\n".to_vec())),
+        e("up/escaped", Kind::File(b"x\n".to_vec())),
+        e("out/planted", Kind::File(b"x\n".to_vec())),
+    ];
+    let layout = work.path().join("layout");
+    let specs = write_layout(&layout, "t", &[tar_layer(&l1), tar_layer(&l2)]);
+    let sysroot = work.path().join("sysroot");
+    std::fs::create_dir(&sysroot).unwrap();
+    let store = store_in(&sysroot);
+    let indexes = import(&store, &layout, &specs);
+    let passwd_before = std::fs::read("/etc/passwd").unwrap();
+    let dest = work.path().join("deploy");
+    checkout(&store, &indexes, &dest, &CheckoutOptions { relocate_etc: false }).unwrap();
+    assert_eq!(std::fs::read("/etc/passwd").unwrap(), passwd_before);
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "wrote through a symlink");
+    assert!(!Path::new("/escaped").exists());
+    assert_eq!(std::fs::read(dest.join("etc/passwd")).unwrap(), b"evil:x:0:0\n");
+    assert!(dest.join("escaped").is_file());
+    assert!(dest.join(outside.strip_prefix("/").unwrap()).join("planted").is_file());
+    // The reference unpacker agrees.
+    let reference = work.path().join("umoci");
+    run(Command::new("umoci")
+        .args(["raw", "unpack", "--image"])
+        .arg(format!("{}:t", layout.display()))
+        .arg(&reference));
+    let (want, _) = describe(&reference);
+    let (got, _) = describe(&dest);
+    assert_eq!(want.keys().collect::<Vec<_>>(), got.keys().collect::<Vec<_>>());
+}

@@ -3,8 +3,10 @@
 
 mod support;
 
-mod layout;
 mod checkout;
+mod deploy;
+mod layout;
 mod pull;
-mod store;
 mod registry;
+mod store;
+mod trust;

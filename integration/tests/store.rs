@@ -137,12 +137,13 @@ fn pull_killed_mid_layer_leaves_a_store_the_next_pull_completes() {
     drop(work);
 
     let sysroot = tempfile::tempdir().unwrap();
+    let stderr_path = sysroot.path().join("pull.stderr");
     let mut child = Command::new(hostctl_bin())
         .arg("--sysroot")
         .arg(sysroot.path())
         .args(["--tls-verify=false", "image", "pull", &image])
         .stdout(Stdio::null())
-        .stderr(fs::File::create(sysroot.path().join("pull.log")).unwrap())
+        .stderr(fs::File::create(&stderr_path).unwrap())
         .spawn()
         .unwrap();
     // Wait until the layer is being written: a first object or a temp file.
@@ -156,8 +157,8 @@ fn pull_killed_mid_layer_leaves_a_store_the_next_pull_completes() {
             break;
         }
         if let Some(status) = child.try_wait().unwrap() {
-            let log = fs::read_to_string(sysroot.path().join("pull.log")).unwrap_or_default();
-            panic!("the pull finished ({status}) before it could be killed: {log}");
+            let err = fs::read_to_string(&stderr_path).unwrap_or_default();
+            panic!("the pull finished ({status}) before it could be killed: {err}");
         }
         assert!(Instant::now() < deadline, "the pull never started writing");
         std::thread::sleep(Duration::from_millis(5));

@@ -85,7 +85,14 @@ pub fn checkout_tree(store: &Store, tree: &Tree, dest: &Path) -> Result<Checkout
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        let mut w = Writer { objects, stats: CheckoutStats::default(), groups: HashMap::new(), path: PathBuf::new() };
+        let mut w = Writer {
+            root: rustix::io::dup(&root)?,
+            objects,
+            stats: CheckoutStats::default(),
+            groups: HashMap::new(),
+            path: PathBuf::new(),
+            object_rel: String::new(),
+        };
         w.write_dir(root.as_fd(), &tree.root)?;
         set_meta_fd(root.as_fd(), &tree.root.meta).context("setting the root directory's metadata")?;
         w.stats.dirs += 1;
@@ -99,13 +106,18 @@ pub fn checkout_tree(store: &Store, tree: &Tree, dest: &Path) -> Result<Checkout
 }
 
 struct Writer {
+    /// `dest`.
+    root: OwnedFd,
     objects: Option<OwnedFd>,
     stats: CheckoutStats,
-    /// First written path (relative to dest) and its parent fd path of each
-    /// link group of non-regular nodes: later members are linked to it.
-    groups: HashMap<u64, (OwnedFd, String)>,
+    /// First written path (relative to `dest`) of each link group of
+    /// non-regular nodes: later members are linked to it. Every directory on
+    /// that path was created by this checkout, so none is a symlink.
+    groups: HashMap<u64, PathBuf>,
     /// Path being written, for error messages.
     path: PathBuf,
+    /// Reused buffer for `xx/yyyy…` object paths.
+    object_rel: String,
 }
 
 impl Writer {
@@ -121,8 +133,8 @@ impl Writer {
 
     fn write_node(&mut self, dir: BorrowedFd<'_>, name: &str, node: &Node) -> Result<()> {
         if let Some(g) = node.link_group {
-            if let Some((first_dir, first_name)) = self.groups.get(&g) {
-                rustix::fs::linkat(first_dir, first_name.as_str(), dir, name, AtFlags::empty())
+            if let Some(first) = self.groups.get(&g) {
+                rustix::fs::linkat(&self.root, first, dir, name, AtFlags::empty())
                     .context("hard-linking to an earlier name")?;
                 self.count(node);
                 return Ok(());
@@ -141,10 +153,17 @@ impl Writer {
                 set_meta_fd(fd.as_fd(), &node.meta)?;
             }
             NodeKind::File { object, .. } => {
-                let rel = format!("{}/{}", &object.0[..2], &object.0[2..]);
+                if object.0.len() != 64 || !object.0.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    bail!("invalid object id {object:?} in the layer index");
+                }
+                let rel = &mut self.object_rel;
+                rel.clear();
+                rel.push_str(&object.0[..2]);
+                rel.push('/');
+                rel.push_str(&object.0[2..]);
                 let objects =
                     self.objects.as_ref().with_context(|| format!("object {object} is missing from the store"))?;
-                rustix::fs::linkat(objects, rel.as_str(), dir, name, AtFlags::empty())
+                rustix::fs::linkat(objects, self.object_rel.as_str(), dir, name, AtFlags::empty())
                     .with_context(|| format!("hard-linking object {object} (is it missing from the store?)"))?;
             }
             NodeKind::Symlink { target } => {
@@ -167,8 +186,7 @@ impl Writer {
             }
         }
         if let Some(g) = node.link_group {
-            let dup = rustix::io::dup(dir)?;
-            self.groups.insert(g, (dup, name.to_string()));
+            self.groups.insert(g, self.path.clone());
         }
         self.count(node);
         Ok(())
@@ -188,8 +206,16 @@ impl Writer {
     }
 }
 
-fn ids(meta: &Meta) -> (Option<Uid>, Option<Gid>) {
-    (Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)))
+/// The owner to set, or `None` when a new node already has it: nodes are
+/// created with the process's effective ids (no parent has a setgid bit yet,
+/// as directory modes are applied after their children are written).
+fn ids(meta: &Meta) -> Option<(Option<Uid>, Option<Gid>)> {
+    static PROCESS_IDS: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    let ours = *PROCESS_IDS.get_or_init(|| (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw()));
+    if (meta.uid, meta.gid) == ours {
+        return None;
+    }
+    Some((Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid))))
 }
 
 fn xattrs(meta: &Meta) -> impl Iterator<Item = Result<(&str, Vec<u8>)>> {
@@ -202,8 +228,9 @@ fn xattrs(meta: &Meta) -> impl Iterator<Item = Result<(&str, Vec<u8>)>> {
 /// Ownership, then mode (chown clears setuid bits), then xattrs (chown clears
 /// `security.capability`) of an open directory.
 fn set_meta_fd(fd: BorrowedFd<'_>, meta: &Meta) -> Result<()> {
-    let (u, g) = ids(meta);
-    rustix::fs::fchown(fd, u, g).context("chown")?;
+    if let Some((u, g)) = ids(meta) {
+        rustix::fs::fchown(fd, u, g).context("chown")?;
+    }
     rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode & 0o7777)).context("chmod")?;
     for x in xattrs(meta) {
         let (k, v) = x?;
@@ -213,8 +240,10 @@ fn set_meta_fd(fd: BorrowedFd<'_>, meta: &Meta) -> Result<()> {
 }
 
 fn chown_at(dir: BorrowedFd<'_>, name: &str, meta: &Meta) -> Result<()> {
-    let (u, g) = ids(meta);
-    rustix::fs::chownat(dir, name, u, g, AtFlags::SYMLINK_NOFOLLOW).context("chown")
+    match ids(meta) {
+        Some((u, g)) => rustix::fs::chownat(dir, name, u, g, AtFlags::SYMLINK_NOFOLLOW).context("chown"),
+        None => Ok(()),
+    }
 }
 
 /// xattrs of a just created symlink or special file, through procfs so that
@@ -382,6 +411,12 @@ mod tests {
             checkout(&f.store, &[layer(vec![e("../x", EntryKind::Dir, meta(0o755, 0))])], &dest, &Default::default())
                 .unwrap_err();
         assert!(format!("{err:#}").contains("invalid path"), "{err:#}");
+        assert!(!dest.exists());
+        // An object id naming a path outside the objects directory.
+        let evil = EntryKind::File { object: ObjectId(format!("../../../../{}", "a".repeat(52))), size: 1 };
+        let err =
+            checkout(&f.store, &[layer(vec![e("f", evil, meta(0o644, 0))])], &dest, &Default::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("invalid object id"), "{err:#}");
         assert!(!dest.exists());
     }
 }

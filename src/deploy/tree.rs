@@ -190,19 +190,39 @@ impl Tree {
     }
 
     /// The directory at the resolved `comps`, creating missing ones.
-    fn mkdir_p(&mut self, comps: &[String]) -> &mut BTreeMap<String, Node> {
+    fn mkdir_p<S: AsRef<str>>(&mut self, comps: &[S]) -> &mut BTreeMap<String, Node> {
         let mut n = &mut self.root;
         for c in comps {
+            let c = c.as_ref();
             let ch = n.children_mut().expect("resolved path is made of directories");
-            n = ch.entry(c.clone()).or_insert_with(|| Node::dir(implied_dir_meta()));
+            if !ch.contains_key(c) {
+                ch.insert(c.to_string(), Node::dir(implied_dir_meta()));
+            }
+            n = ch.get_mut(c).expect("just ensured");
         }
         n.children_mut().expect("resolved path is made of directories")
+    }
+
+    /// Whether `comps` names existing directories only (no symlink to
+    /// resolve): the common case, which needs no resolution.
+    fn is_plain_dir(&self, comps: &[&str]) -> bool {
+        let mut n = &self.root;
+        for c in comps {
+            match n.children().and_then(|ch| ch.get(*c)) {
+                Some(ch @ Node { kind: NodeKind::Dir(_), .. }) => n = ch,
+                _ => return false,
+            }
+        }
+        true
     }
 
     /// The directory holding `path` (resolved, created if missing) and the final name.
     fn parent_of<'a>(&mut self, path: &'a str) -> Result<(&mut BTreeMap<String, Node>, &'a str)> {
         let comps = components(path)?;
         let (name, parent) = comps.split_last().context("the root cannot be replaced")?;
+        if self.is_plain_dir(parent) {
+            return Ok((self.mkdir_p(parent), name));
+        }
         let resolved = self.resolve_dir(parent)?;
         Ok((self.mkdir_p(&resolved), name))
     }

@@ -470,8 +470,9 @@ fn read_entry(
 fn read_meta(item: &mut tar::Entry<'_, &mut dyn Read>) -> Result<Meta> {
     let header = item.header();
     let mode = header.mode().context("mode")? & 0o7777;
-    let uid = u32::try_from(header.uid().context("uid")?).context("uid out of range")?;
-    let gid = u32::try_from(header.gid().context("gid")?).context("gid out of range")?;
+    let old = header.as_old();
+    let mut uid = if blank_numeric(&old.uid) { 0 } else { header.uid().context("uid")? };
+    let mut gid = if blank_numeric(&old.gid) { 0 } else { header.gid().context("gid")? };
     let mut mtime = header.mtime().map(|m| m as i64).unwrap_or(0);
     let mut xattrs = BTreeMap::new();
     if let Some(exts) = item.pax_extensions().context("PAX records")? {
@@ -483,6 +484,15 @@ fn read_meta(item: &mut tar::Entry<'_, &mut dyn Read>) -> Result<Meta> {
                     bail!("an xattr with an empty name");
                 }
                 xattrs.insert(name.to_string(), hex::encode(ext.value_bytes()));
+            } else if key == "uid" || key == "gid" {
+                // PAX carries ids too large for the header's octal field.
+                let v = ext.value().with_context(|| format!("PAX {key}"))?;
+                let id: u64 = v.parse().with_context(|| format!("PAX {key} {v:?}"))?;
+                if key == "uid" {
+                    uid = id
+                } else {
+                    gid = id
+                }
             } else if key == "mtime" {
                 let v = ext.value().context("PAX mtime")?;
                 let secs = v.split('.').next().unwrap_or("");
@@ -490,5 +500,13 @@ fn read_meta(item: &mut tar::Entry<'_, &mut dyn Read>) -> Result<Meta> {
             }
         }
     }
+    let uid = u32::try_from(uid).context("uid out of range")?;
+    let gid = u32::try_from(gid).context("gid out of range")?;
     Ok(Meta { mode, uid, gid, mtime, xattrs })
+}
+
+/// An all-NUL or all-space numeric header field, which GNU tar and Go's
+/// archive/tar read as 0 (some writers leave uid/gid empty).
+fn blank_numeric(field: &[u8]) -> bool {
+    field.iter().all(|&b| b == 0 || b == b' ')
 }

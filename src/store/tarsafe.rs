@@ -42,7 +42,9 @@ pub fn normalise(raw: &[u8], limits: &Limits) -> Result<String> {
     let Ok(s) = std::str::from_utf8(raw) else {
         bail!("entry {:?}: path is not valid UTF-8", String::from_utf8_lossy(raw));
     };
-    if s.starts_with('/') {
+    // umoci writes the layer root as "/"; that one absolute name is the root
+    // itself, like "./". Any other absolute name is refused.
+    if s.starts_with('/') && !s.bytes().all(|b| b == b'/') {
         bail!("entry {s:?}: absolute path refused");
     }
     if s.contains('\0') {
@@ -178,6 +180,8 @@ mod tests {
     fn refuses_escapes_and_long_names() {
         let l = Limits::default();
         assert!(normalise(b"/etc/passwd", &l).unwrap_err().to_string().contains("absolute"));
+        // Regression: umoci's layers start with a "/" entry for the root.
+        assert_eq!(normalise(b"/", &l).unwrap(), "");
         assert!(normalise(b"a/../../etc", &l).unwrap_err().to_string().contains(".."));
         assert!(normalise(&[b'a'; 256], &l).unwrap_err().to_string().contains("component"));
         let long = "a/".repeat(2100);

@@ -598,3 +598,31 @@ fn garbage_after_the_gzip_stream_is_refused() {
     assert!(err_text(&e).contains("decompressing layer"), "{e:#}");
     assert_kept_nothing(&store);
 }
+
+/// Regression: a writer that leaves uid/gid empty (all NUL) made the import
+/// fail; GNU tar and Go read such fields as 0. PAX `uid`/`gid` records carry
+/// ids too large for the octal field and win over it.
+#[test]
+fn blank_owner_fields_read_as_root_and_pax_ids_win() {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = header(tar::EntryType::Regular, 0o644, 1);
+    h.as_old_mut().uid.fill(0);
+    h.as_old_mut().gid.fill(0);
+    set_raw_name(&mut h, b"blank");
+    h.set_cksum();
+    b.append(&h, &b"x"[..]).unwrap();
+    let records: [(&str, &[u8]); 2] = [("uid", b"4000000"), ("gid", b"4000001")];
+    b.append_pax_extensions(records).unwrap();
+    let mut h = header(tar::EntryType::Regular, 0o644, 1);
+    set_raw_name(&mut h, b"big-ids");
+    h.set_cksum();
+    b.append(&h, &b"y"[..]).unwrap();
+    let tar = b.into_inner().unwrap();
+
+    let (_d, store) = store();
+    let index = import_gz(&store, &tar).unwrap();
+    let blank = &entry(&index, "blank").meta;
+    assert_eq!((blank.uid, blank.gid), (0, 0));
+    let big = &entry(&index, "big-ids").meta;
+    assert_eq!((big.uid, big.gid), (4_000_000, 4_000_001));
+}

@@ -83,9 +83,9 @@ impl Auth {
         }
     }
 
-    /// Records the challenge of a 401 reply. Returns true when it differs from
-    /// the one known before (so a retry with new authorisation may help).
-    pub async fn record_challenge(&self, www_authenticate: Option<&str>) -> bool {
+    /// Records the challenge of a 401 reply (an unanswerable or missing one
+    /// keeps the challenge known before).
+    pub async fn record_challenge(&self, www_authenticate: Option<&str>) {
         let parsed = www_authenticate.map(challenge::parse).unwrap_or_default();
         // Prefer Bearer, then Basic; other schemes cannot be answered.
         let chosen = parsed
@@ -93,12 +93,9 @@ impl Auth {
             .find(|c| c.scheme == "bearer" && c.param("realm").is_some())
             .or_else(|| parsed.iter().find(|c| c.scheme == "basic"))
             .cloned();
-        let mut current = self.challenge.lock().await;
-        let changed = *current != chosen;
         if chosen.is_some() {
-            *current = chosen;
+            *self.challenge.lock().await = chosen;
         }
-        changed
     }
 
     /// Forgets the cached token for `scope` (after the registry refused it).
