@@ -64,6 +64,9 @@ pub async fn run(g: &GlobalArgs, c: ImageCommand) -> Result<()> {
 
 async fn pull(g: &GlobalArgs, a: PullArgs) -> Result<()> {
     let sysroot = g.open_sysroot()?;
+    // Pulling writes the store: keep `cleanup` (which collects objects no
+    // index references yet) and other writers out until the index is committed.
+    let _lock = sysroot.lock(super::lock_wait())?;
     let progress = g.progress();
     let opts = PullOptions {
         registry: g.registry_options(),
