@@ -178,7 +178,8 @@ pub async fn pull_resolved(
                 let mut reader = reader.into_sync();
                 let result = store.import_layer(&spec, &mut reader, &mut |n| transfer.inc(n));
                 transfer.finish(if result.is_ok() { "done" } else { "failed" });
-                result.with_context(|| format!("layer {} (diff_id {})", spec.blob_digest, spec.diff_id))
+                // The store's errors already name the layer and its digests.
+                result
             });
             handle.await.context("layer import task panicked")??;
             anyhow::Ok(i)

@@ -3,5 +3,10 @@
 
 mod support;
 
+mod checkout;
+mod deploy;
 mod layout;
 mod pull;
+mod registry;
+mod store;
+mod trust;

@@ -1,14 +1,32 @@
-//! `hostctl cleanup`.
-// CONTRACT (skeleton): the deployments work fills this in.
+//! `hostctl cleanup`: remove deployments, layers and objects nothing needs.
 
 use anyhow::Result;
 use clap::Args;
 
+use super::upgrade::{open_locked, print_json};
 use super::GlobalArgs;
+use crate::util::human_bytes;
 
 #[derive(Debug, Args)]
-pub struct CleanupArgs {}
+pub struct CleanupArgs {
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub async fn run(_g: &GlobalArgs, _a: CleanupArgs) -> Result<()> {
-    anyhow::bail!("hostctl cleanup is not implemented yet")
+pub async fn run(g: &GlobalArgs, a: CleanupArgs) -> Result<()> {
+    let (d, _lock) = open_locked(g)?;
+    let booted = d.booted()?;
+    let r = crate::deploy::cleanup::cleanup(&d, booted.as_deref())?;
+    if a.json {
+        return print_json(&r);
+    }
+    println!(
+        "Removed {} deployment(s), {} layer(s), {} object(s), {}",
+        r.deployments_removed.len(),
+        r.store.layers,
+        r.store.objects,
+        human_bytes(r.store.bytes)
+    );
+    Ok(())
 }

@@ -1,14 +1,31 @@
-//! `hostctl rollback`.
-// CONTRACT (skeleton): the deployments work fills this in.
+//! `hostctl rollback`: make the previous deployment the default for the next boot.
 
 use anyhow::Result;
 use clap::Args;
+use serde_json::json;
 
+use super::upgrade::{open_locked, print_json};
 use super::GlobalArgs;
+use crate::deploy::state;
 
 #[derive(Debug, Args)]
-pub struct RollbackArgs {}
+pub struct RollbackArgs {
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub async fn run(_g: &GlobalArgs, _a: RollbackArgs) -> Result<()> {
-    anyhow::bail!("hostctl rollback is not implemented yet")
+pub async fn run(g: &GlobalArgs, a: RollbackArgs) -> Result<()> {
+    let (d, _lock) = open_locked(g)?;
+    let before = d.reconcile()?;
+    let booted = d.booted()?;
+    let after = state::after_rollback(&before, booted.as_deref())?;
+    d.save_state(&after)?;
+    d.write_boot_entries(&after)?;
+    let default = after.deployments.first().cloned();
+    if a.json {
+        return print_json(&json!({ "default": default, "order": after.deployments }));
+    }
+    println!("Deployment {} is now the default for the next boot.", default.unwrap_or_default());
+    Ok(())
 }

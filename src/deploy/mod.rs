@@ -2,5 +2,17 @@
 //! deployment set's state (booted, staged, rollback, pins), the three-way /etc
 //! merge and the persistent /var of each stateroot.
 
+pub mod booted;
 pub mod checkout;
+pub mod cleanup;
+pub mod deployment;
 pub mod etc_merge;
+mod fsat;
+pub mod preflight;
+pub mod reboot;
+pub mod stage;
+pub mod state;
+pub mod status;
+pub mod tree;
+pub mod upgrade;
+pub mod var;

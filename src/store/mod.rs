@@ -11,10 +11,24 @@
 //! repo/images/<hex>.json         images pulled by reference
 //! repo/tmp/                      staging of in-flight writes; cleared on open
 //! ```
+//!
+//! Files, one concept each: [`repo`] (the `Store` handle), [`import`] (the
+//! layer pipeline), [`tarsafe`] (path checks and limits), [`targuard`] (extension record caps), [`objects`] (object
+//! ids and writes), [`blobs`], [`images`], [`gc`].
 
+pub mod blobs;
+pub mod gc;
+pub mod images;
+pub mod import;
 pub mod layer_index;
+pub mod objects;
+pub mod repo;
+pub mod targuard;
+pub mod tarsafe;
 
 pub use layer_index::{Entry, EntryKind, LayerIndex, Meta, ObjectId};
-pub mod repo;
-
 pub use repo::{GcRoots, GcStats, ImageRecord, LayerSpec, Store};
+pub use tarsafe::Limits;
+
+#[cfg(test)]
+mod tests;

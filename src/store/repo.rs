@@ -1,16 +1,18 @@
 //! The `Store` handle: opening the repository and reading and writing blobs,
 //! layer indexes, objects and image records.
-// CONTRACT (skeleton): signatures below are what pull and deploy call. The
-// store work fills in the bodies and may add more.
 
-use std::io::Read;
-use std::path::PathBuf;
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
-use crate::store::{LayerIndex, ObjectId};
+use crate::store::objects::Claims;
+use crate::store::tarsafe::Limits;
+use crate::store::{blobs, gc, images, import, objects, LayerIndex, ObjectId};
 use crate::sysroot::Sysroot;
 
 /// What the pipeline needs to know about a layer before reading it.
@@ -56,12 +58,32 @@ pub struct GcStats {
 #[derive(Clone, Debug)]
 pub struct Store {
     dir: PathBuf,
+    claims: Arc<Claims>,
+    limits: Limits,
 }
 
 impl Store {
     /// Opens (creating if needed) the store of `sysroot`, clearing leftovers of interrupted writes.
     pub fn open(sysroot: &Sysroot) -> Result<Store> {
-        Ok(Store { dir: sysroot.repo_dir() })
+        Store::open_dir(&sysroot.repo_dir())
+    }
+
+    /// Opens (creating if needed) the store in the repository directory `dir`.
+    pub fn open_dir(dir: &Path) -> Result<Store> {
+        for sub in ["blobs/sha256", "layers/by-blob", "objects", "images", "tmp"] {
+            let d = dir.join(sub);
+            fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        for sub in ["tmp", "blobs/sha256", "layers", "layers/by-blob", "images"] {
+            clear_leftovers(&dir.join(sub), sub == "tmp")?;
+        }
+        Ok(Store { dir: dir.to_path_buf(), claims: Arc::default(), limits: Limits::default() })
+    }
+
+    /// The same store with other import limits (tests use small ones).
+    pub fn with_limits(mut self, limits: Limits) -> Store {
+        self.limits = limits;
+        self
     }
 
     /// The repository directory.
@@ -70,8 +92,18 @@ impl Store {
     }
 
     /// Whether the layer is already indexed (by diff_id, or by compressed digest).
-    pub fn has_layer(&self, _blob: &Digest, _diff_id: &Digest) -> bool {
-        todo!("store")
+    pub fn has_layer(&self, blob: &Digest, diff_id: &Digest) -> bool {
+        if self.index_path(diff_id).is_file() {
+            return true;
+        }
+        // An alias naming another diff_id than the config says is no match:
+        // the import would then fail its diff_id check, as it should.
+        match fs::read_to_string(self.alias_path(blob)) {
+            Ok(s) => {
+                s.trim().parse::<Digest>().map(|d| d == *diff_id && self.index_path(&d).is_file()).unwrap_or(false)
+            }
+            Err(_) => false,
+        }
     }
 
     /// Streams one layer into the store: checks the compressed digest and size,
@@ -79,51 +111,145 @@ impl Store {
     /// writes new objects and commits the index only when every check passed.
     pub fn import_layer(
         &self,
-        _spec: &LayerSpec,
-        _blob: &mut dyn Read,
-        _progress: &mut dyn FnMut(u64),
+        spec: &LayerSpec,
+        blob: &mut dyn Read,
+        progress: &mut dyn FnMut(u64),
     ) -> Result<LayerIndex> {
-        todo!("store")
+        import::import_layer(&self.dir, &self.claims, &self.limits, spec, blob, progress)
     }
 
     /// Reads the index of a pulled layer.
-    pub fn layer_index(&self, _diff_id: &Digest) -> Result<LayerIndex> {
-        todo!("store")
+    pub fn layer_index(&self, diff_id: &Digest) -> Result<LayerIndex> {
+        let path = self.index_path(diff_id);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => anyhow::bail!("layer {diff_id} is not in the store"),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let index: LayerIndex =
+            serde_json::from_slice(&bytes).with_context(|| format!("parsing layer index {}", path.display()))?;
+        anyhow::ensure!(
+            index.version == crate::store::layer_index::LAYER_INDEX_VERSION,
+            "layer index {} has version {}; this hostctl reads version {}",
+            path.display(),
+            index.version,
+            crate::store::layer_index::LAYER_INDEX_VERSION
+        );
+        anyhow::ensure!(index.diff_id == *diff_id, "layer index {} describes {}", path.display(), index.diff_id);
+        Ok(index)
     }
 
     /// Where an object lives (for hardlinking into deployments).
     pub fn object_path(&self, id: &ObjectId) -> PathBuf {
-        self.dir.join("objects").join(&id.0[..2]).join(&id.0[2..])
+        objects::object_path_in(&self.dir.join("objects"), id)
+    }
+
+    /// Re-hashes a stored object (content and metadata); false if it no longer matches its id.
+    pub fn verify_object(&self, id: &ObjectId) -> Result<bool> {
+        objects::verify_object(&self.object_path(id), id)
     }
 
     /// Stores a manifest or config after checking its digest.
-    pub fn put_blob(&self, _digest: &Digest, _bytes: &[u8]) -> Result<()> {
-        todo!("store")
+    pub fn put_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<()> {
+        blobs::put_blob(&self.dir, digest, bytes)
     }
 
     /// Reads a stored manifest or config (digest re-checked).
-    pub fn read_blob(&self, _digest: &Digest) -> Result<Vec<u8>> {
-        todo!("store")
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        blobs::read_blob(&self.dir, digest)
     }
 
     /// Records (or replaces) the image pulled as `record.imgref`.
-    pub fn record_image(&self, _record: &ImageRecord) -> Result<()> {
-        todo!("store")
+    pub fn record_image(&self, record: &ImageRecord) -> Result<()> {
+        images::record_image(&self.dir, record)
     }
 
     /// Images the store holds, sorted by reference.
     pub fn list_images(&self) -> Result<Vec<ImageRecord>> {
-        todo!("store")
+        images::list_images(&self.dir)
     }
 
     /// Forgets the image pulled as `imgref` (its content goes at the next gc).
-    pub fn remove_image(&self, _imgref: &str) -> Result<bool> {
-        todo!("store")
+    pub fn remove_image(&self, imgref: &str) -> Result<bool> {
+        images::remove_image(&self.dir, imgref)
     }
 
     /// Removes blobs, layer indexes and objects not reachable from `roots` or
-    /// from recorded images.
-    pub fn gc(&self, _roots: &GcRoots) -> Result<GcStats> {
-        todo!("store")
+    /// from recorded images. The caller holds the sysroot lock (no import may
+    /// be in flight).
+    pub fn gc(&self, roots: &GcRoots) -> Result<GcStats> {
+        let images = self.list_images()?;
+        let keep = gc::reachable(roots, &images, |d| match self.layer_index(d) {
+            Ok(i) => Ok(Some(i)),
+            Err(_) if !self.index_path(d).exists() => Ok(None),
+            Err(e) => Err(e),
+        })?;
+        gc::sweep(&self.dir, &keep)
+    }
+
+    fn index_path(&self, diff_id: &Digest) -> PathBuf {
+        index_path(&self.dir, diff_id)
+    }
+
+    fn alias_path(&self, blob: &Digest) -> PathBuf {
+        self.dir.join("layers").join("by-blob").join(blob.hex())
+    }
+}
+
+/// `layers/<diff_id hex>.json`.
+fn index_path(repo: &Path, diff_id: &Digest) -> PathBuf {
+    repo.join("layers").join(format!("{}.json", diff_id.hex()))
+}
+
+/// Makes the objects of a verified layer durable, then writes its index and
+/// by-blob alias atomically (the index is what makes the layer exist).
+pub(crate) fn commit_index(repo: &Path, index: &LayerIndex) -> Result<()> {
+    let objects = fs::File::open(repo.join("objects")).context("opening objects/")?;
+    rustix::fs::syncfs(&objects).map_err(io::Error::from).context("syncing the store's filesystem")?;
+    let bytes = serde_json::to_vec(index).context("serialising the layer index")?;
+    crate::fsutil::write_atomic(&index_path(repo, &index.diff_id), &bytes)?;
+    let alias = repo.join("layers").join("by-blob").join(index.blob_digest.hex());
+    crate::fsutil::write_atomic(&alias, index.diff_id.to_string().as_bytes())?;
+    Ok(())
+}
+
+/// Temporary files younger than this may belong to a write in progress.
+const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes leftovers of interrupted writes in `dir`: `.tmp-*` entries (every
+/// entry when `all`). Object temp files name their writer's pid and go once
+/// that process is gone; others once they are older than [`LEFTOVER_AGE`].
+/// A reader opening the store never disturbs a pull running beside it.
+fn clear_leftovers(dir: &Path, all: bool) -> Result<()> {
+    for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(crate::fsutil::TMP_PREFIX) else {
+            if all {
+                remove_entry(&entry)?;
+            }
+            continue;
+        };
+        let writer_pid =
+            rest.strip_prefix("obj-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok());
+        let stale = match writer_pid {
+            Some(pid) => pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists(),
+            None => entry.metadata()?.modified()?.elapsed().map(|age| age > LEFTOVER_AGE).unwrap_or(false),
+        };
+        if stale {
+            remove_entry(&entry)?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_entry(entry: &fs::DirEntry) -> Result<()> {
+    let path = entry.path();
+    let r = if entry.file_type()?.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+    match r {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing leftover {}", path.display()))
+        }
+        _ => Ok(()),
     }
 }

@@ -1,5 +1,5 @@
 //! Building test images with real tools: umoci assembles OCI layouts from
-//! directory trees (one layer per tree), skopeo pushes them to a registry.
+//! directory trees (one layer per change), skopeo pushes them to a registry.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -37,26 +37,38 @@ impl Layout {
         format!("oci:{}:{}", self.dir.display(), self.tag)
     }
 
-    /// Adds `tree` (a directory) as a new layer at `/` (`umoci insert`).
-    /// umoci records ownership and modes as they are on disk.
+    /// Adds `tree` (a directory) as a new layer at `/`: `umoci unpack`, copy the
+    /// tree over the bundle's rootfs, `umoci repack` (which writes the diff).
+    /// Not `umoci insert`: umoci 0.4.7's insert writes a truncated tar (no
+    /// padding, no end-of-archive blocks) that GNU tar and Python reject too.
     pub fn add_layer(&self, tree: &Path) -> &Self {
-        run(Command::new("umoci")
-            .arg("insert")
-            .arg("--image")
-            .arg(format!("{}:{}", self.dir.display(), self.tag))
-            .arg(tree)
-            .arg("/"));
-        self
+        self.change_rootfs(|rootfs| {
+            run(Command::new("cp").arg("-a").arg(format!("{}/.", tree.display())).arg(rootfs));
+        })
     }
 
-    /// Adds a layer with a whiteout for `path` (`umoci insert --whiteout`).
+    /// Adds a layer that deletes `path` (umoci writes a `.wh.` whiteout for it).
     pub fn add_whiteout(&self, path: &str) -> &Self {
-        run(Command::new("umoci")
-            .arg("insert")
-            .arg("--image")
-            .arg(format!("{}:{}", self.dir.display(), self.tag))
-            .arg("--whiteout")
-            .arg(path));
+        let path = path.trim_start_matches('/').to_string();
+        self.change_rootfs(move |rootfs| {
+            let p = rootfs.join(&path);
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p).unwrap();
+            } else {
+                std::fs::remove_file(&p).unwrap();
+            }
+        })
+    }
+
+    /// Unpacks the image, lets `change` edit its rootfs, and repacks the
+    /// difference as a new layer.
+    pub fn change_rootfs(&self, change: impl FnOnce(&Path)) -> &Self {
+        let bundle = tempfile::tempdir().unwrap();
+        let bundle_dir = bundle.path().join("bundle");
+        let image = format!("{}:{}", self.dir.display(), self.tag);
+        run(Command::new("umoci").args(["unpack", "--image", &image]).arg(&bundle_dir));
+        change(&bundle_dir.join("rootfs"));
+        run(Command::new("umoci").args(["repack", "--image", &image]).arg(&bundle_dir));
         self
     }
 
@@ -77,18 +89,69 @@ impl Layout {
     }
 }
 
-/// `skopeo copy SRC docker://DEST` with `--dest-tls-verify=false` and the compression asked for.
+/// Pushes `src` to `docker://DEST` (plain HTTP) with the layer compression asked for.
+///
+/// gzip and zstd go through `skopeo copy --dest-compress-format`. Uncompressed
+/// layers cannot be pushed by skopeo 1.9 (`--dest-decompress` only applies to
+/// `dir:`), nor by buildah 1.28 (`--disable-compression` still sent gzip here),
+/// so skopeo decompresses into a `dir:` copy, which is then uploaded with the
+/// registry API (monolithic blob uploads and a manifest PUT, via curl).
 pub fn push_with_skopeo(src: &str, dest: &str, compression: Compression, extra: &[&str]) {
     super::require_tool("skopeo");
+    if let Compression::None = compression {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("image");
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--quiet", "--dest-decompress"]).args(extra).arg(src).arg(format!("dir:{}", copy.display()));
+        run(&mut cmd);
+        upload_dir(&copy, dest);
+        return;
+    }
     let mut cmd = Command::new("skopeo");
     cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
     match compression {
         Compression::Gzip => cmd.args(["--dest-compress-format", "gzip"]),
         Compression::Zstd => cmd.args(["--dest-compress-format", "zstd"]),
-        Compression::None => cmd.arg("--dest-decompress"),
+        Compression::None => unreachable!(),
     };
     cmd.args(extra).arg(src).arg(format!("docker://{dest}"));
     run(&mut cmd);
+}
+
+/// Uploads a skopeo `dir:` copy to `DEST` (`HOST:PORT/REPO:TAG`) over plain HTTP.
+fn upload_dir(dir: &Path, dest: &str) {
+    let (host, rest) = dest.split_once('/').expect("HOST:PORT/REPO:TAG");
+    let (repo, tag) = rest.rsplit_once(':').expect("a tag");
+    let manifest = std::fs::read(dir.join("manifest.json")).unwrap();
+    let parsed: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let mut blobs = vec![parsed["config"]["digest"].as_str().unwrap().to_string()];
+    blobs.extend(parsed["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()));
+    for digest in blobs {
+        let file = dir.join(digest.trim_start_matches("sha256:"));
+        let out = run(Command::new("curl")
+            .args(["-sSf", "-X", "POST", "-D", "-", "-o", "/dev/null"])
+            .arg(format!("http://{host}/v2/{repo}/blobs/uploads/")));
+        let headers = String::from_utf8_lossy(&out.stdout);
+        let location = headers
+            .lines()
+            .find_map(|l| l.strip_prefix("Location: ").or_else(|| l.strip_prefix("location: ")))
+            .expect("upload location")
+            .trim()
+            .to_string();
+        let url = if location.starts_with("http") { location } else { format!("http://{host}{location}") };
+        let sep = if url.contains('?') { '&' } else { '?' };
+        run(Command::new("curl")
+            .args(["-sSf", "-X", "PUT", "-H", "Content-Type: application/octet-stream", "--data-binary"])
+            .arg(format!("@{}", file.display()))
+            .arg(format!("{url}{sep}digest={digest}")));
+    }
+    let media_type = parsed["mediaType"].as_str().unwrap_or("application/vnd.oci.image.manifest.v1+json");
+    run(Command::new("curl")
+        .args(["-sSf", "-X", "PUT", "-H"])
+        .arg(format!("Content-Type: {media_type}"))
+        .arg("--data-binary")
+        .arg(format!("@{}", dir.join("manifest.json").display()))
+        .arg(format!("http://{host}/v2/{repo}/manifests/{tag}")));
 }
 
 /// Writes `files` (relative path → content) under `root`, creating directories.

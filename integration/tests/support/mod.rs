@@ -3,8 +3,10 @@
 //! runner for the built `hostctl` binary. Processes are stopped by PID on drop.
 #![allow(dead_code)]
 
+pub mod hostile;
 pub mod images;
 pub mod registry;
+pub mod tokenserver;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,9 +1,17 @@
-//! A real Distribution registry (`docker-registry`) on a random loopback port.
+//! A real Distribution registry (`docker-registry`) on a random loopback port:
+//! plain HTTP, TLS with a test CA (`openssl` CLI) and htpasswd Basic auth
+//! (`htpasswd -Bbn`), or TLS with Bearer tokens from [`super::tokenserver`];
+//! and [`FaultProxy`], a loopback TCP proxy that cuts or fails blob responses.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use super::run;
 
 /// A running registry; killed (by its PID) when dropped.
 pub struct Registry {
@@ -12,6 +20,73 @@ pub struct Registry {
     pub dir: tempfile::TempDir,
     /// `127.0.0.1:PORT`.
     pub addr: String,
+    /// For TLS registries: a directory holding the test CA as `ca.crt`
+    /// (what `--cert-dir` and skopeo's `--dest-cert-dir` take).
+    pub cert_dir: Option<PathBuf>,
+    /// Where the TLS key material lives (removed with the registry).
+    keys: Option<tempfile::TempDir>,
+}
+
+/// A test CA and a server certificate it signed for `IP:127.0.0.1`, made with the openssl CLI.
+pub struct TestTls {
+    /// Holds `ca.crt` only.
+    pub cert_dir: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+impl TestTls {
+    /// Creates the CA and server certificate under `dir`.
+    pub fn create(dir: &Path) -> TestTls {
+        super::require_tool("openssl");
+        let cert_dir = dir.join("certs");
+        std::fs::create_dir_all(&cert_dir).unwrap();
+        let ca_key = dir.join("ca.key");
+        let ca_crt = cert_dir.join("ca.crt");
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        run(Command::new("openssl")
+            .args(["req", "-x509", "-days", "2", "-subj", "/CN=hostctl test CA"])
+            .args(ec)
+            .arg("-keyout")
+            .arg(&ca_key)
+            .arg("-out")
+            .arg(&ca_crt));
+        let server_key = dir.join("server.key");
+        let csr = dir.join("server.csr");
+        run(Command::new("openssl")
+            .args(["req", "-new", "-subj", "/CN=127.0.0.1"])
+            .args(ec)
+            .arg("-keyout")
+            .arg(&server_key)
+            .arg("-out")
+            .arg(&csr));
+        let ext = dir.join("server.ext");
+        std::fs::write(
+            &ext,
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        let server_cert = dir.join("server.crt");
+        run(Command::new("openssl")
+            .args(["x509", "-req", "-days", "2", "-set_serial", "2"])
+            .arg("-in")
+            .arg(&csr)
+            .arg("-CA")
+            .arg(&ca_crt)
+            .arg("-CAkey")
+            .arg(&ca_key)
+            .arg("-extfile")
+            .arg(&ext)
+            .arg("-out")
+            .arg(&server_cert));
+        TestTls { cert_dir, server_cert, server_key }
+    }
+
+    /// The registry config's `http.tls` lines (indented for the `http:` section).
+    fn http_tls(&self) -> String {
+        format!("  tls:\n    certificate: {}\n    key: {}\n", self.server_cert.display(), self.server_key.display())
+    }
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released; callers retry on a clash).
@@ -48,12 +123,55 @@ impl Registry {
                 .stdin(Stdio::null())
                 .spawn()
                 .expect("starting docker-registry");
-            let mut reg = Registry { child, port, dir, addr: format!("127.0.0.1:{port}") };
+            let mut reg = Registry { child, port, dir, addr: format!("127.0.0.1:{port}"), cert_dir: None, keys: None };
             if reg.wait_ready() {
                 return reg;
             }
         }
         panic!("docker-registry did not start after 5 attempts");
+    }
+
+    /// TLS with a fresh test CA and htpasswd Basic auth for `user`/`password`.
+    pub fn start_tls_basic(user: &str, password: &str) -> Registry {
+        super::require_tool("htpasswd");
+        let keys = tempfile::tempdir().unwrap();
+        let tls = TestTls::create(keys.path());
+        let htpasswd = keys.path().join("htpasswd");
+        let out = run(Command::new("htpasswd").args(["-Bbn", user, password]));
+        std::fs::write(&htpasswd, out.stdout).unwrap();
+        let mut reg = Registry::start_with_config(|_dir, port| {
+            format!(
+                "http:\n  addr: 127.0.0.1:{port}\n{}auth:\n  htpasswd:\n    realm: hostctl-test\n    path: {}\n",
+                tls.http_tls(),
+                htpasswd.display()
+            )
+        });
+        reg.adopt_tls(keys, tls);
+        reg
+    }
+
+    /// TLS with a fresh test CA and Bearer token auth against `tokens`.
+    pub fn start_tls_token(tokens: &super::tokenserver::TokenServer) -> Registry {
+        let keys = tempfile::tempdir().unwrap();
+        let tls = TestTls::create(keys.path());
+        let mut reg = Registry::start_with_config(|_dir, port| {
+            format!(
+                "http:\n  addr: 127.0.0.1:{port}\n{}auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                tls.http_tls(),
+                tokens.realm(),
+                super::tokenserver::SERVICE,
+                super::tokenserver::ISSUER,
+                tokens.signing_cert().display()
+            )
+        });
+        reg.adopt_tls(keys, tls);
+        reg
+    }
+
+    /// Keeps the key material alive as long as the registry.
+    fn adopt_tls(&mut self, keys: tempfile::TempDir, tls: TestTls) {
+        self.cert_dir = Some(tls.cert_dir);
+        self.keys = Some(keys);
     }
 
     fn wait_ready(&mut self) -> bool {
@@ -96,4 +214,176 @@ impl Drop for Registry {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// What a [`FaultProxy`] does to requests whose request line contains `path_match`.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// Substring of the request line that selects the requests to disturb.
+    pub path_match: String,
+    /// Reply `503` to this many matching requests (without forwarding them).
+    pub fail_503: u32,
+    /// Cut this many matching responses (to requests without `Range`) ...
+    pub cuts: u32,
+    /// ... after this many response bytes (headers included).
+    pub cut_after: u64,
+    /// Remove `Range` headers from matching requests (a registry that ignores ranges).
+    pub strip_range: bool,
+    /// Replace the first string with the second in matching request lines
+    /// (a registry that serves other content than was asked for).
+    pub rewrite: Option<(String, String)>,
+    /// Answer matching requests with these raw bytes (a whole HTTP response,
+    /// `Connection: close` is added) instead of forwarding them.
+    pub respond: Option<Arc<Vec<u8>>>,
+}
+
+/// A loopback TCP proxy in front of a registry that injects faults, and
+/// records every request head it forwards. Stops accepting when dropped.
+pub struct FaultProxy {
+    /// `127.0.0.1:PORT`, to be used as the registry address.
+    pub addr: String,
+    faults: Arc<Mutex<Faults>>,
+    seen: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: &str, faults: Faults) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let proxy =
+            FaultProxy { addr, faults: Arc::new(Mutex::new(faults)), seen: Arc::default(), stop: Arc::default() };
+        let (faults, seen, stop, upstream) =
+            (proxy.faults.clone(), proxy.seen.clone(), proxy.stop.clone(), upstream.to_string());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = conn else { continue };
+                let Ok(server) = TcpStream::connect(&upstream) else { continue };
+                let (faults, seen) = (faults.clone(), seen.clone());
+                std::thread::spawn(move || proxy_connection(client, server, faults, seen));
+            }
+        });
+        proxy
+    }
+
+    /// Request heads seen so far (matching or not), lower-cased.
+    pub fn requests(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Matching request heads seen so far.
+    pub fn matching_requests(&self) -> Vec<String> {
+        let m = self.faults.lock().unwrap().path_match.to_lowercase();
+        self.requests().into_iter().filter(|r| r.lines().next().unwrap_or("").contains(&m)).collect()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(&self.addr); // wake the accept loop
+    }
+}
+
+const NO_CUT: u64 = u64::MAX;
+
+fn proxy_connection(
+    mut client: TcpStream,
+    mut server: TcpStream,
+    faults: Arc<Mutex<Faults>>,
+    seen: Arc<Mutex<Vec<String>>>,
+) {
+    // Bytes of the current response still allowed through (NO_CUT: unlimited).
+    let budget = Arc::new(AtomicU64::new(NO_CUT));
+    let (mut c2, mut s2, budget2) = (client.try_clone().unwrap(), server.try_clone().unwrap(), budget.clone());
+    // Server → client, cutting both sides once the budget is spent.
+    let down = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match s2.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let allowed = budget2.load(Ordering::SeqCst);
+            if allowed != NO_CUT && n as u64 >= allowed {
+                let _ = c2.write_all(&buf[..allowed as usize]);
+                let _ = c2.shutdown(Shutdown::Both);
+                let _ = s2.shutdown(Shutdown::Both);
+                break;
+            }
+            if allowed != NO_CUT {
+                budget2.store(allowed - n as u64, Ordering::SeqCst);
+            }
+            if c2.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = c2.shutdown(Shutdown::Write);
+    });
+    // Client → server: GET requests have no bodies, so everything is heads.
+    let mut pending = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    'outer: loop {
+        let n = match client.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        if !pending.starts_with(b"GET ") && !pending.starts_with(b"HEAD ") && !pending.starts_with(b"PUT ") {
+            // Not HTTP (a TLS hello): pass through untouched.
+            if server.write_all(&pending).is_err() {
+                break;
+            }
+            pending.clear();
+            continue;
+        }
+        while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head: Vec<u8> = pending.drain(..end + 4).collect();
+            let mut text = String::from_utf8_lossy(&head).into_owned();
+            let mut f = faults.lock().unwrap();
+            let matches = !f.path_match.is_empty() && text.lines().next().unwrap_or("").contains(&f.path_match);
+            let has_range = text.to_lowercase().contains("\r\nrange:");
+            seen.lock().unwrap().push(text.to_lowercase());
+            if matches && f.fail_503 > 0 {
+                f.fail_503 -= 1;
+                let _ = client
+                    .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let _ = client.shutdown(Shutdown::Both);
+                let _ = server.shutdown(Shutdown::Both);
+                break 'outer;
+            }
+            if let Some(canned) = f.respond.clone().filter(|_| matches) {
+                drop(f);
+                let _ = client.write_all(&canned);
+                let _ = client.shutdown(Shutdown::Both);
+                let _ = server.shutdown(Shutdown::Both);
+                break 'outer;
+            }
+            if matches && f.strip_range && has_range {
+                text = text
+                    .split("\r\n")
+                    .filter(|l| !l.to_lowercase().starts_with("range:"))
+                    .collect::<Vec<_>>()
+                    .join("\r\n");
+            }
+            if let Some((from, to)) = f.rewrite.as_ref().filter(|_| matches) {
+                text = text.replacen(from.as_str(), to, 1);
+            }
+            if matches && !has_range && f.cuts > 0 {
+                f.cuts -= 1;
+                budget.store(f.cut_after, Ordering::SeqCst);
+            } else {
+                budget.store(NO_CUT, Ordering::SeqCst);
+            }
+            drop(f);
+            if server.write_all(text.as_bytes()).is_err() {
+                break 'outer;
+            }
+        }
+    }
+    let _ = server.shutdown(Shutdown::Write);
+    let _ = down.join();
 }

@@ -1,0 +1,227 @@
+//! The content store end to end: `hostctl image pull` against a real registry
+//! with tampered blobs, hostile layers and a pull killed mid-layer; and the
+//! import throughput measurement (ignored by default; see docs/store.md).
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hostctl::digest::Digest;
+use hostctl::store::{EntryKind, LayerSpec, Store};
+
+use crate::support::hostile::{self, LayerCompression};
+use crate::support::images::{push_with_skopeo, write_tree, Compression, Layout};
+use crate::support::registry::Registry;
+use crate::support::{hostctl, hostctl_bin, hostctl_ok};
+
+fn repo(sysroot: &Path) -> std::path::PathBuf {
+    sysroot.join("hostctl/repo")
+}
+
+/// Regular files under `dir`, recursively.
+fn count_files(dir: &Path) -> usize {
+    let Ok(rd) = fs::read_dir(dir) else { return 0 };
+    rd.map(|e| e.unwrap()).map(|e| if e.file_type().unwrap().is_dir() { count_files(&e.path()) } else { 1 }).sum()
+}
+
+fn layer_indexes(sysroot: &Path) -> usize {
+    let Ok(rd) = fs::read_dir(repo(sysroot).join("layers")) else { return 0 };
+    rd.filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json")).count()
+}
+
+/// Every object every stored layer refers to exists and re-hashes to its id.
+fn assert_store_verifies(sysroot: &Path) -> usize {
+    let store = Store::open_dir(&repo(sysroot)).unwrap();
+    let mut checked = 0;
+    for image in store.list_images().unwrap() {
+        for diff_id in &image.layers {
+            for entry in store.layer_index(diff_id).unwrap().entries {
+                if let EntryKind::File { object, .. } = entry.kind {
+                    assert!(store.verify_object(&object).unwrap(), "object {object} of {} is damaged", entry.path);
+                    checked += 1;
+                }
+            }
+        }
+    }
+    checked
+}
+
+fn pull_json(sysroot: &Path, image: &str) -> serde_json::Value {
+    let out = hostctl_ok(sysroot, &["--tls-verify=false", "image", "pull", "--json", image]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn tampered_registry_blob_is_refused_with_exit_5_then_untampered_pull_succeeds() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    let noise: String = (0..40_000).map(|i| char::from(b'a' + (i * 7 % 26) as u8)).collect();
+    write_tree(&tree, &[("etc/os-release", "ID=test\n"), ("usr/share/noise", &noise)]);
+    let layout = Layout::new(&work.path().join("layout"), "v1");
+    layout.add_layer(&tree);
+    let image = reg.image("os:v1");
+    layout.push(&image, Compression::Gzip);
+
+    // The one layer is the biggest blob the registry holds.
+    let blobs = reg.data_dir().join("docker/registry/v2/blobs/sha256");
+    let mut layer = (0, std::path::PathBuf::new());
+    for fan in fs::read_dir(&blobs).unwrap() {
+        for b in fs::read_dir(fan.unwrap().path()).unwrap() {
+            let data = b.unwrap().path().join("data");
+            let len = fs::metadata(&data).unwrap().len();
+            if len > layer.0 {
+                layer = (len, data);
+            }
+        }
+    }
+    let layer_path = layer.1;
+    let layer_digest = format!("sha256:{}", layer_path.parent().unwrap().file_name().unwrap().to_str().unwrap());
+    let original = fs::read(&layer_path).unwrap();
+    let mut bad = original.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x20;
+    fs::write(&layer_path, &bad).unwrap();
+
+    let sysroot = tempfile::tempdir().unwrap();
+    let out = hostctl(sysroot.path(), &["--tls-verify=false", "image", "pull", &image]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "tampered pull must exit 5: {stderr}");
+    assert!(stderr.contains(&layer_digest), "the error names the layer: {stderr}");
+    assert!(stderr.contains(&Digest::of(&bad).to_string()), "the error names the actual digest: {stderr}");
+    assert!(stderr.contains("diff_id"), "the error names the diff_id: {stderr}");
+    assert_eq!(layer_indexes(sysroot.path()), 0, "no index of a tampered layer");
+    assert_eq!(count_files(&repo(sysroot.path()).join("objects")), 0, "no object of a tampered layer");
+    assert!(hostctl_ok(sysroot.path(), &["image", "list", "--json"]).trim() == "[]", "no image recorded");
+
+    fs::write(&layer_path, &original).unwrap();
+    let v = pull_json(sysroot.path(), &image);
+    assert_eq!(v["layers_downloaded"], 1, "{v}");
+    assert_eq!(layer_indexes(sysroot.path()), 1);
+    assert!(assert_store_verifies(sysroot.path()) >= 2);
+}
+
+#[test]
+fn hostile_layers_pulled_from_a_registry_are_refused_and_nothing_is_kept() {
+    let reg = Registry::start();
+    for (name, tar, needle) in [
+        ("dotdot", hostile::dotdot_escape_tar(), "`..`"),
+        ("symlink", hostile::write_through_symlink_tar(), "a symlink created earlier in the same layer"),
+    ] {
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path().join("layout");
+        hostile::hand_layout(&dir, "v1", &[tar], LayerCompression::Gzip);
+        let image = reg.image(&format!("{name}:v1"));
+        push_with_skopeo(&hostile::oci_ref(&dir, "v1"), &image, Compression::Gzip, &[]);
+        let sysroot = tempfile::tempdir().unwrap();
+        let out = hostctl(sysroot.path(), &["--tls-verify=false", "image", "pull", &image]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: a hostile layer must be refused");
+        assert!(stderr.contains(needle), "{name}: {stderr}");
+        assert_eq!(layer_indexes(sysroot.path()), 0, "{name}");
+        assert_eq!(count_files(&repo(sysroot.path()).join("objects")), 0, "{name}");
+    }
+}
+
+#[test]
+fn pull_killed_mid_layer_leaves_a_store_the_next_pull_completes() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let tar = hostile::random_tar_file(&work.path().join("big.tar"), 3, 64 << 20, 42);
+    let dir = work.path().join("layout");
+    hostile::hand_layout_from_files(&dir, "v1", &[&tar]);
+    fs::remove_file(&tar).unwrap();
+    let image = reg.image("big:v1");
+    push_with_skopeo(&hostile::oci_ref(&dir, "v1"), &image, Compression::None, &[]);
+    drop(work);
+
+    let sysroot = tempfile::tempdir().unwrap();
+    let stderr_path = sysroot.path().join("pull.stderr");
+    let mut child = Command::new(hostctl_bin())
+        .arg("--sysroot")
+        .arg(sysroot.path())
+        .args(["--tls-verify=false", "image", "pull", &image])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    // Wait until the layer is being written: a first object or a temp file.
+    let tmp = repo(sysroot.path()).join("tmp");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let started = fs::read_dir(&tmp)
+            .map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.metadata().map(|m| m.len() > 0).unwrap_or(false)))
+            .unwrap_or(false);
+        if started {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let err = fs::read_to_string(&stderr_path).unwrap_or_default();
+            panic!("the pull finished ({status}) before it could be killed: {err}");
+        }
+        assert!(Instant::now() < deadline, "the pull never started writing");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL, by PID
+    child.wait().unwrap();
+    assert_eq!(layer_indexes(sysroot.path()), 0, "a killed import commits nothing");
+
+    let v = pull_json(sysroot.path(), &image);
+    assert_eq!(v["layers_downloaded"], 1, "{v}");
+    assert_eq!(count_files(&tmp), 0, "leftovers were cleared");
+    assert_eq!(assert_store_verifies(sysroot.path()), 3);
+
+    let v = pull_json(sysroot.path(), &image);
+    assert_eq!(v["layers_downloaded"], 0, "a second pull downloads nothing: {v}");
+    assert_eq!(v["bytes_downloaded"], 0);
+}
+
+/// Measures import throughput on a real gzip layer against decoding it with
+/// the same decoder. Run in release:
+/// `HOSTCTL_PERF_LAYER=/path/layer.tar.gz cargo test --release --test integration store_import_throughput -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement; needs HOSTCTL_PERF_LAYER and a release build"]
+fn store_import_throughput() {
+    let layer = std::env::var("HOSTCTL_PERF_LAYER").expect("set HOSTCTL_PERF_LAYER to a .tar.gz layer");
+    let size = fs::metadata(&layer).unwrap().len();
+    let blob_digest = {
+        let t = Instant::now();
+        let mut r = hostctl::digest::HashingReader::new(fs::File::open(&layer).unwrap());
+        std::io::copy(&mut r, &mut std::io::sink()).unwrap();
+        let d = r.finish().0;
+        println!("sha256 of the blob:           {:6.2} s", t.elapsed().as_secs_f64());
+        d
+    };
+    let (diff_id, decode_secs) = {
+        let t = Instant::now();
+        let gz = flate2::read::MultiGzDecoder::new(fs::File::open(&layer).unwrap());
+        let mut r = hostctl::digest::HashingReader::new(gz);
+        std::io::copy(&mut r, &mut std::io::sink()).unwrap();
+        let (d, n, _) = r.finish();
+        let decode = t.elapsed().as_secs_f64();
+        println!("gzip decode + sha256 of tar:  {decode:6.2} s ({n} bytes)");
+        let t = Instant::now();
+        let mut gz = flate2::read::MultiGzDecoder::new(fs::File::open(&layer).unwrap());
+        std::io::copy(&mut gz, &mut std::io::sink()).unwrap();
+        let decode = t.elapsed().as_secs_f64();
+        println!("gzip decode only (baseline):  {decode:6.2} s");
+        (d, decode)
+    };
+    let spec =
+        LayerSpec { blob_digest, size, media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(), diff_id };
+    let dir = tempfile::tempdir_in(std::env::var("HOSTCTL_PERF_DIR").unwrap_or("/var/tmp".into())).unwrap();
+    let store = Store::open_dir(&dir.path().join("repo")).unwrap();
+    let t = Instant::now();
+    let index = store.import_layer(&spec, &mut fs::File::open(&layer).unwrap(), &mut |_| {}).unwrap();
+    let import = t.elapsed().as_secs_f64();
+    println!("import_layer (cold store):    {import:6.2} s, {} entries", index.entries.len());
+    fs::remove_file(dir.path().join("repo/layers").join(format!("{}.json", spec.diff_id.hex()))).unwrap();
+    let t = Instant::now();
+    store.import_layer(&spec, &mut fs::File::open(&layer).unwrap(), &mut |_| {}).unwrap();
+    let warm = t.elapsed().as_secs_f64();
+    println!("import_layer (objects exist): {warm:6.2} s");
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let hwm = status.lines().find(|l| l.starts_with("VmHWM")).unwrap_or("VmHWM: ?");
+    println!("ratio import / decode: {:.2}; peak RSS of the whole test process: {hwm}", import / decode_secs);
+}

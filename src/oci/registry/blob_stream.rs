@@ -1,0 +1,168 @@
+//! A blob download as a stream that survives broken connections: when the
+//! body fails or ends early, the request is reopened with
+//! `Range: bytes=N-` after a backoff and the stream carries on where it
+//! stopped. A `206` reply continues at N; a `200` reply (range ignored) is the
+//! whole blob again, so its first N bytes are skipped. Attempts are bounded,
+//! and the stream refuses more bytes than the descriptor's size.
+//!
+//! Written by hand: oci-client can start a blob at an offset but neither
+//! resumes by itself nor caps a stream at the descriptor's size.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::stream::{BoxStream, Stream, StreamExt};
+use reqwest::header::CONTENT_RANGE;
+use reqwest::StatusCode;
+use tracing::warn;
+
+use super::client::{backoff, Client};
+use crate::digest::Digest;
+
+/// Failed reopen/resume attempts in a row (without a byte of progress) before giving up.
+pub const MAX_RESUMES_WITHOUT_PROGRESS: u32 = 5;
+/// Resumes over the whole download before giving up.
+pub const MAX_RESUMES_TOTAL: u32 = 50;
+
+type Body = BoxStream<'static, reqwest::Result<Bytes>>;
+
+struct State {
+    client: Arc<Client>,
+    digest: Digest,
+    size: u64,
+    /// Absolute offset of the next byte to hand out.
+    pos: u64,
+    body: Option<Body>,
+    /// Bytes still to discard from `body` (a 200 reply to a range request).
+    skip: u64,
+    failures: u32,
+    resumes: u32,
+}
+
+/// Opens the blob at `offset` and returns a resuming stream of its bytes.
+/// Errors on opening (not found, unauthorized, too large) are returned now.
+pub async fn open(
+    client: Arc<Client>,
+    digest: Digest,
+    size: u64,
+    offset: u64,
+) -> anyhow::Result<impl Stream<Item = io::Result<Bytes>> + Send + 'static> {
+    anyhow::ensure!(offset <= size, "blob {digest}: offset {offset} is past its size {size}");
+    let mut state = State { client, digest, size, pos: offset, body: None, skip: 0, failures: 0, resumes: 0 };
+    if offset < size {
+        let (body, skip) = request(&state.client, &state.digest, size, offset).await?;
+        state.body = Some(body);
+        state.skip = skip;
+    }
+    Ok(futures_util::stream::try_unfold(state, State::next_chunk))
+}
+
+/// One GET of `digest` from `pos`: the body and how many leading bytes to skip.
+/// (A free function: the stream state holds a body that is not `Sync`.)
+async fn request(client: &Client, digest: &Digest, size: u64, pos: u64) -> anyhow::Result<(Body, u64)> {
+    let path = format!("blobs/{digest}");
+    let resp = client.get(&path, &[], Some(pos)).await?;
+    let remaining = size - pos;
+    let skip = match resp.status() {
+        StatusCode::PARTIAL_CONTENT => {
+            let start = resp
+                .headers()
+                .get(CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("bytes "))
+                .and_then(|v| v.split('-').next())
+                .and_then(|v| v.parse::<u64>().ok());
+            if start != Some(pos) {
+                anyhow::bail!("blob {digest}: asked for bytes from {pos}, got Content-Range {start:?}");
+            }
+            if let Some(len) = resp.content_length().filter(|l| *l > remaining) {
+                anyhow::bail!(too_long(digest, size, pos + len));
+            }
+            0
+        }
+        StatusCode::OK => {
+            if let Some(len) = resp.content_length().filter(|l| *l > size) {
+                anyhow::bail!(too_long(digest, size, len));
+            }
+            pos
+        }
+        _ => return Err(client.status_error(resp, &format!("blob {digest}")).await),
+    };
+    Ok((resp.bytes_stream().boxed(), skip))
+}
+
+impl State {
+    async fn next_chunk(mut self) -> io::Result<Option<(Bytes, State)>> {
+        loop {
+            let Some(body) = self.body.as_mut() else {
+                if self.pos == self.size {
+                    return Ok(None);
+                }
+                self.reopen().await?;
+                continue;
+            };
+            match body.next().await {
+                Some(Ok(mut chunk)) => {
+                    if self.skip > 0 {
+                        let n = self.skip.min(chunk.len() as u64) as usize;
+                        let _ = chunk.split_to(n);
+                        self.skip -= n as u64;
+                    }
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    let end = self.pos + chunk.len() as u64;
+                    if end > self.size {
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, too_long(&self.digest, self.size, end)));
+                    }
+                    self.pos = end;
+                    self.failures = 0;
+                    return Ok(Some((chunk, self)));
+                }
+                Some(Err(e)) => {
+                    self.body = None;
+                    self.note_failure(&format!("{:#}", anyhow::Error::new(e)))?;
+                }
+                None => {
+                    self.body = None;
+                    if self.pos < self.size {
+                        self.note_failure("the connection ended early")?;
+                    }
+                }
+            }
+        }
+    }
+
+    fn note_failure(&mut self, why: &str) -> io::Result<()> {
+        self.failures += 1;
+        self.resumes += 1;
+        if self.failures > MAX_RESUMES_WITHOUT_PROGRESS || self.resumes > MAX_RESUMES_TOTAL {
+            return Err(io::Error::other(format!(
+                "blob {}: download failed at byte {} of {} after {} resumes: {why}",
+                self.digest,
+                self.pos,
+                self.size,
+                self.resumes - 1
+            )));
+        }
+        warn!("blob {}: {why} at byte {} of {}; resuming", self.digest, self.pos, self.size);
+        Ok(())
+    }
+
+    async fn reopen(&mut self) -> io::Result<()> {
+        tokio::time::sleep(backoff(self.failures.max(1))).await;
+        match request(&self.client, &self.digest, self.size, self.pos).await {
+            Ok((body, skip)) => {
+                self.body = Some(body);
+                self.skip = skip;
+                Ok(())
+            }
+            Err(e) => Err(io::Error::other(format!("blob {}: resuming at byte {}: {e:#}", self.digest, self.pos))),
+        }
+    }
+}
+
+fn too_long(digest: &Digest, size: u64, got: u64) -> String {
+    format!("blob {digest}: the registry sent at least {got} bytes but its descriptor says {size}: refused")
+}

@@ -1,0 +1,268 @@
+//! The HTTP side of one registry repository: finding the endpoint (HTTPS, or
+//! plain HTTP for insecure registries), authorised GETs with retries and
+//! exponential backoff, capped body reads and clear errors.
+//!
+//! Built on reqwest directly rather than oci-client's `Client`: that client
+//! reads manifest bodies whole with no size cap, follows descriptor `urls`,
+//! fixes the scheme up front (no HTTPS→HTTP fallback) and does not retry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::StreamExt;
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, RANGE, WWW_AUTHENTICATE};
+use reqwest::{Response, StatusCode};
+use serde::Deserialize;
+use tokio::sync::OnceCell;
+use tracing::{debug, warn};
+
+use super::auth::Auth;
+use super::authfile::AuthSearch;
+use crate::oci::RegistryOptions;
+
+/// Attempts per request (the first plus retries) on connection errors and 5xx/429 replies.
+pub const MAX_ATTEMPTS: u32 = 5;
+/// First retry delay; it doubles with each retry up to [`MAX_BACKOFF`].
+pub const BASE_BACKOFF: Duration = Duration::from_millis(200);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The delay before retry number `retry` (1-based).
+pub fn backoff(retry: u32) -> Duration {
+    BASE_BACKOFF.saturating_mul(1 << retry.saturating_sub(1).min(16)).min(MAX_BACKOFF)
+}
+
+/// A repository in a registry, reachable over HTTP(S).
+pub struct Client {
+    pub(super) http: reqwest::Client,
+    pub registry: String,
+    pub repository: String,
+    insecure: bool,
+    /// `https://host[:port]` or, for insecure registries that do not speak TLS, `http://…`.
+    base: OnceCell<String>,
+    auth: Auth,
+}
+
+impl Client {
+    pub fn new(registry: &str, repository: &str, opts: &RegistryOptions) -> Result<Arc<Self>> {
+        Ok(Arc::new(Client {
+            http: super::tls::http_client(opts)?,
+            registry: registry.to_string(),
+            repository: repository.to_string(),
+            insecure: opts.insecure,
+            base: OnceCell::new(),
+            auth: Auth::new(registry, repository, AuthSearch::new(opts.authfile.as_deref())),
+        }))
+    }
+
+    /// The endpoint, found once with a `GET /v2/` ping: HTTPS first; when the
+    /// registry is insecure and HTTPS fails at the connection or TLS level,
+    /// plain HTTP (as skopeo does). The ping's 401 challenge seeds the auth.
+    async fn base(&self) -> Result<&str> {
+        self.base
+            .get_or_try_init(|| async {
+                let https = format!("https://{}", self.registry);
+                match self.ping(&https).await {
+                    Ok(()) => Ok(https),
+                    Err(e) if self.insecure => {
+                        debug!("HTTPS to {} failed ({e:#}); trying plain HTTP", self.registry);
+                        let http = format!("http://{}", self.registry);
+                        self.ping(&http).await.map_err(|e2| {
+                            anyhow!("cannot reach registry {} over HTTPS ({e:#}) nor over HTTP ({e2:#})", self.registry)
+                        })?;
+                        Ok(http)
+                    }
+                    Err(e) => Err(e.context(format!(
+                        "cannot reach registry {} over HTTPS (for a private CA pass --cert-dir; \
+                         for a registry without valid TLS, --tls-verify=false)",
+                        self.registry
+                    ))),
+                }
+            })
+            .await
+            .map(String::as_str)
+    }
+
+    async fn ping(&self, base: &str) -> Result<()> {
+        let url = format!("{base}/v2/");
+        let resp = self.http.get(&url).send().await.map_err(anyhow::Error::new)?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            self.auth.record_challenge(header_str(&resp, WWW_AUTHENTICATE)).await;
+        }
+        Ok(())
+    }
+
+    /// `GET {base}/v2/{repository}/{path}`, authorised, retried on connection
+    /// errors and 5xx/429 with backoff, re-authorised once on a 401 carrying a
+    /// new challenge. Other replies are returned for the caller to judge.
+    pub async fn get(&self, path: &str, accept: &[&str], range_from: Option<u64>) -> Result<Response> {
+        let url = format!("{}/v2/{}/{path}", self.base().await?, self.repository);
+        let scope = self.auth.pull_scope();
+        let mut reauthorised = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut req = self.http.get(&url);
+            if !accept.is_empty() {
+                req = req.header(ACCEPT, accept.join(", "));
+            }
+            if let Some(from) = range_from.filter(|n| *n > 0) {
+                req = req.header(RANGE, format!("bytes={from}-"));
+            }
+            if let Some(h) = self.auth.header(&self.http, &scope).await? {
+                req = req.header(AUTHORIZATION, h);
+            }
+            let retry_why = match req.send().await {
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
+                    // A 401 names the (possibly new) challenge; answer it once
+                    // with fresh authorisation before giving up.
+                    let challenge = header_str(&resp, WWW_AUTHENTICATE).map(str::to_string);
+                    self.auth.record_challenge(challenge.as_deref()).await;
+                    self.auth.forget_token(&scope).await;
+                    if !reauthorised && challenge.is_some() {
+                        reauthorised = true;
+                        attempt -= 1;
+                        continue;
+                    }
+                    return Err(self.unauthorized(resp).await);
+                }
+                Ok(resp) if is_retryable_status(resp.status()) => format!("HTTP {}", resp.status()),
+                Ok(resp) => return Ok(resp),
+                Err(e) => format!("{:#}", anyhow::Error::new(e)),
+            };
+            if attempt >= MAX_ATTEMPTS {
+                bail!("GET {url} failed {attempt} times; last: {retry_why}");
+            }
+            let delay = backoff(attempt);
+            warn!("GET {url}: {retry_why}; retrying in {delay:?} (attempt {}/{MAX_ATTEMPTS})", attempt + 1);
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn unauthorized(&self, resp: Response) -> anyhow::Error {
+        let detail = error_detail(resp).await;
+        let note = self.auth.credentials_note().await;
+        anyhow!("registry {} refused access to {} (401 Unauthorized{detail}); {note}", self.registry, self.repository)
+    }
+
+    /// The error for an unexpected reply to a request about `what`.
+    pub async fn status_error(&self, resp: Response, what: &str) -> anyhow::Error {
+        let status = resp.status();
+        let detail = error_detail(resp).await;
+        anyhow!("registry {} answered {status} for {what} in {}{detail}", self.registry, self.repository)
+    }
+}
+
+fn header_str(resp: &Response, name: reqwest::header::HeaderName) -> Option<&str> {
+    resp.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok())
+}
+
+fn is_retryable_status(s: StatusCode) -> bool {
+    s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS || s == StatusCode::REQUEST_TIMEOUT
+}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    errors: Vec<ErrorItem>,
+}
+#[derive(Deserialize)]
+struct ErrorItem {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// `": CODE: message"` from an OCI error body (or its first line of text), or nothing.
+async fn error_detail(resp: Response) -> String {
+    let Ok(body) = read_capped(resp, 64 * 1024, "error body").await else { return String::new() };
+    if let Ok(env) = serde_json::from_slice::<ErrorEnvelope>(&body) {
+        let parts: Vec<String> = env
+            .errors
+            .iter()
+            .map(|e| if e.message.is_empty() { e.code.clone() } else { format!("{}: {}", e.code, e.message) })
+            .collect();
+        if !parts.is_empty() {
+            return format!(": {}", parts.join("; "));
+        }
+    }
+    let text = String::from_utf8_lossy(&body);
+    match text.lines().map(str::trim).find(|l| !l.is_empty()) {
+        Some(line) => format!(": {}", line.chars().take(200).collect::<String>()),
+        None => String::new(),
+    }
+}
+
+/// A body longer than allowed (not worth retrying, unlike a broken connection).
+#[derive(Debug, thiserror::Error)]
+#[error("{what} is {size} bytes, more than the {cap} bytes allowed")]
+pub struct TooLarge {
+    pub what: String,
+    /// Bytes known so far (the Content-Length, or what was read before giving up).
+    pub size: u64,
+    pub cap: u64,
+}
+
+/// Reads a whole body, refusing more than `cap` bytes (by Content-Length up
+/// front, and while reading for replies without one).
+pub async fn read_capped(resp: Response, cap: u64, what: &str) -> Result<Vec<u8>> {
+    if let Some(len) = resp.content_length().filter(|l| *l > cap) {
+        return Err(TooLarge { what: what.to_string(), size: len, cap }.into());
+    }
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.with_context(|| format!("reading {what}"))?;
+        let size = out.len() as u64 + chunk.len() as u64;
+        if size > cap {
+            return Err(TooLarge { what: what.to_string(), size, cap }.into());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// A small document's reply: its capped body on 200, else the reply itself.
+pub enum Small {
+    Body { headers: HeaderMap, bytes: Vec<u8> },
+    Other(Response),
+}
+
+impl Client {
+    /// GETs a small document (manifest, config, referrers list) whole. Like
+    /// [`Client::get`], and a body cut short by a broken connection is asked
+    /// for again (bounded): small documents are re-read, not resumed.
+    pub async fn get_small(&self, path: &str, accept: &[&str], cap: u64, what: &str) -> Result<Small> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let resp = self.get(path, accept, None).await?;
+            if resp.status() != StatusCode::OK {
+                return Ok(Small::Other(resp));
+            }
+            let headers = resp.headers().clone();
+            match read_capped(resp, cap, what).await {
+                Ok(bytes) => return Ok(Small::Body { headers, bytes }),
+                Err(e) if e.is::<TooLarge>() || attempt >= MAX_ATTEMPTS => return Err(e),
+                Err(e) => {
+                    let delay = backoff(attempt);
+                    warn!("{what}: {e:#}; reading again in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(1), BASE_BACKOFF);
+        assert_eq!(backoff(2), BASE_BACKOFF * 2);
+        assert_eq!(backoff(3), BASE_BACKOFF * 4);
+        assert_eq!(backoff(40), MAX_BACKOFF);
+    }
+}

@@ -1,0 +1,508 @@
+//! The layer pipeline: one streaming pass from the compressed blob to file
+//! objects and a layer index.
+//!
+//! ```text
+//! caller's thread:  blob ─ size cap + sha256 (blob digest) ─ gzip/zstd/plain decoder ─┐
+//!                                                                       bounded channel
+//! unpack thread:    sha256 (diff_id) ─ tar entries ─ safety checks ─ objects ─ entries ◀┘
+//! ```
+//! Decompression and unpacking run on two threads so that the gzip decoder
+//! (the bottleneck) has a core to itself. The index and the by-blob alias are
+//! committed only once both streams reached EOF and both digests matched;
+//! on any failure the objects this import created are removed again, and the
+//! rest of the blob is still read (up to its declared size) so that tampered
+//! content is reported as a digest mismatch rather than as whatever decoding
+//! error it caused.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver, Sender, SyncSender};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::{Digest, HashingReader};
+use crate::error::DigestMismatch;
+use crate::store::objects::{Claims, ObjectMeta, ObjectWriter};
+use crate::store::tarsafe::{normalise, parent, LayerPaths, Limits};
+use crate::store::{Entry, EntryKind, LayerIndex, LayerSpec, Meta};
+
+/// Size of the decompressed chunks handed to the unpack thread.
+const CHUNK: usize = 256 * 1024;
+/// Chunks in flight between the two threads (bounds memory to a few MiB).
+const IN_FLIGHT: usize = 8;
+/// Progress is reported in steps of at least this many compressed bytes.
+const PROGRESS_STEP: u64 = 256 * 1024;
+
+/// How a layer blob is compressed, from its media type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn from_media_type(media_type: &str) -> Result<Self> {
+        Ok(match media_type {
+            "application/vnd.oci.image.layer.v1.tar" | "application/vnd.docker.image.rootfs.diff.tar" => {
+                Compression::None
+            }
+            "application/vnd.oci.image.layer.v1.tar+gzip" | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+                Compression::Gzip
+            }
+            "application/vnd.oci.image.layer.v1.tar+zstd" | "application/vnd.docker.image.rootfs.diff.tar.zstd" => {
+                Compression::Zstd
+            }
+            other => bail!("unsupported layer media type {other:?}"),
+        })
+    }
+}
+
+/// What happened to the compressed stream.
+#[derive(Default)]
+struct BlobState {
+    /// The source itself failed (network, disk): not the content's fault.
+    source_error: Option<io::Error>,
+    /// More bytes than declared arrived.
+    oversize: bool,
+}
+
+/// Counts and hashes the compressed bytes, refusing more than the declared size.
+struct BlobReader<'a> {
+    inner: &'a mut dyn Read,
+    hasher: Sha256,
+    count: u64,
+    limit: u64,
+    state: BlobState,
+    progress: &'a mut dyn FnMut(u64),
+    unreported: u64,
+}
+
+impl Read for BlobReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.state.oversize {
+            return Err(io::Error::other("blob is larger than its declared size"));
+        }
+        let n = match self.inner.read(buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
+            Err(e) => {
+                let msg = e.to_string();
+                self.state.source_error = Some(e);
+                return Err(io::Error::other(msg));
+            }
+        };
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        self.unreported += n as u64;
+        if self.unreported >= PROGRESS_STEP || n == 0 {
+            (self.progress)(self.unreported);
+            self.unreported = 0;
+        }
+        if self.count > self.limit {
+            self.state.oversize = true;
+            return Err(io::Error::other("blob is larger than its declared size"));
+        }
+        Ok(n)
+    }
+}
+
+impl BlobReader<'_> {
+    /// Reads whatever is left, up to one byte past the declared size.
+    fn drain(&mut self) {
+        let mut buf = vec![0u8; CHUNK];
+        while !self.state.oversize && self.state.source_error.is_none() {
+            match self.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// The unpack thread's reader: decompressed chunks from the channel.
+struct ChunkReader {
+    rx: Receiver<Result<Vec<u8>, String>>,
+    recycle: Sender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+    eof: bool,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            if self.eof {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    let old = std::mem::replace(&mut self.cur, chunk);
+                    let _ = self.recycle.send(old);
+                    self.pos = 0;
+                }
+                Ok(Err(msg)) => return Err(io::Error::other(msg)),
+                Err(_) => {
+                    self.eof = true;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// What the unpack thread hands back, success or not.
+struct Unpacked {
+    entries: Result<Vec<Entry>>,
+    created: Vec<crate::store::ObjectId>,
+    diff_id: Digest,
+    uncompressed_size: u64,
+}
+
+/// Imports one layer; see the module docs. `repo` is the repository directory.
+pub fn import_layer(
+    repo: &Path,
+    claims: &Arc<Claims>,
+    limits: &Limits,
+    spec: &LayerSpec,
+    blob: &mut dyn Read,
+    progress: &mut dyn FnMut(u64),
+) -> Result<LayerIndex> {
+    let compression = Compression::from_media_type(&spec.media_type)?;
+    let what = format!("layer {} (diff_id {})", spec.blob_digest, spec.diff_id);
+    let me = claims.new_import();
+    let mut blob = BlobReader {
+        inner: blob,
+        hasher: Sha256::new(),
+        count: 0,
+        limit: spec.size,
+        state: BlobState::default(),
+        progress,
+        unreported: 0,
+    };
+
+    let (tx, rx) = sync_channel::<Result<Vec<u8>, String>>(IN_FLIGHT);
+    let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let (decode_result, unpacked) = std::thread::scope(|s| {
+        let unpack = std::thread::Builder::new().name("layer-unpack".into()).spawn_scoped(s, || {
+            let reader = ChunkReader { rx, recycle: recycle_tx, cur: Vec::new(), pos: 0, eof: false };
+            unpack(repo, claims, me, limits, reader)
+        })?;
+        let decode_result = decode(compression, &mut blob, &tx, &recycle_rx, limits);
+        if let Err(e) = &decode_result {
+            let _ = tx.send(Err(format!("{e:#}")));
+        }
+        drop(tx);
+        let unpacked = unpack.join().unwrap_or_else(|_| Unpacked {
+            entries: Err(anyhow!("the unpack thread panicked")),
+            created: Vec::new(),
+            diff_id: Digest::of(b""),
+            uncompressed_size: 0,
+        });
+        io::Result::Ok((decode_result, unpacked))
+    })
+    .context("starting the unpack thread")?;
+
+    // Read the rest of the blob (up to its declared size) so that tampering
+    // is told apart from a layer that is authentic but unusable; bytes after
+    // the end of the compressed stream count too.
+    blob.drain();
+    let actual_blob = Digest::from_sha256(blob.hasher.finalize_reset().into());
+    let verdict = judge(spec, &what, &blob.state, blob.count, &actual_blob, decode_result, &unpacked);
+    let entries = match verdict {
+        Ok(()) => unpacked.entries.expect("judge checked the entries"),
+        Err(e) => {
+            claims.release(me, &unpacked.created, &repo.join("objects"), true);
+            return Err(e);
+        }
+    };
+
+    let index = crate::store::LayerIndex {
+        version: crate::store::layer_index::LAYER_INDEX_VERSION,
+        diff_id: spec.diff_id.clone(),
+        blob_digest: spec.blob_digest.clone(),
+        media_type: spec.media_type.clone(),
+        compressed_size: blob.count,
+        uncompressed_size: unpacked.uncompressed_size,
+        entries,
+    };
+    let committed = crate::store::repo::commit_index(repo, &index);
+    claims.release(me, &unpacked.created, &repo.join("objects"), committed.is_err());
+    committed.with_context(|| format!("committing the index of {what}"))?;
+    Ok(index)
+}
+
+/// Decides whether an import may be committed, and which error to report
+/// if not: source failures first, then the blob's size and digest, then
+/// decoding and unsafe entries, then the diff_id.
+#[allow(clippy::too_many_arguments)]
+fn judge(
+    spec: &LayerSpec,
+    what: &str,
+    state: &BlobState,
+    count: u64,
+    actual_blob: &Digest,
+    decode_result: Result<u64>,
+    unpacked: &Unpacked,
+) -> Result<()> {
+    if let Some(e) = &state.source_error {
+        bail!("{what}: reading the blob failed after {count} bytes: {e}");
+    }
+    if state.oversize {
+        return Err(anyhow::Error::new(DigestMismatch {
+            what: format!("{what}: more than the declared {} bytes; digest of the first {count} bytes", spec.size),
+            expected: spec.blob_digest.clone(),
+            actual: actual_blob.clone(),
+        }));
+    }
+    if *actual_blob != spec.blob_digest {
+        return Err(anyhow::Error::new(DigestMismatch {
+            what: format!("{what}: compressed blob ({count} bytes)"),
+            expected: spec.blob_digest.clone(),
+            actual: actual_blob.clone(),
+        }));
+    }
+    if count != spec.size {
+        bail!("{what}: the blob has {count} bytes but its descriptor declares {}", spec.size);
+    }
+    decode_result.with_context(|| format!("decompressing {what}"))?;
+    if let Err(e) = &unpacked.entries {
+        bail!("{what}: {e:#}");
+    }
+    if unpacked.diff_id != spec.diff_id {
+        return Err(anyhow::Error::new(DigestMismatch {
+            what: format!("{what}: uncompressed tar ({} bytes)", unpacked.uncompressed_size),
+            expected: spec.diff_id.clone(),
+            actual: unpacked.diff_id.clone(),
+        }));
+    }
+    Ok(())
+}
+
+/// Decompresses `blob` into chunks for the unpack thread; returns the
+/// decompressed size. Stops early when the unpack thread has gone.
+fn decode(
+    compression: Compression,
+    blob: &mut BlobReader<'_>,
+    tx: &SyncSender<Result<Vec<u8>, String>>,
+    recycle: &Receiver<Vec<u8>>,
+    limits: &Limits,
+) -> Result<u64> {
+    let mut decoder: Box<dyn Read + '_> = match compression {
+        Compression::None => Box::new(blob),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(io::BufReader::with_capacity(CHUNK, blob))),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(blob).context("starting the zstd decoder")?),
+    };
+    let mut total = 0u64;
+    loop {
+        let mut chunk = recycle.try_recv().unwrap_or_default();
+        chunk.resize(CHUNK, 0);
+        let mut filled = 0;
+        while filled < CHUNK {
+            match decoder.read(&mut chunk[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        chunk.truncate(filled);
+        total += filled as u64;
+        if total > limits.max_layer_size {
+            bail!("the uncompressed layer exceeds the limit of {} bytes", limits.max_layer_size);
+        }
+        if filled == 0 {
+            return Ok(total);
+        }
+        if tx.send(Ok(chunk)).is_err() {
+            // The unpack thread stopped (it refused the layer); its error is reported.
+            return Ok(total);
+        }
+    }
+}
+
+/// The unpack thread: hashes the tar stream and turns entries into objects and index entries.
+fn unpack(repo: &Path, claims: &Arc<Claims>, me: u64, limits: &Limits, reader: ChunkReader) -> Unpacked {
+    let mut hashing = HashingReader::new(reader);
+    let mut writer = ObjectWriter::new(repo, claims, me);
+    let entries = read_entries(&mut hashing, &mut writer, limits).and_then(|entries| {
+        // The diff_id covers the whole stream, padding after the end marker included.
+        io::copy(&mut hashing, &mut io::sink()).context("reading past the end of the tar archive")?;
+        Ok(entries)
+    });
+    if entries.is_err() {
+        return Unpacked {
+            entries,
+            created: std::mem::take(&mut writer.created),
+            diff_id: Digest::of(b""),
+            uncompressed_size: 0,
+        };
+    }
+    let (diff_id, uncompressed_size, _) = hashing.finish();
+    Unpacked { entries, created: std::mem::take(&mut writer.created), diff_id, uncompressed_size }
+}
+
+/// Reads every tar entry, checks it and stores its content.
+fn read_entries(r: &mut dyn Read, writer: &mut ObjectWriter<'_>, limits: &Limits) -> Result<Vec<Entry>> {
+    let mut guarded = crate::store::targuard::TarGuard::new(r);
+    let mut archive = tar::Archive::new(&mut guarded as &mut dyn Read);
+    let mut entries = Vec::new();
+    let mut paths = LayerPaths::default();
+    for item in archive.entries().context("reading the tar archive")? {
+        let mut item = item.context("reading a tar entry header")?;
+        if entries.len() >= limits.max_entries {
+            bail!("the layer has more than {} entries", limits.max_entries);
+        }
+        if let Some(entry) = read_entry(&mut item, writer, limits, &mut paths)? {
+            paths.record(&entry.path, &entry.kind);
+            entries.push(entry);
+        }
+    }
+    Ok(entries)
+}
+
+/// Turns one tar entry into an index entry (None for entries that carry
+/// nothing: the layer root, global PAX headers, aufs metadata).
+fn read_entry(
+    item: &mut tar::Entry<'_, &mut dyn Read>,
+    writer: &mut ObjectWriter<'_>,
+    limits: &Limits,
+    paths: &mut LayerPaths,
+) -> Result<Option<Entry>> {
+    let etype = item.header().entry_type();
+    if etype.is_pax_global_extensions() {
+        return Ok(None);
+    }
+    let raw_path = item.path_bytes().into_owned();
+    let path = normalise(&raw_path, limits)?;
+    let name_for_errors = path.clone();
+    let result = (|| {
+        let meta = read_meta(item).context("reading its metadata")?;
+        let header = item.header();
+        // OCI whiteouts are recognised by name, whatever their type.
+        let base = path.rsplit('/').next().unwrap_or("");
+        if let Some(hidden) = base.strip_prefix(".wh.") {
+            paths.check_no_symlink_ancestor(&path, "whiteout placed")?;
+            if hidden == ".wh..opq" {
+                return Ok(Some(Entry { path: parent(&path).to_string(), kind: EntryKind::OpaqueWhiteout, meta }));
+            }
+            if hidden.starts_with(".wh.") {
+                return Ok(None);
+            }
+            if hidden.is_empty() || hidden == "." || hidden == ".." {
+                bail!("whiteout of an invalid name");
+            }
+            let parent = parent(&path);
+            let target = if parent.is_empty() { hidden.to_string() } else { format!("{parent}/{hidden}") };
+            return Ok(Some(Entry { path: target, kind: EntryKind::Whiteout, meta }));
+        }
+        if path.is_empty() {
+            if etype.is_dir() {
+                return Ok(None);
+            }
+            bail!("a non-directory entry at the layer root");
+        }
+        paths.check_no_symlink_ancestor(&path, "written")?;
+        let kind = match etype {
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let size = item.size();
+                if size > limits.max_entry_size {
+                    bail!("file of {size} bytes exceeds the limit of {} bytes", limits.max_entry_size);
+                }
+                let om = ObjectMeta {
+                    mode: meta.mode,
+                    uid: meta.uid,
+                    gid: meta.gid,
+                    xattrs: meta
+                        .xattrs
+                        .iter()
+                        .map(|(k, v)| (k.clone(), hex::decode(v).expect("hex we encoded")))
+                        .collect(),
+                };
+                let object = writer.store(&om, size, item).context("storing its content")?;
+                EntryKind::File { object, size }
+            }
+            tar::EntryType::Link => {
+                let raw = item.link_name_bytes().context("hardlink without a target")?;
+                let target = normalise(&raw, limits).context("its hardlink target")?;
+                paths.check_hardlink(&path, &target)?;
+                EntryKind::Hardlink { target }
+            }
+            tar::EntryType::Symlink => {
+                let raw = item.link_name_bytes().context("symlink without a target")?;
+                let target = String::from_utf8(raw.into_owned()).map_err(|_| anyhow!("symlink target is not UTF-8"))?;
+                if target.is_empty() || target.len() > limits.max_path_len || target.contains('\0') {
+                    bail!("symlink target is empty, too long or contains NUL");
+                }
+                EntryKind::Symlink { target }
+            }
+            tar::EntryType::Directory => EntryKind::Dir,
+            tar::EntryType::Fifo => EntryKind::Fifo,
+            tar::EntryType::Char | tar::EntryType::Block => {
+                let major = header.device_major().context("device major")?.unwrap_or(0);
+                let minor = header.device_minor().context("device minor")?.unwrap_or(0);
+                if etype == tar::EntryType::Char {
+                    EntryKind::CharDevice { major, minor }
+                } else {
+                    EntryKind::BlockDevice { major, minor }
+                }
+            }
+            tar::EntryType::GNUSparse => bail!("sparse files are not supported"),
+            other => bail!("unsupported entry type {:?}", other.as_byte() as char),
+        };
+        Ok(Some(Entry { path: path.clone(), kind, meta }))
+    })();
+    result.with_context(|| format!("entry {name_for_errors:?}"))
+}
+
+/// Mode, owner, mtime and xattrs, with PAX records taking precedence.
+fn read_meta(item: &mut tar::Entry<'_, &mut dyn Read>) -> Result<Meta> {
+    let header = item.header();
+    let mode = header.mode().context("mode")? & 0o7777;
+    let old = header.as_old();
+    let mut uid = if blank_numeric(&old.uid) { 0 } else { header.uid().context("uid")? };
+    let mut gid = if blank_numeric(&old.gid) { 0 } else { header.gid().context("gid")? };
+    let mut mtime = header.mtime().map(|m| m as i64).unwrap_or(0);
+    let mut xattrs = BTreeMap::new();
+    if let Some(exts) = item.pax_extensions().context("PAX records")? {
+        for ext in exts {
+            let ext = ext.context("a PAX record")?;
+            let Ok(key) = ext.key() else { continue };
+            if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                if name.is_empty() {
+                    bail!("an xattr with an empty name");
+                }
+                xattrs.insert(name.to_string(), hex::encode(ext.value_bytes()));
+            } else if key == "uid" || key == "gid" {
+                // PAX carries ids too large for the header's octal field.
+                let v = ext.value().with_context(|| format!("PAX {key}"))?;
+                let id: u64 = v.parse().with_context(|| format!("PAX {key} {v:?}"))?;
+                if key == "uid" {
+                    uid = id
+                } else {
+                    gid = id
+                }
+            } else if key == "mtime" {
+                let v = ext.value().context("PAX mtime")?;
+                let secs = v.split('.').next().unwrap_or("");
+                mtime = secs.parse().with_context(|| format!("PAX mtime {v:?}"))?;
+            }
+        }
+    }
+    let uid = u32::try_from(uid).context("uid out of range")?;
+    let gid = u32::try_from(gid).context("gid out of range")?;
+    Ok(Meta { mode, uid, gid, mtime, xattrs })
+}
+
+/// An all-NUL or all-space numeric header field, which GNU tar and Go's
+/// archive/tar read as 0 (some writers leave uid/gid empty).
+fn blank_numeric(field: &[u8]) -> bool {
+    field.iter().all(|&b| b == 0 || b == b' ')
+}
