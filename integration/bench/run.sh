@@ -12,6 +12,7 @@
 #                 (default: all of them)
 #   --republish   publish the images again even if the cache has them
 #   --keep        keep the work directory (printed) for inspection
+#   --no-build    use the release binaries already built (CARGO_TARGET_DIR or target/)
 #
 # What it does: installs its extras (integration/setup.sh + time, ostree),
 # builds hostctl and the decode-floor example in release mode, builds (or
@@ -34,6 +35,7 @@ cache=/var/cache/hostctl-bench
 tools=hostctl,skopeo-umoci,podman,floor
 republish=0
 keep=0
+build=1
 while [ $# -gt 0 ]; do
   case $1 in
     --runs) runs=$2; shift 2 ;;
@@ -41,7 +43,8 @@ while [ $# -gt 0 ]; do
     --tools) tools=$2; shift 2 ;;
     --republish) republish=1; shift ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    --no-build) build=0; shift ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -66,11 +69,18 @@ mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
 work=$(mktemp -d /var/tmp/hostctl-bench.XXXXXX)
 registry_pid=
+# Unmounts whatever is mounted below $1 (podman's overlay driver bind-mounts
+# its private storage onto itself), deepest first.
+unmount_under() {
+  local m
+  for m in $(awk -v d="$1/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r); do
+    umount -l "$m" 2>/dev/null || true
+  done
+}
 cleanup() {
   local rc=$?
   [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
-  # podman's overlay driver bind-mounts its private storage onto itself.
-  grep -o " $work/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  unmount_under "$work"
   if [ $keep = 1 ]; then log "work directory kept: $work"; else rm -rf "$work"; fi
   exit $rc
 }
@@ -100,11 +110,14 @@ start_registry() {
 }
 
 # --- builds -----------------------------------------------------------------
-log "building hostctl and decode-floor (release)"
-(cd "$repo" && cargo build --release --quiet --bin hostctl --example decode-floor)
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
 hostctl_bin=$target_dir/release/hostctl
 floor_bin=$target_dir/release/examples/decode-floor
+if [ $build = 1 ]; then
+  log "building hostctl and decode-floor (release)"
+  (cd "$repo" && cargo build --release --quiet --bin hostctl --example decode-floor)
+fi
+for b in "$hostctl_bin" "$floor_bin"; do [ -x "$b" ] || { echo "$b is not built (drop --no-build)" >&2; exit 1; }; done
 
 "$repo/integration/fixtures/make-os-rootfs.sh" "$cache"
 rootfs_stamp=$(cat "$cache/rootfs.done")
@@ -131,7 +144,8 @@ if [ $republish = 1 ] || [ ! -f "$cache/registry.done" ] || [ "$(head -1 "$cache
   skopeo copy -q --dest-tls-verify=false --dest-compress-format gzip \
     "${cstore}localhost/hostctl-bench/os:v2" "docker://127.0.0.1:$port/os:v2"
   kill "$registry_pid"; wait "$registry_pid" 2>/dev/null || true; registry_pid=
-  grep -o " $work/pub-[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  unmount_under "$work/pub-root"
+  unmount_under "$work/pub-runroot"
   rm -rf "$work/pub-root" "$work/pub-runroot"
   printf '%s\npublished %s: os:v1 (gzip), os-zstd:v1 (zstd), os:v2 (v1 + one small layer)\n' \
     "$rootfs_stamp" "$(date -u +%FT%TZ)" > "$cache/registry.done"
@@ -167,7 +181,7 @@ measure() {
 }
 fresh() { rm -rf "$1"; mkdir -p "$1"; }
 fresh_podman() {
-  grep -o " $1/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  unmount_under "$1"
   rm -rf "$1"; mkdir -p "$1"
 }
 note() { echo "$*" >> "$work/notes.txt"; }
