@@ -55,7 +55,7 @@ log() { printf '[bench %s] %s\n' "$(date -u +%T)" "$*" >&2; }
 # --- extras --------------------------------------------------------------
 "$repo/integration/setup.sh" >/dev/null
 extras=()
-for p in time ostree python3; do
+for p in time ostree python3 bc; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || extras+=("$p")
 done
 if [ ${#extras[@]} -gt 0 ]; then
@@ -166,18 +166,21 @@ cat "$gzip_blob" "$zstd_blob" > /dev/null
 # --- measuring ----------------------------------------------------------------
 results=$work/results.txt
 : > "$results"
-# measure NAME CMD...: wall time (ns clock) and peak RSS (KiB) of CMD into $results.
+# measure NAME CMD...: wall time (ns clock), peak RSS (KiB) and CPU seconds
+# (user + system, children included) of CMD into $results.
 measure() {
   local name=$1; shift
   local t0 t1
   t0=$(date +%s%N)
-  if ! /usr/bin/time -f '%M' -o "$work/rss" "$@" > "$work/out.$name" 2> "$work/err.$name"; then
+  if ! /usr/bin/time -f '%M %U %S' -o "$work/rss" "$@" > "$work/out.$name" 2> "$work/err.$name"; then
     echo "bench: '$name' failed: $*" >&2
     tail -n 20 "$work/err.$name" >&2
     exit 1
   fi
   t1=$(date +%s%N)
-  echo "$name $(( (t1 - t0) / 1000 )) $(tail -n 1 "$work/rss")" >> "$results"
+  local rss usr sys
+  read -r rss usr sys < <(tail -n 1 "$work/rss")
+  echo "$name $(( (t1 - t0) / 1000 )) $rss $(echo "$usr + $sys" | bc)" >> "$results"
 }
 fresh() { rm -rf "$1"; mkdir -p "$1"; }
 fresh_podman() {
@@ -233,31 +236,37 @@ python3 - "$results" "$work/notes.txt" "$runs" "$(nproc)" "$rootfs_stamp" "$(du 
 import statistics, sys, collections
 path, notes, runs, cpus, stamp, gz, zs = sys.argv[1:8]
 rows = collections.OrderedDict()
+cpu = collections.OrderedDict()
 for line in open(path):
-    name, us, rss = line.split()
+    name, us, rss, c = line.split()
     rows.setdefault(name, []).append((int(us) / 1e6, int(rss)))
+    cpu.setdefault(name, []).append(float(c))
 def med(name):
     v = rows.get(name)
     return statistics.median(t for t, _ in v) if v else None
 # skopeo copy + umoci unpack, summed per round.
 if "skopeo-copy" in rows and "umoci-raw-unpack" in rows:
     rows["skopeo+umoci"] = [(a[0] + b[0], max(a[1], b[1])) for a, b in zip(rows["skopeo-copy"], rows["umoci-raw-unpack"])]
+    cpu["skopeo+umoci"] = [a + b for a, b in zip(cpu["skopeo-copy"], cpu["umoci-raw-unpack"])]
 print(f"\nimage: {stamp}")
 print(f"layer: gzip {int(gz)/1e6:.0f} MB, zstd {int(zs)/1e6:.0f} MB; {runs} rounds; {cpus} CPUs; warm page cache\n")
-print(f"{'operation':<26} {'median s':>9} {'min s':>8} {'max s':>8} {'peak RSS MB':>12}")
-print("-" * 67)
+print(f"{'operation':<26} {'median s':>9} {'min s':>8} {'max s':>8} {'CPU s':>7} {'peak RSS MB':>12}")
+print("-" * 75)
 for name, v in rows.items():
     ts = [t for t, _ in v]
     rss = max(r for _, r in v) / 1024
-    print(f"{name:<26} {statistics.median(ts):>9.2f} {min(ts):>8.2f} {max(ts):>8.2f} {rss:>12.0f}")
+    c = statistics.median(cpu[name])
+    print(f"{name:<26} {statistics.median(ts):>9.2f} {min(ts):>8.2f} {max(ts):>8.2f} {c:>7.2f} {rss:>12.0f}")
+print("(median wall time; CPU s = median user+system seconds, which the load of other processes disturbs less)")
 print()
 def ratio(a, b, target, label):
     x, y = med(a), med(b)
     if x is None or y is None:
         return
     r = x / y
+    c = statistics.median(cpu[a]) / statistics.median(cpu[b])
     verdict = "meets" if r <= target else "MISSES"
-    print(f"{label:<44} {r:6.2f}x  (target <= {target}x: {verdict})")
+    print(f"{label:<44} {r:6.2f}x  (target <= {target}x: {verdict}; CPU-time ratio {c:.2f}x)")
 for tag in ("gzip", "zstd"):
     ratio(f"hostctl-pull-{tag}", "skopeo+umoci", 0.5, f"hostctl pull {tag} / skopeo+umoci (gzip)")
     ratio(f"hostctl-pull-{tag}", f"podman-pull-{tag}", 0.35, f"hostctl pull {tag} / podman pull {tag}")
