@@ -8,11 +8,15 @@
 #   --runs N      timed rounds (default 3); the table shows medians, min and max
 #   --cache DIR   where the debootstrap rootfs and the published registry data
 #                 are kept between runs (default /var/cache/hostctl-bench)
-#   --tools LIST  comma-separated subset of: hostctl,skopeo-umoci,podman,floor
-#                 (default: all of them)
+#   --tools LIST  comma-separated subset of: hostctl,skopeo-umoci,podman,floor,deploy
+#                 (default: all but deploy). deploy is issue 3's part, below; it
+#                 does not run yet: `switch` wants the kernel at
+#                 usr/lib/modules/<kver>/vmlinuz and bookworm's rootfs keeps it
+#                 in /boot, so the fixture must first copy it there.
 #   --republish   publish the images again even if the cache has them
 #   --keep        keep the work directory (printed) for inspection
-#   --no-build    use the release binaries already built (CARGO_TARGET_DIR or target/)
+#   --no-build    use the release binaries already built (CARGO_TARGET_DIR or target/;
+#                 HOSTCTL_BIN=PATH names another hostctl binary)
 #
 # What it does: installs its extras (integration/setup.sh + time, ostree),
 # builds hostctl and the decode-floor example in release mode, builds (or
@@ -25,7 +29,11 @@
 #   skopeo copy docker://… oci: + umoci raw unpack (gzip; umoci cannot read zstd)
 #   podman pull into a fresh private storage (gzip, zstd)
 #   the decode floor: the layer blob only decompressed by the same decoders
-# and prints a table, the ratios against the targets and hostctl's peak RSS.
+# and, for deployments (issue 3): a cold `hostctl switch` to os:v1 in a fresh
+# sysroot (pull + checkout + /etc + boot entry), its staging time against
+# `ostree checkout -H` of the same tree (committed to a bare ostree repo once),
+# and the upgrade `switch` to os:v2 (time, bytes downloaded, disk growth);
+# then prints a table, the ratios against the targets and hostctl's peak RSS.
 # It starts one registry on a random loopback port and stops it (by PID) on exit.
 set -euo pipefail
 
@@ -111,7 +119,7 @@ start_registry() {
 
 # --- builds -----------------------------------------------------------------
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
-hostctl_bin=$target_dir/release/hostctl
+hostctl_bin=${HOSTCTL_BIN:-$target_dir/release/hostctl}
 floor_bin=$target_dir/release/examples/decode-floor
 if [ $build = 1 ]; then
   log "building hostctl and decode-floor (release)"
@@ -189,6 +197,20 @@ fresh_podman() {
 }
 note() { echo "$*" >> "$work/notes.txt"; }
 
+if want deploy; then
+  # The same tree for ostree: skopeo + umoci unpack, committed once (not timed per round).
+  log "preparing the ostree repository (skopeo copy + umoci raw unpack + ostree commit)"
+  mkdir -p "$work/ostree"
+  skopeo copy -q --src-tls-verify=false "docker://$reg/os:v1" "oci:$work/ostree/layout:v1"
+  umoci raw unpack --image "$work/ostree/layout:v1" "$work/ostree/raw" >/dev/null 2>&1
+  rm -rf "$work/ostree/raw/dev/"* "$work/ostree/layout"
+  ostree --repo="$work/ostree/repo" init --mode=bare
+  t0=$(date +%s%N)
+  ostree --repo="$work/ostree/repo" commit --branch=os/v1 --tree=dir="$work/ostree/raw" --no-xattrs >/dev/null
+  note "ostree commit of the unpacked tree (once): $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+  rm -rf "$work/ostree/raw"
+fi
+
 for round in $(seq "$runs"); do
   log "round $round of $runs"
   if want hostctl; then
@@ -219,6 +241,22 @@ for round in $(seq "$runs"); do
         pull -q --tls-verify=false "$reg/$img"
       fresh_podman "$work/podman"
     done
+  fi
+  if want deploy; then
+    fresh "$work/dsys"
+    measure hostctl-switch-cold "$hostctl_bin" --sysroot "$work/dsys" --tls-verify=false switch --json "$reg/os:v1"
+    before=$(du -sm "$work/dsys" | cut -f1)
+    stage=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["stage_seconds"])' "$work/out.hostctl-switch-cold")
+    # Staging as hostctl reports it (no separate process: no RSS or CPU figure).
+    echo "hostctl-stage-v1 $(python3 -c "print(int($stage * 1e6))") 0 0" >> "$results"
+    measure hostctl-upgrade-v2 "$hostctl_bin" --sysroot "$work/dsys" --tls-verify=false switch --json "$reg/os:v2"
+    after=$(du -sm "$work/dsys" | cut -f1)
+    got=$(python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); print(v["layers_downloaded"], v["bytes_downloaded"])' \
+      "$work/out.hostctl-upgrade-v2")
+    note "hostctl upgrade v1 -> v2: layers/bytes downloaded: $got; sysroot ${before} MB -> ${after} MB"
+    rm -rf "$work/dsys" "$work/ostree/co"
+    measure ostree-checkout-H ostree --repo="$work/ostree/repo" checkout -H os/v1 "$work/ostree/co"
+    rm -rf "$work/ostree/co"
   fi
   if want floor; then
     measure floor-gzip "$floor_bin" "$gzip_blob" gzip
@@ -255,7 +293,7 @@ print("-" * 75)
 for name, v in rows.items():
     ts = [t for t, _ in v]
     rss = max(r for _, r in v) / 1024
-    c = statistics.median(cpu[name])
+    c = statistics.median(cpu[name]) if name in cpu else float("nan")
     print(f"{name:<26} {statistics.median(ts):>9.2f} {min(ts):>8.2f} {max(ts):>8.2f} {c:>7.2f} {rss:>12.0f}")
 print("(median wall time; CPU s = median user+system seconds, which the load of other processes disturbs less)")
 print()
@@ -271,6 +309,9 @@ for tag in ("gzip", "zstd"):
     ratio(f"hostctl-pull-{tag}", "skopeo+umoci", 0.5, f"hostctl pull {tag} / skopeo+umoci (gzip)")
     ratio(f"hostctl-pull-{tag}", f"podman-pull-{tag}", 0.35, f"hostctl pull {tag} / podman pull {tag}")
     ratio(f"hostctl-pull-{tag}", f"floor-{tag}", 1.5, f"hostctl pull {tag} / decode floor {tag}")
+ratio("hostctl-switch-cold", "skopeo+umoci", 0.5, "hostctl switch (cold, gzip) / skopeo+umoci")
+if med("hostctl-stage-v1") is not None and med("ostree-checkout-H") is not None:
+    print(f"{'hostctl staging (checkout+/etc+entry) / ostree checkout -H':<44} {med('hostctl-stage-v1') / med('ostree-checkout-H'):6.2f}x")
 for tag in ("gzip", "zstd"):
     v = rows.get(f"hostctl-pull-{tag}")
     if v:
