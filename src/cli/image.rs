@@ -157,7 +157,7 @@ pub fn inspect_view(
         manifest_digest,
         config_digest: descriptor_digest(manifest.config())?,
         media_type: manifest.media_type().as_ref().map(|m| m.to_string()),
-        version: labels.get("org.opencontainers.image.version").cloned(),
+        version: labels.get(crate::oci::VERSION_LABEL).cloned(),
         created: config.created().clone(),
         architecture: config.architecture().to_string(),
         os: config.os().to_string(),

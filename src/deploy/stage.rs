@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::boot::{bls, kargs, kernel};
 use crate::deploy::checkout::{checkout, CheckoutOptions};
-use crate::deploy::deployment::{make_id, KernelInfo, Layout, Metadata, METADATA_VERSION, VERSION_LABEL};
+use crate::deploy::deployment::{make_id, KernelInfo, Layout, Metadata, METADATA_VERSION};
 use crate::deploy::etc_merge::{self, Conflict};
 use crate::deploy::state::{self, Spec, State};
 use crate::deploy::{booted, preflight, var};
@@ -246,7 +246,6 @@ impl Deployer {
             tracing::warn!("/etc conflict: {}: {}", c.path.display(), c.resolution);
         }
         let var_created = var::seed(&self.layout.var(), tmp)?;
-        let labels = image.config.config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default();
         let metadata = Metadata {
             version: METADATA_VERSION,
             id: id.to_string(),
@@ -255,7 +254,7 @@ impl Deployer {
             manifest_digest: image.manifest_digest.clone(),
             config_digest: image.config_digest.clone(),
             layers: image.layers.iter().map(|l| l.diff_id.clone()).collect(),
-            image_version: labels.get(VERSION_LABEL).cloned(),
+            image_version: crate::oci::image_version(&image.config),
             image_created: image.config.created().clone(),
             kernel: KernelInfo { version: k.version.clone(), checksum, has_initramfs: k.initramfs.is_some() },
             kargs: image_kargs,
