@@ -33,11 +33,15 @@ if [ ${#missing[@]} -gt 0 ] || [ $have_cosign = 0 ]; then
     printf 'Package: *\nPin: release n=trixie\nPin-Priority: 100\n' > /etc/apt/preferences.d/hostctl-trixie
   fi
   apt-get update -q >/dev/null
-  if [ ${#missing[@]} -gt 0 ]; then
-    extra=()
+  base_missing=(); vm_missing=()
+  for p in "${missing[@]}"; do
+    if printf '%s\n' "${vm_pkgs[@]}" | grep -qx "$p"; then vm_missing+=("$p"); else base_missing+=("$p"); fi
+  done
+  # With recommends, as peers.md tested it (podman needs its network plugins).
+  [ ${#base_missing[@]} -gt 0 ] && apt-get install -y -q "${base_missing[@]}" >/dev/null
+  if [ ${#vm_missing[@]} -gt 0 ]; then
     # qemu-utils 10.x (preinstalled from backports) conflicts with bookworm's qemu-system.
-    [ $want_vm = 1 ] && extra=(--allow-downgrades qemu-utils/bookworm)
-    apt-get install -y -q --no-install-recommends "${missing[@]}" "${extra[@]}" >/dev/null
+    apt-get install -y -q --no-install-recommends --allow-downgrades "${vm_missing[@]}" qemu-utils/bookworm >/dev/null
   fi
   if [ $have_cosign = 0 ]; then
     apt-get install -y -q --no-install-recommends -t trixie cosign >/dev/null

@@ -33,16 +33,19 @@ pub struct PullOptions {
     pub platform: Platform,
     pub progress: Progress,
     /// Checked after the manifest is fetched, before any layer is committed.
-    pub verifier: Option<Arc<dyn ImageVerifier>>,
+    /// Required, so that no caller can skip the trust policy by omission
+    /// (`trust::AcceptAnything` says so explicitly where that is meant).
+    pub verifier: Arc<dyn ImageVerifier>,
 }
 
-impl Default for PullOptions {
-    fn default() -> Self {
+impl PullOptions {
+    /// Defaults (host platform, no progress, default registry options) with `verifier`.
+    pub fn new(verifier: Arc<dyn ImageVerifier>) -> Self {
         PullOptions {
             registry: RegistryOptions::default(),
             platform: Platform::host(),
             progress: Progress::hidden(),
-            verifier: None,
+            verifier,
         }
     }
 }
@@ -111,10 +114,7 @@ pub async fn pull_resolved(
                 "message": format!("Resolved {imgref} to {manifest_digest}") }),
     );
 
-    let verdict = match &opts.verifier {
-        Some(v) => Some(v.verify(imgref, &resolved, source.as_ref()).await?),
-        None => None,
-    };
+    let verdict = Some(opts.verifier.verify(imgref, &resolved, source.as_ref()).await?);
 
     let manifest = resolved.manifest.clone();
     let config_desc = manifest.config();

@@ -696,3 +696,51 @@ fn checkout_speed_vs_ostree_on_debootstrap_tree() {
         ours / ostree
     );
 }
+
+/// Attack: a layer plants `a -> /etc` and `up -> ../../../..`, the next layer
+/// writes `a/passwd` and `up/escaped`, hoping the unpacker follows them out of
+/// the tree. Both land inside the deployment (resolved in the image, like
+/// umoci), and nothing outside changes.
+#[test]
+fn checkout_symlink_escape_attack_stays_inside() {
+    let work = tempfile::tempdir().unwrap();
+    let outside = work.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let e =
+        |path: &str, kind: Kind| GenEntry { path: path.into(), kind, mode: 0o644, uid: 0, gid: 0, xattrs: Vec::new() };
+    let l1 = vec![
+        e("etc", Kind::Dir),
+        e("a", Kind::Symlink("/etc".into())),
+        e("up", Kind::Symlink("../../../../../..".into())),
+        e("out", Kind::Symlink(outside.display().to_string())),
+    ];
+    let l2 = vec![
+        e("a/passwd", Kind::File(b"evil:x:0:0\n".to_vec())),
+        e("up/escaped", Kind::File(b"x\n".to_vec())),
+        e("out/planted", Kind::File(b"x\n".to_vec())),
+    ];
+    let layout = work.path().join("layout");
+    let specs = write_layout(&layout, "t", &[tar_layer(&l1), tar_layer(&l2)]);
+    let sysroot = work.path().join("sysroot");
+    std::fs::create_dir(&sysroot).unwrap();
+    let store = store_in(&sysroot);
+    let indexes = import(&store, &layout, &specs);
+    let passwd_before = std::fs::read("/etc/passwd").unwrap();
+    let dest = work.path().join("deploy");
+    checkout(&store, &indexes, &dest, &CheckoutOptions { relocate_etc: false }).unwrap();
+    assert_eq!(std::fs::read("/etc/passwd").unwrap(), passwd_before);
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "wrote through a symlink");
+    assert!(!Path::new("/escaped").exists());
+    assert_eq!(std::fs::read(dest.join("etc/passwd")).unwrap(), b"evil:x:0:0\n");
+    assert!(dest.join("escaped").is_file());
+    assert!(dest.join(outside.strip_prefix("/").unwrap()).join("planted").is_file());
+    // The reference unpacker agrees.
+    let reference = work.path().join("umoci");
+    run(Command::new("umoci")
+        .args(["raw", "unpack", "--image"])
+        .arg(format!("{}:t", layout.display()))
+        .arg(&reference));
+    let (want, _) = describe(&reference);
+    let (got, _) = describe(&dest);
+    assert_eq!(want.keys().collect::<Vec<_>>(), got.keys().collect::<Vec<_>>());
+}

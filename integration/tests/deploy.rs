@@ -135,9 +135,9 @@ impl Podman {
 const KERNEL: &str = "usr/lib/modules/6.1.0-test/vmlinuz";
 const INITRD: &str = "usr/lib/modules/6.1.0-test/initramfs.img";
 
-/// The base image, built `FROM scratch` by podman: /etc files, a kernel,
-/// kargs.d and a /var seed. (umoci 0.4.7 here writes layers without the tar
-/// end-of-archive padding, which the store rightly refuses, so podman builds them.)
+/// The base image, built `FROM scratch` by podman (the issue asks for images
+/// built by podman or buildah from a base): /etc files, a kernel, kargs.d and
+/// a /var seed.
 fn push_base(reg: &Registry, pm: &Podman) -> String {
     let image = reg.image("base:1");
     pm.build_push(
@@ -556,11 +556,29 @@ fn sigkill_at_random_instants_keeps_the_previous_default_bootable() {
     let sys = tempfile::tempdir().unwrap();
     let s = sys.path();
     let boot = s.join("boot");
-    hc_ok(s, &["switch", &a]);
-    // Time one uninterrupted switch to spread the kill instants over it.
+    // The host tracks os:cur, which is re-pointed at a or b between runs.
+    let cur = reg.image("os:cur");
+    let digest = |img: &str| {
+        let out = run(Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+            .arg(format!("docker://{img}")));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let retag = |img: &str| {
+        run(Command::new("skopeo")
+            .args(["copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false"])
+            .arg(format!("docker://{img}"))
+            .arg(format!("docker://{cur}")));
+    };
+    let (da, db) = (digest(&a), digest(&b));
+    retag(&a);
+    hc_ok(s, &["switch", &cur]);
+    // Time one uninterrupted upgrade to spread the kill instants over it.
+    retag(&b);
     let t = Instant::now();
-    hc_ok(s, &["switch", &b]);
-    let span = t.elapsed().max(Duration::from_millis(20));
+    hc_ok(s, &["upgrade"]);
+    let mut span = t.elapsed().max(Duration::from_millis(20));
+    let mut tagged = db.clone();
 
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut rnd = move || {
@@ -569,13 +587,26 @@ fn sigkill_at_random_instants_keeps_the_previous_default_bootable() {
         seed ^= seed << 17;
         seed
     };
+    // Until 50 runs were killed while running (at most 200 runs).
     let mut killed = 0;
-    for i in 0..60 {
+    let mut runs = 0;
+    for i in 0..200 {
+        if killed >= 50 {
+            break;
+        }
+        runs += 1;
         let before = status(s);
         let prev_default = entries(&boot)[0].1.clone();
-        let target = if before["spec"]["image"] == a.as_str() { &b } else { &a };
+        // Point os:cur at the image the default deployment is not.
+        let on = before["status"]["booted"]["manifestDigest"].as_str().unwrap().to_string();
+        let (want, img) = if on == da { (&db, &b) } else { (&da, &a) };
+        if &tagged != want {
+            retag(img);
+            tagged = want.clone();
+        }
         let args: Vec<&str> = match i % 3 {
-            0 | 1 => vec!["switch", target],
+            0 => vec!["switch", &cur],
+            1 => vec!["upgrade"],
             _ => vec!["cleanup"],
         };
         let delay = Duration::from_micros(rnd() % (span.as_micros() as u64 + 1));
@@ -589,8 +620,13 @@ fn sigkill_at_random_instants_keeps_the_previous_default_bootable() {
             .spawn()
             .unwrap();
         std::thread::sleep(delay);
+        // Keep the delays spread over a run's real length on a machine
+        // whose speed varies: shorter after a run that finished first.
         if child.try_wait().unwrap().is_none() {
             killed += 1;
+            span = span.mul_f64(1.05);
+        } else {
+            span = span.mul_f64(0.9).max(Duration::from_millis(20));
         }
         let _ = child.kill(); // SIGKILL, by this child's PID only
         let _ = child.wait();
@@ -609,15 +645,113 @@ fn sigkill_at_random_instants_keeps_the_previous_default_bootable() {
         assert_entries_bootable(s, &boot);
         assert!(deploy_dir(s).join(&prev_default).join("usr/bin/tool").is_file());
     }
-    assert!(killed >= 30, "only {killed} of 60 runs were killed while running; the delays are too long");
-    // The next operations succeed and leave a clean sysroot.
-    let st = status(s);
-    let target = if st["spec"]["image"] == a.as_str() { &b } else { &a };
-    hc_ok(s, &["switch", target]);
-    hc_ok(s, &["upgrade"]);
+    eprintln!("sigkill: {killed} of {runs} runs killed while running (kill delays spread over {span:?})");
+    assert!(killed >= 50, "only {killed} of {runs} runs were killed while running; the delays are too long");
+    // The next upgrade succeeds and leaves a clean sysroot.
+    let on = status(s)["status"]["booted"]["manifestDigest"].as_str().unwrap().to_string();
+    retag(if on == da { &b } else { &a });
+    let r = hc_json(s, &["upgrade", "--json"]);
+    assert_eq!(r["changed"], true, "{r}");
     hc_ok(s, &["cleanup"]);
     assert!(tmp_leftovers(&deploy_dir(s)).is_empty());
     assert!(tmp_leftovers(&s.join("boot/loader/entries")).is_empty());
     assert_entries_bootable(s, &boot);
     assert_eq!(status(s)["status"]["deployments"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn download_only_stages_without_entry_then_upgrade_apply_finalises_and_reboots_once() {
+    use hostctl::deploy::reboot::RecordingReboot;
+    use hostctl::deploy::stage::Deployer;
+    use hostctl::deploy::upgrade::{deploy, FlowOptions};
+    use hostctl::pull::PullOptions;
+
+    let reg = Registry::start();
+    let pm = Podman::new();
+    let v1 = push_small(&reg, &pm, "1.0", &[("etc/motd", "one\n")], "os:latest");
+    let sys = tempfile::tempdir().unwrap();
+    let s = sys.path();
+    hc_ok(s, &["switch", &v1]);
+    let id1 = entries(&s.join("boot"))[0].1.clone();
+    push_small(&reg, &pm, "2.0", &[("etc/motd", "two\n")], "os:latest");
+
+    // CLI: --download-only stages, writes no entry, keeps v1 the default.
+    let r = hc_json(s, &["upgrade", "--download-only", "--json"]);
+    let id2 = r["staged"]["id"].as_str().unwrap().to_string();
+    assert!(r["finalized"].is_null(), "{r}");
+    assert_eq!(entries(&s.join("boot")).iter().map(|e| e.1.as_str()).collect::<Vec<_>>(), [id1.as_str()]);
+    assert!(!deploy_dir(s).join(&id2).join("etc").exists(), "/etc is merged at finalisation");
+    let st = status(s);
+    assert_eq!(st["status"]["booted"]["id"], id1.as_str());
+    assert_eq!(st["status"]["staged"]["id"], id2.as_str());
+    assert_eq!(st["status"]["staged"]["finalized"], false);
+    // An /etc edit made after staging reaches the new deployment.
+    std::fs::write(deploy_dir(s).join(&id1).join("etc/after-staging.conf"), "late\n").unwrap();
+
+    // Library: upgrade --apply with a recording reboot finalises the pending deployment.
+    let sysroot = hostctl::sysroot::Sysroot::open(s).unwrap();
+    let _lock = sysroot.lock(Duration::ZERO).unwrap();
+    let d = Deployer::open(&sysroot, &s.join("boot")).unwrap();
+    let imgref = reg.image("os:latest").parse().unwrap();
+    let opts = PullOptions {
+        registry: hostctl::oci::RegistryOptions { insecure: true, ..Default::default() },
+        ..PullOptions::new(std::sync::Arc::new(hostctl::trust::AcceptAnything))
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reboot = RecordingReboot::default();
+    let apply = FlowOptions { download_only: false, apply: true };
+    let r = rt.block_on(deploy(&d, &imgref, false, &opts, apply, &reboot)).unwrap();
+    assert_eq!(r.finalized.as_ref().map(|f| f.id.as_str()), Some(id2.as_str()));
+    assert!(r.rebooting);
+    assert_eq!(*reboot.calls.lock().unwrap(), 1);
+    assert_eq!(std::fs::read_to_string(deploy_dir(s).join(&id2).join("etc/after-staging.conf")).unwrap(), "late\n");
+    assert_eq!(entries(&s.join("boot"))[0].1, id2);
+    // Nothing new: no reboot.
+    let r = rt.block_on(deploy(&d, &imgref, false, &opts, apply, &reboot)).unwrap();
+    assert!(!r.changed && !r.rebooting);
+    assert_eq!(*reboot.calls.lock().unwrap(), 1);
+}
+
+#[test]
+fn a_second_mutating_command_fails_clearly_while_the_lock_is_held() {
+    let sys = tempfile::tempdir().unwrap();
+    let s = sys.path();
+    let sysroot = hostctl::sysroot::Sysroot::open(s).unwrap();
+    let held = sysroot.lock(Duration::ZERO).unwrap();
+    for args in [&["rollback"][..], &["cleanup"], &["switch", "127.0.0.1:1/os:x"], &["pin", "abc.1"]] {
+        let out = hc(s, &[("HOSTCTL_LOCK_TIMEOUT", "0")], args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
+        assert!(err.contains("holds the lock"), "{err}");
+    }
+    // Status reads without the lock.
+    assert!(hc(s, &[], &["status", "--json"]).status.success());
+    drop(held);
+    let out = hc(s, &[("HOSTCTL_LOCK_TIMEOUT", "0")], &["rollback"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no rollback deployment"), "{out:?}");
+}
+
+#[test]
+fn upgrade_check_is_one_manifest_request_when_nothing_changed() {
+    use crate::support::registry::{FaultProxy, Faults};
+    let reg = Registry::start();
+    let pm = Podman::new();
+    push_small(&reg, &pm, "1.0", &[("etc/motd", "one\n")], "os:latest");
+    let proxy = FaultProxy::start(&reg.addr, Faults { path_match: "/v2/".into(), ..Faults::default() });
+    let image = format!("{}/os:latest", proxy.addr);
+    let sys = tempfile::tempdir().unwrap();
+    let s = sys.path();
+    hc_ok(s, &["switch", &image]);
+    let before = proxy.matching_requests().len();
+    let c = hc_json(s, &["upgrade", "--check", "--json"]);
+    assert_eq!(c["update_available"], false, "{c}");
+    let reqs: Vec<String> = proxy.matching_requests().into_iter().skip(before).collect();
+    let manifest_gets = reqs.iter().filter(|r| r.contains("/manifests/")).count();
+    let blob_gets = reqs.iter().filter(|r| r.contains("/blobs/")).count();
+    assert_eq!((manifest_gets, blob_gets), (1, 0), "{reqs:#?}");
+    // With an update: its version is reported, and nothing is staged.
+    push_small(&reg, &pm, "2.0", &[("etc/motd", "two\n")], "os:latest");
+    let c = hc_json(s, &["upgrade", "--check", "--json"]);
+    assert_eq!((c["update_available"].as_bool(), c["latest_version"].as_str()), (Some(true), Some("2.0")), "{c}");
+    assert_eq!(status(s)["status"]["deployments"].as_array().unwrap().len(), 1);
 }

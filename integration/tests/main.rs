@@ -9,3 +9,4 @@ mod layout;
 mod pull;
 mod registry;
 mod store;
+mod trust;

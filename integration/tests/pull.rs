@@ -32,3 +32,90 @@ fn pull_umoci_image_from_plain_registry_then_again_downloads_nothing() {
     let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
     assert_eq!(v["version"], "1.0");
 }
+
+/// The same image pushed gzip-, zstd- and un-compressed: each pulls, the
+/// layers' diff_ids agree, and once one copy is in the store the other two
+/// download nothing (layers are found by diff_id, whatever their compression).
+#[test]
+fn gzip_zstd_and_plain_copies_pull_to_the_same_layers_and_dedupe_by_diff_id() {
+    // One registry per copy: skopeo would otherwise mount the blob it already
+    // pushed to the registry instead of recompressing it.
+    let regs = [Registry::start(), Registry::start(), Registry::start()];
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    let big: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+    write_tree(&tree, &[("usr/share/doc/big.txt", big.as_str()), ("etc/hostname", "box\n")]);
+    let layout = Layout::new(&work.path().join("layout"), "v1");
+    layout.add_layer(&tree);
+    let copies = [("gz:v1", Compression::Gzip), ("zst:v1", Compression::Zstd), ("plain:v1", Compression::None)];
+    let images: Vec<String> = copies.iter().zip(&regs).map(|((repo, _), reg)| reg.image(repo)).collect();
+    for ((_, compression), image) in copies.iter().zip(&images) {
+        layout.push(image, *compression);
+    }
+
+    let mut diff_ids = Vec::new();
+    let mut media_types = Vec::new();
+    for image in &images {
+        let sysroot = tempfile::tempdir().unwrap();
+        let out = hostctl_ok(sysroot.path(), &["--tls-verify=false", "image", "pull", "--json", image]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["layers_downloaded"], 1, "{image}: {out}");
+        diff_ids.push(v["layers"][0]["diff_id"].as_str().unwrap().to_string());
+        media_types.push(v["layers"][0]["media_type"].as_str().unwrap().to_string());
+    }
+    assert!(diff_ids.iter().all(|d| d == &diff_ids[0]), "{diff_ids:?}");
+    assert!(
+        media_types[0].ends_with("gzip") && media_types[1].ends_with("zstd") && media_types[2].ends_with(".tar"),
+        "{media_types:?}"
+    );
+
+    let shared = tempfile::tempdir().unwrap();
+    for (i, image) in images.iter().enumerate() {
+        let out = hostctl_ok(shared.path(), &["--tls-verify=false", "image", "pull", "--json", image]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let want = if i == 0 { 1 } else { 0 };
+        assert_eq!(v["layers_downloaded"], want, "{image}: {out}");
+    }
+}
+
+/// A three-layer image (add, change, delete) from umoci pulls every layer,
+/// records the deletion as a whiteout, and inspect lists the layers in order.
+#[test]
+fn multi_layer_image_with_a_whiteout_pulls_every_layer_in_order() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let layout = Layout::new(&work.path().join("layout"), "v1");
+    let t1 = work.path().join("t1");
+    write_tree(&t1, &[("etc/a.conf", "a=1\n"), ("etc/gone.conf", "bye\n")]);
+    let t2 = work.path().join("t2");
+    write_tree(&t2, &[("etc/a.conf", "a=2\n"), ("usr/bin/tool", "#!/bin/sh\n")]);
+    layout.add_layer(&t1).add_layer(&t2).add_whiteout("etc/gone.conf");
+    layout.push(&reg.image("multi:v1"), Compression::Gzip);
+
+    let sysroot = tempfile::tempdir().unwrap();
+    let image = reg.image("multi:v1");
+    let out = hostctl_ok(sysroot.path(), &["--tls-verify=false", "image", "pull", "--json", &image]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["layers_downloaded"], 3, "{out}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&hostctl_ok(sysroot.path(), &["image", "inspect", "--json", &image])).unwrap();
+    let listed: Vec<&str> =
+        inspect["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap()).collect();
+    let pulled: Vec<&str> =
+        v["layers"].as_array().unwrap().iter().map(|l| l["blob_digest"].as_str().unwrap()).collect();
+    assert_eq!(listed, pulled);
+
+    // The last layer's index records the deletion as a whiteout of etc/gone.conf.
+    let last_diff_id = v["layers"][2]["diff_id"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let index =
+        std::fs::read_to_string(sysroot.path().join(format!("hostctl/repo/layers/{last_diff_id}.json"))).unwrap();
+    let index: serde_json::Value = serde_json::from_str(&index).unwrap();
+    let whiteouts: Vec<&str> = index["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"]["type"] == "whiteout")
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(whiteouts, ["etc/gone.conf"], "{index}");
+}

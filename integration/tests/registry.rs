@@ -139,6 +139,9 @@ async fn anonymous_pull_checks_digests_for_oci_and_docker_schema2() {
     assert_eq!(by_digest.bytes, resolved.raw.bytes);
     assert!(src.fetch_manifest("no-such-tag").await.unwrap().is_none());
     assert!(src.fetch_manifest(&Digest::of(b"nothing").to_string()).await.unwrap().is_none());
+    // Neither a tag nor a digest: refused before it reaches a URL.
+    let e = format!("{:#}", src.fetch_manifest("../../v2/_catalog").await.unwrap_err());
+    assert!(e.contains("invalid manifest reference"), "{e}");
     // Distribution 2.8 has no referrers API: an empty list.
     assert!(src.referrers(&resolved.raw.digest).await.unwrap().is_empty());
     // A missing tag is a clear error from resolve.
@@ -470,12 +473,20 @@ async fn blob_longer_than_its_descriptor_is_refused() {
     assert!(e.to_string().contains("descriptor says"), "{e}");
     let e = src.fetch_small_blob(&short).await.unwrap_err();
     assert!(format!("{e:#}").contains("more than the"), "{e:#}");
+
+    // Shorter than its descriptor: the stream tries to resume past the end
+    // and fails with the registry's answer instead of ending quietly.
+    let mut long = layer.clone();
+    long.set_size(layer.size() + 100);
+    let e = read_blob(src.as_ref(), &long, 0).await.unwrap_err();
+    let want = format!("stopped at byte {} of {} and could not resume", layer.size(), layer.size() + 100);
+    assert!(e.to_string().contains(&want), "{e}");
 }
 
 #[tokio::test]
 async fn bearer_token_is_reused_until_it_expires_then_renewed() {
-    // Tokens said to live 2 s are renewed 1 s early (half the lifetime, at most 5 s).
-    let tokens = TokenServer::start("tess", "pw", 2);
+    // Tokens said to live 4 s are renewed 2 s early (half the lifetime, at most 5 s).
+    let tokens = TokenServer::start("tess", "pw", 4);
     let reg = Registry::start_tls_token(&tokens);
     let cert_dir = reg.cert_dir.clone().unwrap();
     let work = tempfile::tempdir().unwrap();
@@ -492,7 +503,7 @@ async fn bearer_token_is_reused_until_it_expires_then_renewed() {
     src.fetch_manifest("v1").await.unwrap().unwrap();
     src.fetch_manifest("v1").await.unwrap().unwrap();
     assert_eq!(tokens.requests().len() - before, 1, "the token was not reused");
-    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2300)).await;
     src.fetch_manifest("v1").await.unwrap().unwrap();
     assert_eq!(tokens.requests().len() - before, 2, "the expired token was not renewed");
 }
@@ -660,4 +671,144 @@ fn cli_pull_chooses_platform_from_an_index() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("linux/ppc64le") && stderr.contains("offers: linux/amd64, linux/arm64/v8"), "{stderr}");
+}
+
+#[tokio::test]
+async fn small_blob_cut_mid_body_is_read_again() {
+    let reg = Registry::start();
+    let layer = noisy_layer(&reg).await; // ~600 KB: under the small-document cap
+    let digest = layer.digest().to_string();
+    let proxy = FaultProxy::start(
+        &reg.addr,
+        Faults { path_match: format!("/blobs/{digest}"), cuts: 1, cut_after: 200_000, ..Default::default() },
+    );
+    let src = source(&format!("{}/os:v1", proxy.addr), &insecure());
+    let bytes = src.fetch_small_blob(&layer).await.unwrap();
+    assert_eq!(Digest::of(&bytes).to_string(), digest);
+    assert_eq!(proxy.matching_requests().len(), 2);
+}
+
+/// Measurement, not a check: streams a 100 MB blob through `open_blob` and
+/// with `curl` from the same loopback registry, and prints both rates.
+/// `cargo test --test integration -- --ignored registry_blob_throughput --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement"]
+async fn registry_blob_throughput() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let data = noise(100 << 20, 42);
+    let digest = Digest::of(&data);
+    let file = work.path().join("blob");
+    std::fs::write(&file, &data).unwrap();
+    drop(data);
+    // Monolithic upload: POST then PUT with the digest.
+    let out = run(std::process::Command::new("curl").args([
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-D",
+        "-",
+        "-X",
+        "POST",
+        &format!("http://{}/v2/os/blobs/uploads/", reg.addr),
+    ]));
+    let headers = String::from_utf8(out.stdout).unwrap();
+    let location = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("Location: ").or_else(|| l.strip_prefix("location: ")))
+        .unwrap()
+        .trim()
+        .to_string();
+    let sep = if location.contains('?') { '&' } else { '?' };
+    run(std::process::Command::new("curl").args([
+        "-sSf",
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        &format!("@{}", file.display()),
+        &format!("{location}{sep}digest={digest}"),
+    ]));
+    let size = std::fs::metadata(&file).unwrap().len();
+    let desc = Descriptor::new(
+        oci_spec::image::MediaType::ImageLayer,
+        size,
+        oci_spec::image::Digest::try_from(digest.to_string()).unwrap(),
+    );
+    let src = source(&reg.image("os:v1"), &insecure());
+    let mut best_ours = f64::MAX;
+    let mut best_curl = f64::MAX;
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        let mut r = match src.open_blob(&desc, 0).await.unwrap() {
+            hostctl::oci::BlobReader::Async(r) => r,
+            hostctl::oci::BlobReader::Sync(_) => unreachable!(),
+        };
+        let n = tokio::io::copy(&mut r, &mut tokio::io::sink()).await.unwrap();
+        assert_eq!(n, size);
+        best_ours = best_ours.min(t.elapsed().as_secs_f64());
+        let t = std::time::Instant::now();
+        run(std::process::Command::new("curl").args([
+            "-sSf",
+            "-o",
+            "/dev/null",
+            &format!("http://{}/v2/os/blobs/{digest}", reg.addr),
+        ]));
+        best_curl = best_curl.min(t.elapsed().as_secs_f64());
+    }
+    let mb = size as f64 / 1e6;
+    eprintln!(
+        "blob {mb:.0} MB: open_blob {:.0} MB/s, curl {:.0} MB/s, ratio {:.2}",
+        mb / best_ours,
+        mb / best_curl,
+        best_ours / best_curl
+    );
+}
+
+#[tokio::test]
+async fn referrers_are_listed_when_the_registry_has_the_api() {
+    // Distribution 2.8 lacks the referrers API (empty list, tested above), so
+    // the reply of a registry that has it is played by the proxy.
+    let reg = Registry::start();
+    let subject = Digest::of(b"subject manifest");
+    let sig = Digest::of(b"signature manifest");
+    let body = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{sig}","size":123,"artifactType":"application/vnd.dev.cosign.artifact.sig.v1+json"}}]}}"#
+    );
+    let reply = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.index.v1+json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let proxy = FaultProxy::start(
+        &reg.addr,
+        Faults {
+            path_match: format!("/referrers/{subject}"),
+            respond: Some(std::sync::Arc::new(reply.into_bytes())),
+            ..Default::default()
+        },
+    );
+    let src = source(&format!("{}/os:v1", proxy.addr), &insecure());
+    let found = src.referrers(&subject).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].digest().to_string(), sig.to_string());
+    assert_eq!(found[0].size(), 123);
+    assert_eq!(proxy.matching_requests().len(), 1);
+}
+
+#[tokio::test]
+async fn retry_after_from_a_busy_registry_is_honoured() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    build_image(work.path(), "v1", 100).push(&reg.image("os:v1"), Compression::Gzip);
+    let proxy = FaultProxy::start(
+        &reg.addr,
+        Faults { path_match: "/manifests/v1".into(), fail_503: 1, retry_after: Some(2), ..Default::default() },
+    );
+    let src = source(&format!("{}/os:v1", proxy.addr), &insecure());
+    let started = std::time::Instant::now();
+    src.fetch_manifest("v1").await.unwrap().unwrap();
+    // The first retry would come after 200 ms; the registry asked for 2 s.
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+    assert_eq!(proxy.matching_requests().len(), 2);
 }

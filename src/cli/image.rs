@@ -69,7 +69,7 @@ async fn pull(g: &GlobalArgs, a: PullArgs) -> Result<()> {
         registry: g.registry_options(),
         platform: g.platform(),
         progress: progress.clone(),
-        verifier: None,
+        verifier: g.verifier()?,
     };
     let started = std::time::Instant::now();
     let pulled = crate::pull::pull(&sysroot, &a.image, &opts).await?;
@@ -82,6 +82,7 @@ async fn pull(g: &GlobalArgs, a: PullArgs) -> Result<()> {
         "layers": pulled.layers,
         "layers_downloaded": downloaded,
         "bytes_downloaded": pulled.bytes_downloaded,
+        "verdict": pulled.verdict,
         "seconds": (secs * 1000.0).round() / 1000.0,
     });
     if progress.is_json() {

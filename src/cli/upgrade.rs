@@ -120,7 +120,7 @@ pub fn pull_options(g: &GlobalArgs) -> Result<PullOptions> {
         registry: g.registry_options(),
         platform: g.platform(),
         progress: g.progress(),
-        verifier: Some(g.verifier()?),
+        verifier: g.verifier()?,
     })
 }
 

@@ -86,6 +86,7 @@ pub fn checkout_tree(store: &Store, tree: &Tree, dest: &Path) -> Result<Checkout
             Mode::empty(),
         )?;
         let mut w = Writer {
+            root: rustix::io::dup(&root)?,
             objects,
             stats: CheckoutStats::default(),
             groups: HashMap::new(),
@@ -105,11 +106,14 @@ pub fn checkout_tree(store: &Store, tree: &Tree, dest: &Path) -> Result<Checkout
 }
 
 struct Writer {
+    /// `dest`.
+    root: OwnedFd,
     objects: Option<OwnedFd>,
     stats: CheckoutStats,
-    /// First written path (relative to dest) and its parent fd path of each
-    /// link group of non-regular nodes: later members are linked to it.
-    groups: HashMap<u64, (OwnedFd, String)>,
+    /// First written path (relative to `dest`) of each link group of
+    /// non-regular nodes: later members are linked to it. Every directory on
+    /// that path was created by this checkout, so none is a symlink.
+    groups: HashMap<u64, PathBuf>,
     /// Path being written, for error messages.
     path: PathBuf,
     /// Reused buffer for `xx/yyyy…` object paths.
@@ -129,8 +133,8 @@ impl Writer {
 
     fn write_node(&mut self, dir: BorrowedFd<'_>, name: &str, node: &Node) -> Result<()> {
         if let Some(g) = node.link_group {
-            if let Some((first_dir, first_name)) = self.groups.get(&g) {
-                rustix::fs::linkat(first_dir, first_name.as_str(), dir, name, AtFlags::empty())
+            if let Some(first) = self.groups.get(&g) {
+                rustix::fs::linkat(&self.root, first, dir, name, AtFlags::empty())
                     .context("hard-linking to an earlier name")?;
                 self.count(node);
                 return Ok(());
@@ -182,8 +186,7 @@ impl Writer {
             }
         }
         if let Some(g) = node.link_group {
-            let dup = rustix::io::dup(dir)?;
-            self.groups.insert(g, (dup, name.to_string()));
+            self.groups.insert(g, self.path.clone());
         }
         self.count(node);
         Ok(())

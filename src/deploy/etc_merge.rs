@@ -278,7 +278,8 @@ pub fn plan_snapshots(old: &Snapshot, cur: &Snapshot, new: &Snapshot) -> EtcMerg
 /// Writes the new `/etc` (`new_etc`, must not exist): a real copy of
 /// `new_defaults` (never hardlinks into the store) with the plan applied from
 /// `current`. Nothing inside the three trees is followed if it is a symlink.
-/// If writing fails, the partial `new_etc` is removed.
+/// The result is synced to disk (`syncfs`) before this returns. If writing
+/// fails, the partial `new_etc` is removed.
 pub fn apply(plan: &EtcMergePlan, current: &Path, new_defaults: &Path, new_etc: &Path) -> Result<()> {
     match std::fs::symlink_metadata(new_etc) {
         Ok(_) => bail!("{} already exists", new_etc.display()),
@@ -286,11 +287,22 @@ pub fn apply(plan: &EtcMergePlan, current: &Path, new_defaults: &Path, new_etc: 
         Err(e) => return Err(e).with_context(|| format!("checking {}", new_etc.display())),
     }
     std::fs::create_dir(new_etc).with_context(|| format!("creating {}", new_etc.display()))?;
-    let r = apply_into(plan, current, new_defaults, new_etc);
+    let r = apply_into(plan, current, new_defaults, new_etc).and_then(|()| {
+        // The copies' data must be on disk before the caller renames the
+        // result into place: one syncfs instead of an fsync per file.
+        let fd = fsat::open_dir(new_etc)?;
+        rustix::fs::syncfs(&fd).context("syncing the filesystem")
+    });
     if r.is_err() {
         let _ = std::fs::remove_dir_all(new_etc); // only ever the directory created above
     }
     r.with_context(|| format!("writing the merged /etc {}", new_etc.display()))
+}
+
+/// The first `/etc` of a stateroot (no previous deployment to merge from): a
+/// real copy of `new_defaults` with its metadata and xattrs, synced.
+pub fn copy_defaults(new_defaults: &Path, new_etc: &Path) -> Result<()> {
+    apply(&EtcMergePlan::default(), new_defaults, new_defaults, new_etc)
 }
 
 fn apply_into(plan: &EtcMergePlan, current: &Path, new_defaults: &Path, new_etc: &Path) -> Result<()> {
@@ -623,6 +635,126 @@ mod tests {
         let want_new = scan(&new).unwrap();
         assert_eq!(got.get(Path::new("ssh/sshd_config")), want_new.get(Path::new("ssh/sshd_config")));
         assert!(apply(&plan, &cur, &new, &out).unwrap_err().to_string().contains("already exists"));
+    }
+
+    #[test]
+    fn merge_on_disk_with_type_changes() {
+        let t = tempfile::tempdir().unwrap();
+        let (old, cur, new, out) =
+            (t.path().join("old"), t.path().join("cur"), t.path().join("new"), t.path().join("out"));
+        for root in [&old, &new] {
+            write(root, "conf.d/default.conf", "d\n");
+            write(root, "profile", "p\n");
+            write(root, "gone.d/x", "x\n");
+        }
+        // The image turns conf.d into a symlink and drops gone.d entirely.
+        std::fs::remove_dir_all(new.join("conf.d")).unwrap();
+        std::os::unix::fs::symlink("../usr/lib/conf.d", new.join("conf.d")).unwrap();
+        std::fs::remove_dir_all(new.join("gone.d")).unwrap();
+        std::fs::create_dir(&cur).unwrap();
+        fsat::copy_tree_contents(fsat::open_dir(&old).unwrap().as_fd(), fsat::open_dir(&cur).unwrap().as_fd()).unwrap();
+        // The admin adds a file in conf.d, turns the profile file into a directory
+        // and adds a fifo in gone.d.
+        write(&cur, "conf.d/local.conf", "mine\n");
+        std::fs::remove_file(cur.join("profile")).unwrap();
+        write(&cur, "profile/custom.sh", "export A=1\n");
+        rustix::fs::mknodat(
+            fsat::open_dir(&cur.join("gone.d")).unwrap(),
+            "pipe",
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+
+        let plan = plan(&old, &cur, &new).unwrap();
+        assert_eq!(
+            paths(&plan.keep_local),
+            ["conf.d", "conf.d/local.conf", "gone.d", "gone.d/pipe", "profile", "profile/custom.sh"]
+        );
+        assert_eq!(conflicts(&plan), ["conf.d", "gone.d"]);
+        apply(&plan, &cur, &new, &out).unwrap();
+        assert!(std::fs::symlink_metadata(out.join("conf.d")).unwrap().is_dir());
+        assert_eq!(std::fs::read_to_string(out.join("conf.d/local.conf")).unwrap(), "mine\n");
+        assert!(!out.join("conf.d/default.conf").exists(), "the image removed it");
+        assert_eq!(std::fs::read_to_string(out.join("profile/custom.sh")).unwrap(), "export A=1\n");
+        assert!(std::os::unix::fs::FileTypeExt::is_fifo(
+            &std::fs::symlink_metadata(out.join("gone.d/pipe")).unwrap().file_type()
+        ));
+        assert!(!out.join("gone.d/x").exists());
+        // Applying a plan whose local source vanished is an error that leaves nothing.
+        let out2 = t.path().join("out2");
+        std::fs::remove_file(cur.join("conf.d/local.conf")).unwrap();
+        let err = apply(&plan, &cur, &new, &out2).unwrap_err();
+        assert!(format!("{err:#}").contains("conf.d/local.conf"), "{err:#}");
+        assert!(!out2.exists());
+    }
+
+    fn state(i: usize) -> Option<Item> {
+        match i {
+            0 => None,
+            1 => Some(f("1")),
+            2 => Some(f("2")),
+            3 => Some(mode(f("1"), 0o600)),
+            4 => Some(l("a")),
+            _ => Some(l("b")),
+        }
+    }
+
+    proptest::proptest! {
+        /// For independent files: the result is the local version where the
+        /// admin changed something, the new image's elsewhere; conflicts are
+        /// exactly the paths all three disagree on.
+        #[test]
+        fn plan_follows_the_three_way_rule(states in proptest::collection::vec((0..6usize, 0..6usize, 0..6usize), 1..12)) {
+            let (mut o, mut c, mut n) = (snap(&[]), snap(&[]), snap(&[]));
+            for (i, (a, b, d)) in states.iter().enumerate() {
+                let p = PathBuf::from(format!("f{i}"));
+                for (s, v) in [(&mut o, a), (&mut c, b), (&mut n, d)] {
+                    if let Some(item) = state(*v) {
+                        s.insert(p.clone(), item);
+                    }
+                }
+            }
+            let plan = plan_snapshots(&o, &c, &n);
+            let mut result = n.clone();
+            for p in &plan.keep_deleted {
+                result.remove(p);
+            }
+            for p in &plan.keep_local {
+                result.insert(p.clone(), c[p].clone());
+            }
+            for (i, _) in states.iter().enumerate() {
+                let p = PathBuf::from(format!("f{i}"));
+                let (oi, ci, ni) = (o.get(&p), c.get(&p), n.get(&p));
+                let want = if ci != oi { ci } else { ni };
+                proptest::prop_assert_eq!(result.get(&p), want, "{}", p.display());
+                let conflict = ci != oi && ni != oi && ni != ci;
+                proptest::prop_assert_eq!(plan.conflicts.iter().any(|x| x.path == p), conflict, "{}", p.display());
+            }
+        }
+    }
+
+    #[test]
+    fn copy_defaults_is_a_real_copy_with_xattrs() {
+        let t = tempfile::tempdir().unwrap();
+        let (src, out) = (t.path().join("defaults"), t.path().join("etc"));
+        write(&src, "ssh/sshd_config", "Port 22\n");
+        std::fs::set_permissions(src.join("ssh"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        rustix::fs::setxattr(
+            src.join("ssh/sshd_config").as_path(),
+            "user.origin",
+            b"image",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        copy_defaults(&src, &out).unwrap();
+        assert_eq!(scan(&src).unwrap(), scan(&out).unwrap());
+        let (a, b) = (
+            std::fs::metadata(src.join("ssh/sshd_config")).unwrap(),
+            std::fs::metadata(out.join("ssh/sshd_config")).unwrap(),
+        );
+        assert_ne!(a.ino(), b.ino());
     }
 
     #[test]

@@ -177,7 +177,7 @@ impl Deployer {
     /// Checks out `image` as a new deployment and records it as staged (not
     /// finalised). `spec` becomes the tracked image in the same commit.
     pub fn stage(&self, image: &PulledImage, spec: Option<Spec>, booted: Option<&str>) -> Result<Staged> {
-        let mut state = self.load_state()?;
+        let state = self.load_state()?;
         let id = make_id(&image.manifest_digest, state.next_serial);
         let tmp = self.layout.dir.join(format!("{}{id}", fsutil::TMP_PREFIX));
         std::fs::create_dir_all(&self.layout.dir)?;
@@ -202,8 +202,7 @@ impl Deployer {
             next.local_kargs = initial_local_kargs(self.sysroot.root());
         }
         self.save_state(&next)?;
-        state = next;
-        tracing::debug!("staged {id}; order {:?}", state.deployments);
+        tracing::debug!("staged {id}; order {:?}", next.deployments);
         Ok(Staged { id, metadata, conflicts, var_created })
     }
 
@@ -347,4 +346,75 @@ pub fn remove_any(p: &Path) -> Result<()> {
         Err(e) => Err(e),
     };
     r.with_context(|| format!("removing {}", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Digest;
+
+    fn fake_deployment(d: &Deployer, id: &str, kernel: &str) {
+        std::fs::create_dir_all(d.layout.tree(id).join("etc")).unwrap();
+        Metadata {
+            version: METADATA_VERSION,
+            id: id.into(),
+            stateroot: "default".into(),
+            image: "reg/os:latest".into(),
+            manifest_digest: Digest::of(id.as_bytes()),
+            config_digest: Digest::of(b"config"),
+            layers: vec![],
+            image_version: None,
+            image_created: None,
+            kernel: KernelInfo { version: "6.1".into(), checksum: kernel.into(), has_initramfs: false },
+            kargs: vec!["quiet".into()],
+            verdict: None,
+            staged_at: "2026-01-01T00:00:00Z".into(),
+            finalized_at: Some("2026-01-01T00:00:00Z".into()),
+        }
+        .save(&d.layout)
+        .unwrap();
+        std::fs::create_dir_all(kernel::kernels_dir(&d.boot, "default").join(kernel)).unwrap();
+    }
+
+    /// What a crash can leave behind, and what the next run does with it.
+    #[test]
+    fn reconcile_removes_crash_leftovers_and_rewrites_entries_from_state() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sysroot = Sysroot::open(tmp.path()).unwrap();
+        let d = Deployer::open(&sysroot, &tmp.path().join("boot")).unwrap();
+        std::fs::create_dir_all(&d.layout.dir).unwrap();
+        fake_deployment(&d, "aaa.1", "k1");
+        fake_deployment(&d, "bbb.2", "k2");
+        // Crashed after renaming a new tree, before committing the state.
+        fake_deployment(&d, "ccc.3", "k3");
+        // Crashed mid-checkout and mid-kernel-copy.
+        std::fs::create_dir_all(d.layout.dir.join(".tmp-ddd.4/usr")).unwrap();
+        std::fs::create_dir_all(kernel::kernels_dir(&d.boot, "default").join(".tmp-k4")).unwrap();
+        std::fs::create_dir_all(d.layout.var()).unwrap();
+        let state = State { deployments: vec!["bbb.2".into(), "aaa.1".into()], ..State::default() };
+        d.save_state(&state).unwrap();
+
+        assert_eq!(d.reconcile().unwrap(), state);
+        let mut left: Vec<String> =
+            std::fs::read_dir(&d.layout.dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, ["aaa.1", "aaa.1.json", "bbb.2", "bbb.2.json", "var"]);
+        let mut kernels: Vec<String> = std::fs::read_dir(kernel::kernels_dir(&d.boot, "default"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        kernels.sort();
+        assert_eq!(kernels, ["k1", "k2"]);
+        let entries = bls::list(&bls::entries_dir(&d.boot), "default").unwrap();
+        let ids: Vec<_> = entries.iter().map(|(n, _)| n.deployment.as_str()).collect();
+        assert_eq!(ids, ["bbb.2", "aaa.1"]);
+        let text = std::fs::read_to_string(&entries[0].1).unwrap();
+        assert!(text.contains("options root=LABEL=hostctl-root hostctl=/hostctl/deploy/default/bbb.2 quiet"), "{text}");
+        assert!(text.contains("linux /hostctl/default/k2/vmlinuz") && !text.contains("initrd"), "{text}");
+
+        // A listed deployment whose tree vanished is an error that names it, not a silent fix.
+        std::fs::remove_dir_all(d.layout.tree("aaa.1")).unwrap();
+        let e = format!("{:#}", d.reconcile().unwrap_err());
+        assert!(e.contains("aaa.1") && e.contains("missing"), "{e}");
+    }
 }

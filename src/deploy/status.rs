@@ -152,6 +152,9 @@ pub fn render_human(h: &HostStatus) -> String {
                 if let Some(v) = &d.verdict {
                     let signed = if v.signature_verified { "signature verified" } else { "not signed" };
                     let _ = writeln!(s, "    trust:    {} ({signed})", v.rule);
+                    for who in &v.signers {
+                        let _ = writeln!(s, "    signer:   {who}");
+                    }
                 }
                 if !d.finalized {
                     let _ = writeln!(s, "    (downloaded, not finalised)");
@@ -219,5 +222,47 @@ mod tests {
         let h = build(&state, Some("bad.9"), BootedSource::DefaultBootEntry, &meta);
         assert_eq!(h.status.booted.as_ref().unwrap().error.as_deref(), Some("unreadable"));
         assert!(render_human(&h).contains("error:    unreadable"));
+    }
+
+    /// Every object in the document has exactly the keys the schema allows
+    /// and all it requires (a small structural check of docs/status-schema.json).
+    #[test]
+    fn document_matches_the_published_schema() {
+        let schema: serde_json::Value = serde_json::from_str(include_str!("../../docs/status-schema.json")).unwrap();
+        let state =
+            State { deployments: vec!["b.2".into(), "a.1".into()], staged: Some("b.2".into()), ..State::default() };
+        let doc = serde_json::to_value(build(&state, Some("a.1"), BootedSource::KernelCmdline, &meta)).unwrap();
+        fn check(doc: &serde_json::Value, schema: &serde_json::Value, root: &serde_json::Value, at: &str) {
+            let schema = match schema.get("$ref").and_then(|r| r.as_str()) {
+                Some(r) => &root["$defs"][r.trim_start_matches("#/$defs/")],
+                None => schema,
+            };
+            if let Some(alts) = schema.get("oneOf").and_then(|a| a.as_array()) {
+                if doc.is_null() {
+                    return;
+                }
+                let obj = alts.iter().find(|a| a.get("type") != Some(&serde_json::json!("null"))).unwrap();
+                return check(doc, obj, root, at);
+            }
+            let (Some(obj), Some(props)) = (doc.as_object(), schema.get("properties").and_then(|p| p.as_object()))
+            else {
+                return;
+            };
+            for req in schema["required"].as_array().unwrap() {
+                assert!(obj.contains_key(req.as_str().unwrap()), "{at}: missing {req}");
+            }
+            for (k, v) in obj {
+                let sub = props.get(k).unwrap_or_else(|| panic!("{at}: {k} is not in the schema"));
+                if let Some(items) = sub.get("items") {
+                    for (i, item) in v.as_array().unwrap().iter().enumerate() {
+                        check(item, items, root, &format!("{at}.{k}[{i}]"));
+                    }
+                } else {
+                    check(v, sub, root, &format!("{at}.{k}"));
+                }
+            }
+        }
+        check(&doc, &schema, &schema, "$");
+        assert_eq!(doc["apiVersion"], schema["properties"]["apiVersion"]["const"]);
     }
 }

@@ -118,15 +118,42 @@ pub async fn deploy(
     let digest = resolved.raw.digest.clone();
     let spec = track.then(|| Spec { image: imgref.to_string() });
 
-    // Already deployed as the staged or booted (or default) deployment: nothing to do.
+    // Already deployed as the staged or booted (or default) deployment:
+    // nothing to fetch; a download-only staging of it is finalised now.
     if current_digest(d, booted.as_deref())?.as_ref() == Some(&digest) {
         if let Some(spec) = spec {
-            let mut s = state0.clone();
+            let mut s = d.load_state()?;
             if s.spec.as_ref() != Some(&spec) {
                 s.spec = Some(spec);
                 d.save_state(&s)?;
             }
         }
+        let pending = state0.staged_unfinalized().map(str::to_string);
+        let finalized = match pending {
+            Some(id) if !flow.download_only => {
+                let started = std::time::Instant::now();
+                let f = d.finalize_staged(booted.as_deref()).with_context(|| format!("finalising deployment {id}"))?;
+                let stage_seconds = started.elapsed().as_secs_f64();
+                let cleanup = cleanup::cleanup(d, booted.as_deref())?;
+                let rebooting = flow.apply && f.is_some();
+                if rebooting {
+                    reboot.reboot()?;
+                }
+                return Ok(FlowReport {
+                    image: imgref.to_string(),
+                    manifest_digest: digest,
+                    changed: true,
+                    layers_downloaded: 0,
+                    bytes_downloaded: 0,
+                    staged: None,
+                    finalized: f,
+                    cleanup: Some(cleanup),
+                    rebooting,
+                    stage_seconds,
+                });
+            }
+            _ => None,
+        };
         return Ok(FlowReport {
             image: imgref.to_string(),
             manifest_digest: digest,
@@ -134,7 +161,7 @@ pub async fn deploy(
             layers_downloaded: 0,
             bytes_downloaded: 0,
             staged: None,
-            finalized: None,
+            finalized,
             cleanup: None,
             rebooting: false,
             finalize_at_shutdown: false,

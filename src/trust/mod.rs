@@ -1,10 +1,23 @@
 //! Trust: containers-policy.json policies and sigstore/cosign signature checks,
 //! deciding whether an image may be deployed.
-// CONTRACT (skeleton): the trust work replaces this with the real policy
-// engine and may reshape `Verdict`; pull calls `ImageVerifier::verify` after
-// the manifest is fetched and before any layer is committed.
+//!
+//! `pull` calls [`ImageVerifier::verify`] after the manifest is fetched and
+//! before any layer is committed. The policy engine ([`policy`],
+//! [`identity`]) and the signature search ([`cosign`]) are plain logic; the
+//! cryptography ([`keyed`], [`keyless`]) sits behind [`SignatureCheck`] so
+//! [`verifier`] can be tested with fakes as well as with real keys.
 
-use anyhow::Result;
+pub mod cosign;
+pub mod identity;
+pub mod keyed;
+pub mod keyless;
+pub mod policy;
+pub mod verifier;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{ensure, Result};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -14,11 +27,13 @@ use crate::oci::{ImageSource, ResolvedManifest};
 /// The outcome of a successful verification, stored with the deployment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
-    /// The policy requirement that accepted the image (e.g. `insecureAcceptAnything`).
+    /// The policy rule that accepted the image: the scope and its requirement
+    /// types (e.g. `docker scope "r.io/os": sigstoreSigned`).
     pub rule: String,
     /// Whether a signature was checked (false for insecureAcceptAnything).
     pub signature_verified: bool,
-    /// Who signed: key fingerprint or certificate identity, one per accepted signature.
+    /// Who signed: key fingerprint or certificate identity, and the identity
+    /// signed, one per satisfied `sigstoreSigned` requirement.
     pub signers: Vec<String>,
 }
 
@@ -28,6 +43,12 @@ pub struct Verdict {
 pub trait ImageVerifier: Send + Sync {
     async fn verify(&self, imgref: &ImageRef, resolved: &ResolvedManifest, source: &dyn ImageSource)
         -> Result<Verdict>;
+}
+
+/// The cryptographic check of one found signature: `Ok(who signed)` or
+/// `Err(why not)`. Payload contents (digest, identity) are checked by the caller.
+pub trait SignatureCheck: Send + Sync {
+    fn check(&self, candidate: &cosign::Candidate) -> Result<String, String>;
 }
 
 /// Accepts every image: what a missing policy file means (see docs/trust.md).
@@ -52,17 +73,51 @@ impl ImageVerifier for AcceptAnything {
 /// The verifier for a sysroot's policy (`policy` overrides
 /// `<sysroot>/etc/containers/policy.json`). With no policy file at all every
 /// image is accepted, unless `enforce` is set, which also refuses a policy
-/// whose default is `insecureAcceptAnything`.
-// CONTRACT (skeleton): the trust work fills in the policy engine.
-pub fn verifier_from_policy(
-    sysroot: &std::path::Path,
-    policy: Option<&std::path::Path>,
-    enforce: bool,
-) -> Result<std::sync::Arc<dyn ImageVerifier>> {
-    let path = policy.map(std::path::Path::to_path_buf).unwrap_or_else(|| sysroot.join("etc/containers/policy.json"));
+/// whose default is `insecureAcceptAnything`. A policy given with `--policy`
+/// must exist.
+pub fn verifier_from_policy(sysroot: &Path, policy: Option<&Path>, enforce: bool) -> Result<Arc<dyn ImageVerifier>> {
+    let path = policy.map(Path::to_path_buf).unwrap_or_else(|| sysroot.join("etc/containers/policy.json"));
     if !path.exists() && policy.is_none() {
-        anyhow::ensure!(!enforce, "--enforce-signature-policy: no policy file at {}", path.display());
-        return Ok(std::sync::Arc::new(AcceptAnything));
+        ensure!(!enforce, "--enforce-signature-policy: no policy file at {}", path.display());
+        return Ok(Arc::new(AcceptAnything));
     }
-    anyhow::bail!("trust policy {} cannot be enforced yet: policy verification is not implemented", path.display())
+    let parsed = policy::Policy::load(&path)?;
+    if enforce {
+        ensure!(
+            !parsed.default.contains(&policy::Requirement::InsecureAcceptAnything),
+            "--enforce-signature-policy: the default of {} is insecureAcceptAnything",
+            path.display()
+        );
+    }
+    Ok(Arc::new(verifier::PolicyVerifier::new(parsed)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enforce_refuses_missing_and_accept_anything_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(verifier_from_policy(dir.path(), None, false).is_ok());
+        let err = verifier_from_policy(dir.path(), None, true).err().unwrap();
+        assert!(err.to_string().contains("no policy file"), "{err}");
+        let p = dir.path().join("p.json");
+        std::fs::write(&p, r#"{"default":[{"type":"insecureAcceptAnything"}]}"#).unwrap();
+        assert!(verifier_from_policy(dir.path(), Some(&p), false).is_ok());
+        let err = verifier_from_policy(dir.path(), Some(&p), true).err().unwrap();
+        assert!(err.to_string().contains("is insecureAcceptAnything"), "{err}");
+        std::fs::write(&p, r#"{"default":[{"type":"reject"}]}"#).unwrap();
+        assert!(verifier_from_policy(dir.path(), Some(&p), true).is_ok());
+        // The sysroot's own policy is the default one.
+        std::fs::create_dir_all(dir.path().join("etc/containers")).unwrap();
+        std::fs::write(dir.path().join("etc/containers/policy.json"), r#"{"default":[{"type":"reject"}]}"#).unwrap();
+        assert!(verifier_from_policy(dir.path(), None, true).is_ok());
+        std::fs::write(dir.path().join("etc/containers/policy.json"), "{").unwrap();
+        let err = verifier_from_policy(dir.path(), None, false).err().unwrap();
+        assert!(format!("{err:#}").contains("etc/containers/policy.json"), "{err:#}");
+        let missing = dir.path().join("missing.json");
+        let err = verifier_from_policy(dir.path(), Some(&missing), false).err().unwrap();
+        assert!(format!("{err:#}").contains("missing.json"), "{err:#}");
+    }
 }

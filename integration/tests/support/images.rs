@@ -89,18 +89,69 @@ impl Layout {
     }
 }
 
-/// `skopeo copy SRC docker://DEST` with `--dest-tls-verify=false` and the compression asked for.
+/// Pushes `src` to `docker://DEST` (plain HTTP) with the layer compression asked for.
+///
+/// gzip and zstd go through `skopeo copy --dest-compress-format`. Uncompressed
+/// layers cannot be pushed by skopeo 1.9 (`--dest-decompress` only applies to
+/// `dir:`), nor by buildah 1.28 (`--disable-compression` still sent gzip here),
+/// so skopeo decompresses into a `dir:` copy, which is then uploaded with the
+/// registry API (monolithic blob uploads and a manifest PUT, via curl).
 pub fn push_with_skopeo(src: &str, dest: &str, compression: Compression, extra: &[&str]) {
     super::require_tool("skopeo");
+    if let Compression::None = compression {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("image");
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--quiet", "--dest-decompress"]).args(extra).arg(src).arg(format!("dir:{}", copy.display()));
+        run(&mut cmd);
+        upload_dir(&copy, dest);
+        return;
+    }
     let mut cmd = Command::new("skopeo");
     cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
     match compression {
         Compression::Gzip => cmd.args(["--dest-compress-format", "gzip"]),
         Compression::Zstd => cmd.args(["--dest-compress-format", "zstd"]),
-        Compression::None => cmd.arg("--dest-decompress"),
+        Compression::None => unreachable!(),
     };
     cmd.args(extra).arg(src).arg(format!("docker://{dest}"));
     run(&mut cmd);
+}
+
+/// Uploads a skopeo `dir:` copy to `DEST` (`HOST:PORT/REPO:TAG`) over plain HTTP.
+fn upload_dir(dir: &Path, dest: &str) {
+    let (host, rest) = dest.split_once('/').expect("HOST:PORT/REPO:TAG");
+    let (repo, tag) = rest.rsplit_once(':').expect("a tag");
+    let manifest = std::fs::read(dir.join("manifest.json")).unwrap();
+    let parsed: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let mut blobs = vec![parsed["config"]["digest"].as_str().unwrap().to_string()];
+    blobs.extend(parsed["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()));
+    for digest in blobs {
+        let file = dir.join(digest.trim_start_matches("sha256:"));
+        let out = run(Command::new("curl")
+            .args(["-sSf", "-X", "POST", "-D", "-", "-o", "/dev/null"])
+            .arg(format!("http://{host}/v2/{repo}/blobs/uploads/")));
+        let headers = String::from_utf8_lossy(&out.stdout);
+        let location = headers
+            .lines()
+            .find_map(|l| l.strip_prefix("Location: ").or_else(|| l.strip_prefix("location: ")))
+            .expect("upload location")
+            .trim()
+            .to_string();
+        let url = if location.starts_with("http") { location } else { format!("http://{host}{location}") };
+        let sep = if url.contains('?') { '&' } else { '?' };
+        run(Command::new("curl")
+            .args(["-sSf", "-X", "PUT", "-H", "Content-Type: application/octet-stream", "--data-binary"])
+            .arg(format!("@{}", file.display()))
+            .arg(format!("{url}{sep}digest={digest}")));
+    }
+    let media_type = parsed["mediaType"].as_str().unwrap_or("application/vnd.oci.image.manifest.v1+json");
+    run(Command::new("curl")
+        .args(["-sSf", "-X", "PUT", "-H"])
+        .arg(format!("Content-Type: {media_type}"))
+        .arg("--data-binary")
+        .arg(format!("@{}", dir.join("manifest.json").display()))
+        .arg(format!("http://{host}/v2/{repo}/manifests/{tag}")));
 }
 
 /// Writes `files` (relative path → content) under `root`, creating directories.

@@ -221,8 +221,10 @@ impl Drop for Registry {
 pub struct Faults {
     /// Substring of the request line that selects the requests to disturb.
     pub path_match: String,
-    /// Reply `503` to this many matching requests (without forwarding them).
+    /// Reply `503` to this many matching requests (without forwarding them) ...
     pub fail_503: u32,
+    /// ... with this `Retry-After` (seconds), if any.
+    pub retry_after: Option<u32>,
     /// Cut this many matching responses (to requests without `Range`) ...
     pub cuts: u32,
     /// ... after this many response bytes (headers included).
@@ -349,8 +351,11 @@ fn proxy_connection(
             seen.lock().unwrap().push(text.to_lowercase());
             if matches && f.fail_503 > 0 {
                 f.fail_503 -= 1;
-                let _ = client
-                    .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let retry_after = f.retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
+                let reply = format!(
+                    "HTTP/1.1 503 Service Unavailable\r\n{retry_after}Content-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = client.write_all(reply.as_bytes());
                 let _ = client.shutdown(Shutdown::Both);
                 let _ = server.shutdown(Shutdown::Both);
                 break 'outer;

@@ -158,7 +158,10 @@ impl State {
                 self.skip = skip;
                 Ok(())
             }
-            Err(e) => Err(io::Error::other(format!("blob {}: resuming at byte {}: {e:#}", self.digest, self.pos))),
+            Err(e) => Err(io::Error::other(format!(
+                "blob {}: the download stopped at byte {} of {} and could not resume: {e:#}",
+                self.digest, self.pos, self.size
+            ))),
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, RANGE, WWW_AUTHENTICATE};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, RANGE, WWW_AUTHENTICATE};
 use reqwest::{Response, StatusCode};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
@@ -26,6 +26,8 @@ pub const MAX_ATTEMPTS: u32 = 5;
 /// First retry delay; it doubles with each retry up to [`MAX_BACKOFF`].
 pub const BASE_BACKOFF: Duration = Duration::from_millis(200);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest `Retry-After` (in seconds) a registry can make a retry wait.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// The delay before retry number `retry` (1-based).
 pub fn backoff(retry: u32) -> Duration {
@@ -112,6 +114,7 @@ impl Client {
             if let Some(h) = self.auth.header(&self.http, &scope).await? {
                 req = req.header(AUTHORIZATION, h);
             }
+            let mut server_delay = None;
             let retry_why = match req.send().await {
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
                     // A 401 names the (possibly new) challenge; answer it once
@@ -126,14 +129,18 @@ impl Client {
                     }
                     return Err(self.unauthorized(resp).await);
                 }
-                Ok(resp) if is_retryable_status(resp.status()) => format!("HTTP {}", resp.status()),
+                Ok(resp) if is_retryable_status(resp.status()) => {
+                    server_delay = retry_after(&resp);
+                    format!("HTTP {}", resp.status())
+                }
                 Ok(resp) => return Ok(resp),
                 Err(e) => format!("{:#}", anyhow::Error::new(e)),
             };
             if attempt >= MAX_ATTEMPTS {
                 bail!("GET {url} failed {attempt} times; last: {retry_why}");
             }
-            let delay = backoff(attempt);
+            // A server's Retry-After is honoured, within reason.
+            let delay = backoff(attempt).max(server_delay.unwrap_or_default().min(MAX_RETRY_AFTER));
             warn!("GET {url}: {retry_why}; retrying in {delay:?} (attempt {}/{MAX_ATTEMPTS})", attempt + 1);
             tokio::time::sleep(delay).await;
         }
@@ -155,6 +162,12 @@ impl Client {
 
 fn header_str(resp: &Response, name: reqwest::header::HeaderName) -> Option<&str> {
     resp.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok())
+}
+
+/// A `Retry-After` given in seconds (the HTTP-date form is ignored).
+fn retry_after(resp: &Response) -> Option<Duration> {
+    let v = header_str(resp, reqwest::header::RETRY_AFTER)?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 fn is_retryable_status(s: StatusCode) -> bool {
@@ -193,22 +206,65 @@ async fn error_detail(resp: Response) -> String {
     }
 }
 
+/// A body longer than allowed (not worth retrying, unlike a broken connection).
+#[derive(Debug, thiserror::Error)]
+#[error("{what} is {size} bytes, more than the {cap} bytes allowed")]
+pub struct TooLarge {
+    pub what: String,
+    /// Bytes known so far (the Content-Length, or what was read before giving up).
+    pub size: u64,
+    pub cap: u64,
+}
+
 /// Reads a whole body, refusing more than `cap` bytes (by Content-Length up
 /// front, and while reading for replies without one).
 pub async fn read_capped(resp: Response, cap: u64, what: &str) -> Result<Vec<u8>> {
     if let Some(len) = resp.content_length().filter(|l| *l > cap) {
-        bail!("{what} is {len} bytes, more than the {cap} bytes allowed");
+        return Err(TooLarge { what: what.to_string(), size: len, cap }.into());
     }
     let mut out = Vec::new();
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.with_context(|| format!("reading {what}"))?;
-        if out.len() as u64 + chunk.len() as u64 > cap {
-            bail!("{what} is more than the {cap} bytes allowed");
+        let size = out.len() as u64 + chunk.len() as u64;
+        if size > cap {
+            return Err(TooLarge { what: what.to_string(), size, cap }.into());
         }
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+/// A small document's reply: its capped body on 200, else the reply itself.
+pub enum Small {
+    Body { headers: HeaderMap, bytes: Vec<u8> },
+    Other(Response),
+}
+
+impl Client {
+    /// GETs a small document (manifest, config, referrers list) whole. Like
+    /// [`Client::get`], and a body cut short by a broken connection is asked
+    /// for again (bounded): small documents are re-read, not resumed.
+    pub async fn get_small(&self, path: &str, accept: &[&str], cap: u64, what: &str) -> Result<Small> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let resp = self.get(path, accept, None).await?;
+            if resp.status() != StatusCode::OK {
+                return Ok(Small::Other(resp));
+            }
+            let headers = resp.headers().clone();
+            match read_capped(resp, cap, what).await {
+                Ok(bytes) => return Ok(Small::Body { headers, bytes }),
+                Err(e) if e.is::<TooLarge>() || attempt >= MAX_ATTEMPTS => return Err(e),
+                Err(e) => {
+                    let delay = backoff(attempt);
+                    warn!("{what}: {e:#}; reading again in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ use crate::imgref::RegistryRef;
 use crate::oci::platform::Platform;
 use crate::oci::source::MAX_MANIFEST_SIZE;
 use crate::oci::{BlobReader, ImageSource, RawManifest, RegistryOptions, ResolvedManifest};
-use client::{read_capped, Client};
+use client::{Client, Small};
 use manifest::Kind;
 
 /// A repository in a registry.
@@ -59,23 +59,27 @@ impl RegistrySource {
     /// `Docker-Content-Digest` header.
     async fn get_manifest(&self, reference: &str) -> Result<Option<RawManifest>> {
         let what = format!("manifest {reference}");
-        let resp = self.client.get(&format!("manifests/{reference}"), manifest::ACCEPT, None).await?;
-        match resp.status() {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => return Ok(None),
-            _ => return Err(self.client.status_error(resp, &what).await),
-        }
-        let content_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let header_digest =
-            resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let bytes = read_capped(resp, MAX_MANIFEST_SIZE, &what).await?;
+        let pinned = match reference.parse::<Digest>() {
+            Ok(d) => Some(d),
+            Err(_) if is_tag(reference) => None,
+            Err(e) => bail!("invalid manifest reference {reference:?}: neither a tag nor a digest ({e})"),
+        };
+        let (headers, bytes) = match self
+            .client
+            .get_small(&format!("manifests/{reference}"), manifest::ACCEPT, MAX_MANIFEST_SIZE, &what)
+            .await?
+        {
+            Small::Body { headers, bytes } => (headers, bytes),
+            Small::Other(resp) if resp.status() == StatusCode::NOT_FOUND => return Ok(None),
+            Small::Other(resp) => return Err(self.client.status_error(resp, &what).await),
+        };
+        let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let header_digest = headers.get("docker-content-digest").and_then(|v| v.to_str().ok());
         let digest = Digest::of(&bytes);
-        if let Ok(expected) = reference.parse::<Digest>() {
+        if let Some(expected) = pinned {
             if expected != digest {
                 return Err(DigestMismatch { what, expected, actual: digest }.into());
             }
-        } else if reference.starts_with("sha256:") {
-            bail!("invalid digest reference {reference:?}");
         }
         if let Some(h) = header_digest {
             // Only sha256 can be checked; other algorithms are left to the
@@ -91,9 +95,19 @@ impl RegistrySource {
                 }
             }
         }
-        let media_type = manifest::media_type(&bytes, content_type.as_deref()).with_context(|| what.clone())?;
+        let media_type = manifest::media_type(&bytes, content_type).with_context(|| what.clone())?;
         Ok(Some(RawManifest { digest, media_type, bytes }))
     }
+}
+
+/// A tag as the distribution spec defines it: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`
+/// (checked before it goes into a URL path).
+fn is_tag(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 #[async_trait]
@@ -139,16 +153,23 @@ impl ImageSource for RegistrySource {
 
     async fn referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>> {
         let what = format!("referrers of {subject}");
-        let resp = self.client.get(&format!("referrers/{subject}"), &[manifest::OCI_INDEX], None).await?;
-        match resp.status() {
-            StatusCode::OK => {}
+        let bytes = match self
+            .client
+            .get_small(&format!("referrers/{subject}"), &[manifest::OCI_INDEX], MAX_MANIFEST_SIZE, &what)
+            .await?
+        {
+            Small::Body { bytes, .. } => bytes,
             // Registries without the referrers API answer 404 (or 405/501).
-            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED => {
+            Small::Other(resp)
+                if matches!(
+                    resp.status(),
+                    StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED
+                ) =>
+            {
                 return Ok(Vec::new())
             }
-            _ => return Err(self.client.status_error(resp, &what).await),
-        }
-        let bytes = read_capped(resp, MAX_MANIFEST_SIZE, &what).await?;
+            Small::Other(resp) => return Err(self.client.status_error(resp, &what).await),
+        };
         let index = manifest::parse_index(&bytes).with_context(|| what.clone())?;
         Ok(index.manifests().clone())
     }
@@ -160,11 +181,10 @@ impl ImageSource for RegistrySource {
             bail!("blob {digest} is {size} bytes, more than the {MAX_MANIFEST_SIZE} allowed for a config or payload");
         }
         let what = format!("blob {digest}");
-        let resp = self.client.get(&format!("blobs/{digest}"), &[], None).await?;
-        if resp.status() != StatusCode::OK {
-            return Err(self.client.status_error(resp, &what).await);
-        }
-        let bytes = read_capped(resp, size, &what).await.context("longer than its descriptor says")?;
+        let bytes = match self.client.get_small(&format!("blobs/{digest}"), &[], size, &what).await? {
+            Small::Body { bytes, .. } => bytes,
+            Small::Other(resp) => return Err(self.client.status_error(resp, &what).await),
+        };
         if bytes.len() as u64 != size {
             bail!("{what} is {} bytes but its descriptor says {size}", bytes.len());
         }
@@ -179,5 +199,20 @@ impl ImageSource for RegistrySource {
         let digest: Digest = desc.digest().to_string().parse().context("blob digest")?;
         let stream = blob_stream::open(self.client.clone(), digest, desc.size(), offset).await?;
         Ok(BlobReader::Async(Box::pin(tokio_util::io::StreamReader::new(stream))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_tag;
+
+    #[test]
+    fn tags_are_checked_before_they_reach_a_url() {
+        for ok in ["latest", "v1.2.3", "_x", "sha256-abc.sig", &"a".repeat(128)] {
+            assert!(is_tag(ok), "{ok}");
+        }
+        for bad in ["", ".x", "-x", "a/b", "a?b", "../x", "a b", "sha256:abc", &"a".repeat(129)] {
+            assert!(!is_tag(bad), "{bad}");
+        }
     }
 }
