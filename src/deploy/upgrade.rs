@@ -149,6 +149,7 @@ pub async fn deploy(
                     finalized: f,
                     cleanup: Some(cleanup),
                     rebooting,
+                    finalize_at_shutdown: false,
                     stage_seconds,
                 });
             }
