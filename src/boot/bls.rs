@@ -174,7 +174,9 @@ pub fn sync_counted(dir: &Path, stateroot: &str, desired: &[(String, BlsEntry)],
     for (i, (id, entry)) in desired.iter().enumerate() {
         let name = EntryName { stateroot: stateroot.into(), priority: base + n - i as u64, deployment: id.clone() };
         let suffix = match existing.iter().find(|(n, _)| &n.deployment == id) {
-            Some((_, path)) => crate::boot::counting::suffix_of(&path.file_name().unwrap_or_default().to_string_lossy()),
+            Some((_, path)) => {
+                crate::boot::counting::suffix_of(&path.file_name().unwrap_or_default().to_string_lossy())
+            }
             None => new_tries.map(|t| format!("+{t}")).unwrap_or_default(),
         };
         let file = name.file_name().replace(".conf", &format!("{suffix}.conf"));

@@ -110,9 +110,10 @@ pub fn explain(entries: &[EntryAssessment], booted: Option<&str>) -> Vec<String>
                 e.deployment,
                 left + done
             )),
-            Assessment::Pending { left, .. } => {
-                out.push(format!("deployment {} will be tried at most {left} more time(s) before it is abandoned", e.deployment))
-            }
+            Assessment::Pending { left, .. } => out.push(format!(
+                "deployment {} will be tried at most {left} more time(s) before it is abandoned",
+                e.deployment
+            )),
             Assessment::Good => {}
         }
     }

@@ -48,7 +48,10 @@ pub fn layout(disk_size: u64, esp_mib: u64) -> Result<Layout> {
         bail!("the ESP must be at least 64 MiB (got {esp_mib} MiB)");
     }
     if end < root_offset + 512 * MIB {
-        bail!("the disk ({} MiB) is too small for a {esp_mib} MiB ESP and a root partition of 512 MiB", disk_size / MIB);
+        bail!(
+            "the disk ({} MiB) is too small for a {esp_mib} MiB ESP and a root partition of 512 MiB",
+            disk_size / MIB
+        );
     }
     Ok(Layout { disk_size, esp_offset, esp_size, root_offset, root_size: end - root_offset })
 }
@@ -68,7 +71,8 @@ pub struct ExternalTools;
 
 fn run(cmd: &mut Command) -> Result<()> {
     let shown = format!("{cmd:?}");
-    let out = cmd.output().with_context(|| format!("running {shown} (integration/setup.sh --vm installs the tools)"))?;
+    let out =
+        cmd.output().with_context(|| format!("running {shown} (integration/setup.sh --vm installs the tools)"))?;
     if !out.status.success() {
         bail!("{shown} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
@@ -103,12 +107,20 @@ impl DiskTools for ExternalTools {
             c.arg(target);
         }
         run(&mut c)?;
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(content)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+        let mut entries: Vec<PathBuf> =
+            std::fs::read_dir(content)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
         entries.sort();
         if entries.is_empty() {
             return Ok(());
         }
-        run(Command::new("mcopy").env("MTOOLS_SKIP_CHECK", "1").arg("-s").arg("-Q").arg("-i").arg(target).args(&entries).arg("::/"))
+        run(Command::new("mcopy")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-s")
+            .arg("-Q")
+            .arg("-i")
+            .arg(target)
+            .args(&entries)
+            .arg("::/"))
     }
 
     fn make_root(&self, target: &Path, size: u64, content: &Path, uuid: &str) -> Result<()> {
@@ -125,7 +137,8 @@ impl DiskTools for ExternalTools {
 /// Copies the file `src` into `dst` at `offset`, skipping blocks of zeros (the disk image stays sparse).
 pub fn copy_into(src: &Path, dst: &Path, offset: u64) -> Result<()> {
     let mut i = File::open(src).with_context(|| format!("opening {}", src.display()))?;
-    let mut o = std::fs::OpenOptions::new().write(true).open(dst).with_context(|| format!("opening {}", dst.display()))?;
+    let mut o =
+        std::fs::OpenOptions::new().write(true).open(dst).with_context(|| format!("opening {}", dst.display()))?;
     let mut buf = vec![0u8; MIB as usize];
     let mut pos = offset;
     loop {

@@ -115,7 +115,13 @@ pub fn run_check(path: &Path, timeout: Duration) -> CheckResult {
     let mut log = match tempfile::tempfile() {
         Ok(f) => f,
         Err(e) => {
-            return CheckResult { name, path: path.into(), passed: false, detail: format!("temp file: {e}"), output: String::new() }
+            return CheckResult {
+                name,
+                path: path.into(),
+                passed: false,
+                detail: format!("temp file: {e}"),
+                output: String::new(),
+            }
         }
     };
     let spawn = log.try_clone().and_then(|f| {
@@ -125,7 +131,13 @@ pub fn run_check(path: &Path, timeout: Duration) -> CheckResult {
     let mut child = match spawn {
         Ok(c) => c,
         Err(e) => {
-            return CheckResult { name, path: path.into(), passed: false, detail: format!("could not run: {e}"), output: String::new() }
+            return CheckResult {
+                name,
+                path: path.into(),
+                passed: false,
+                detail: format!("could not run: {e}"),
+                output: String::new(),
+            }
         }
     };
     let start = Instant::now();
@@ -181,7 +193,12 @@ pub fn run(root: &Path, sysroot: &Path, deployment: Option<&str>, ctl: &dyn Boot
         }
     }
     let passed = results.iter().all(|r| r.passed);
-    let rec = HealthRecord { deployment: deployment.map(str::to_string), passed, checked_at: crate::util::now_rfc3339(), checks: results };
+    let rec = HealthRecord {
+        deployment: deployment.map(str::to_string),
+        passed,
+        checked_at: crate::util::now_rfc3339(),
+        checks: results,
+    };
     let p = record_path(sysroot, deployment);
     if let Some(dir) = p.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -189,10 +206,7 @@ pub fn run(root: &Path, sysroot: &Path, deployment: Option<&str>, ctl: &dyn Boot
     fsutil::write_json_atomic(&p, &rec)?;
     if !passed {
         let failed = rec.checks.iter().find(|c| !c.passed).map(|c| c.name.clone()).unwrap_or_default();
-        eprintln!(
-            "hostctl health-check: deployment {} failed health check {failed}",
-            deployment.unwrap_or("?")
-        );
+        eprintln!("hostctl health-check: deployment {} failed health check {failed}", deployment.unwrap_or("?"));
         if !ctl.counting() {
             eprintln!(
                 "hostctl health-check: this boot is not on trial (no boot counter): not rebooting, there is nothing to fall back to"

@@ -107,7 +107,11 @@ pub async fn run(g: &GlobalArgs, c: InstallCommand) -> Result<()> {
                 }
                 let dev = losetup(&a.device)?;
                 loopdev = Some(dev.clone());
-                Target::Device { esp: install::partition_path(&dev, 1), root: install::partition_path(&dev, 2), path: dev }
+                Target::Device {
+                    esp: install::partition_path(&dev, 1),
+                    root: install::partition_path(&dev, 2),
+                    path: dev,
+                }
             } else {
                 Target::File { path: a.device.clone(), size }
             };
@@ -123,7 +127,8 @@ pub async fn run(g: &GlobalArgs, c: InstallCommand) -> Result<()> {
                 .prefix(".hostctl-install-")
                 .tempdir_in(&base)
                 .with_context(|| format!("creating a work directory in {}", base.display()))?;
-            let r = install::to_disk(&target, work.path(), a.esp_size_mib, &options(&a.source), &pull, &ExternalTools).await;
+            let r = install::to_disk(&target, work.path(), a.esp_size_mib, &options(&a.source), &pull, &ExternalTools)
+                .await;
             if let Some(dev) = loopdev {
                 let _ = std::process::Command::new("losetup").arg("-d").arg(&dev).status();
             }

@@ -62,7 +62,10 @@ fn boot_notes(g: &GlobalArgs, d: &Deployer, booted: Option<&str>) -> String {
         let failed = entries.iter().find(|e| note.starts_with(&format!("deployment {} failed", e.deployment)));
         if let Some(rec) = failed.and_then(|e| health::read_record(g.sysroot.as_path(), &e.deployment)) {
             for c in rec.checks.iter().filter(|c| !c.passed) {
-                s.push_str(&format!("    health check {} failed ({}) at {}: {}\n", c.name, c.detail, rec.checked_at, c.output));
+                s.push_str(&format!(
+                    "    health check {} failed ({}) at {}: {}\n",
+                    c.name, c.detail, rec.checked_at, c.output
+                ));
             }
         }
     }
