@@ -45,6 +45,8 @@ else
     install -m 0644 "$here/test-agent/hostctl-e2e-agent.service" "$r/usr/lib/systemd/system/"
     install -D -m 0755 "$here/test-agent/hostctl-e2e-agent" "$r/usr/libexec/hostctl-e2e-agent"
     ln -sf ../hostctl-e2e-agent.service "$r/usr/lib/systemd/system/multi-user.target.wants/hostctl-e2e-agent.service"
+    # agetty on the serial console would hang up the agent's output there.
+    ln -sf /dev/null "$r/etc/systemd/system/serial-getty@ttyS0.service"
   fi
   # Vendor-enabled units (in /usr, so they follow the image, not local /etc).
   for u in hostctl-finalize-staged.service hostctl-health.service systemd-networkd.service; do
