@@ -68,7 +68,8 @@ sgdisk -p "$W/disk.img" | grep -q EF00 || fail "no ESP in the partition table"
 step "install to-disk"
 podman push -q --tls-verify=false "$local_tag:v2" "docker://$reg:latest"  # the first upgrade finds v2
 
-# --- boots
+# --- boots (guestfwd with cmd: opens one host connection per guest connection;
+# a tcp: chardev target would carry a single connection for the whole boot)
 cp /usr/share/OVMF/OVMF_VARS_4M.fd "$W/vars.fd"
 truncate -s 1M "$W/cmd.img"
 nboot=0
@@ -83,7 +84,7 @@ boot() { # boot SCRIPT_FILE -> log in $W/boot$nboot.log
     -drive if=pflash,format=raw,unit=1,file="$W/vars.fd" \
     -drive file="$W/disk.img",format=raw,if=virtio \
     -drive file="$W/cmd.img",format=raw,if=none,id=cmd -device virtio-blk-pci,drive=cmd,serial=e2ecmd \
-    -nic "user,model=virtio-net-pci,restrict=on,guestfwd=tcp:10.0.2.100:5000-tcp:127.0.0.1:$port" \
+    -nic "user,model=virtio-net-pci,restrict=on,guestfwd=tcp:10.0.2.100:5000-cmd:socat - TCP:127.0.0.1:$port" \
     </dev/null >"$W/qemu$nboot.out" 2>&1 || echo "qemu exited with $? (boot $nboot)"
   echo "boot $nboot took $(( $(date +%s) - t ))s"
   tr -d '\r' < "$log" > "$log.txt"
