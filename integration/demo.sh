@@ -9,8 +9,9 @@
 #   6. deploy: switch to v1, upgrade to v2, roll back, and show `hostctl status`
 #      at each step (when the deployment commands are available).
 #
-# Environment: HOSTCTL_DEMO_CACHE (default /var/cache/hostctl-demo) keeps the
-# debootstrap rootfs between runs; KEEP=1 keeps the work directory.
+# Environment: HOSTCTL_DEMO_CACHE (default /var/cache/hostctl-bench, shared with
+# the benchmark) keeps the debootstrap tree between runs; KEEP=1 keeps the work
+# directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -47,19 +48,14 @@ done
 reg="127.0.0.1:$port"
 echo "registry: http://$reg (pid $reg_pid)"
 
-cache=${HOSTCTL_DEMO_CACHE:-/var/cache/hostctl-demo}
-rootfs="$cache/rootfs-bookworm-minbase"
-if [ ! -f "$rootfs/.complete" ]; then
-  say "Building a Debian rootfs with debootstrap (cached in $cache)"
-  mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-  rm -rf "$rootfs"; mkdir -p "$cache"
-  debootstrap --variant=minbase bookworm "$rootfs" "${mirror:-http://deb.debian.org/debian}" >/dev/null
-  touch "$rootfs/.complete"
-fi
+cache=${HOSTCTL_DEMO_CACHE:-/var/cache/hostctl-bench}
+say "Building (or reusing) a Debian OS tree with debootstrap: kernel, systemd, udev (cached in $cache)"
+integration/fixtures/make-os-rootfs.sh "$cache"
+rootfs="$cache/rootfs"
 
 podman=(podman --root "$W/containers/storage" --runroot "$W/containers/run")
 say "Publishing the base image $reg/hostctl/base:1 (podman import + podman push)"
-tar --exclude=./.complete -C "$rootfs" -c . | "${podman[@]}" import -q \
+tar --numeric-owner --xattrs -C "$rootfs" -c . | "${podman[@]}" import -q \
   --change 'LABEL org.opencontainers.image.version=1' - "$reg/hostctl/base:1" >/dev/null
 "${podman[@]}" push -q --tls-verify=false "$reg/hostctl/base:1"
 
@@ -81,13 +77,21 @@ say "What the store holds"
 hc image list
 du -sh "$sysroot/hostctl/repo" | sed 's/^/store size: /'
 
-if "$hostctl" switch --help >/dev/null 2>&1 && ! "$hostctl" --sysroot "$sysroot" status 2>&1 | grep -q 'not implemented'; then
-  say "Deploying v1, upgrading to v2, rolling back"
-  hc switch "$reg/hostctl/base:1"
-  hc status
-  hc switch "$reg/hostctl/my-os:2"
-  hc status
-  hc rollback
-  hc status
-fi
+say "Deploying v1 into the sysroot (boot entries in $sysroot/boot)"
+hc switch "$reg/hostctl/base:1"
+hc status
+booted_id() { "$hostctl" --sysroot "$sysroot" status --json | jq -r '.status.booted.id'; }
+v1=$(booted_id)
+echo "An admin's local edit, made on v1." > "$sysroot/hostctl/deploy/default/$v1/etc/motd"
+echo "edited /etc/motd in deployment $v1"
+say "Upgrading to v2 (only the new layers are fetched; the /etc edit is merged)"
+hc switch "$reg/hostctl/my-os:2"
+hc status
+v2=$(booted_id)
+echo "v2's /etc/motd (kept from v1): $(cat "$sysroot/hostctl/deploy/default/$v2/etc/motd")"
+echo "v2's new /etc/motd.d/10-my-os (from the image): $(cat "$sysroot/hostctl/deploy/default/$v2/etc/motd.d/10-my-os")"
+echo "boot entries:"; ls "$sysroot/boot/loader/entries"
+say "Rolling back to v1"
+hc rollback
+hc status
 say "Done"

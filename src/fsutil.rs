@@ -40,6 +40,14 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing directory {}", dir.display()))
 }
 
+/// Syncs the whole filesystem holding `path` (`syncfs`): one call makes a
+/// freshly written tree durable, where an fsync per file and directory would
+/// cost thousands of calls.
+pub fn syncfs(path: &Path) -> Result<()> {
+    let dir = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    rustix::fs::syncfs(&dir).with_context(|| format!("syncing the filesystem of {}", path.display()))
+}
+
 /// Removes `.tmp-*` leftovers of an interrupted run directly inside `dir`.
 pub fn remove_tmp_leftovers(dir: &Path) -> Result<usize> {
     let mut removed = 0;

@@ -36,15 +36,15 @@ pub struct SysrootLock {
 }
 
 impl Sysroot {
-    /// Opens the sysroot at `root`, creating hostctl's directories if missing.
+    /// Opens the sysroot at `root`. Nothing is created: read-only commands
+    /// (`status`, `image list`) leave a sysroot as they found it; hostctl's
+    /// directory is made when the lock is first taken.
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
         if !root.is_dir() {
             anyhow::bail!("sysroot {} is not a directory", root.display());
         }
-        let s = Sysroot { root };
-        fs::create_dir_all(s.hostctl_dir()).with_context(|| format!("creating {}", s.hostctl_dir().display()))?;
-        Ok(s)
+        Ok(Sysroot { root })
     }
 
     /// The sysroot directory itself.
@@ -80,6 +80,7 @@ impl Sysroot {
     /// Takes the exclusive sysroot lock. Waits up to `wait` for a holder to
     /// finish; with `Duration::ZERO` fails at once with [`LockHeld`].
     pub fn lock(&self, wait: Duration) -> Result<SysrootLock> {
+        fs::create_dir_all(self.hostctl_dir()).with_context(|| format!("creating {}", self.hostctl_dir().display()))?;
         let path = self.hostctl_dir().join("lock");
         let file = fs::OpenOptions::new()
             .create(true)
@@ -115,6 +116,13 @@ impl Sysroot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn opening_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        Sysroot::open(dir.path()).unwrap();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
 
     #[test]
     fn lock_is_exclusive_and_released_on_drop() {

@@ -147,3 +147,68 @@ fn hostile_blob_symlinked_to_an_absolute_path_is_refused() {
     assert!(!out.status.success());
     assert!(err.contains("leads outside the layout directory"), "{err}");
 }
+
+#[test]
+fn pull_from_layout_and_archive_end_to_end_then_again_downloads_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let layout = two_tag_layout(work.path());
+    let archive = work.path().join("os.tar");
+    skopeo_copy(&format!("oci:{}:v2", layout.dir.display()), &format!("oci-archive:{}:v2", archive.display()));
+
+    let sysroot = tempfile::tempdir().unwrap();
+    let dir_ref = format!("oci:{}:v1", layout.dir.display());
+    let out = hostctl_ok(sysroot.path(), &["image", "pull", "--json", &dir_ref]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["layers_downloaded"], 1, "{out}");
+
+    let archive_ref = format!("oci-archive:{}:v2", archive.display());
+    let out = hostctl_ok(sysroot.path(), &["image", "pull", "--json", &archive_ref]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["layers_downloaded"], 1, "{out}");
+    let out = hostctl_ok(sysroot.path(), &["image", "pull", "--json", &archive_ref]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["layers_downloaded"], 0, "second pull downloaded again: {out}");
+
+    let list = hostctl_ok(sysroot.path(), &["image", "list", "--json"]);
+    assert!(list.contains(&dir_ref) && list.contains(&archive_ref), "{list}");
+    let v: serde_json::Value =
+        serde_json::from_str(&hostctl_ok(sysroot.path(), &["image", "inspect", "--json", &archive_ref])).unwrap();
+    assert_eq!(v["version"], "2.0");
+}
+
+#[test]
+fn pull_of_a_tampered_archive_layer_fails_and_records_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let layout = two_tag_layout(work.path());
+    let archive = work.path().join("os.tar");
+    skopeo_copy(&format!("oci:{}:v1", layout.dir.display()), &format!("oci-archive:{}", archive.display()));
+    // Corrupt the layer inside the archive in place: flip a byte in the biggest blob.
+    let src = OciLayoutSource::open_archive(&archive, None).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let resolved = rt.block_on(src.resolve(&Platform::host())).unwrap();
+    let layer = resolved.manifest.layers()[0].clone();
+    let bytes = std::fs::read(&archive).unwrap();
+    let blob = rt
+        .block_on(async {
+            let r = src.open_blob(&layer, 0).await.unwrap();
+            tokio::task::spawn_blocking(move || {
+                let mut v = Vec::new();
+                r.into_sync().read_to_end(&mut v).unwrap();
+                v
+            })
+            .await
+        })
+        .unwrap();
+    let at = bytes.windows(blob.len()).position(|w| w == blob.as_slice()).expect("layer bytes are in the tar");
+    let mut bad = bytes.clone();
+    bad[at + blob.len() / 2] ^= 0xff;
+    std::fs::write(&archive, bad).unwrap();
+
+    let sysroot = tempfile::tempdir().unwrap();
+    let out = hostctl(sysroot.path(), &["image", "pull", &format!("oci-archive:{}", archive.display())]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "tampered layer must be an integrity failure: {err}");
+    assert!(err.contains("digest mismatch") || err.contains("diff_id") || err.contains("corrupt"), "{err}");
+    let list = hostctl_ok(sysroot.path(), &["image", "list", "--json"]);
+    assert!(!list.contains("oci-archive"), "{list}");
+}

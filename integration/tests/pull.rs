@@ -119,3 +119,31 @@ fn multi_layer_image_with_a_whiteout_pulls_every_layer_in_order() {
         .collect();
     assert_eq!(whiteouts, ["etc/gone.conf"], "{index}");
 }
+
+/// `image pull` writes the store, so it takes the sysroot lock like every
+/// mutating command: while another holder has it, the pull waits, then fails
+/// with exit code 3 and a clear message (here after 0 s).
+#[test]
+fn pull_waits_for_the_sysroot_lock_then_fails_with_exit_3() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    write_tree(&tree, &[("etc/hostname", "box\n")]);
+    let layout = Layout::new(&work.path().join("layout"), "v1");
+    layout.add_layer(&tree);
+    layout.push(&reg.image("os:v1"), Compression::Gzip);
+
+    let sysroot = tempfile::tempdir().unwrap();
+    let held = hostctl::sysroot::Sysroot::open(sysroot.path()).unwrap().lock(std::time::Duration::ZERO).unwrap();
+    let out = std::process::Command::new(crate::support::hostctl_bin())
+        .arg("--sysroot")
+        .arg(sysroot.path())
+        .args(["--tls-verify=false", "image", "pull", &reg.image("os:v1")])
+        .env("HOSTCTL_LOCK_TIMEOUT", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds the lock"));
+    drop(held);
+    hostctl_ok(sysroot.path(), &["--tls-verify=false", "image", "pull", &reg.image("os:v1")]);
+}

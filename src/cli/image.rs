@@ -64,6 +64,9 @@ pub async fn run(g: &GlobalArgs, c: ImageCommand) -> Result<()> {
 
 async fn pull(g: &GlobalArgs, a: PullArgs) -> Result<()> {
     let sysroot = g.open_sysroot()?;
+    // Pulling writes the store: keep `cleanup` (which collects objects no
+    // index references yet) and other writers out until the index is committed.
+    let _lock = sysroot.lock(super::lock_wait())?;
     let progress = g.progress();
     let opts = PullOptions {
         registry: g.registry_options(),
@@ -154,7 +157,7 @@ pub fn inspect_view(
         manifest_digest,
         config_digest: descriptor_digest(manifest.config())?,
         media_type: manifest.media_type().as_ref().map(|m| m.to_string()),
-        version: labels.get("org.opencontainers.image.version").cloned(),
+        version: labels.get(crate::oci::VERSION_LABEL).cloned(),
         created: config.created().clone(),
         architecture: config.architecture().to_string(),
         os: config.os().to_string(),
@@ -166,8 +169,9 @@ pub fn inspect_view(
 async fn inspect(g: &GlobalArgs, a: InspectArgs) -> Result<()> {
     let name = a.image.to_string();
     let mut view = None;
-    if !a.remote {
-        let sysroot = g.open_sysroot()?;
+    let sysroot = g.open_sysroot()?;
+    // A sysroot without a store has nothing to show; don't create one to look.
+    if !a.remote && sysroot.repo_dir().is_dir() {
         let store = Store::open(&sysroot)?;
         if let Some(rec) = store.list_images()?.into_iter().find(|r| r.imgref == name) {
             let manifest: ImageManifest = serde_json::from_slice(&store.read_blob(&rec.manifest_digest)?)
@@ -212,8 +216,8 @@ async fn inspect(g: &GlobalArgs, a: InspectArgs) -> Result<()> {
 
 fn list(g: &GlobalArgs, a: ListArgs) -> Result<()> {
     let sysroot = g.open_sysroot()?;
-    let store = Store::open(&sysroot)?;
-    let images = store.list_images()?;
+    // A sysroot without a store holds no images; don't create one to say so.
+    let images = if sysroot.repo_dir().is_dir() { Store::open(&sysroot)?.list_images()? } else { Vec::new() };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&images)?);
         return Ok(());

@@ -130,6 +130,13 @@ pub enum Command {
     Internal(internal::InternalCommand),
 }
 
+/// How long a mutating command waits for another one to release the sysroot
+/// lock before failing with exit code 3 (`HOSTCTL_LOCK_TIMEOUT` seconds, default 30).
+pub fn lock_wait() -> std::time::Duration {
+    let secs = std::env::var("HOSTCTL_LOCK_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    std::time::Duration::from_secs(secs)
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;

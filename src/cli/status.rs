@@ -7,8 +7,8 @@ use clap::{Args, ValueEnum};
 use super::upgrade::print_json;
 use super::GlobalArgs;
 use crate::deploy::booted;
-use crate::deploy::deployment::Metadata;
-use crate::deploy::stage::Deployer;
+use crate::deploy::deployment::{Layout, Metadata};
+use crate::deploy::state::State;
 use crate::deploy::status;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -29,11 +29,12 @@ pub struct StatusArgs {
 }
 
 pub async fn run(g: &GlobalArgs, a: StatusArgs) -> Result<()> {
+    // Read-only: no lock, and nothing is created on a sysroot without hostctl.
     let sysroot = g.open_sysroot()?;
-    let d = Deployer::open(&sysroot, &g.boot_dir())?;
-    let state = d.load_state()?;
-    let (booted, source) = booted::detect(sysroot.root(), &g.boot_dir(), &d.layout)?;
-    let meta = |id: &str| Metadata::load(&d.layout, id).map_err(|e| format!("{e:#}"));
+    let state = State::load(&sysroot.state_path())?;
+    let layout = Layout::new(&sysroot, &state.stateroot);
+    let (booted, source) = booted::detect(sysroot.root(), &g.boot_dir(), &layout)?;
+    let meta = |id: &str| Metadata::load(&layout, id).map_err(|e| format!("{e:#}"));
     let h = status::build(&state, booted.as_deref(), source, &meta);
     match (a.json, a.format.unwrap_or(Format::Human)) {
         (true, _) | (_, Format::Json) => print_json(&h),

@@ -12,7 +12,6 @@ use crate::imgref::ImageRef;
 use crate::pull::PullOptions;
 use crate::sysroot::SysrootLock;
 use crate::util::human_bytes;
-use std::time::Duration;
 
 #[derive(Debug, Args)]
 pub struct UpgradeArgs {
@@ -99,17 +98,10 @@ pub fn print_flow(r: &FlowReport) -> Result<()> {
 
 // Helpers shared by the deployment verbs (switch, rollback, cleanup, pin, status).
 
-/// Seconds a mutating command waits for another one to release the sysroot
-/// lock before failing (`HOSTCTL_LOCK_TIMEOUT`, default 30).
-pub fn lock_wait() -> Duration {
-    let secs = std::env::var("HOSTCTL_LOCK_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
-    Duration::from_secs(secs)
-}
-
 /// Takes the sysroot lock and opens the deployer.
 pub fn open_locked(g: &GlobalArgs) -> Result<(Deployer, SysrootLock)> {
     let sysroot = g.open_sysroot()?;
-    let lock = sysroot.lock(lock_wait())?;
+    let lock = sysroot.lock(super::lock_wait())?;
     let d = Deployer::open(&sysroot, &g.boot_dir())?;
     Ok((d, lock))
 }

@@ -15,7 +15,6 @@ use crate::trust::Verdict;
 pub const METADATA_VERSION: u32 = 1;
 
 /// The OCI label holding an image's version.
-pub const VERSION_LABEL: &str = "org.opencontainers.image.version";
 
 /// A deployment id: `<first 12 hex of the manifest digest>.<serial>`.
 pub fn make_id(manifest: &Digest, serial: u64) -> String {

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::boot::{bls, kargs, kernel};
 use crate::deploy::checkout::{checkout, CheckoutOptions};
-use crate::deploy::deployment::{make_id, KernelInfo, Layout, Metadata, METADATA_VERSION, VERSION_LABEL};
+use crate::deploy::deployment::{make_id, KernelInfo, Layout, Metadata, METADATA_VERSION};
 use crate::deploy::etc_merge::{self, Conflict};
 use crate::deploy::state::{self, Spec, State};
 use crate::deploy::{booted, preflight, var};
@@ -248,7 +248,6 @@ impl Deployer {
             tracing::warn!("/etc conflict: {}: {}", c.path.display(), c.resolution);
         }
         let var_created = var::seed(&self.layout.var(), tmp)?;
-        let labels = image.config.config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default();
         let metadata = Metadata {
             version: METADATA_VERSION,
             id: id.to_string(),
@@ -257,7 +256,7 @@ impl Deployer {
             manifest_digest: image.manifest_digest.clone(),
             config_digest: image.config_digest.clone(),
             layers: image.layers.iter().map(|l| l.diff_id.clone()).collect(),
-            image_version: labels.get(VERSION_LABEL).cloned(),
+            image_version: crate::oci::image_version(&image.config),
             image_created: image.config.created().clone(),
             kernel: KernelInfo { version: k.version.clone(), checksum, has_initramfs: k.initramfs.is_some() },
             kargs: image_kargs,
@@ -266,7 +265,9 @@ impl Deployer {
             finalized_at: None,
         };
         metadata.save(&self.layout)?;
-        fsutil::sync_dir(tmp)?;
+        // The checkout's directories and links must be on disk before the
+        // rename makes the tree visible under its final name.
+        fsutil::syncfs(tmp)?;
         std::fs::rename(tmp, self.layout.tree(id)).with_context(|| format!("renaming {} into place", tmp.display()))?;
         fsutil::sync_dir(&self.layout.dir)?;
         Ok((metadata, conflicts, var_created))
@@ -298,7 +299,8 @@ impl Deployer {
                 plan.conflicts
             }
             None if defaults.is_dir() => {
-                var::copy_tree(&defaults, &tmp_etc)?;
+                // Keeps xattrs (e.g. SELinux labels) and syncs, like the merge.
+                etc_merge::copy_defaults(&defaults, &tmp_etc).context("copying the first /etc")?;
                 Vec::new()
             }
             None => {

@@ -13,7 +13,7 @@ use oci_spec::image::ImageConfiguration;
 use serde::Serialize;
 
 use crate::deploy::cleanup::{self, CleanupReport};
-use crate::deploy::deployment::{Metadata, VERSION_LABEL};
+use crate::deploy::deployment::Metadata;
 use crate::deploy::preflight::{self, MissingLayer};
 use crate::deploy::reboot::Reboot;
 use crate::deploy::stage::{remove_any, Deployer, Finalized, Staged};
@@ -84,7 +84,7 @@ pub async fn check(d: &Deployer, imgref: &ImageRef, opts: &PullOptions) -> Resul
     let update_available = current.as_ref() != Some(&latest);
     let latest_version = if update_available {
         let config = fetch_config(source.as_ref(), &resolved).await?;
-        config.config().as_ref().and_then(|c| c.labels().as_ref()).and_then(|l| l.get(VERSION_LABEL).cloned())
+        crate::oci::image_version(&config)
     } else {
         None
     };

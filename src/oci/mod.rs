@@ -11,6 +11,19 @@ use anyhow::Result;
 use crate::imgref::ImageRef;
 pub use source::{BlobReader, ImageSource, RawManifest, ResolvedManifest};
 
+/// The config label that carries an image's version (shown by `status`, boot menus, `inspect`).
+pub const VERSION_LABEL: &str = "org.opencontainers.image.version";
+
+/// The value of config label `key`, if the image has it.
+pub fn config_label(config: &oci_spec::image::ImageConfiguration, key: &str) -> Option<String> {
+    config.config().as_ref().and_then(|c| c.labels().as_ref()).and_then(|l| l.get(key).cloned())
+}
+
+/// The image's version label ([`VERSION_LABEL`]), if any.
+pub fn image_version(config: &oci_spec::image::ImageConfiguration) -> Option<String> {
+    config_label(config, VERSION_LABEL)
+}
+
 /// Connection options for registries, as skopeo and podman spell them.
 #[derive(Clone, Debug, Default)]
 pub struct RegistryOptions {

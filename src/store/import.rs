@@ -381,6 +381,10 @@ fn read_entry(
         return Ok(None);
     }
     let raw_path = item.path_bytes().into_owned();
+    if etype.is_dir() && crate::store::tarsafe::is_root(&raw_path) {
+        // `./` or `/` (umoci writes the latter): the layer root carries nothing.
+        return Ok(None);
+    }
     let path = normalise(&raw_path, limits)?;
     let name_for_errors = path.clone();
     let result = (|| {

@@ -9,6 +9,12 @@
 //! `size` record overriding the header's size) and fails the stream as soon
 //! as an extension header announces more than [`MAX_EXTENSION`] bytes.
 //! It stops watching at the first all-zero header (the end of the archive).
+//!
+//! A stream that ends right after its last entry's data, without the padding
+//! and end-of-archive blocks (umoci writes such layers, and their diff_id is
+//! over those exact bytes), gets the missing zero blocks supplied here so the
+//! parser sees a complete archive; a stream cut inside a header or inside an
+//! entry's data is still an error.
 
 use std::io::{self, Read};
 
@@ -24,6 +30,10 @@ pub struct TarGuard<R> {
     filled: usize,
     /// Bytes of entry data and padding still to pass before the next header.
     skip: u64,
+    /// How many of the last `skip` bytes are padding.
+    pad: u64,
+    /// Zero bytes still to supply after a stream that ended between entries.
+    synthetic: u64,
     /// Data bytes of the current PAX record still to capture.
     capture_left: u64,
     capturing: bool,
@@ -40,6 +50,8 @@ impl<R: Read> TarGuard<R> {
             header: [0; BLOCK],
             filled: 0,
             skip: 0,
+            pad: 0,
+            synthetic: 0,
             capture_left: 0,
             capturing: false,
             ext: Vec::new(),
@@ -103,6 +115,7 @@ impl<R: Read> TarGuard<R> {
             self.pending_size.take().unwrap_or(size)
         };
         self.skip = size.div_ceil(BLOCK as u64) * BLOCK as u64;
+        self.pad = self.skip - size;
         if self.skip == 0 && self.capturing {
             self.capturing = false;
         }
@@ -120,7 +133,20 @@ fn pax_size(ext: &[u8]) -> Option<u64> {
 
 impl<R: Read> Read for TarGuard<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.synthetic > 0 {
+            let n = (self.synthetic.min(buf.len() as u64)) as usize;
+            buf[..n].fill(0);
+            self.synthetic -= n as u64;
+            return Ok(n);
+        }
         let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() && !self.done && self.filled == 0 && self.skip <= self.pad {
+            // Ended between entries: supply the padding and the end marker.
+            self.done = true;
+            self.synthetic = self.skip + 2 * BLOCK as u64;
+            self.skip = 0;
+            return self.read(buf);
+        }
         self.observe(&buf[..n])?;
         Ok(n)
     }
@@ -139,6 +165,26 @@ mod tests {
         let mut out = h.as_bytes().to_vec();
         out.extend(std::iter::repeat_n(b'a', 4096));
         out
+    }
+
+    #[test]
+    fn completes_a_stream_that_ends_after_the_last_entry_data() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(18);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "usr/bin/hello", &b"#!/bin/sh\necho hi\n"[..]).unwrap();
+        let full = b.into_inner().unwrap();
+        let cut = &full[..512 + 18]; // no padding, no end-of-archive blocks
+        let mut a = tar::Archive::new(TarGuard::new(cut));
+        let names: Vec<String> =
+            a.entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect();
+        assert_eq!(names, ["usr/bin/hello"]);
+        // Cut inside the data: still an error.
+        let mut a = tar::Archive::new(TarGuard::new(&full[..512 + 10]));
+        let r: Result<Vec<_>, _> =
+            a.entries().unwrap().map(|e| e.and_then(|mut e| io::copy(&mut e, &mut io::sink()))).collect();
+        assert!(r.is_err());
     }
 
     #[test]

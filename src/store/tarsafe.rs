@@ -76,6 +76,11 @@ pub fn normalise(raw: &[u8], limits: &Limits) -> Result<String> {
     Ok(out)
 }
 
+/// Whether a raw tar path names the layer root itself (`/`, `./`, `.`, `//`...).
+pub fn is_root(raw: &[u8]) -> bool {
+    raw.split(|b| *b == b'/').all(|c| c.is_empty() || c == b".")
+}
+
 /// The parent directory of a normalised path (`""` for top-level entries).
 pub fn parent(path: &str) -> &str {
     path.rsplit_once('/').map(|(p, _)| p).unwrap_or("")
@@ -163,6 +168,12 @@ mod tests {
         assert_eq!(normalise(b"./usr//bin/./ls", &l).unwrap(), "usr/bin/ls");
         assert_eq!(normalise(b"./", &l).unwrap(), "");
         assert_eq!(normalise(b"etc/", &l).unwrap(), "etc");
+        for root in [&b"/"[..], b"./", b".", b"//./"] {
+            assert!(is_root(root), "{root:?}");
+        }
+        for not_root in [&b"/.."[..], b"..", b"/etc", b"./a"] {
+            assert!(!is_root(not_root), "{not_root:?}");
+        }
     }
 
     #[test]

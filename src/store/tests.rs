@@ -181,6 +181,7 @@ fn imports_files_dirs_symlinks_and_devices() {
     let (_d, store) = store();
     let tar = TarFixture::new()
         .dir("./")
+        .dir("/")
         .dir("./usr/")
         .dir("./usr/bin/")
         .file_owned("./usr/bin/tool", b"#!/bin/sh\necho hi\n", 0o4755, 1000, 100)

@@ -114,6 +114,8 @@ fn raw_header(kind: tar::EntryType, path: &str, link: &str, size: u64) -> tar::H
     h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
     h.set_size(size);
     h.set_mtime(1_700_000_000);
+    h.set_uid(0);
+    h.set_gid(0);
     let old = h.as_old_mut();
     old.name[..path.len()].copy_from_slice(path.as_bytes());
     old.linkname[..link.len()].copy_from_slice(link.as_bytes());
