@@ -44,16 +44,16 @@ pub async fn run(g: &GlobalArgs, a: StatusArgs) -> Result<()> {
         }
         (_, Format::Human) => {
             print!("{}", status::render_human(&h));
-            print!("{}", boot_notes(g, &d, booted.as_deref()));
+            print!("{}", boot_notes(g, &layout, booted.as_deref()));
             Ok(())
         }
     }
 }
 
 /// What boot counting and the health checks say (automatic rollback), for the human view.
-fn boot_notes(g: &GlobalArgs, d: &Deployer, booted: Option<&str>) -> String {
+fn boot_notes(g: &GlobalArgs, layout: &Layout, booted: Option<&str>) -> String {
     use crate::boot::{bls, counting, health};
-    let entries = match counting::read(&bls::entries_dir(&g.boot_dir()), &d.layout.stateroot) {
+    let entries = match counting::read(&bls::entries_dir(&g.boot_dir()), &layout.stateroot) {
         Ok(e) => e,
         Err(e) => return format!("\nBoot entries: could not be read: {e:#}\n"),
     };

@@ -14,8 +14,6 @@ use crate::trust::Verdict;
 /// Version of the metadata format.
 pub const METADATA_VERSION: u32 = 1;
 
-/// The OCI label holding an image's version.
-
 /// A deployment id: `<first 12 hex of the manifest digest>.<serial>`.
 pub fn make_id(manifest: &Digest, serial: u64) -> String {
     let hex = manifest.hex();
