@@ -14,7 +14,7 @@ for a in "$@"; do [ "$a" = --vm ] && want_vm=1; done
 
 export DEBIAN_FRONTEND=noninteractive
 pkgs=(docker-registry apache2-utils openssl skopeo umoci podman buildah crun runc debootstrap time curl jq python3)
-vm_pkgs=(qemu-system-x86 ovmf systemd-boot systemd-boot-efi dosfstools mtools gdisk fdisk erofs-utils e2fsprogs)
+vm_pkgs=(qemu-system-x86 ovmf systemd-boot systemd-boot-efi dosfstools mtools gdisk fdisk erofs-utils e2fsprogs socat)
 
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done

@@ -61,6 +61,8 @@ fn entries(boot: &Path) -> Vec<(String, String, String)> {
                 .filter_map(|e| {
                     let name = e.file_name().to_string_lossy().into_owned();
                     let rest = name.strip_prefix("hostctl-default-")?.strip_suffix(".conf")?;
+                    // A boot counter (`+3`, `+2-1`: docs/boot.md) is not part of the id.
+                    let rest = rest.split_once('+').map_or(rest, |(r, _)| r);
                     let (prio, id) = rest.split_once('-')?;
                     let text = std::fs::read_to_string(e.path()).unwrap();
                     Some((prio.parse().ok()?, name.clone(), id.to_string(), text))

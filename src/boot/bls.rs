@@ -140,6 +140,14 @@ pub fn sort_default_first<T>(entries: &mut [(EntryName, T)]) {
 /// default first; each with its deployment id). Does nothing when the
 /// directory already holds exactly this set in this order.
 pub fn sync(dir: &Path, stateroot: &str, desired: &[(String, BlsEntry)]) -> Result<()> {
+    sync_counted(dir, stateroot, desired, None)
+}
+
+/// [`sync`] with boot counting (see [`crate::boot::counting`]): an entry
+/// written for a deployment that has none yet gets the counter `+tries` when
+/// `new_tries` is set; an existing entry keeps its counter suffix (or its
+/// absence: a blessed deployment stays blessed) when it is rewritten.
+pub fn sync_counted(dir: &Path, stateroot: &str, desired: &[(String, BlsEntry)], new_tries: Option<u32>) -> Result<()> {
     if stateroot.is_empty() || stateroot.contains(['-', '/']) {
         bail!("invalid stateroot name {stateroot:?}");
     }
@@ -165,7 +173,14 @@ pub fn sync(dir: &Path, stateroot: &str, desired: &[(String, BlsEntry)]) -> Resu
     // still the old one), and every old entry stays bootable until the new set is complete.
     for (i, (id, entry)) in desired.iter().enumerate() {
         let name = EntryName { stateroot: stateroot.into(), priority: base + n - i as u64, deployment: id.clone() };
-        fsutil::write_atomic(&dir.join(name.file_name()), entry.render().as_bytes())?;
+        let suffix = match existing.iter().find(|(n, _)| &n.deployment == id) {
+            Some((_, path)) => {
+                crate::boot::counting::suffix_of(&path.file_name().unwrap_or_default().to_string_lossy())
+            }
+            None => new_tries.map(|t| format!("+{t}")).unwrap_or_default(),
+        };
+        let file = name.file_name().replace(".conf", &format!("{suffix}.conf"));
+        fsutil::write_atomic(&dir.join(file), entry.render().as_bytes())?;
     }
     for (_, path) in existing {
         std::fs::remove_file(&path).with_context(|| format!("removing old boot entry {}", path.display()))?;

@@ -1,14 +1,151 @@
-//! `hostctl install to-disk | to-filesystem`.
-// CONTRACT (skeleton): the boot work fills this in.
+//! `hostctl install to-disk DEVICE|FILE` and `hostctl install to-filesystem PATH`
+//! (docs/install.md).
 
-use anyhow::Result;
-use clap::Subcommand;
+use std::path::PathBuf;
 
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+
+use super::upgrade::{print_json, pull_options};
 use super::GlobalArgs;
+use crate::boot::disk::ExternalTools;
+use crate::boot::install::{self, InstallOptions, Installed, Target};
+use crate::imgref::ImageRef;
 
 #[derive(Debug, Subcommand)]
-pub enum InstallCommand {}
+pub enum InstallCommand {
+    /// Partition a disk or disk image file (GPT: ESP + root) and install the image on it.
+    ToDisk(ToDiskArgs),
+    /// Install into a root file system that is already made and mounted (ESP at --boot-dir).
+    ToFilesystem(ToFilesystemArgs),
+}
 
-pub async fn run(_g: &GlobalArgs, c: InstallCommand) -> Result<()> {
-    match c {}
+/// Options shared by both targets.
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    /// The image to install.
+    #[arg(long, value_name = "IMAGE")]
+    pub source_imgref: ImageRef,
+    /// The image the installed system follows for `hostctl upgrade` [default: --source-imgref].
+    #[arg(long, value_name = "IMAGE")]
+    pub target_imgref: Option<String>,
+    /// An extra kernel argument of this host (repeatable), e.g. `--karg quiet`.
+    #[arg(long = "karg", value_name = "ARG")]
+    pub kargs: Vec<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ToDiskArgs {
+    /// A block device, or a disk image file (created if missing).
+    pub device: PathBuf,
+    /// Attach the image file to a loop device and install through it.
+    #[arg(long)]
+    pub via_loopback: bool,
+    /// Size of a disk image file that is created or grown (e.g. 8G).
+    #[arg(long, default_value = "8G")]
+    pub size: String,
+    /// Size of the EFI system partition in MiB.
+    #[arg(long, default_value_t = 512)]
+    pub esp_size_mib: u64,
+    /// Directory for the staging sysroot [default: beside the image file, else /var/tmp].
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ToFilesystemArgs {
+    /// The mounted root file system (becomes the sysroot).
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+fn options(s: &SourceArgs) -> InstallOptions {
+    InstallOptions { source: s.source_imgref.clone(), target_imgref: s.target_imgref.clone(), kargs: s.kargs.clone() }
+}
+
+fn report(json: bool, r: &Installed) -> Result<()> {
+    if json {
+        return print_json(r);
+    }
+    println!("Installed deployment {}", r.deployment);
+    println!("Kernel arguments: {}", r.kargs.join(" "));
+    Ok(())
+}
+
+pub async fn run(g: &GlobalArgs, c: InstallCommand) -> Result<()> {
+    let pull = pull_options(g)?;
+    match c {
+        InstallCommand::ToFilesystem(a) => {
+            let boot = g.boot_dir.clone().unwrap_or_else(|| a.path.join("boot"));
+            let r = install::to_filesystem(&a.path, &boot, &options(&a.source), &pull).await?;
+            report(a.source.json, &r)
+        }
+        InstallCommand::ToDisk(a) => {
+            let size = install::parse_size(&a.size)?;
+            let meta = std::fs::metadata(&a.device).ok();
+            let is_block = meta.as_ref().is_some_and(|m| {
+                use std::os::unix::fs::FileTypeExt;
+                m.file_type().is_block_device()
+            });
+            let mut loopdev = None;
+            let target = if is_block {
+                Target::Device {
+                    path: a.device.clone(),
+                    esp: install::partition_path(&a.device, 1),
+                    root: install::partition_path(&a.device, 2),
+                }
+            } else if a.via_loopback {
+                let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&a.device)?;
+                if f.metadata()?.len() < size {
+                    f.set_len(size)?;
+                }
+                let dev = losetup(&a.device)?;
+                loopdev = Some(dev.clone());
+                Target::Device {
+                    esp: install::partition_path(&dev, 1),
+                    root: install::partition_path(&dev, 2),
+                    path: dev,
+                }
+            } else {
+                Target::File { path: a.device.clone(), size }
+            };
+            let parent = a.device.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            let base = a.work_dir.clone().unwrap_or_else(|| {
+                if is_block {
+                    PathBuf::from("/var/tmp")
+                } else {
+                    parent.to_path_buf()
+                }
+            });
+            let work = tempfile::Builder::new()
+                .prefix(".hostctl-install-")
+                .tempdir_in(&base)
+                .with_context(|| format!("creating a work directory in {}", base.display()))?;
+            let r = install::to_disk(&target, work.path(), a.esp_size_mib, &options(&a.source), &pull, &ExternalTools)
+                .await;
+            if let Some(dev) = loopdev {
+                let _ = std::process::Command::new("losetup").arg("-d").arg(&dev).status();
+            }
+            report(a.source.json, &r?)
+        }
+    }
+}
+
+/// Attaches `file` to a new loop device with partition scanning.
+fn losetup(file: &std::path::Path) -> Result<PathBuf> {
+    let out = std::process::Command::new("losetup")
+        .args(["--show", "-f", "-P"])
+        .arg(file)
+        .output()
+        .context("running losetup")?;
+    if !out.status.success() {
+        bail!("losetup failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }

@@ -1,14 +1,95 @@
-//! Hidden verbs run by systemd units and the initramfs, not by people.
-// CONTRACT (skeleton): the boot work adds `prepare-root` and `finalize-staged`.
+//! Hidden verbs run by systemd units and the initramfs, not by people
+//! (docs/boot.md): `prepare-root` (initramfs), `finalize-staged`
+//! (`hostctl-finalize-staged.service`, at shutdown) and `health-check`
+//! (`hostctl-health.service`, before `boot-complete.target`).
 
-use anyhow::Result;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
 use clap::Subcommand;
 
+use super::upgrade::open_locked;
 use super::GlobalArgs;
+use crate::boot::{health, mount, prepare_root};
 
 #[derive(Debug, Subcommand)]
-pub enum InternalCommand {}
+pub enum InternalCommand {
+    /// Set up the deployment named by `hostctl=` as the root (initramfs).
+    #[command(hide = true)]
+    PrepareRoot {
+        /// Where the initramfs mounted the physical root.
+        #[arg(long, default_value = "/root")]
+        root: PathBuf,
+        /// The kernel command line to read.
+        #[arg(long, default_value = "/proc/cmdline")]
+        cmdline: PathBuf,
+    },
+    /// Merge /etc into the staged deployment and write its boot entry (at shutdown).
+    #[command(hide = true)]
+    FinalizeStaged,
+    /// Run the health checks of the booted deployment; on failure mark it bad and reboot.
+    #[command(hide = true)]
+    HealthCheck {
+        /// Only run and record the checks (no boot-loader change, no reboot).
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
 
-pub async fn run(_g: &GlobalArgs, c: InternalCommand) -> Result<()> {
-    match c {}
+struct DryRun;
+
+impl health::BootControl for DryRun {
+    fn counting(&self) -> bool {
+        true
+    }
+    fn mark_bad(&self) -> Result<()> {
+        eprintln!("hostctl health-check: --dry-run: not marking the entry bad");
+        Ok(())
+    }
+    fn reboot(&self) -> Result<()> {
+        eprintln!("hostctl health-check: --dry-run: not rebooting");
+        Ok(())
+    }
+}
+
+pub async fn run(g: &GlobalArgs, c: InternalCommand) -> Result<()> {
+    match c {
+        InternalCommand::PrepareRoot { root, cmdline } => {
+            let cl = std::fs::read_to_string(&cmdline).with_context(|| format!("reading {}", cmdline.display()))?;
+            prepare_root::run(&cl, &root, &mount::SyscallMounter)?;
+            Ok(())
+        }
+        InternalCommand::FinalizeStaged => {
+            let (d, _lock) = open_locked(g)?;
+            let booted = d.booted()?;
+            match d.finalize_staged(booted.as_deref())? {
+                Some(f) => {
+                    println!(
+                        "hostctl finalize-staged: deployment {} finalised (/etc merged from {}, {} conflict(s)); it boots next",
+                        f.id,
+                        f.merged_from.as_deref().unwrap_or("its defaults"),
+                        f.conflicts.len()
+                    );
+                    for c in &f.conflicts {
+                        println!("  /etc conflict: {}: {}", c.path.display(), c.resolution);
+                    }
+                }
+                None => println!("hostctl finalize-staged: nothing staged"),
+            }
+            Ok(())
+        }
+        InternalCommand::HealthCheck { dry_run } => {
+            let sysroot = g.open_sysroot()?;
+            let d = crate::deploy::stage::Deployer::open(&sysroot, &g.boot_dir())?;
+            let booted = d.booted()?;
+            let ctl: &dyn health::BootControl = if dry_run { &DryRun } else { &health::SystemdBootControl };
+            let rec = health::run(std::path::Path::new("/"), sysroot.root(), booted.as_deref(), ctl)?;
+            if rec.passed {
+                println!("hostctl health-check: {} check(s) passed", rec.checks.len());
+                Ok(())
+            } else {
+                anyhow::bail!("health checks failed")
+            }
+        }
+    }
 }

@@ -44,7 +44,31 @@ pub async fn run(g: &GlobalArgs, a: StatusArgs) -> Result<()> {
         }
         (_, Format::Human) => {
             print!("{}", status::render_human(&h));
+            print!("{}", boot_notes(g, &layout, booted.as_deref()));
             Ok(())
         }
     }
+}
+
+/// What boot counting and the health checks say (automatic rollback), for the human view.
+fn boot_notes(g: &GlobalArgs, layout: &Layout, booted: Option<&str>) -> String {
+    use crate::boot::{bls, counting, health};
+    let entries = match counting::read(&bls::entries_dir(&g.boot_dir()), &layout.stateroot) {
+        Ok(e) => e,
+        Err(e) => return format!("\nBoot entries: could not be read: {e:#}\n"),
+    };
+    let mut s = String::new();
+    for note in counting::explain(&entries, booted) {
+        s.push_str(&format!("\n{note}\n"));
+        let failed = entries.iter().find(|e| note.starts_with(&format!("deployment {} failed", e.deployment)));
+        if let Some(rec) = failed.and_then(|e| health::read_record(g.sysroot.as_path(), &e.deployment)) {
+            for c in rec.checks.iter().filter(|c| !c.passed) {
+                s.push_str(&format!(
+                    "    health check {} failed ({}) at {}: {}\n",
+                    c.name, c.detail, rec.checked_at, c.output
+                ));
+            }
+        }
+    }
+    s
 }

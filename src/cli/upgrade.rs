@@ -80,6 +80,9 @@ pub fn print_flow(r: &FlowReport) -> Result<()> {
     }
     match &r.finalized {
         Some(f) => println!("Deployment {} is the default for the next boot.", f.id),
+        None if r.finalize_at_shutdown => {
+            println!("It will be finalised at shutdown (its /etc merged then) and booted next.")
+        }
         None => println!("Not finalised (--download-only): run `hostctl upgrade` to finish."),
     }
     if let Some(c) = &r.cleanup {

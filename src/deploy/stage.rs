@@ -144,7 +144,9 @@ impl Deployer {
             // Its kernel may already be on the boot partition; keep it.
             kernels.push(Metadata::load(&self.layout, id)?.kernel.checksum);
         }
-        bls::sync(&bls::entries_dir(&self.boot), &state.stateroot, &entries)?;
+        // New entries are counted when there is something to fall back to (docs/boot.md).
+        let tries = (entries.len() > 1).then_some(crate::boot::counting::DEFAULT_TRIES);
+        bls::sync_counted(&bls::entries_dir(&self.boot), &state.stateroot, &entries, tries)?;
         kernel::prune(&self.boot, &state.stateroot, &kernels)?;
         Ok(())
     }

@@ -45,6 +45,10 @@ pub struct FlowReport {
     pub finalized: Option<Finalized>,
     pub cleanup: Option<CleanupReport>,
     pub rebooting: bool,
+    /// Staged on a running system whose `hostctl-finalize-staged.service`
+    /// finalises at shutdown (so /etc edits made until then are kept).
+    #[serde(default)]
+    pub finalize_at_shutdown: bool,
     /// Seconds spent staging and finalising (after the download).
     pub stage_seconds: f64,
 }
@@ -145,6 +149,7 @@ pub async fn deploy(
                     finalized: f,
                     cleanup: Some(cleanup),
                     rebooting,
+                    finalize_at_shutdown: false,
                     stage_seconds,
                 });
             }
@@ -160,6 +165,7 @@ pub async fn deploy(
             finalized,
             cleanup: None,
             rebooting: false,
+            finalize_at_shutdown: false,
             stage_seconds: 0.0,
         });
     }
@@ -189,7 +195,8 @@ pub async fn deploy(
     let pulled = pull_resolved(&d.store, imgref, source, resolved, pull_opts).await?;
     let started = std::time::Instant::now();
     let staged = d.stage(&pulled, spec, booted.as_deref())?;
-    let finalized = if flow.download_only {
+    let defer = !flow.download_only && crate::boot::install::finalize_at_shutdown_armed(d.sysroot.root());
+    let finalized = if flow.download_only || defer {
         None
     } else {
         match d.finalize_staged(booted.as_deref()) {
@@ -205,7 +212,7 @@ pub async fn deploy(
     };
     let stage_seconds = started.elapsed().as_secs_f64();
     let cleanup = cleanup::cleanup(d, booted.as_deref())?;
-    let rebooting = flow.apply && finalized.is_some();
+    let rebooting = flow.apply && (finalized.is_some() || defer);
     if rebooting {
         reboot.reboot()?;
     }
@@ -219,6 +226,7 @@ pub async fn deploy(
         finalized,
         cleanup: Some(cleanup),
         rebooting,
+        finalize_at_shutdown: defer,
         stage_seconds,
     })
 }

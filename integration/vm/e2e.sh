@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# The VM end-to-end scenario of hostctl (issue 4), on real parts: a registry
+# on the host's loopback, a trixie base image built by build-base.sh, v2 built
+# by podman from Containerfile.example, `hostctl install to-disk`, and QEMU
+# (TCG, OVMF, systemd-boot) booting the disk. The guest only reaches the
+# registry (-nic user,restrict=on + guestfwd to 127.0.0.1:PORT).
+#
+# The guest is driven by the test agent (integration/vm/test-agent): before
+# each boot this script writes a shell script to a small second disk; the
+# agent runs it once the boot is complete and it prints E2E-* markers on the
+# serial console, which this script checks. Every step must be observed;
+# the script exits non-zero at the first one that is not.
+#
+#   integration/vm/e2e.sh HOSTCTL_BINARY
+# Environment: HOSTCTL_VM_CACHE (default /var/cache/hostctl-vm), KEEP=1 keeps the work dir.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd); repo=$(cd "$here/../.." && pwd)
+bin=$(realpath "${1:?usage: e2e.sh HOSTCTL_BINARY}")
+cache=${HOSTCTL_VM_CACHE:-/var/cache/hostctl-vm}
+export CONTAINERS_CONF=${CONTAINERS_CONF:-/etc/hostctl-test/containers.conf}
+export MTOOLS_SKIP_CHECK=1
+W=$(mktemp -d /var/tmp/hostctl-vm-e2e.XXXXXX)
+T0=$(date +%s); TS=$T0
+step() { local t; t=$(date +%s); echo "E2E STEP ok: $1 ($((t - TS))s, total $((t - T0))s)"; TS=$t; }
+fail() { echo "E2E FAILED: $*" >&2; echo "logs in $W" >&2; KEEP=1; exit 1; }
+reg_pid=
+cleanup() {
+  [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null || true
+  [ -n "$reg_pid" ] && wait "$reg_pid" 2>/dev/null || true
+  for i in v1 v2 v3; do podman rmi -f "localhost/hostctl-e2e-$$/os:$i" >/dev/null 2>&1 || true; done
+  if [ "${KEEP:-0}" = 1 ]; then echo "work dir kept: $W" >&2; else rm -rf "$W"; fi
+}
+trap cleanup EXIT
+
+# --- registry on a random loopback port
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p "$W/reg" "$W/ctx"
+printf 'version: 0.1\nstorage: {filesystem: {rootdirectory: %s}, delete: {enabled: true}}\nhttp: {addr: 127.0.0.1:%s}\n' "$W/reg/data" "$port" > "$W/reg/config.yml"
+/usr/bin/docker-registry serve "$W/reg/config.yml" >"$W/reg/log" 2>&1 & reg_pid=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; kill -0 $reg_pid || fail "registry died: $(cat "$W/reg/log")"; sleep 0.1; done
+reg=127.0.0.1:$port/hostctl-e2e/os
+local_tag=localhost/hostctl-e2e-$$/os
+step "registry on 127.0.0.1:$port"
+
+# --- images: base v1, v2 from Containerfile.example, v3 whose health check fails
+HOSTCTL_BASE_VERSION=v1 "$here/build-base.sh" --test-agent "$cache" "$bin" "$local_tag:v1" "$reg:v1" || fail "building base v1"
+podman push -q --tls-verify=false "$local_tag:v1" "docker://$reg:latest"
+step "base image v1 built and pushed"
+podman build -q --build-arg BASE="$local_tag:v1" --build-arg VERSION=v2 -t "$local_tag:v2" -f "$repo/Containerfile.example" "$W/ctx" >/dev/null || fail "podman build of Containerfile.example"
+podman push -q --tls-verify=false "$local_tag:v2" "docker://$reg:v2"
+mkdir -p "$W/v3"
+cat > "$W/v3/Containerfile" <<EOT
+FROM $local_tag:v2
+RUN echo v3 > /usr/share/my-os/version \
+ && printf '#!/bin/sh\necho "v3 is broken on purpose"\nexit 1\n' > /usr/lib/hostctl/health.d/90-broken \
+ && chmod 0755 /usr/lib/hostctl/health.d/90-broken
+LABEL org.opencontainers.image.version=v3
+EOT
+podman build -q -t "$local_tag:v3" "$W/v3" >/dev/null || fail "podman build of v3"
+podman push -q --tls-verify=false "$local_tag:v3" "docker://$reg:v3"
+step "v2 (Containerfile.example) and v3 (failing health check) built and pushed"
+
+# --- install v1
+"$bin" --tls-verify=false --progress=none install to-disk "$W/disk.img" --size 6G \
+  --source-imgref "$reg:latest" --target-imgref "10.0.2.100:5000/hostctl-e2e/os:latest" >"$W/install.log" 2>&1 \
+  || fail "install to-disk: $(tail -n 20 "$W/install.log")"
+sgdisk -p "$W/disk.img" | grep -q EF00 || fail "no ESP in the partition table"
+step "install to-disk"
+podman push -q --tls-verify=false "$local_tag:v2" "docker://$reg:latest"  # the first upgrade finds v2
+
+# --- boots (guestfwd with cmd: opens one host connection per guest connection;
+# a tcp: chardev target would carry a single connection for the whole boot)
+cp /usr/share/OVMF/OVMF_VARS_4M.fd "$W/vars.fd"
+truncate -s 1M "$W/cmd.img"
+nboot=0
+boot() { # boot SCRIPT_FILE -> log in $W/boot$nboot.log
+  nboot=$((nboot + 1))
+  dd if=/dev/zero of="$W/cmd.img" bs=1M count=1 conv=notrunc status=none
+  dd if="$1" of="$W/cmd.img" conv=notrunc status=none
+  local log=$W/boot$nboot.log t=$(date +%s)
+  timeout "${BOOT_TIMEOUT:-420}" qemu-system-x86_64 -accel tcg -M q35 -m 1536 -smp 2 -nographic -nodefaults -no-reboot \
+    -serial "file:$log" \
+    -drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
+    -drive if=pflash,format=raw,unit=1,file="$W/vars.fd" \
+    -drive file="$W/disk.img",format=raw,if=virtio \
+    -drive file="$W/cmd.img",format=raw,if=none,id=cmd -device virtio-blk-pci,drive=cmd,serial=e2ecmd \
+    -nic "user,model=virtio-net-pci,restrict=on,guestfwd=tcp:10.0.2.100:5000-cmd:socat - TCP:127.0.0.1:$port" \
+    </dev/null >"$W/qemu$nboot.out" 2>&1 || echo "qemu exited with $? (boot $nboot)"
+  echo "boot $nboot took $(( $(date +%s) - t ))s"
+  tr -d '\r' < "$log" > "$log.txt"
+}
+has() { grep -aq -- "$2" "$W/boot$1.log.txt"; }
+need() { has "$1" "$2" || fail "boot $1: marker '$2' not seen ($3); see $W/boot$1.log.txt"; }
+
+common='#!/bin/sh
+exec >/dev/ttyS0 2>&1
+H="hostctl --tls-verify=false --progress=none"
+echo "E2E-VERSION $(cat /usr/share/my-os/version 2>/dev/null || echo base-v1)"
+echo "E2E-STATUS-BEGIN"; hostctl status; echo "E2E-STATUS-END"
+'
+cat > "$W/s1.sh" <<EOF
+$common
+echo "edited after install" > /etc/hostctl-e2e-local.conf
+echo "state kept" > /var/lib/hostctl-e2e-data
+\$H upgrade && echo "E2E-UPGRADE-OK"
+echo "edited after staging" > /etc/hostctl-e2e-late.conf
+sync; systemctl reboot
+EOF
+cat > "$W/s2.sh" <<EOF
+$common
+grep -q "edited after install" /etc/hostctl-e2e-local.conf && echo "E2E-ETC-MERGED"
+grep -q "edited after staging" /etc/hostctl-e2e-late.conf && echo "E2E-ETC-LATE-MERGED"
+grep -q "state kept" /var/lib/hostctl-e2e-data && echo "E2E-VAR-KEPT"
+if touch /usr/hostctl-e2e 2>/dev/null; then echo "E2E-USR-WRITABLE"; else echo "E2E-USR-READONLY"; fi
+findmnt -n -o TARGET /sysroot >/dev/null && echo "E2E-SYSROOT-MOUNTED"
+\$H rollback && echo "E2E-ROLLBACK-OK"
+sync; systemctl reboot
+EOF
+cat > "$W/s3.sh" <<EOF
+$common
+\$H upgrade && echo "E2E-UPGRADE-OK"
+sync; systemctl reboot
+EOF
+cat > "$W/s4.sh" <<EOF
+$common
+sync; systemctl poweroff
+EOF
+
+boot "$W/s1.sh"
+need 1 "E2E-VERSION base-v1" "v1 booted"
+need 1 "Booted: " "hostctl status ran in the guest"
+need 1 "E2E-UPGRADE-OK" "hostctl upgrade in the guest"
+need 1 "finalised" "hostctl-finalize-staged.service ran at shutdown"
+step "boot 1: v1 booted, status, /etc and /var written, upgrade staged, finalised at shutdown"
+
+podman push -q --tls-verify=false "$local_tag:v3" "docker://$reg:latest"  # the next upgrade finds v3
+boot "$W/s2.sh"
+need 2 "E2E-VERSION v2" "v2 booted after the upgrade"
+need 2 "E2E-ETC-MERGED" "/etc edit made before the upgrade kept"
+need 2 "E2E-ETC-LATE-MERGED" "/etc edit made after staging kept (finalised at shutdown)"
+need 2 "E2E-VAR-KEPT" "/var kept"
+need 2 "E2E-USR-READONLY" "/usr read-only"
+need 2 "E2E-SYSROOT-MOUNTED" "physical root at /sysroot"
+need 2 "E2E-ROLLBACK-OK" "hostctl rollback"
+step "boot 2: v2 booted, /etc merged, /var kept, /usr read-only; rollback"
+
+boot "$W/s3.sh"
+need 3 "E2E-VERSION base-v1" "v1 booted after the rollback"
+need 3 "E2E-UPGRADE-OK" "upgrade to v3 staged"
+step "boot 3: v1 after rollback; upgrade to v3 staged"
+
+boot "$W/s4.sh"
+need 4 "90-broken FAILED" "v3's health check failed"
+has 4 "E2E-VERSION" && fail "boot 4: the test agent ran on v3 although its health check failed"
+step "boot 4: v3's health check failed; entry marked bad, rebooted"
+
+boot "$W/s4.sh"
+need 5 "E2E-VERSION base-v1" "the machine came back on v1 by itself"
+need 5 "failed to boot" "hostctl status explains the automatic rollback"
+step "boot 5: back on v1 by itself; status explains"
+
+echo "E2E PASSED in $(( $(date +%s) - T0 ))s ($nboot boots)"

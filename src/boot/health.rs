@@ -1,0 +1,294 @@
+//! `hostctl health-check`: runs the booted deployment's health checks and
+//! acts on the result (docs/boot.md, "Health checks").
+//!
+//! Checks are executables in `/usr/lib/hostctl/health.d/` (shipped by the
+//! image) and `/etc/hostctl/health.d/` (local), run in file-name order; a
+//! check passes when it exits 0 within its time limit. `hostctl-health.service`
+//! runs this before `boot-complete.target`, which it is required by: when
+//! every check passes, the target is reached and `systemd-bless-boot` marks
+//! the entry good. When one fails, the result is recorded in
+//! `<sysroot>/hostctl/health/<deployment>.json`, the entry is marked bad and
+//! the machine reboots, so the boot loader picks the previous deployment.
+//! The boot-loader and reboot calls go through [`BootControl`].
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil;
+
+/// Where checks live, relative to `/`.
+pub const CHECK_DIRS: [&str; 2] = ["usr/lib/hostctl/health.d", "etc/hostctl/health.d"];
+
+/// The longest one check may run.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One check's outcome.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub name: String,
+    pub path: PathBuf,
+    pub passed: bool,
+    /// Exit status or why it could not run.
+    pub detail: String,
+    /// Its output (truncated).
+    pub output: String,
+}
+
+/// The record written for `status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthRecord {
+    pub deployment: Option<String>,
+    pub passed: bool,
+    pub checked_at: String,
+    pub checks: Vec<CheckResult>,
+}
+
+/// The boot loader and power actions taken on failure.
+pub trait BootControl {
+    /// Whether this boot is on trial (its entry has a boot counter): only then
+    /// does a failure mark it bad and reboot (an uncounted boot has nothing to fall back to).
+    fn counting(&self) -> bool;
+    /// Marks the booted entry bad (the boot loader will not pick it again).
+    fn mark_bad(&self) -> Result<()>;
+    fn reboot(&self) -> Result<()>;
+}
+
+/// `systemd-bless-boot bad` and `systemctl reboot`.
+pub struct SystemdBootControl;
+
+/// The EFI variable systemd-boot sets when it boots a counted entry.
+pub const BOOT_COUNT_EFIVAR: &str =
+    "/sys/firmware/efi/efivars/LoaderBootCountPath-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
+
+impl BootControl for SystemdBootControl {
+    fn counting(&self) -> bool {
+        Path::new(BOOT_COUNT_EFIVAR).exists()
+    }
+    fn mark_bad(&self) -> Result<()> {
+        let tool = ["/usr/lib/systemd/systemd-bless-boot", "/lib/systemd/systemd-bless-boot"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .context("systemd-bless-boot is not installed")?;
+        let st = Command::new(tool).arg("bad").status().with_context(|| format!("running {tool} bad"))?;
+        if !st.success() {
+            bail!("{tool} bad failed ({st}); is the entry counted (LoaderBootCountPath)?");
+        }
+        Ok(())
+    }
+    fn reboot(&self) -> Result<()> {
+        crate::deploy::reboot::Reboot::reboot(&crate::deploy::reboot::SystemctlReboot)
+    }
+}
+
+/// The checks under `root`, in file-name order (across both directories).
+pub fn find_checks(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    for d in CHECK_DIRS {
+        let dir = root.join(d);
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+        };
+        for e in rd {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || name.ends_with('~') {
+                continue;
+            }
+            // A local check of the same name replaces the image's.
+            out.retain(|(n, _)| *n != name);
+            out.push((name, e.path()));
+        }
+    }
+    out.sort();
+    Ok(out.into_iter().map(|(_, p)| p).collect())
+}
+
+/// Runs one check with a time limit.
+pub fn run_check(path: &Path, timeout: Duration) -> CheckResult {
+    let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let mut log = match tempfile::tempfile() {
+        Ok(f) => f,
+        Err(e) => {
+            return CheckResult {
+                name,
+                path: path.into(),
+                passed: false,
+                detail: format!("temp file: {e}"),
+                output: String::new(),
+            }
+        }
+    };
+    let spawn = log.try_clone().and_then(|f| {
+        let f2 = f.try_clone()?;
+        Command::new(path).stdin(std::process::Stdio::null()).stdout(f).stderr(f2).spawn()
+    });
+    let mut child = match spawn {
+        Ok(c) => c,
+        Err(e) => {
+            return CheckResult {
+                name,
+                path: path.into(),
+                passed: false,
+                detail: format!("could not run: {e}"),
+                output: String::new(),
+            }
+        }
+    };
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Ok(st),
+            Ok(None) if start.elapsed() > timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(format!("timed out after {}s", timeout.as_secs()));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => break Err(format!("waiting: {e}")),
+        }
+    };
+    let mut output = String::new();
+    {
+        use std::io::{Read, Seek};
+        let _ = log.seek(std::io::SeekFrom::Start(0));
+        let mut buf = Vec::new();
+        let _ = log.take(4096).read_to_end(&mut buf);
+        output.push_str(String::from_utf8_lossy(&buf).trim_end());
+    }
+    match status {
+        Ok(st) => CheckResult { name, path: path.into(), passed: st.success(), detail: st.to_string(), output },
+        Err(d) => CheckResult { name, path: path.into(), passed: false, detail: d, output },
+    }
+}
+
+/// Where the record of `deployment` is kept.
+pub fn record_path(sysroot: &Path, deployment: Option<&str>) -> PathBuf {
+    sysroot.join(crate::sysroot::HOSTCTL_DIR).join("health").join(format!("{}.json", deployment.unwrap_or("unknown")))
+}
+
+/// Reads the record of `deployment`, if any.
+pub fn read_record(sysroot: &Path, deployment: &str) -> Option<HealthRecord> {
+    let bytes = std::fs::read(record_path(sysroot, Some(deployment))).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Runs the checks of the system at `root`, records the result under
+/// `sysroot` and, on failure, marks the boot bad and reboots through `ctl`.
+pub fn run(root: &Path, sysroot: &Path, deployment: Option<&str>, ctl: &dyn BootControl) -> Result<HealthRecord> {
+    let checks = find_checks(root)?;
+    let mut results = Vec::new();
+    for c in &checks {
+        let r = run_check(c, CHECK_TIMEOUT);
+        eprintln!("hostctl health-check: {} {} ({})", r.name, if r.passed { "passed" } else { "FAILED" }, r.detail);
+        let failed = !r.passed;
+        results.push(r);
+        if failed {
+            break;
+        }
+    }
+    let passed = results.iter().all(|r| r.passed);
+    let rec = HealthRecord {
+        deployment: deployment.map(str::to_string),
+        passed,
+        checked_at: crate::util::now_rfc3339(),
+        checks: results,
+    };
+    let p = record_path(sysroot, deployment);
+    if let Some(dir) = p.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    fsutil::write_json_atomic(&p, &rec)?;
+    if !passed {
+        let failed = rec.checks.iter().find(|c| !c.passed).map(|c| c.name.clone()).unwrap_or_default();
+        eprintln!("hostctl health-check: deployment {} failed health check {failed}", deployment.unwrap_or("?"));
+        if !ctl.counting() {
+            eprintln!(
+                "hostctl health-check: this boot is not on trial (no boot counter): not rebooting, there is nothing to fall back to"
+            );
+            return Ok(rec);
+        }
+        if let Err(e) = ctl.mark_bad() {
+            eprintln!("hostctl health-check: {e:#}");
+        }
+        ctl.reboot()?;
+    }
+    Ok(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Rec(Mutex<Vec<&'static str>>, bool);
+    impl BootControl for Rec {
+        fn counting(&self) -> bool {
+            !self.1
+        }
+        fn mark_bad(&self) -> Result<()> {
+            self.0.lock().unwrap().push("bad");
+            Ok(())
+        }
+        fn reboot(&self) -> Result<()> {
+            self.0.lock().unwrap().push("reboot");
+            Ok(())
+        }
+    }
+
+    fn script(dir: &Path, name: &str, body: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn passing_checks_record_success_and_do_nothing_else() {
+        let t = tempfile::tempdir().unwrap();
+        script(&t.path().join(CHECK_DIRS[0]), "10-ok", "exit 0");
+        script(&t.path().join(CHECK_DIRS[1]), "20-ok", "true");
+        let ctl = Rec::default();
+        let r = run(t.path(), t.path(), Some("abc.1"), &ctl).unwrap();
+        assert!(r.passed && r.checks.len() == 2);
+        assert!(ctl.0.lock().unwrap().is_empty());
+        assert!(read_record(t.path(), "abc.1").unwrap().passed);
+    }
+
+    #[test]
+    fn a_failing_check_marks_bad_and_reboots() {
+        let t = tempfile::tempdir().unwrap();
+        script(&t.path().join(CHECK_DIRS[0]), "10-ok", "exit 0");
+        script(&t.path().join(CHECK_DIRS[0]), "50-fail", "echo disk is on fire; exit 3");
+        script(&t.path().join(CHECK_DIRS[0]), "90-never", "exit 0");
+        let ctl = Rec::default();
+        let r = run(t.path(), t.path(), Some("abc.1"), &ctl).unwrap();
+        assert!(!r.passed);
+        assert_eq!(r.checks.len(), 2, "stops at the first failure");
+        assert_eq!(*ctl.0.lock().unwrap(), ["bad", "reboot"]);
+        let uncounted = Rec(Mutex::default(), true);
+        assert!(!run(t.path(), t.path(), Some("abc.1"), &uncounted).unwrap().passed);
+        assert!(uncounted.0.lock().unwrap().is_empty(), "no reboot loop on a boot that is not on trial");
+        let rec = read_record(t.path(), "abc.1").unwrap();
+        assert_eq!(rec.checks[1].name, "50-fail");
+        assert_eq!(rec.checks[1].output, "disk is on fire");
+    }
+
+    #[test]
+    fn local_checks_override_and_hang_is_a_failure() {
+        let t = tempfile::tempdir().unwrap();
+        script(&t.path().join(CHECK_DIRS[0]), "50-x", "exit 1");
+        script(&t.path().join(CHECK_DIRS[1]), "50-x", "exit 0");
+        assert_eq!(find_checks(t.path()).unwrap(), [t.path().join(CHECK_DIRS[1]).join("50-x")]);
+        script(&t.path().join("slow"), "s", "sleep 5");
+        let r = run_check(&t.path().join("slow/s"), Duration::from_millis(200));
+        assert!(!r.passed && r.detail.contains("timed out"));
+    }
+}

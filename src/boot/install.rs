@@ -1,0 +1,273 @@
+//! `hostctl install`: a new sysroot with one deployment of an image, its boot
+//! entry and systemd-boot, either on a disk (or disk image file) that is
+//! partitioned for it (`to-disk`), or in a root file system another tool has
+//! prepared and mounted (`to-filesystem`). See docs/install.md.
+//!
+//! The sysroot is built by the same code as `hostctl switch` (pull, stage,
+//! finalise), into a staging directory for `to-disk`; the boot directory
+//! receives the kernel, the BLS entry, `loader/loader.conf` and systemd-boot
+//! taken from the image itself (`usr/lib/systemd/boot/efi/systemd-bootx64.efi`
+//! installed as the removable-media path `EFI/BOOT/BOOTX64.EFI`, so no EFI
+//! variable has to be written).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::boot::disk::{self, DiskTools};
+use crate::deploy::reboot::SystemctlReboot;
+use crate::deploy::stage::Deployer;
+use crate::deploy::state::{Spec, State};
+use crate::deploy::upgrade::{deploy, FlowOptions};
+use crate::fsutil;
+use crate::imgref::ImageRef;
+use crate::pull::PullOptions;
+use crate::sysroot::Sysroot;
+
+/// Created by `hostctl-finalize-staged.service` when it starts: from then on
+/// `upgrade`/`switch` on this running system leave the staged deployment for
+/// the service to finalise at shutdown.
+pub const FINALIZE_ARMED_FLAG: &str = "/run/hostctl/finalize-at-shutdown";
+
+/// True when `sysroot` is the running system's `/` and the shutdown service is armed.
+pub fn finalize_at_shutdown_armed(sysroot: &Path) -> bool {
+    let is_root = std::fs::canonicalize(sysroot).map(|p| p == Path::new("/")).unwrap_or(false);
+    is_root && Path::new(FINALIZE_ARMED_FLAG).exists()
+}
+
+/// Where systemd-boot lives in an image.
+pub const SYSTEMD_BOOT_EFI: &str = "usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+
+/// What to install.
+#[derive(Clone, Debug)]
+pub struct InstallOptions {
+    pub source: ImageRef,
+    /// What the installed system follows for upgrades [default: `source`].
+    pub target_imgref: Option<String>,
+    /// Kernel arguments of this host (before the image's kargs.d ones).
+    pub kargs: Vec<String>,
+}
+
+/// What was installed.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Installed {
+    pub deployment: String,
+    pub root_uuid: Option<String>,
+    pub kargs: Vec<String>,
+}
+
+/// Creates the sysroot at `root` with `boot` as its boot directory: deploys
+/// `opts.source` and installs systemd-boot into `boot`. Refuses a sysroot that
+/// already has deployments.
+pub async fn build_sysroot(root: &Path, boot: &Path, opts: &InstallOptions, pull: &PullOptions) -> Result<String> {
+    let sysroot = Sysroot::open(root)?;
+    let _lock = sysroot.lock(std::time::Duration::from_secs(0))?;
+    let mut state = State::load(&sysroot.state_path())?;
+    if !state.all().is_empty() {
+        bail!("{} already holds deployments; install only sets up new sysroots", root.display());
+    }
+    state.local_kargs = opts.kargs.clone();
+    state.save(&sysroot.state_path())?;
+    std::fs::create_dir_all(boot).with_context(|| format!("creating {}", boot.display()))?;
+    let d = Deployer::open(&sysroot, boot)?;
+    let r = deploy(&d, &opts.source, true, pull, FlowOptions::default(), &SystemctlReboot).await?;
+    let id = r.finalized.map(|f| f.id).context("the deployment was not finalised")?;
+    if let Some(t) = &opts.target_imgref {
+        t.parse::<ImageRef>().with_context(|| format!("--target-imgref {t}"))?;
+        let mut s = d.load_state()?;
+        s.spec = Some(Spec { image: t.clone() });
+        d.save_state(&s)?;
+    }
+    install_systemd_boot(&d.layout.tree(&id), boot)?;
+    Ok(id)
+}
+
+/// Copies systemd-boot from the deployment `tree` to `boot` and writes
+/// `loader/loader.conf` (kept if present).
+pub fn install_systemd_boot(tree: &Path, boot: &Path) -> Result<()> {
+    let efi = tree.join(SYSTEMD_BOOT_EFI);
+    if !efi.is_file() {
+        bail!("the image has no systemd-boot ({SYSTEMD_BOOT_EFI}); install systemd-boot-efi in it");
+    }
+    for dest in ["EFI/BOOT/BOOTX64.EFI", "EFI/systemd/systemd-bootx64.efi"] {
+        let p = boot.join(dest);
+        std::fs::create_dir_all(p.parent().expect("has a parent"))?;
+        let bytes = std::fs::read(&efi).with_context(|| format!("reading {}", efi.display()))?;
+        fsutil::write_atomic(&p, &bytes)?;
+    }
+    let conf = boot.join("loader/loader.conf");
+    std::fs::create_dir_all(boot.join("loader/entries"))?;
+    if !conf.exists() {
+        // No `default`: systemd-boot picks the first entry in its order, i.e.
+        // hostctl's highest priority that is not marked bad (docs/boot.md).
+        fsutil::write_atomic(&conf, b"timeout 0\neditor no\nauto-entries no\nauto-firmware no\n")?;
+    }
+    Ok(())
+}
+
+/// `install to-filesystem`: `root` is a mounted, empty root file system with
+/// the ESP (or /boot) mounted at `boot`.
+pub async fn to_filesystem(root: &Path, boot: &Path, opts: &InstallOptions, pull: &PullOptions) -> Result<Installed> {
+    let mut opts = opts.clone();
+    if !opts.kargs.iter().any(|k| k.starts_with("root=")) {
+        opts.kargs.insert(0, crate::deploy::stage::DEFAULT_ROOT_KARG.to_string());
+    }
+    if !opts.kargs.iter().any(|k| k == "rw" || k == "ro") {
+        opts.kargs.push("rw".into());
+    }
+    let id = build_sysroot(root, boot, &opts, pull).await?;
+    Ok(Installed { deployment: id, root_uuid: None, kargs: opts.kargs })
+}
+
+/// A new random UUID (from the kernel).
+pub fn random_uuid() -> Result<String> {
+    let s = std::fs::read_to_string("/proc/sys/kernel/random/uuid").context("reading a random UUID")?;
+    Ok(s.trim().to_string())
+}
+
+/// The target of `to-disk`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A disk image file (created or grown to `size`).
+    File { path: PathBuf, size: u64 },
+    /// A block device and its two partition devices.
+    Device { path: PathBuf, esp: PathBuf, root: PathBuf },
+}
+
+/// The partition device `n` of `dev` (`/dev/sda` → `/dev/sda1`, `/dev/loop0` → `/dev/loop0p1`).
+pub fn partition_path(dev: &Path, n: u32) -> PathBuf {
+    let s = dev.to_string_lossy();
+    if s.ends_with(|c: char| c.is_ascii_digit()) {
+        PathBuf::from(format!("{s}p{n}"))
+    } else {
+        PathBuf::from(format!("{s}{n}"))
+    }
+}
+
+/// `install to-disk`: partitions `target`, builds the sysroot in a staging
+/// directory (in `work`) and writes both file systems.
+pub async fn to_disk(
+    target: &Target,
+    work: &Path,
+    esp_mib: u64,
+    opts: &InstallOptions,
+    pull: &PullOptions,
+    tools: &dyn DiskTools,
+) -> Result<Installed> {
+    let disk_size = match target {
+        Target::File { path, size } => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            let cur = f.metadata()?.len();
+            if cur < *size {
+                f.set_len(*size)?;
+            }
+            cur.max(*size)
+        }
+        Target::Device { path, .. } => block_size(path)?,
+    };
+    let l = disk::layout(disk_size, esp_mib)?;
+    let uuid = random_uuid()?;
+    let mut o = opts.clone();
+    o.kargs.retain(|k| !k.starts_with("root="));
+    o.kargs.insert(0, format!("root=UUID={uuid}"));
+    if !o.kargs.iter().any(|k| k == "rw" || k == "ro") {
+        o.kargs.insert(1, "rw".into());
+    }
+    let (root_dir, esp_dir) = (work.join("root"), work.join("esp"));
+    std::fs::create_dir_all(&root_dir)?;
+    std::fs::create_dir_all(&esp_dir)?;
+    let id = build_sysroot(&root_dir, &esp_dir, &o, pull).await?;
+    tracing::info!("sysroot built; writing the disk");
+    match target {
+        Target::File { path, .. } => {
+            tools.partition(path, &l)?;
+            let esp_img = work.join("esp.img");
+            tools.make_esp(&esp_img, l.esp_size, &esp_dir)?;
+            disk::copy_into(&esp_img, path, l.esp_offset)?;
+            std::fs::remove_file(&esp_img)?;
+            let root_img = work.join("root.img");
+            tools.make_root(&root_img, l.root_size, &root_dir, &uuid)?;
+            disk::copy_into(&root_img, path, l.root_offset)?;
+            std::fs::remove_file(&root_img)?;
+        }
+        Target::Device { path, esp, root } => {
+            tools.partition(path, &l)?;
+            settle(&[esp, root])?;
+            tools.make_esp(esp, l.esp_size, &esp_dir)?;
+            tools.make_root(root, l.root_size, &root_dir, &uuid)?;
+        }
+    }
+    Ok(Installed { deployment: id, root_uuid: Some(uuid), kargs: o.kargs })
+}
+
+/// Waits (up to 10 s) for partition device nodes to appear.
+fn settle(paths: &[&PathBuf]) -> Result<()> {
+    let start = std::time::Instant::now();
+    while !paths.iter().all(|p| p.exists()) {
+        if start.elapsed().as_secs() > 10 {
+            bail!("partition devices {paths:?} did not appear");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// The size of a block device in bytes.
+fn block_size(dev: &Path) -> Result<u64> {
+    use std::io::Seek;
+    let mut f = std::fs::File::open(dev).with_context(|| format!("opening {}", dev.display()))?;
+    Ok(f.seek(std::io::SeekFrom::End(0))?)
+}
+
+/// Parses a size such as `8G`, `512M`, `1048576` (binary units).
+pub fn parse_size(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, mul) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => bail!("unknown size unit in {s:?} (K, M, G, T)"),
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1),
+    };
+    let n: u64 = num.parse().with_context(|| format!("size {s:?}"))?;
+    n.checked_mul(mul).with_context(|| format!("size {s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_partition_names() {
+        assert_eq!(parse_size("8G").unwrap(), 8 << 30);
+        assert_eq!(parse_size("512m").unwrap(), 512 << 20);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("3X").is_err() && parse_size("G").is_err());
+        assert_eq!(partition_path(Path::new("/dev/sda"), 2), Path::new("/dev/sda2"));
+        assert_eq!(partition_path(Path::new("/dev/loop3"), 1), Path::new("/dev/loop3p1"));
+        assert_eq!(partition_path(Path::new("/dev/nvme0n1"), 1), Path::new("/dev/nvme0n1p1"));
+    }
+
+    #[test]
+    fn systemd_boot_comes_from_the_image() {
+        let t = tempfile::tempdir().unwrap();
+        let (tree, boot) = (t.path().join("tree"), t.path().join("boot"));
+        assert!(install_systemd_boot(&tree, &boot).unwrap_err().to_string().contains("no systemd-boot"));
+        std::fs::create_dir_all(tree.join(SYSTEMD_BOOT_EFI).parent().unwrap()).unwrap();
+        std::fs::write(tree.join(SYSTEMD_BOOT_EFI), b"MZ-efi").unwrap();
+        install_systemd_boot(&tree, &boot).unwrap();
+        assert_eq!(std::fs::read(boot.join("EFI/BOOT/BOOTX64.EFI")).unwrap(), b"MZ-efi");
+        assert!(std::fs::read_to_string(boot.join("loader/loader.conf")).unwrap().contains("timeout 0"));
+    }
+}
