@@ -6,8 +6,11 @@
 #   4. build a derived image from Containerfile.example with podman and publish it;
 #   5. pull both with hostctl into a temporary sysroot, showing that the second
 #      pull downloads only the layers the store lacks; inspect and list them;
-#   6. deploy: switch to v1, upgrade to v2, roll back, and show `hostctl status`
-#      at each step (when the deployment commands are available).
+#   6. deploy into the temporary sysroot: switch to v1, edit /etc, upgrade to
+#      v2 (the edit is merged), roll back, with `hostctl status` at each step;
+#   7. with --vm: boot it for real (integration/vm/e2e.sh): build the bootable
+#      trixie base, install it to a disk image, boot it in QEMU, upgrade,
+#      reboot, roll back, and watch a broken release fall back by itself.
 #
 # Environment: HOSTCTL_DEMO_CACHE (default /var/cache/hostctl-bench, shared with
 # the benchmark) keeps the debootstrap tree between runs; KEEP=1 keeps the work
@@ -15,6 +18,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
+want_vm=0
+for a in "$@"; do
+  case "$a" in
+    --vm) want_vm=1 ;;
+    *) echo "usage: integration/demo.sh [--vm]" >&2; exit 2 ;;
+  esac
+done
 
 integration/setup.sh
 export CONTAINERS_CONF=/etc/hostctl-test/containers.conf
@@ -94,4 +104,9 @@ echo "boot entries:"; ls "$sysroot/boot/loader/entries"
 say "Rolling back to v1"
 hc rollback
 hc status
+if [ $want_vm = 1 ]; then
+  say "Booting it for real in QEMU (integration/vm/e2e.sh): install, boot, upgrade, rollback, automatic fallback"
+  integration/setup.sh --vm
+  integration/vm/e2e.sh "$hostctl"
+fi
 say "Done"
