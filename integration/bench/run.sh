@@ -87,7 +87,9 @@ unmount_under() {
 }
 cleanup() {
   local rc=$?
-  [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
+  # `wait` answers 143 for the registry we just stopped; under `set -e` that
+  # status would end the trap and become the script's exit code.
+  if [ -n "$registry_pid" ]; then kill "$registry_pid" 2>/dev/null || true; wait "$registry_pid" 2>/dev/null || true; fi
   unmount_under "$work"
   if [ $keep = 1 ]; then log "work directory kept: $work"; else rm -rf "$work"; fi
   exit $rc
