@@ -687,6 +687,12 @@ fn download_only_stages_without_entry_then_upgrade_apply_finalises_and_reboots_o
     assert_eq!(st["status"]["booted"]["id"], id1.as_str());
     assert_eq!(st["status"]["staged"]["id"], id2.as_str());
     assert_eq!(st["status"]["staged"]["finalized"], false);
+    assert_eq!(st["status"]["stagedLocked"], true);
+    // The shutdown service leaves a download-only staging alone.
+    let out = hc_ok(s, &["finalize-staged"]);
+    assert!(out.contains("--download-only") && out.contains("left unfinalised"), "{out}");
+    assert_eq!(entries(&s.join("boot")).iter().map(|e| e.1.as_str()).collect::<Vec<_>>(), [id1.as_str()]);
+    assert_eq!(status(s)["status"]["stagedLocked"], true);
     // An /etc edit made after staging reaches the new deployment.
     std::fs::write(deploy_dir(s).join(&id1).join("etc/after-staging.conf"), "late\n").unwrap();
 
@@ -708,6 +714,7 @@ fn download_only_stages_without_entry_then_upgrade_apply_finalises_and_reboots_o
     assert_eq!(*reboot.calls.lock().unwrap(), 1);
     assert_eq!(std::fs::read_to_string(deploy_dir(s).join(&id2).join("etc/after-staging.conf")).unwrap(), "late\n");
     assert_eq!(entries(&s.join("boot"))[0].1, id2);
+    assert_eq!(status(s)["status"]["stagedLocked"], false);
     // Nothing new: no reboot.
     let r = rt.block_on(deploy(&d, &imgref, false, &opts, apply, &reboot)).unwrap();
     assert!(!r.changed && !r.rebooting);

@@ -62,6 +62,14 @@ pub async fn run(g: &GlobalArgs, c: InternalCommand) -> Result<()> {
         InternalCommand::FinalizeStaged => {
             let (d, _lock) = open_locked(g)?;
             let booted = d.booted()?;
+            let state = d.load_state()?;
+            if let Some(id) = state.staged_unfinalized().filter(|_| state.staged_locked) {
+                println!(
+                    "hostctl finalize-staged: deployment {id} was downloaded with --download-only; \
+                     left unfinalised (run `hostctl upgrade` to finalise it)"
+                );
+                return Ok(());
+            }
             match d.finalize_staged(booted.as_deref())? {
                 Some(f) => {
                     println!(

@@ -35,7 +35,8 @@ pub async fn run(g: &GlobalArgs, a: StatusArgs) -> Result<()> {
     let layout = Layout::new(&sysroot, &state.stateroot);
     let (booted, source) = booted::detect(sysroot.root(), &g.boot_dir(), &layout)?;
     let meta = |id: &str| Metadata::load(&layout, id).map_err(|e| format!("{e:#}"));
-    let h = status::build(&state, booted.as_deref(), source, &meta);
+    let facts = boot_facts(g, &layout);
+    let h = status::build(&state, booted.as_deref(), source, &meta, &facts);
     match (a.json, a.format.unwrap_or(Format::Human)) {
         (true, _) | (_, Format::Json) => print_json(&h),
         (_, Format::Yaml) => {
@@ -44,31 +45,18 @@ pub async fn run(g: &GlobalArgs, a: StatusArgs) -> Result<()> {
         }
         (_, Format::Human) => {
             print!("{}", status::render_human(&h));
-            print!("{}", boot_notes(g, &layout, booted.as_deref()));
             Ok(())
         }
     }
 }
 
-/// What boot counting and the health checks say (automatic rollback), for the human view.
-fn boot_notes(g: &GlobalArgs, layout: &Layout, booted: Option<&str>) -> String {
+/// The stateroot's boot entries (boot counting) and the health-check records.
+fn boot_facts(g: &GlobalArgs, layout: &Layout) -> status::BootFacts {
     use crate::boot::{bls, counting, health};
-    let entries = match counting::read(&bls::entries_dir(&g.boot_dir()), &layout.stateroot) {
-        Ok(e) => e,
-        Err(e) => return format!("\nBoot entries: could not be read: {e:#}\n"),
+    let (entries, entries_error) = match counting::read(&bls::entries_dir(&g.boot_dir()), &layout.stateroot) {
+        Ok(e) => (e, None),
+        Err(e) => (Vec::new(), Some(format!("{e:#}"))),
     };
-    let mut s = String::new();
-    for note in counting::explain(&entries, booted) {
-        s.push_str(&format!("\n{note}\n"));
-        let failed = entries.iter().find(|e| note.starts_with(&format!("deployment {} failed", e.deployment)));
-        if let Some(rec) = failed.and_then(|e| health::read_record(g.sysroot.as_path(), &e.deployment)) {
-            for c in rec.checks.iter().filter(|c| !c.passed) {
-                s.push_str(&format!(
-                    "    health check {} failed ({}) at {}: {}\n",
-                    c.name, c.detail, rec.checked_at, c.output
-                ));
-            }
-        }
-    }
-    s
+    let sysroot = g.sysroot.clone();
+    status::BootFacts { entries, entries_error, health: Box::new(move |id| health::read_record(&sysroot, id)) }
 }

@@ -53,6 +53,11 @@ pub struct State {
     /// own (`root=...` among them).
     #[serde(default)]
     pub local_kargs: Vec<String>,
+    /// The staged deployment was downloaded with `--download-only`: the
+    /// shutdown service leaves it unfinalised; `upgrade`/`switch` without
+    /// that flag finalise it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub staged_locked: bool,
 }
 
 impl Default for State {
@@ -66,6 +71,7 @@ impl Default for State {
             pinned: BTreeSet::new(),
             next_serial: 1,
             local_kargs: Vec::new(),
+            staged_locked: false,
         }
     }
 }
@@ -161,6 +167,7 @@ pub fn after_stage(state: &State, new: &str, booted: Option<&str>) -> State {
         }
     }
     s.staged = Some(new.to_string());
+    s.staged_locked = false;
     s
 }
 
@@ -170,6 +177,7 @@ pub fn after_finalize(state: &State) -> Result<State> {
     let mut s = state.clone();
     s.deployments.retain(|d| *d != staged);
     s.deployments.insert(0, staged);
+    s.staged_locked = false;
     Ok(s)
 }
 
@@ -191,6 +199,7 @@ pub fn after_rollback(state: &State, booted: Option<&str>) -> Result<State> {
     // A staged deployment is un-staged; if it was finalised it stays in the
     // order (as the rollback), an unfinalised one is left for cleanup.
     s.staged = None;
+    s.staged_locked = false;
     s.deployments.retain(|d| *d != target);
     s.deployments.insert(0, target);
     Ok(s)

@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::boot::counting::{self, Assessment, EntryAssessment};
+use crate::boot::health::HealthRecord;
 use crate::deploy::booted::BootedSource;
 use crate::deploy::deployment::Metadata;
 use crate::deploy::state::{self, State};
@@ -43,6 +45,89 @@ pub struct HostState {
     pub booted_source: BootedSource,
     /// Every deployment, in boot order (an unfinalised staged one last).
     pub deployments: Vec<DeploymentStatus>,
+    /// The staged deployment was downloaded with `--download-only`: it is not
+    /// finalised at shutdown, only by the next `upgrade`/`switch`.
+    pub staged_locked: bool,
+    /// What boot counting says happened (automatic rollback, a deployment on
+    /// trial), one sentence each; empty when there is nothing to say.
+    pub boot_notes: Vec<String>,
+}
+
+/// How the boot loader judges a deployment's entry (boot counting).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BootEntryStatus {
+    /// `good` (booted and blessed, or never counted), `pending` (on trial)
+    /// or `bad` (abandoned: the boot loader no longer picks it by default).
+    pub assessment: &'static str,
+    /// Tries left before it is abandoned (pending only).
+    pub tries_left: Option<u32>,
+    /// Boots attempted while it was counted (pending and bad).
+    pub tries_done: Option<u32>,
+}
+
+impl From<&Assessment> for BootEntryStatus {
+    fn from(a: &Assessment) -> Self {
+        match *a {
+            Assessment::Good => BootEntryStatus { assessment: "good", tries_left: None, tries_done: None },
+            Assessment::Pending { left, done } => {
+                BootEntryStatus { assessment: "pending", tries_left: Some(left), tries_done: Some(done) }
+            }
+            Assessment::Bad { done } => BootEntryStatus { assessment: "bad", tries_left: None, tries_done: Some(done) },
+        }
+    }
+}
+
+/// The last run of a deployment's health checks (`usr/lib/hostctl/health.d`).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthStatus {
+    pub passed: bool,
+    pub checked_at: String,
+    /// The checks that ran, in order; the first failure ends the run.
+    pub checks: Vec<HealthCheckStatus>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheckStatus {
+    pub name: String,
+    pub passed: bool,
+    /// Exit status, or why it could not run.
+    pub detail: String,
+    /// Its output (truncated).
+    pub output: String,
+}
+
+impl From<HealthRecord> for HealthStatus {
+    fn from(r: HealthRecord) -> Self {
+        HealthStatus {
+            passed: r.passed,
+            checked_at: r.checked_at,
+            checks: r
+                .checks
+                .into_iter()
+                .map(|c| HealthCheckStatus { name: c.name, passed: c.passed, detail: c.detail, output: c.output })
+                .collect(),
+        }
+    }
+}
+
+/// What the boot directory and the health records say, for [`build`].
+pub struct BootFacts {
+    /// The stateroot's entries in boot order (from [`counting::read`]).
+    pub entries: Vec<EntryAssessment>,
+    /// Why the entries could not be read, if they could not.
+    pub entries_error: Option<String>,
+    /// The health record of a deployment, if its checks ever ran.
+    pub health: Box<dyn Fn(&str) -> Option<HealthRecord>>,
+}
+
+impl BootFacts {
+    /// No boot entries and no health records (a sysroot that was never booted).
+    pub fn none() -> Self {
+        BootFacts { entries: Vec::new(), entries_error: None, health: Box::new(|_| None) }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -61,6 +146,10 @@ pub struct DeploymentStatus {
     pub kargs: Vec<String>,
     pub pinned: bool,
     pub verdict: Option<Verdict>,
+    /// Its boot entry's assessment; `null` when it has no entry (not finalised).
+    pub boot_entry: Option<BootEntryStatus>,
+    /// Its last health-check run; `null` when the checks never ran for it.
+    pub health: Option<HealthStatus>,
     /// Why the metadata could not be read, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -72,11 +161,14 @@ pub fn build(
     booted: Option<&str>,
     source: BootedSource,
     meta: &dyn Fn(&str) -> Result<Metadata, String>,
+    boot: &BootFacts,
 ) -> HostStatus {
     let r = state::roles(state, booted);
     let one = |id: &str| -> DeploymentStatus {
         let pinned = state.pinned.contains(id);
         let finalized = state.deployments.iter().any(|d| d == id);
+        let boot_entry = boot.entries.iter().find(|e| e.deployment == id).map(|e| (&e.assessment).into());
+        let health = (boot.health)(id).map(HealthStatus::from);
         match meta(id) {
             Ok(m) => DeploymentStatus {
                 id: id.into(),
@@ -91,6 +183,8 @@ pub fn build(
                 kargs: m.kargs,
                 pinned,
                 verdict: m.verdict,
+                boot_entry,
+                health,
                 error: None,
             },
             Err(e) => DeploymentStatus {
@@ -106,6 +200,8 @@ pub fn build(
                 kargs: Vec::new(),
                 pinned,
                 verdict: None,
+                boot_entry,
+                health,
                 error: Some(e),
             },
         }
@@ -122,6 +218,11 @@ pub fn build(
             rollback_queued: r.rollback_queued,
             booted_source: source,
             deployments: state.all().iter().map(|id| one(id)).collect(),
+            staged_locked: state.staged_locked && state.staged_unfinalized().is_some(),
+            boot_notes: match &boot.entries_error {
+                Some(e) => vec![format!("the boot entries could not be read: {e}")],
+                None => counting::explain(&boot.entries, booted),
+            },
         },
     }
 }
@@ -156,7 +257,9 @@ pub fn render_human(h: &HostStatus) -> String {
                         let _ = writeln!(s, "    signer:   {who}");
                     }
                 }
-                if !d.finalized {
+                if !d.finalized && h.status.staged_locked && name == "Staged" {
+                    let _ = writeln!(s, "    (downloaded with --download-only; `hostctl upgrade` finalises it)");
+                } else if !d.finalized {
                     let _ = writeln!(s, "    (downloaded, not finalised)");
                 }
             }
@@ -164,6 +267,19 @@ pub fn render_human(h: &HostStatus) -> String {
     }
     if h.status.rollback_queued {
         let _ = writeln!(s, "\nThe next boot goes to the rollback deployment.");
+    }
+    for note in &h.status.boot_notes {
+        let _ = writeln!(s, "\n{note}");
+        let failed = h.status.deployments.iter().find(|d| note.starts_with(&format!("deployment {} failed", d.id)));
+        if let Some(health) = failed.and_then(|d| d.health.as_ref()) {
+            for c in health.checks.iter().filter(|c| !c.passed) {
+                let _ = writeln!(
+                    s,
+                    "    health check {} failed ({}) at {}: {}",
+                    c.name, c.detail, health.checked_at, c.output
+                );
+            }
+        }
     }
     s
 }
@@ -196,6 +312,57 @@ mod tests {
         })
     }
 
+    /// b.2 was abandoned after its health check failed; the machine fell back to a.1.
+    fn fell_back() -> BootFacts {
+        use crate::boot::health::CheckResult;
+        BootFacts {
+            entries: vec![
+                EntryAssessment { deployment: "b.2".into(), assessment: Assessment::Bad { done: 1 } },
+                EntryAssessment { deployment: "a.1".into(), assessment: Assessment::Good },
+            ],
+            entries_error: None,
+            health: Box::new(|id| {
+                (id == "b.2").then(|| HealthRecord {
+                    deployment: Some("b.2".into()),
+                    passed: false,
+                    checked_at: "2026-01-03T00:00:00Z".into(),
+                    checks: vec![CheckResult {
+                        name: "90-broken".into(),
+                        path: "/usr/lib/hostctl/health.d/90-broken".into(),
+                        passed: false,
+                        detail: "exit status: 1".into(),
+                        output: "broken on purpose".into(),
+                    }],
+                })
+            }),
+        }
+    }
+
+    #[test]
+    fn automatic_rollback_is_in_the_document_and_the_human_view() {
+        let state = State { deployments: vec!["b.2".into(), "a.1".into()], ..State::default() };
+        let h = build(&state, Some("a.1"), BootedSource::KernelCmdline, &meta, &fell_back());
+        let v = serde_json::to_value(&h).unwrap();
+        let b2 = &v["status"]["deployments"][0];
+        assert_eq!(b2["id"], "b.2");
+        assert_eq!(b2["bootEntry"]["assessment"], "bad");
+        assert_eq!(b2["bootEntry"]["triesDone"], 1);
+        assert_eq!(b2["health"]["passed"], false);
+        assert_eq!(b2["health"]["checks"][0]["name"], "90-broken");
+        assert_eq!(v["status"]["booted"]["bootEntry"]["assessment"], "good");
+        assert!(v["status"]["booted"]["health"].is_null());
+        let notes = v["status"]["bootNotes"].as_array().unwrap();
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].as_str().unwrap().contains("deployment b.2 failed to boot"), "{notes:?}");
+        assert!(notes[0].as_str().unwrap().contains("fell back to a.1"), "{notes:?}");
+        let text = render_human(&h);
+        assert!(text.contains("health check 90-broken failed (exit status: 1)"), "{text}");
+
+        let broken = BootFacts { entries_error: Some("permission denied".into()), ..BootFacts::none() };
+        let h = build(&state, Some("a.1"), BootedSource::KernelCmdline, &meta, &broken);
+        assert_eq!(h.status.boot_notes, vec!["the boot entries could not be read: permission denied".to_string()]);
+    }
+
     #[test]
     fn document_has_roles_and_schema_fields() {
         let state = State {
@@ -205,7 +372,7 @@ mod tests {
             spec: Some(crate::deploy::state::Spec { image: "reg/os:latest".into() }),
             ..State::default()
         };
-        let h = build(&state, Some("a.1"), BootedSource::Environment, &meta);
+        let h = build(&state, Some("a.1"), BootedSource::Environment, &meta, &BootFacts::none());
         let v = serde_json::to_value(&h).unwrap();
         assert_eq!(v["apiVersion"], API_VERSION);
         assert_eq!(v["spec"]["image"], "reg/os:latest");
@@ -219,7 +386,7 @@ mod tests {
         assert!(text.contains("Booted: a.1 (pinned)") && text.contains("version:  v-b.2"), "{text}");
 
         let state = State { deployments: vec!["bad.9".into()], ..State::default() };
-        let h = build(&state, Some("bad.9"), BootedSource::DefaultBootEntry, &meta);
+        let h = build(&state, Some("bad.9"), BootedSource::DefaultBootEntry, &meta, &BootFacts::none());
         assert_eq!(h.status.booted.as_ref().unwrap().error.as_deref(), Some("unreadable"));
         assert!(render_human(&h).contains("error:    unreadable"));
     }
@@ -231,7 +398,8 @@ mod tests {
         let schema: serde_json::Value = serde_json::from_str(include_str!("../../docs/status-schema.json")).unwrap();
         let state =
             State { deployments: vec!["b.2".into(), "a.1".into()], staged: Some("b.2".into()), ..State::default() };
-        let doc = serde_json::to_value(build(&state, Some("a.1"), BootedSource::KernelCmdline, &meta)).unwrap();
+        let doc =
+            serde_json::to_value(build(&state, Some("a.1"), BootedSource::KernelCmdline, &meta, &fell_back())).unwrap();
         fn check(doc: &serde_json::Value, schema: &serde_json::Value, root: &serde_json::Value, at: &str) {
             let schema = match schema.get("$ref").and_then(|r| r.as_str()) {
                 Some(r) => &root["$defs"][r.trim_start_matches("#/$defs/")],

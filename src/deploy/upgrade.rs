@@ -130,6 +130,30 @@ pub async fn deploy(
         }
         let pending = state0.staged_unfinalized().map(str::to_string);
         let finalized = match pending {
+            Some(id) if !flow.download_only && crate::boot::install::finalize_at_shutdown_armed(d.sysroot.root()) => {
+                // A running host: unlock a download-only staging and leave it
+                // to the shutdown service, which merges /etc at the last moment.
+                let mut s = d.load_state()?;
+                s.staged_locked = false;
+                d.save_state(&s)?;
+                if flow.apply {
+                    reboot.reboot()?;
+                }
+                tracing::info!("deployment {id} is finalised at shutdown");
+                return Ok(FlowReport {
+                    image: imgref.to_string(),
+                    manifest_digest: digest,
+                    changed: true,
+                    layers_downloaded: 0,
+                    bytes_downloaded: 0,
+                    staged: None,
+                    finalized: None,
+                    cleanup: None,
+                    rebooting: flow.apply,
+                    finalize_at_shutdown: true,
+                    stage_seconds: 0.0,
+                });
+            }
             Some(id) if !flow.download_only => {
                 let started = std::time::Instant::now();
                 let f = d.finalize_staged(booted.as_deref()).with_context(|| format!("finalising deployment {id}"))?;
@@ -195,6 +219,12 @@ pub async fn deploy(
     let pulled = pull_resolved(&d.store, imgref, source, resolved, pull_opts).await?;
     let started = std::time::Instant::now();
     let staged = d.stage(&pulled, spec, booted.as_deref())?;
+    if flow.download_only {
+        // Locked: the shutdown service must not finalise it behind the admin's back.
+        let mut s = d.load_state()?;
+        s.staged_locked = true;
+        d.save_state(&s)?;
+    }
     let defer = !flow.download_only && crate::boot::install::finalize_at_shutdown_armed(d.sysroot.root());
     let finalized = if flow.download_only || defer {
         None
