@@ -764,3 +764,34 @@ fn upgrade_check_is_one_manifest_request_when_nothing_changed() {
     assert_eq!((c["update_available"].as_bool(), c["latest_version"].as_str()), (Some(true), Some("2.0")), "{c}");
     assert_eq!(status(s)["status"]["deployments"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn etc_kernel_tries_sets_the_boot_counter_of_new_entries() {
+    let reg = Registry::start();
+    let pm = Podman::new();
+    let v1 = push_small(&reg, &pm, "1.0", &[("etc/motd", "one\n")], "os:latest");
+    let sys = tempfile::tempdir().unwrap();
+    let s = sys.path();
+    hc_ok(s, &["switch", &v1]);
+    let boot = s.join("boot");
+    assert!(!entries(&boot)[0].0.contains('+'), "the first entry has nothing to fall back to: not counted");
+
+    // The image ships /etc/kernel/tries: the new entry starts with 2 tries.
+    push_small(&reg, &pm, "2.0", &[("etc/kernel/tries", "2\n")], "os:latest");
+    hc_ok(s, &["upgrade"]);
+    assert!(entries(&boot)[0].0.ends_with("+2.conf"), "{:?}", entries(&boot));
+    assert_eq!(status(s)["status"]["deployments"][0]["bootEntry"]["triesLeft"], 2);
+
+    // No file: the default of 3. The admin's own value (in the running /etc) wins over none.
+    push_small(&reg, &pm, "3.0", &[("etc/motd", "three\n")], "os:latest");
+    let id2 = entries(&boot)[0].1.clone();
+    std::fs::remove_file(deploy_dir(s).join(&id2).join("etc/kernel/tries")).unwrap();
+    hc_ok(s, &["upgrade"]);
+    assert!(entries(&boot)[0].0.ends_with("+3.conf"), "{:?}", entries(&boot));
+    let id3 = entries(&boot)[0].1.clone();
+    std::fs::create_dir_all(deploy_dir(s).join(&id3).join("etc/kernel")).unwrap();
+    std::fs::write(deploy_dir(s).join(&id3).join("etc/kernel/tries"), "1\n").unwrap();
+    push_small(&reg, &pm, "4.0", &[("etc/motd", "four\n")], "os:latest");
+    hc_ok(s, &["upgrade"]);
+    assert!(entries(&boot)[0].0.ends_with("+1.conf"), "{:?}", entries(&boot));
+}

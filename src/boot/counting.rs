@@ -23,8 +23,16 @@ use serde::Serialize;
 
 use crate::boot::bls;
 
-/// Tries a new deployment's entry starts with.
+/// Tries a new deployment's entry starts with, unless `/etc/kernel/tries` says otherwise.
 pub const DEFAULT_TRIES: u32 = 3;
+/// The most tries `/etc/kernel/tries` may ask for.
+pub const MAX_TRIES: u32 = 99;
+
+/// The contents of an `/etc/kernel/tries` file (kernel-install(8)'s
+/// convention): a number from 1 to [`MAX_TRIES`], surrounding whitespace allowed.
+pub fn parse_tries(text: &str) -> Option<u32> {
+    text.trim().parse().ok().filter(|n| (1..=MAX_TRIES).contains(n))
+}
 
 /// The counter of an entry file name: `(left, done)`; `None` when it has none (blessed or never counted).
 pub fn counter(file_name: &str) -> Option<(u32, u32)> {
@@ -123,6 +131,15 @@ pub fn explain(entries: &[EntryAssessment], booted: Option<&str>) -> Vec<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tries_files() {
+        assert_eq!(parse_tries("2\n"), Some(2));
+        assert_eq!(parse_tries(" 5 "), Some(5));
+        for bad in ["0", "", "three", "-1", "100", "2 3"] {
+            assert_eq!(parse_tries(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn counters_table() {

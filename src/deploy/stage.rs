@@ -145,10 +145,31 @@ impl Deployer {
             kernels.push(Metadata::load(&self.layout, id)?.kernel.checksum);
         }
         // New entries are counted when there is something to fall back to (docs/boot.md).
-        let tries = (entries.len() > 1).then_some(crate::boot::counting::DEFAULT_TRIES);
+        let tries = (entries.len() > 1).then(|| self.boot_tries(state));
         bls::sync_counted(&bls::entries_dir(&self.boot), &state.stateroot, &entries, tries)?;
         kernel::prune(&self.boot, &state.stateroot, &kernels)?;
         Ok(())
+    }
+
+    /// The tries a new entry starts with: `/etc/kernel/tries` of the default
+    /// deployment (its merged /etc, so the image can ship a value and the admin
+    /// override it, as with systemd's kernel-install), else
+    /// [`counting::DEFAULT_TRIES`](crate::boot::counting::DEFAULT_TRIES).
+    fn boot_tries(&self, state: &State) -> u32 {
+        let Some(id) = state.deployments.first() else { return crate::boot::counting::DEFAULT_TRIES };
+        let path = self.layout.tree(id).join("etc/kernel/tries");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => crate::boot::counting::parse_tries(&text).unwrap_or_else(|| {
+                tracing::warn!(
+                    "{} should hold a number of tries from 1 to {}; using {}",
+                    path.display(),
+                    crate::boot::counting::MAX_TRIES,
+                    crate::boot::counting::DEFAULT_TRIES
+                );
+                crate::boot::counting::DEFAULT_TRIES
+            }),
+            Err(_) => crate::boot::counting::DEFAULT_TRIES,
+        }
     }
 
     fn entry_for(&self, state: &State, m: &Metadata) -> bls::BlsEntry {
