@@ -113,6 +113,9 @@ impl From<HealthRecord> for HealthStatus {
     }
 }
 
+/// Finds the health record of a deployment, if its checks ever ran.
+pub type HealthLookup = Box<dyn Fn(&str) -> Option<HealthRecord>>;
+
 /// What the boot directory and the health records say, for [`build`].
 pub struct BootFacts {
     /// The stateroot's entries in boot order (from [`counting::read`]).
@@ -120,7 +123,7 @@ pub struct BootFacts {
     /// Why the entries could not be read, if they could not.
     pub entries_error: Option<String>,
     /// The health record of a deployment, if its checks ever ran.
-    pub health: Box<dyn Fn(&str) -> Option<HealthRecord>>,
+    pub health: HealthLookup,
 }
 
 impl BootFacts {
