@@ -1,14 +1,29 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian 12 machine (as root): installs what it
-# needs, then runs the check gate (fmt, clippy, rustdoc) and every test tier.
-#   integration/test.sh            everything
-#   SKIP_SETUP=1 integration/test.sh   skip the package check
+# needs, then runs the check gate (fmt, clippy, rustdoc), every cargo test tier
+# (unit, and integration against a real registry and real image tools) and the
+# VM end-to-end scenario (integration/run-vm-e2e: boots in QEMU).
+#   integration/test.sh                 everything
+#   SKIP_SETUP=1 integration/test.sh    skip the package check
+#   HOSTCTL_VM=0 integration/test.sh    skip the VM scenario
+# The VM scenario's slow first step, the Debian trixie debootstrap of its base
+# image, runs in the background while cargo builds and tests (it is mostly
+# downloads and dpkg), and the scenario boots the debug binary `cargo test`
+# built rather than waiting for a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ "${SKIP_SETUP:-0}" = 1 ] || integration/setup.sh
+vm=${HOSTCTL_VM:-1}
+[ "${SKIP_SETUP:-0}" = 1 ] || integration/setup.sh $([ "$vm" = 1 ] && echo --vm)
 export CONTAINERS_CONF=/etc/hostctl-test/containers.conf
 export CARGO_TERM_COLOR=never
-step() { printf '\n=== %s\n' "$*"; }
+step() { printf '\n=== %s (%s)\n' "$*" "$(date -u +%T)"; }
+deboot_pid=
+if [ "$vm" = 1 ]; then
+  cache=${HOSTCTL_VM_CACHE:-/var/cache/hostctl-vm}
+  step "VM base rootfs: debootstrap in the background (log: /tmp/hostctl-debootstrap.log)"
+  integration/vm/debootstrap-base.sh "$cache" >/tmp/hostctl-debootstrap.log 2>&1 & deboot_pid=$!
+  trap '[ -n "$deboot_pid" ] && kill "$deboot_pid" 2>/dev/null || true' EXIT
+fi
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
@@ -17,3 +32,17 @@ step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 step "cargo test (unit + integration against a real registry)"
 cargo test --all-targets 2>&1 | tee /tmp/hostctl-test.log
+if [ "$vm" = 1 ]; then
+  step "VM base rootfs: waiting for the debootstrap"
+  if ! wait "$deboot_pid"; then
+    deboot_pid=
+    cat /tmp/hostctl-debootstrap.log >&2
+    echo "the VM base rootfs could not be built" >&2
+    exit 1
+  fi
+  deboot_pid=
+  cat /tmp/hostctl-debootstrap.log
+  step "VM end-to-end scenario (integration/run-vm-e2e)"
+  integration/run-vm-e2e --binary target/debug/hostctl
+fi
+step "all tests passed"

@@ -18,7 +18,7 @@ use crate::support::registry::Registry;
 use crate::support::{hostctl_bin, require_tool, run};
 
 /// Runs hostctl on `sysroot` with extra environment variables.
-fn hc(sysroot: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+pub(crate) fn hc(sysroot: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut c = Command::new(hostctl_bin());
     c.arg("--sysroot").arg(sysroot).arg("--tls-verify=false").args(args).env_remove("RUST_LOG");
     c.env_remove("HOSTCTL_BOOTED");
@@ -28,7 +28,7 @@ fn hc(sysroot: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
     c.output().expect("running hostctl")
 }
 
-fn hc_ok(sysroot: &Path, args: &[&str]) -> String {
+pub(crate) fn hc_ok(sysroot: &Path, args: &[&str]) -> String {
     let out = hc(sysroot, &[], args);
     assert!(
         out.status.success(),
@@ -39,21 +39,21 @@ fn hc_ok(sysroot: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn hc_json(sysroot: &Path, args: &[&str]) -> Value {
+pub(crate) fn hc_json(sysroot: &Path, args: &[&str]) -> Value {
     let out = hc_ok(sysroot, args);
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
 }
 
-fn status(sysroot: &Path) -> Value {
+pub(crate) fn status(sysroot: &Path) -> Value {
     hc_json(sysroot, &["status", "--json"])
 }
 
-fn deploy_dir(sysroot: &Path) -> PathBuf {
+pub(crate) fn deploy_dir(sysroot: &Path) -> PathBuf {
     sysroot.join("hostctl/deploy/default")
 }
 
 /// Boot entries of the default stateroot, default first: (file name, deployment id, text).
-fn entries(boot: &Path) -> Vec<(String, String, String)> {
+pub(crate) fn entries(boot: &Path) -> Vec<(String, String, String)> {
     let dir = boot.join("loader/entries");
     let mut v: Vec<(u64, String, String, String)> = std::fs::read_dir(&dir)
         .map(|rd| {
@@ -88,12 +88,12 @@ fn assert_entries_bootable(sysroot: &Path, boot: &Path) {
 }
 
 /// A podman with its own storage under a temp dir (hermetic, parallel-safe).
-struct Podman {
+pub(crate) struct Podman {
     dir: tempfile::TempDir,
 }
 
 impl Podman {
-    fn new() -> Podman {
+    pub(crate) fn new() -> Podman {
         require_tool("podman");
         Podman { dir: tempfile::tempdir().unwrap() }
     }
@@ -413,7 +413,13 @@ fn deployed_tree_equals_umoci_raw_unpack_except_etc() {
 
 /// Builds (podman, `FROM scratch`) and pushes a small image: a base layer
 /// with a kernel, and `files` as a second layer.
-fn push_small(reg: &Registry, pm: &Podman, tag: &str, files: &[(&str, &str)], dest_repo_tag: &str) -> String {
+pub(crate) fn push_small(
+    reg: &Registry,
+    pm: &Podman,
+    tag: &str,
+    files: &[(&str, &str)],
+    dest_repo_tag: &str,
+) -> String {
     let mut ctx: Vec<(String, String)> = vec![
         (format!("base/{KERNEL}"), "kernel".into()),
         ("base/etc/hostname".into(), "h\n".into()),

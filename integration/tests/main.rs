@@ -5,6 +5,7 @@ mod support;
 
 mod checkout;
 mod deploy;
+mod install;
 mod layout;
 mod pull;
 mod registry;

@@ -27,7 +27,7 @@ reg_pid=
 cleanup() {
   [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null || true
   [ -n "$reg_pid" ] && wait "$reg_pid" 2>/dev/null || true
-  for i in v1 v2 v3; do podman rmi -f "localhost/hostctl-e2e-$$/os:$i" >/dev/null 2>&1 || true; done
+  for i in v1 v2 v3 v4; do podman rmi -f "localhost/hostctl-e2e-$$/os:$i" >/dev/null 2>&1 || true; done
   if [ "${KEEP:-0}" = 1 ]; then echo "work dir kept: $W" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
@@ -58,7 +58,17 @@ LABEL org.opencontainers.image.version=v3
 EOT
 podman build -q -t "$local_tag:v3" "$W/v3" >/dev/null || fail "podman build of v3"
 podman push -q --tls-verify=false "$local_tag:v3" "docker://$reg:v3"
-step "v2 (Containerfile.example) and v3 (failing health check) built and pushed"
+# v4 never comes up: its init exits, the kernel panics and (panic=10) reboots.
+# It asks for 2 tries (/etc/kernel/tries), so it is attempted twice, then abandoned.
+mkdir -p "$W/v4"
+cat > "$W/v4/Containerfile" <<EOT
+FROM $local_tag:v2
+RUN echo v4 > /usr/share/my-os/version && echo 2 > /etc/kernel/tries \
+ && printf '#!/bin/sh\necho "E2E-V4-INIT: v4 is broken on purpose"\nexit 1\n' > /usr/lib/systemd/systemd
+LABEL org.opencontainers.image.version=v4
+EOT
+podman build -q -t "$local_tag:v4" "$W/v4" >/dev/null || fail "podman build of v4"
+step "v2 (Containerfile.example), v3 (failing health check) and v4 (never comes up) built and pushed"
 
 # --- install v1
 "$bin" --tls-verify=false --progress=none install to-disk "$W/disk.img" --size 6G \
@@ -125,6 +135,13 @@ cat > "$W/s4.sh" <<EOF
 $common
 sync; systemctl poweroff
 EOF
+cat > "$W/s5.sh" <<EOF
+$common
+hostctl status --json | tr -d ' \\n' | grep -q '"bootEntry":{"assessment":"bad"' \\
+  && hostctl status --json | tr -d ' \\n' | grep -q '"name":"90-broken","passed":false' && echo "E2E-JSON-BAD"
+\$H upgrade && echo "E2E-UPGRADE-OK"
+sync; systemctl reboot
+EOF
 
 boot "$W/s1.sh"
 need 1 "E2E-VERSION base-v1" "v1 booted"
@@ -154,9 +171,25 @@ need 4 "90-broken FAILED" "v3's health check failed"
 has 4 "E2E-VERSION" && fail "boot 4: the test agent ran on v3 although its health check failed"
 step "boot 4: v3's health check failed; entry marked bad, rebooted"
 
-boot "$W/s4.sh"
+podman push -q --tls-verify=false "$local_tag:v4" "docker://$reg:latest"  # the next upgrade finds v4
+boot "$W/s5.sh"
 need 5 "E2E-VERSION base-v1" "the machine came back on v1 by itself"
 need 5 "failed to boot" "hostctl status explains the automatic rollback"
-step "boot 5: back on v1 by itself; status explains"
+need 5 "E2E-JSON-BAD" "status --json marks v3's entry bad and carries its failed health check"
+need 5 "E2E-UPGRADE-OK" "upgrade to v4 staged"
+step "boot 5: back on v1 by itself; status explains; upgrade to v4 staged"
+
+for n in 6 7; do
+  boot "$W/s4.sh"
+  need $n "E2E-V4-INIT" "v4's broken init ran (try $((n - 5)) of 2)"
+  need $n "Kernel panic" "the kernel panicked and rebooted (try $((n - 5)) of 2)"
+  has $n "E2E-VERSION" && fail "boot $n: the test agent ran although v4 never comes up"
+done
+step "boots 6-7: v4 never came up (init exits, kernel panic), twice"
+
+boot "$W/s4.sh"
+need 8 "E2E-VERSION base-v1" "after v4 used up its tries, the machine came back on v1 by itself"
+need 8 "failed to boot (2 attempts" "hostctl status explains: v4 abandoned after 2 attempts"
+step "boot 8: back on v1 by itself after v4 used up its 2 tries"
 
 echo "E2E PASSED in $(( $(date +%s) - T0 ))s ($nboot boots)"

@@ -197,7 +197,7 @@ pub async fn to_disk(
         }
         Target::Device { path, esp, root } => {
             tools.partition(path, &l)?;
-            settle(&[esp, root])?;
+            settle(path, &[esp, root])?;
             tools.make_esp(esp, l.esp_size, &esp_dir)?;
             tools.make_root(root, l.root_size, &root_dir, &uuid)?;
         }
@@ -205,14 +205,31 @@ pub async fn to_disk(
     Ok(Installed { deployment: id, root_uuid: Some(uuid), kargs: o.kargs })
 }
 
-/// Waits (up to 10 s) for partition device nodes to appear.
-fn settle(paths: &[&PathBuf]) -> Result<()> {
-    let start = std::time::Instant::now();
-    while !paths.iter().all(|p| p.exists()) {
-        if start.elapsed().as_secs() > 10 {
-            bail!("partition devices {paths:?} did not appear");
+/// Waits for the partition device nodes of `dev` to appear. Without udev (a
+/// container, an installer environment) the kernel may not have re-read the
+/// new table: after 2 s, `partx -u` tells it, then it waits up to 10 s more.
+fn settle(dev: &Path, paths: &[&PathBuf]) -> Result<()> {
+    let wait = |limit: std::time::Duration| {
+        let start = std::time::Instant::now();
+        while !paths.iter().all(|p| p.exists()) {
+            if start.elapsed() > limit {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        true
+    };
+    if wait(std::time::Duration::from_secs(2)) {
+        return Ok(());
+    }
+    tracing::info!("partition devices of {} did not appear; asking the kernel with partx", dev.display());
+    let out = std::process::Command::new("partx").arg("-u").arg(dev).output().context("running partx")?;
+    if !out.status.success() {
+        // `-u` fails on a table the kernel never read; `-a` adds the partitions.
+        let _ = std::process::Command::new("partx").arg("-a").arg(dev).output();
+    }
+    if !wait(std::time::Duration::from_secs(10)) {
+        bail!("partition devices {paths:?} of {} did not appear", dev.display());
     }
     Ok(())
 }

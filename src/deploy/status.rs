@@ -242,7 +242,14 @@ pub fn render_human(h: &HostStatus) -> String {
                 let _ = writeln!(s, " none");
             }
             Some(d) => {
-                let _ = writeln!(s, " {}{}", d.id, if d.pinned { " (pinned)" } else { "" });
+                let abandoned = d.boot_entry.as_ref().is_some_and(|b| b.assessment == "bad");
+                let _ = writeln!(
+                    s,
+                    " {}{}{}",
+                    d.id,
+                    if d.pinned { " (pinned)" } else { "" },
+                    if abandoned { " (failed to boot: abandoned)" } else { "" }
+                );
                 if let Some(e) = &d.error {
                     let _ = writeln!(s, "    error:    {e}");
                     continue;
@@ -360,6 +367,9 @@ mod tests {
         assert!(notes[0].as_str().unwrap().contains("fell back to a.1"), "{notes:?}");
         let text = render_human(&h);
         assert!(text.contains("health check 90-broken failed (exit status: 1)"), "{text}");
+        let state = State { staged: Some("b.2".into()), ..state };
+        let text = render_human(&build(&state, Some("a.1"), BootedSource::KernelCmdline, &meta, &fell_back()));
+        assert!(text.contains("Staged: b.2 (failed to boot: abandoned)"), "{text}");
 
         let broken = BootFacts { entries_error: Some("permission denied".into()), ..BootFacts::none() };
         let h = build(&state, Some("a.1"), BootedSource::KernelCmdline, &meta, &broken);
