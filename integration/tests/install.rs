@@ -145,7 +145,7 @@ fn install_to_disk_and_check(via_loopback: bool) {
     assert_eq!(std::fs::metadata(&disk).unwrap().len(), 1 << 30);
     assert_eq!(loops_of(&disk), "", "no loop device is left attached");
     let leftovers: Vec<PathBuf> = std::fs::read_dir(work.path()).unwrap().map(|e| e.unwrap().path()).collect();
-    assert_eq!(leftovers, [disk.clone()], "the staging directory is removed");
+    assert_eq!(leftovers, std::slice::from_ref(&disk), "the staging directory is removed");
 
     let esp = partition(&disk, 1);
     let root = partition(&disk, 2);
