@@ -73,7 +73,7 @@ pub struct PulledImage {
     pub layers: Vec<PulledLayer>,
     /// Compressed bytes fetched for layers in this pull.
     pub bytes_downloaded: u64,
-    pub verdict: Option<Verdict>,
+    pub verdict: Verdict,
 }
 
 /// Converts an oci-spec descriptor's digest into ours.
@@ -114,7 +114,7 @@ pub async fn pull_resolved(
                 "message": format!("Resolved {imgref} to {manifest_digest}") }),
     );
 
-    let verdict = Some(opts.verifier.verify(imgref, &resolved, source.as_ref()).await?);
+    let verdict = opts.verifier.verify(imgref, &resolved, source.as_ref()).await?;
 
     let manifest = resolved.manifest.clone();
     let config_desc = manifest.config();

@@ -89,10 +89,10 @@ pub fn install_systemd_boot(tree: &Path, boot: &Path) -> Result<()> {
     if !efi.is_file() {
         bail!("the image has no systemd-boot ({SYSTEMD_BOOT_EFI}); install systemd-boot-efi in it");
     }
+    let bytes = std::fs::read(&efi).with_context(|| format!("reading {}", efi.display()))?;
     for dest in ["EFI/BOOT/BOOTX64.EFI", "EFI/systemd/systemd-bootx64.efi"] {
         let p = boot.join(dest);
         std::fs::create_dir_all(p.parent().expect("has a parent"))?;
-        let bytes = std::fs::read(&efi).with_context(|| format!("reading {}", efi.display()))?;
         fsutil::write_atomic(&p, &bytes)?;
     }
     let conf = boot.join("loader/loader.conf");

@@ -281,7 +281,7 @@ impl Deployer {
             image_created: image.config.created().clone(),
             kernel: KernelInfo { version: k.version.clone(), checksum, has_initramfs: k.initramfs.is_some() },
             kargs: image_kargs,
-            verdict: image.verdict.clone(),
+            verdict: Some(image.verdict.clone()),
             staged_at: crate::util::now_rfc3339(),
             finalized_at: None,
         };

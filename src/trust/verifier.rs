@@ -117,12 +117,11 @@ impl ImageVerifier for PolicyVerifier {
                                     all.candidates.extend(f.candidates);
                                     all.searched.extend(f.searched.into_iter().map(|s| format!("{s} of {d}")));
                                 }
-                                Err(e) => {
-                                    return Err(reject(
-                                        format!("{scope}: sigstoreSigned"),
-                                        format!("could not read its signatures: {e:#}"),
-                                    ))
-                                }
+                                // Not a verdict: the registry could not be asked (exit 1,
+                                // worth retrying), unlike a refusal (exit 4).
+                                Err(e) => return Err(e.context(format!(
+                                    "reading the signatures of {imgref} for the trust policy ({scope}: sigstoreSigned)"
+                                ))),
                             }
                         }
                         found = Some(all);
