@@ -812,3 +812,68 @@ async fn retry_after_from_a_busy_registry_is_honoured() {
     assert!(started.elapsed() >= std::time::Duration::from_secs(2), "{:?}", started.elapsed());
     assert_eq!(proxy.matching_requests().len(), 2);
 }
+
+// ---- client certificates (containers-certs.d(5)) ----
+
+#[test]
+fn cli_pull_with_client_certificate_from_cert_dir_or_certs_d() {
+    let reg = Registry::start_tls_mutual();
+    let client_dir = reg.client_cert_dir.clone().unwrap();
+    let ca_only = reg.cert_dir.clone().unwrap();
+    let (client_cd, ca_cd) = (client_dir.to_str().unwrap(), ca_only.to_str().unwrap());
+    let work = tempfile::tempdir().unwrap();
+    let image = reg.image("os:v1");
+    push_with_skopeo(
+        &build_image(work.path(), "v1", 2048).oci_ref(),
+        &image,
+        Compression::Gzip,
+        &["--dest-cert-dir", client_cd],
+    );
+    let expected = skopeo_digest(&image, &["--cert-dir", client_cd]);
+    let sysroot = tempfile::tempdir().unwrap();
+    let pull = |env: &[(&str, &std::ffi::OsStr)], extra: &[&str]| {
+        let args: Vec<&str> = extra.iter().copied().chain(["image", "pull", "--json", &image]).collect();
+        crate::support::hostctl_env(sysroot.path(), env, &args)
+    };
+
+    // The server CA alone: the registry refuses the connection without a client certificate.
+    let out = pull(&[], &["--cert-dir", ca_cd]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&format!("cannot reach registry {}", reg.addr)), "{stderr}");
+    assert!(stderr.contains("no client certificate"), "no TLS reason given: {stderr}");
+
+    // --cert-dir with the client certificate and key.
+    let out = pull(&[], &["--cert-dir", client_cd]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["manifest_digest"], expected, "{v}");
+
+    // A certs.d root holding `127.0.0.1:PORT/` (the second root; the first lacks the registry).
+    let roots = tempfile::tempdir().unwrap();
+    let empty_root = roots.path().join("empty");
+    let root = roots.path().join("certs.d");
+    let per_registry = root.join(&reg.addr);
+    std::fs::create_dir_all(&per_registry).unwrap();
+    std::fs::create_dir_all(&empty_root).unwrap();
+    for f in ["ca.crt", "client.cert", "client.key"] {
+        std::fs::copy(client_dir.join(f), per_registry.join(f)).unwrap();
+    }
+    let certs_d = std::env::join_paths([&empty_root, &root]).unwrap();
+    let sysroot2 = tempfile::tempdir().unwrap();
+    let out = crate::support::hostctl_env(
+        sysroot2.path(),
+        &[("HOSTCTL_CERTS_D", &certs_d)],
+        &["image", "pull", "--json", &image],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["manifest_digest"], expected, "{v}");
+
+    // A certificate without its key is a clear error naming the file.
+    std::fs::rename(per_registry.join("client.key"), per_registry.join("other.name")).unwrap();
+    let out = pull(&[("HOSTCTL_CERTS_D", &certs_d)], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("client.cert") && stderr.contains("has no key") && stderr.contains(&reg.addr), "{stderr}");
+}

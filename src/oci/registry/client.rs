@@ -40,6 +40,8 @@ pub struct Client {
     pub registry: String,
     pub repository: String,
     insecure: bool,
+    /// The TLS files in use (for messages).
+    tls_note: Option<String>,
     /// `https://host[:port]` or, for insecure registries that do not speak TLS, `http://…`.
     base: OnceCell<String>,
     auth: Auth,
@@ -47,11 +49,13 @@ pub struct Client {
 
 impl Client {
     pub fn new(registry: &str, repository: &str, opts: &RegistryOptions) -> Result<Arc<Self>> {
+        let (http, tls_note) = super::tls::http_client(opts, registry)?;
         Ok(Arc::new(Client {
-            http: super::tls::http_client(opts)?,
+            http,
             registry: registry.to_string(),
             repository: repository.to_string(),
             insecure: opts.insecure,
+            tls_note,
             base: OnceCell::new(),
             auth: Auth::new(registry, repository, AuthSearch::new(opts.authfile.as_deref())),
         }))
@@ -75,9 +79,17 @@ impl Client {
                         Ok(http)
                     }
                     Err(e) => Err(e.context(format!(
-                        "cannot reach registry {} over HTTPS (for a private CA pass --cert-dir; \
-                         for a registry without valid TLS, --tls-verify=false)",
-                        self.registry
+                        "cannot reach registry {} over HTTPS ({}; for a registry without valid TLS, \
+                         --tls-verify=false)",
+                        self.registry,
+                        match &self.tls_note {
+                            Some(n) => n.clone(),
+                            None => format!(
+                                "for a private CA or a client certificate, pass --cert-dir or use a certs.d \
+                                 directory named {}",
+                                self.registry
+                            ),
+                        }
                     ))),
                 }
             })

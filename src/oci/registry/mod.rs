@@ -4,8 +4,8 @@
 //!
 //! Files, one concept each: [`client`] (endpoint, authorised GETs, retries),
 //! [`auth`] (Basic and Bearer flows, token cache), [`challenge`]
-//! (`WWW-Authenticate` parsing), [`authfile`] (auth.json lookup), [`tls`]
-//! (roots, `--cert-dir`, insecure), [`manifest`] (media types, index
+//! (`WWW-Authenticate` parsing), [`authfile`] (auth.json lookup), [`certs_d`]
+//! (per-registry TLS directories), [`tls`] (roots, client certificate, insecure), [`manifest`] (media types, index
 //! resolution), [`blob_stream`] (resume with `Range`).
 //!
 //! Why not oci-client's `Client` (read for this; it is in Cargo.toml for the
@@ -19,6 +19,7 @@
 pub mod auth;
 pub mod authfile;
 pub mod blob_stream;
+pub mod certs_d;
 pub mod challenge;
 pub mod client;
 pub mod manifest;
