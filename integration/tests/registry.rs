@@ -877,3 +877,149 @@ fn cli_pull_with_client_certificate_from_cert_dir_or_certs_d() {
     assert!(!out.status.success());
     assert!(stderr.contains("client.cert") && stderr.contains("has no key") && stderr.contains(&reg.addr), "{stderr}");
 }
+
+// ---- credential helpers (containers-auth.json(5)) ----
+
+/// Writes `dir/docker-credential-NAME`: a shell script that records the
+/// registry it was asked about in `dir/NAME.asked` and runs `body`.
+fn credential_helper(dir: &Path, name: &str, body: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join(format!("docker-credential-{name}"));
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 9\nread -r registry\necho \"$registry\" >> {}/{name}.asked\n{body}\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// PATH with `dir` first.
+fn path_with(dir: &Path) -> std::ffi::OsString {
+    let old = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&old))).unwrap()
+}
+
+#[test]
+fn cli_pull_with_credentials_from_credential_helpers() {
+    let reg = Registry::start_tls_basic("alice", "helper-pw");
+    let cert_dir = reg.cert_dir.clone().unwrap();
+    let cd = cert_dir.to_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let image = reg.image("os:v1");
+    push_with_skopeo(
+        &build_image(work.path(), "v1", 2048).oci_ref(),
+        &image,
+        Compression::Gzip,
+        &["--dest-creds", "alice:helper-pw", "--dest-cert-dir", cd],
+    );
+    let helpers = tempfile::tempdir().unwrap();
+    let ok = r#"printf '{"ServerURL":"%s","Username":"alice","Secret":"helper-pw"}' "$registry""#;
+    credential_helper(helpers.path(), "good", ok);
+    credential_helper(helpers.path(), "empty", "echo 'credentials not found in native keychain'; exit 1");
+    credential_helper(helpers.path(), "broken", "echo 'the keyring is locked' >&2; exit 3");
+    let path = path_with(helpers.path());
+    let sysroot = tempfile::tempdir().unwrap();
+    let pull = |auth: &str| {
+        let file = work.path().join(format!("auth-{}.json", auth.len()));
+        std::fs::write(&file, auth).unwrap();
+        let out = crate::support::hostctl_env(
+            sysroot.path(),
+            &[("PATH", &path)],
+            &["--cert-dir", cd, "--authfile", file.to_str().unwrap(), "image", "pull", "--json", &image],
+        );
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let asked = |name: &str| std::fs::read_to_string(helpers.path().join(format!("{name}.asked"))).unwrap_or_default();
+
+    // credHelpers names the helper for this registry; the inline entry (a wrong password) is not used.
+    let wrong = base64::engine::general_purpose::STANDARD.encode("alice:wrong");
+    let (ok, stderr) =
+        pull(&format!(r#"{{"auths":{{"{a}":{{"auth":"{wrong}"}}}},"credHelpers":{{"{a}":"good"}}}}"#, a = reg.addr));
+    assert!(ok, "{stderr}");
+    assert_eq!(asked("good"), format!("{}\n", reg.addr), "the helper gets the registry host on stdin");
+
+    // credsStore serves registries without a credHelpers entry.
+    let (ok, stderr) = pull(r#"{"auths":{},"credsStore":"good"}"#);
+    assert!(ok, "{stderr}");
+
+    // "credentials not found": no credentials, so the registry's 401 is reported as such.
+    let (ok, stderr) = pull(&format!(r#"{{"credHelpers":{{"{}":"empty"}}}}"#, reg.addr));
+    assert!(!ok);
+    assert!(
+        stderr.contains("401") && stderr.contains(&format!("no credentials for {} were found", reg.addr)),
+        "{stderr}"
+    );
+    assert_eq!(asked("empty"), format!("{}\n", reg.addr));
+
+    // Any other failure is an error naming the helper and what it said.
+    let (ok, stderr) = pull(&format!(r#"{{"credHelpers":{{"{}":"broken"}}}}"#, reg.addr));
+    assert!(!ok);
+    assert!(
+        stderr.contains("docker-credential-broken")
+            && stderr.contains("the keyring is locked")
+            && stderr.contains("exit status: 3"),
+        "{stderr}"
+    );
+
+    // A helper that is not installed is a clear error too.
+    let (ok, stderr) = pull(&format!(r#"{{"credHelpers":{{"{}":"absent"}}}}"#, reg.addr));
+    assert!(!ok);
+    assert!(stderr.contains("docker-credential-absent") && stderr.contains("PATH"), "{stderr}");
+
+    // A password the registry refuses: the error names the helper, never the secret.
+    credential_helper(helpers.path(), "stale", r#"echo '{"Username":"alice","Secret":"stale-secret-pw"}'"#);
+    let (ok, stderr) = pull(&format!(r#"{{"credHelpers":{{"{}":"stale"}}}}"#, reg.addr));
+    assert!(!ok);
+    assert!(stderr.contains("401") && stderr.contains("docker-credential-stale"), "{stderr}");
+    assert!(!stderr.contains("stale-secret-pw"), "the secret leaked: {stderr}");
+}
+
+#[test]
+fn cli_pull_with_an_identity_token_from_a_credential_helper() {
+    let tokens = TokenServer::start_with_refresh_token("tess", "t0ken-pw", 300, Some("refresh-me-42"));
+    let reg = Registry::start_tls_token(&tokens);
+    let cert_dir = reg.cert_dir.clone().unwrap();
+    let cd = cert_dir.to_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let image = reg.image("os:v1");
+    push_with_skopeo(
+        &build_image(work.path(), "v1", 2048).oci_ref(),
+        &image,
+        Compression::Gzip,
+        &["--dest-creds", "tess:t0ken-pw", "--dest-cert-dir", cd],
+    );
+    let helpers = tempfile::tempdir().unwrap();
+    credential_helper(helpers.path(), "idtoken", r#"echo '{"Username":"<token>","Secret":"refresh-me-42"}'"#);
+    credential_helper(helpers.path(), "badtoken", r#"echo '{"Username":"<token>","Secret":"revoked-token"}'"#);
+    let path = path_with(helpers.path());
+    let sysroot = tempfile::tempdir().unwrap();
+    let pull = |helper: &str| {
+        let file = work.path().join(format!("auth-{helper}.json"));
+        std::fs::write(&file, format!(r#"{{"credHelpers":{{"{}":"{helper}"}}}}"#, reg.addr)).unwrap();
+        crate::support::hostctl_env(
+            sysroot.path(),
+            &[("PATH", &path)],
+            &["--cert-dir", cd, "--authfile", file.to_str().unwrap(), "image", "pull", "--json", &image],
+        )
+    };
+    let before = tokens.requests().len();
+    let out = pull("idtoken");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ours: Vec<_> = tokens.requests().into_iter().skip(before).collect();
+    assert!(!ours.is_empty());
+    for r in &ours {
+        // Exchanged with the OAuth2 refresh-token grant, never sent as a password.
+        assert_eq!((r.method.as_str(), r.grant_type.as_deref()), ("POST", Some("refresh_token")), "{r:?}");
+        assert!(r.granted && r.scopes == ["repository:os:pull"], "{r:?}");
+    }
+
+    // A revoked token: the token server's refusal, with where the token came from, not the token.
+    let out = pull("badtoken");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("token server") && stderr.contains("401") && stderr.contains("identity token"), "{stderr}");
+    assert!(!stderr.contains("revoked-token"), "the token leaked: {stderr}");
+}

@@ -1,10 +1,12 @@
 //! The registry source: an OCI distribution spec client for one repository,
-//! with auth (anonymous, Basic, Bearer tokens; credentials from auth.json),
+//! with auth (anonymous, Basic, Bearer tokens; credentials from auth.json and
+//! credential helpers),
 //! TLS options, retries and resumable, size-capped blob streams.
 //!
 //! Files, one concept each: [`client`] (endpoint, authorised GETs, retries),
 //! [`auth`] (Basic and Bearer flows, token cache), [`challenge`]
-//! (`WWW-Authenticate` parsing), [`authfile`] (auth.json lookup), [`certs_d`]
+//! (`WWW-Authenticate` parsing), [`authfile`] (auth.json lookup), [`credhelper`]
+//! (docker-credential-* helpers), [`certs_d`]
 //! (per-registry TLS directories), [`tls`] (roots, client certificate, insecure), [`manifest`] (media types, index
 //! resolution), [`blob_stream`] (resume with `Range`).
 //!
@@ -22,6 +24,7 @@ pub mod blob_stream;
 pub mod certs_d;
 pub mod challenge;
 pub mod client;
+pub mod credhelper;
 pub mod manifest;
 pub mod tls;
 
