@@ -1023,3 +1023,165 @@ fn cli_pull_with_an_identity_token_from_a_credential_helper() {
     assert!(stderr.contains("token server") && stderr.contains("401") && stderr.contains("identity token"), "{stderr}");
     assert!(!stderr.contains("revoked-token"), "the token leaked: {stderr}");
 }
+
+// ---- registries.conf (containers-registries.conf(5)) ----
+
+/// Writes a registries.conf and returns options that read only it.
+fn with_registries_conf(dir: &Path, text: &str) -> RegistryOptions {
+    let file = dir.join(format!("registries-{}.conf", text.len()));
+    std::fs::write(&file, text).unwrap();
+    RegistryOptions { registries_conf: vec![file], ..Default::default() }
+}
+
+/// An address where nothing listens (a registry that is down).
+fn down_registry() -> String {
+    format!("127.0.0.1:{}", crate::support::registry::free_port())
+}
+
+#[tokio::test]
+async fn mirror_serves_the_pull_while_the_primary_is_down() {
+    let mirror = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    build_image(work.path(), "v1", 4096).push(&mirror.image("cache/team/os:v1"), Compression::Gzip);
+    let primary = down_registry();
+    let opts = with_registries_conf(
+        work.path(),
+        &format!(
+            "[[registry]]\nprefix = \"{primary}/team\"\ninsecure = true\n\
+             [[registry.mirror]]\nlocation = \"{}/cache/team\"\ninsecure = true\n",
+            mirror.addr
+        ),
+    );
+    // By tag: every manifest and blob digest is checked (pull_all), whoever served them.
+    let src = source(&format!("{primary}/team/os:v1"), &opts);
+    let (resolved, _) = pull_all(src.as_ref()).await;
+    assert_eq!(
+        resolved.raw.digest.to_string(),
+        skopeo_digest(&mirror.image("cache/team/os:v1"), &["--tls-verify=false"])
+    );
+    assert!(src.describe().contains(&format!("mirror {}/cache/team/os", mirror.addr)), "{}", src.describe());
+    // By digest too.
+    let pinned = source(&format!("{primary}/team/os@{}", resolved.raw.digest), &opts);
+    assert_eq!(pinned.resolve(&amd64()).await.unwrap().raw.digest, resolved.raw.digest);
+
+    // A mirror without the image is passed over; with the primary down too,
+    // the error names the primary and what the mirror said.
+    let missing = source(&format!("{primary}/team/os:v9"), &opts);
+    let e = format!("{:#}", missing.resolve(&amd64()).await.unwrap_err());
+    assert!(e.contains(&primary) && e.contains(&format!("{}/cache/team/os:v9: not found", mirror.addr)), "{e}");
+}
+
+#[tokio::test]
+async fn lying_mirror_is_refused_by_digest_and_the_primary_serves() {
+    let primary = Registry::start();
+    let liar = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    build_image(work.path(), "v1", 100).push(&primary.image("os:v1"), Compression::Gzip);
+    build_image(work.path(), "v2", 100).push(&liar.image("os:v2"), Compression::Gzip);
+    let digest = source(&primary.image("os:v1"), &insecure()).resolve(&amd64()).await.unwrap().raw.digest.to_string();
+    // The mirror answers the digest request with v2's manifest.
+    let proxy = FaultProxy::start(
+        &liar.addr,
+        Faults {
+            path_match: format!("/manifests/{digest}"),
+            rewrite: Some((digest.clone(), "v2".into())),
+            ..Default::default()
+        },
+    );
+    let mut opts = with_registries_conf(
+        work.path(),
+        &format!("[[registry]]\nprefix = \"{}\"\n[[registry.mirror]]\nlocation = \"{}\"\n", primary.addr, proxy.addr),
+    );
+    opts.insecure = true;
+    let src = source(&format!("{}/os@{digest}", primary.addr), &opts);
+    let r = src.resolve(&amd64()).await.unwrap();
+    assert_eq!(r.raw.digest.to_string(), digest);
+    assert_eq!(proxy.matching_requests().len(), 1, "the mirror was asked first");
+    assert_eq!(src.describe(), format!("registry {}/os", primary.addr));
+}
+
+#[tokio::test]
+async fn digest_only_mirror_is_skipped_for_tags() {
+    let primary = Registry::start();
+    let mirror = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let layout = build_image(work.path(), "v1", 100);
+    layout.push(&primary.image("os:v1"), Compression::Gzip);
+    layout.push(&mirror.image("os:v1"), Compression::Gzip);
+    let proxy = FaultProxy::start(&mirror.addr, Faults::default());
+    let opts = with_registries_conf(
+        work.path(),
+        &format!(
+            "[[registry]]\nprefix = \"{}\"\ninsecure = true\n\
+             [[registry.mirror]]\nlocation = \"{}\"\ninsecure = true\npull-from-mirror = \"digest-only\"\n",
+            primary.addr, proxy.addr
+        ),
+    );
+    let by_tag = source(&primary.image("os:v1"), &opts);
+    let (resolved, _) = pull_all(by_tag.as_ref()).await;
+    assert!(proxy.requests().is_empty(), "a tag pull asked the digest-only mirror: {:?}", proxy.requests());
+    // A pull by digest goes to the mirror.
+    let by_digest = source(&format!("{}/os@{}", primary.addr, resolved.raw.digest), &opts);
+    pull_all(by_digest.as_ref()).await;
+    assert!(proxy.requests().iter().any(|r| r.contains(&format!("/manifests/{}", resolved.raw.digest))));
+    assert!(by_digest.describe().contains("mirror"), "{}", by_digest.describe());
+}
+
+#[tokio::test]
+async fn blocked_prefix_is_refused_and_location_rewrites_the_name() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    build_image(work.path(), "v1", 100).push(&reg.image("real/os:v1"), Compression::Gzip);
+    let opts = with_registries_conf(
+        work.path(),
+        &format!(
+            "[[registry]]\nprefix = \"registry.invalid/team\"\nlocation = \"{}/real\"\ninsecure = true\n\
+             [[registry]]\nprefix = \"{}/forbidden\"\nblocked = true\n",
+            reg.addr, reg.addr
+        ),
+    );
+    // The logical name does not resolve; the location does, and is insecure (plain HTTP).
+    let src = source("registry.invalid/team/os:v1", &opts);
+    pull_all(src.as_ref()).await;
+    assert_eq!(src.describe(), format!("registry registry.invalid/team/os (at {}/real/os)", reg.addr));
+
+    let r: ImageRef = reg.image("forbidden/os:v1").parse().unwrap();
+    let e = format!("{:#}", open_source(&r, &opts).err().expect("a blocked name must be refused"));
+    assert!(e.contains("blocked") && e.contains(&format!("{}/forbidden", reg.addr)), "{e}");
+    // Outside the blocked prefix: allowed.
+    assert!(open_source(&reg.image("real/os:v1").parse().unwrap(), &opts).is_ok());
+}
+
+#[test]
+fn cli_pull_reads_containers_registries_conf() {
+    let mirror = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    build_image(work.path(), "v1", 2048).push(&mirror.image("os:v1"), Compression::Gzip);
+    let primary = down_registry();
+    let conf = work.path().join("registries.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nprefix = \"{primary}\"\n[[registry.mirror]]\nlocation = \"{}\"\ninsecure = true\n\
+             [[registry]]\nprefix = \"{}/blocked\"\nblocked = true\n",
+            mirror.addr, mirror.addr
+        ),
+    )
+    .unwrap();
+    let sysroot = tempfile::tempdir().unwrap();
+    let env = [("CONTAINERS_REGISTRIES_CONF", conf.as_os_str())];
+    let out =
+        crate::support::hostctl_env(sysroot.path(), &env, &["image", "pull", "--json", &format!("{primary}/os:v1")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["manifest_digest"], skopeo_digest(&mirror.image("os:v1"), &["--tls-verify=false"]), "{v}");
+
+    let out = crate::support::hostctl_env(
+        sysroot.path(),
+        &env,
+        &["--tls-verify=false", "image", "pull", &mirror.image("blocked/os:v1")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("blocked by registries.conf") && stderr.contains(conf.to_str().unwrap()), "{stderr}");
+}

@@ -75,6 +75,7 @@ impl GlobalArgs {
             insecure: !self.tls_verify,
             cert_dir: self.cert_dir.clone(),
             certs_d: certs_d_roots(),
+            registries_conf: registries_conf_files(),
             authfile: self.authfile.clone(),
             max_concurrent_downloads: None,
         }
@@ -138,6 +139,16 @@ fn certs_d_roots() -> Vec<PathBuf> {
     match std::env::var_os("HOSTCTL_CERTS_D") {
         Some(v) => std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).collect(),
         None => crate::oci::registry::certs_d::default_roots(),
+    }
+}
+
+/// The registries.conf files: `CONTAINERS_REGISTRIES_CONF` alone when set
+/// (empty: none), else the standard ones with their drop-ins.
+fn registries_conf_files() -> Vec<PathBuf> {
+    match std::env::var_os("CONTAINERS_REGISTRIES_CONF") {
+        Some(f) if f.is_empty() => Vec::new(),
+        Some(f) => vec![PathBuf::from(f)],
+        None => crate::oci::registry::registries_conf::default_files(),
     }
 }
 

@@ -35,6 +35,9 @@ pub struct RegistryOptions {
     /// containers-certs.d(5) roots searched for `<host[:port]>/` when `cert_dir`
     /// is not given; empty: none (the CLI passes [`registry::certs_d::default_roots`]).
     pub certs_d: Vec<std::path::PathBuf>,
+    /// registries.conf files read in order (missing ones skipped); empty:
+    /// none (the CLI passes [`registry::registries_conf::default_files`]).
+    pub registries_conf: Vec<std::path::PathBuf>,
     /// `--authfile`: an auth.json to use instead of the default search path.
     pub authfile: Option<std::path::PathBuf>,
     /// Layers downloaded at once.

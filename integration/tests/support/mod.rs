@@ -22,11 +22,16 @@ pub fn hostctl(sysroot: &Path, args: &[&str]) -> Output {
 }
 
 /// Like [`hostctl`], with extra environment variables. The machine's
-/// containers-certs.d(5) directories are not consulted unless `env` sets
-/// `HOSTCTL_CERTS_D`.
+/// containers-certs.d(5) directories and registries.conf files are not
+/// consulted unless `env` sets `HOSTCTL_CERTS_D` or `CONTAINERS_REGISTRIES_CONF`.
 pub fn hostctl_env(sysroot: &Path, env: &[(&str, &std::ffi::OsStr)], args: &[&str]) -> Output {
     let mut cmd = Command::new(hostctl_bin());
-    cmd.arg("--sysroot").arg(sysroot).args(args).env_remove("RUST_LOG").env("HOSTCTL_CERTS_D", "");
+    cmd.arg("--sysroot")
+        .arg(sysroot)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env("HOSTCTL_CERTS_D", "")
+        .env("CONTAINERS_REGISTRIES_CONF", "");
     for (k, v) in env {
         cmd.env(k, v);
     }
