@@ -1185,3 +1185,35 @@ fn cli_pull_reads_containers_registries_conf() {
     assert!(!out.status.success());
     assert!(stderr.contains("blocked by registries.conf") && stderr.contains(conf.to_str().unwrap()), "{stderr}");
 }
+
+#[tokio::test]
+async fn retry_after_as_an_http_date_is_honoured() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    build_image(work.path(), "v1", 100).push(&reg.image("os:v1"), Compression::Gzip);
+    // Three seconds from now, in whole seconds: the wait is between 2 and 3 s.
+    let when = std::time::SystemTime::now() + std::time::Duration::from_secs(3);
+    let secs = when.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let date = time::OffsetDateTime::from_unix_timestamp(secs).unwrap();
+    let http_date = date
+        .format(time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        ))
+        .unwrap();
+    let proxy = FaultProxy::start(
+        &reg.addr,
+        Faults {
+            path_match: "/manifests/v1".into(),
+            fail_503: 1,
+            retry_after_text: Some(http_date.clone()),
+            ..Default::default()
+        },
+    );
+    let src = source(&format!("{}/os:v1", proxy.addr), &insecure());
+    let started = std::time::Instant::now();
+    src.fetch_manifest("v1").await.unwrap().unwrap();
+    let waited = started.elapsed();
+    assert!(waited >= std::time::Duration::from_millis(1900), "{http_date}: waited {waited:?}");
+    assert!(waited < std::time::Duration::from_secs(10), "{http_date}: waited {waited:?}");
+    assert_eq!(proxy.matching_requests().len(), 2);
+}

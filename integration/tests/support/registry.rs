@@ -302,8 +302,10 @@ pub struct Faults {
     pub path_match: String,
     /// Reply `503` to this many matching requests (without forwarding them) ...
     pub fail_503: u32,
-    /// ... with this `Retry-After` (seconds), if any.
+    /// ... with this `Retry-After` (seconds), if any ...
     pub retry_after: Option<u32>,
+    /// ... or this one (any text, e.g. an HTTP-date).
+    pub retry_after_text: Option<String>,
     /// Cut this many matching responses (to requests without `Range`) ...
     pub cuts: u32,
     /// ... after this many response bytes (headers included).
@@ -430,7 +432,12 @@ fn proxy_connection(
             seen.lock().unwrap().push(text.to_lowercase());
             if matches && f.fail_503 > 0 {
                 f.fail_503 -= 1;
-                let retry_after = f.retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
+                let retry_after = f
+                    .retry_after
+                    .map(|s| s.to_string())
+                    .or_else(|| f.retry_after_text.clone())
+                    .map(|v| format!("Retry-After: {v}\r\n"))
+                    .unwrap_or_default();
                 let reply = format!(
                     "HTTP/1.1 503 Service Unavailable\r\n{retry_after}Content-Length: 0\r\nConnection: close\r\n\r\n"
                 );

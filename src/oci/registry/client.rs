@@ -26,12 +26,18 @@ pub const MAX_ATTEMPTS: u32 = 5;
 /// First retry delay; it doubles with each retry up to [`MAX_BACKOFF`].
 pub const BASE_BACKOFF: Duration = Duration::from_millis(200);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// Longest `Retry-After` (in seconds) a registry can make a retry wait.
+/// Longest wait a registry's `Retry-After` (seconds or date) can impose on a retry.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// The delay before retry number `retry` (1-based).
 pub fn backoff(retry: u32) -> Duration {
     BASE_BACKOFF.saturating_mul(1 << retry.saturating_sub(1).min(16)).min(MAX_BACKOFF)
+}
+
+/// The wait before retry number `retry`: the backoff, or longer when the
+/// server's `Retry-After` asks for it, within [`MAX_RETRY_AFTER`].
+pub fn retry_delay(retry: u32, retry_after: Option<Duration>) -> Duration {
+    backoff(retry).max(retry_after.unwrap_or_default().min(MAX_RETRY_AFTER))
 }
 
 /// A repository in a registry, reachable over HTTP(S).
@@ -151,8 +157,7 @@ impl Client {
             if attempt >= MAX_ATTEMPTS {
                 bail!("GET {url} failed {attempt} times; last: {retry_why}");
             }
-            // A server's Retry-After is honoured, within reason.
-            let delay = backoff(attempt).max(server_delay.unwrap_or_default().min(MAX_RETRY_AFTER));
+            let delay = retry_delay(attempt, server_delay);
             warn!("GET {url}: {retry_why}; retrying in {delay:?} (attempt {}/{MAX_ATTEMPTS})", attempt + 1);
             tokio::time::sleep(delay).await;
         }
@@ -176,10 +181,10 @@ fn header_str(resp: &Response, name: reqwest::header::HeaderName) -> Option<&str
     resp.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok())
 }
 
-/// A `Retry-After` given in seconds (the HTTP-date form is ignored).
+/// The delay a reply's `Retry-After` asks for (seconds or an HTTP-date).
 fn retry_after(resp: &Response) -> Option<Duration> {
     let v = header_str(resp, reqwest::header::RETRY_AFTER)?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+    super::retry_after::delay(v, time::OffsetDateTime::now_utc())
 }
 
 fn is_retryable_status(s: StatusCode) -> bool {
@@ -289,5 +294,22 @@ mod tests {
         assert_eq!(backoff(2), BASE_BACKOFF * 2);
         assert_eq!(backoff(3), BASE_BACKOFF * 4);
         assert_eq!(backoff(40), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn retry_after_lengthens_the_wait_within_the_cap_in_both_forms() {
+        let now = time::OffsetDateTime::now_utc();
+        let delay = |v: &str| retry_delay(1, super::super::retry_after::delay(v, now));
+        assert_eq!(delay("2"), Duration::from_secs(2));
+        assert_eq!(delay("0"), BASE_BACKOFF);
+        assert_eq!(delay("86400"), MAX_RETRY_AFTER);
+        let fmt = time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        );
+        let in_a_day = (now + time::Duration::days(1)).format(fmt).unwrap();
+        assert_eq!(delay(&in_a_day), MAX_RETRY_AFTER);
+        let an_hour_ago = (now - time::Duration::hours(1)).format(fmt).unwrap();
+        assert_eq!(delay(&an_hour_ago), BASE_BACKOFF);
+        assert_eq!(delay("garbage"), BASE_BACKOFF);
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! Files, one concept each: [`registries_conf`] (blocked names, rewrites,
 //! mirrors), [`endpoint`] (one place to pull from; digest-checked manifest
-//! GETs), [`client`] (HTTP endpoint, authorised GETs, retries), [`auth`]
+//! GETs), [`client`] (HTTP endpoint, authorised GETs, retries),
+//! [`retry_after`] (`Retry-After` seconds and dates), [`auth`]
 //! (Basic and Bearer flows, token cache), [`challenge`] (`WWW-Authenticate`
 //! parsing), [`authfile`] (auth.json lookup), [`credhelper`]
 //! (docker-credential-* helpers), [`certs_d`] (per-registry TLS
@@ -30,6 +31,7 @@ pub mod credhelper;
 pub mod endpoint;
 pub mod manifest;
 pub mod registries_conf;
+pub mod retry_after;
 pub mod tls;
 
 use anyhow::{bail, Context, Result};
