@@ -975,6 +975,13 @@ fn cli_pull_with_credentials_from_credential_helpers() {
     assert!(!ok);
     assert!(stderr.contains("401") && stderr.contains("docker-credential-stale"), "{stderr}");
     assert!(!stderr.contains("stale-secret-pw"), "the secret leaked: {stderr}");
+
+    // An identity token cannot answer a Basic challenge: said so, without the token.
+    credential_helper(helpers.path(), "idtoken", r#"echo '{"Username":"<token>","Secret":"some-refresh-token"}'"#);
+    let (ok, stderr) = pull(&format!(r#"{{"credHelpers":{{"{}":"idtoken"}}}}"#, reg.addr));
+    assert!(!ok);
+    assert!(stderr.contains("Basic") && stderr.contains("identity token"), "{stderr}");
+    assert!(!stderr.contains("some-refresh-token"), "the token leaked: {stderr}");
 }
 
 #[test]
