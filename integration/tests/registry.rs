@@ -812,3 +812,415 @@ async fn retry_after_from_a_busy_registry_is_honoured() {
     assert!(started.elapsed() >= std::time::Duration::from_secs(2), "{:?}", started.elapsed());
     assert_eq!(proxy.matching_requests().len(), 2);
 }
+
+// ---- client certificates (containers-certs.d(5)) ----
+
+#[test]
+fn cli_pull_with_client_certificate_from_cert_dir_or_certs_d() {
+    let reg = Registry::start_tls_mutual();
+    let client_dir = reg.client_cert_dir.clone().unwrap();
+    let ca_only = reg.cert_dir.clone().unwrap();
+    let (client_cd, ca_cd) = (client_dir.to_str().unwrap(), ca_only.to_str().unwrap());
+    let work = tempfile::tempdir().unwrap();
+    let image = reg.image("os:v1");
+    push_with_skopeo(
+        &build_image(work.path(), "v1", 2048).oci_ref(),
+        &image,
+        Compression::Gzip,
+        &["--dest-cert-dir", client_cd],
+    );
+    let expected = skopeo_digest(&image, &["--cert-dir", client_cd]);
+    let sysroot = tempfile::tempdir().unwrap();
+    let pull = |env: &[(&str, &std::ffi::OsStr)], extra: &[&str]| {
+        let args: Vec<&str> = extra.iter().copied().chain(["image", "pull", "--json", &image]).collect();
+        crate::support::hostctl_env(sysroot.path(), env, &args)
+    };
+
+    // The server CA alone: the registry refuses the connection without a client certificate.
+    let out = pull(&[], &["--cert-dir", ca_cd]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&format!("cannot reach registry {}", reg.addr)), "{stderr}");
+    assert!(stderr.contains("no client certificate"), "no TLS reason given: {stderr}");
+
+    // --cert-dir with the client certificate and key.
+    let out = pull(&[], &["--cert-dir", client_cd]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["manifest_digest"], expected, "{v}");
+
+    // A certs.d root holding `127.0.0.1:PORT/` (the second root; the first lacks the registry).
+    let roots = tempfile::tempdir().unwrap();
+    let empty_root = roots.path().join("empty");
+    let root = roots.path().join("certs.d");
+    let per_registry = root.join(&reg.addr);
+    std::fs::create_dir_all(&per_registry).unwrap();
+    std::fs::create_dir_all(&empty_root).unwrap();
+    for f in ["ca.crt", "client.cert", "client.key"] {
+        std::fs::copy(client_dir.join(f), per_registry.join(f)).unwrap();
+    }
+    let certs_d = std::env::join_paths([&empty_root, &root]).unwrap();
+    let sysroot2 = tempfile::tempdir().unwrap();
+    let out = crate::support::hostctl_env(
+        sysroot2.path(),
+        &[("HOSTCTL_CERTS_D", &certs_d)],
+        &["image", "pull", "--json", &image],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["manifest_digest"], expected, "{v}");
+
+    // A certificate without its key is a clear error naming the file.
+    std::fs::rename(per_registry.join("client.key"), per_registry.join("other.name")).unwrap();
+    let out = pull(&[("HOSTCTL_CERTS_D", &certs_d)], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("client.cert") && stderr.contains("has no key") && stderr.contains(&reg.addr), "{stderr}");
+}
+
+// ---- credential helpers (containers-auth.json(5)) ----
+
+/// Writes `dir/docker-credential-NAME`: a shell script that records the
+/// registry it was asked about in `dir/NAME.asked` and runs `body`.
+fn credential_helper(dir: &Path, name: &str, body: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join(format!("docker-credential-{name}"));
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 9\nread -r registry\necho \"$registry\" >> {}/{name}.asked\n{body}\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// PATH with `dir` first.
+fn path_with(dir: &Path) -> std::ffi::OsString {
+    let old = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&old))).unwrap()
+}
+
+#[test]
+fn cli_pull_with_credentials_from_credential_helpers() {
+    let reg = Registry::start_tls_basic("alice", "helper-pw");
+    let cert_dir = reg.cert_dir.clone().unwrap();
+    let cd = cert_dir.to_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let image = reg.image("os:v1");
+    push_with_skopeo(
+        &build_image(work.path(), "v1", 2048).oci_ref(),
+        &image,
+        Compression::Gzip,
+        &["--dest-creds", "alice:helper-pw", "--dest-cert-dir", cd],
+    );
+    let helpers = tempfile::tempdir().unwrap();
+    let ok = r#"printf '{"ServerURL":"%s","Username":"alice","Secret":"helper-pw"}' "$registry""#;
+    credential_helper(helpers.path(), "good", ok);
+    credential_helper(helpers.path(), "empty", "echo 'credentials not found in native keychain'; exit 1");
+    credential_helper(helpers.path(), "broken", "echo 'the keyring is locked' >&2; exit 3");
+    let path = path_with(helpers.path());
+    let sysroot = tempfile::tempdir().unwrap();
+    let pull = |auth: &str| {
+        let file = work.path().join(format!("auth-{}.json", auth.len()));
+        std::fs::write(&file, auth).unwrap();
+        let out = crate::support::hostctl_env(
+            sysroot.path(),
+            &[("PATH", &path)],
+            &["--cert-dir", cd, "--authfile", file.to_str().unwrap(), "image", "pull", "--json", &image],
+        );
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let asked = |name: &str| std::fs::read_to_string(helpers.path().join(format!("{name}.asked"))).unwrap_or_default();
+
+    // credHelpers names the helper for this registry; the inline entry (a wrong password) is not used.
+    let wrong = base64::engine::general_purpose::STANDARD.encode("alice:wrong");
+    let (ok, stderr) =
+        pull(&format!(r#"{{"auths":{{"{a}":{{"auth":"{wrong}"}}}},"credHelpers":{{"{a}":"good"}}}}"#, a = reg.addr));
+    assert!(ok, "{stderr}");
+    assert_eq!(asked("good"), format!("{}\n", reg.addr), "the helper gets the registry host on stdin");
+
+    // credsStore serves registries without a credHelpers entry.
+    let (ok, stderr) = pull(r#"{"auths":{},"credsStore":"good"}"#);
+    assert!(ok, "{stderr}");
+
+    // "credentials not found": no credentials, so the registry's 401 is reported as such.
+    let (ok, stderr) = pull(&format!(r#"{{"credHelpers":{{"{}":"empty"}}}}"#, reg.addr));
+    assert!(!ok);
+    assert!(
+        stderr.contains("401") && stderr.contains(&format!("no credentials for {} were found", reg.addr)),
+        "{stderr}"
+    );
+    assert_eq!(asked("empty"), format!("{}\n", reg.addr));
+
+    // Any other failure is an error naming the helper and what it said.
+    let (ok, stderr) = pull(&format!(r#"{{"credHelpers":{{"{}":"broken"}}}}"#, reg.addr));
+    assert!(!ok);
+    assert!(
+        stderr.contains("docker-credential-broken")
+            && stderr.contains("the keyring is locked")
+            && stderr.contains("exit status: 3"),
+        "{stderr}"
+    );
+
+    // A helper that is not installed is a clear error too.
+    let (ok, stderr) = pull(&format!(r#"{{"credHelpers":{{"{}":"absent"}}}}"#, reg.addr));
+    assert!(!ok);
+    assert!(stderr.contains("docker-credential-absent") && stderr.contains("PATH"), "{stderr}");
+
+    // A password the registry refuses: the error names the helper, never the secret.
+    credential_helper(helpers.path(), "stale", r#"echo '{"Username":"alice","Secret":"stale-secret-pw"}'"#);
+    let (ok, stderr) = pull(&format!(r#"{{"credHelpers":{{"{}":"stale"}}}}"#, reg.addr));
+    assert!(!ok);
+    assert!(stderr.contains("401") && stderr.contains("docker-credential-stale"), "{stderr}");
+    assert!(!stderr.contains("stale-secret-pw"), "the secret leaked: {stderr}");
+
+    // An identity token cannot answer a Basic challenge: said so, without the token.
+    credential_helper(helpers.path(), "idtoken", r#"echo '{"Username":"<token>","Secret":"some-refresh-token"}'"#);
+    let (ok, stderr) = pull(&format!(r#"{{"credHelpers":{{"{}":"idtoken"}}}}"#, reg.addr));
+    assert!(!ok);
+    assert!(stderr.contains("Basic") && stderr.contains("identity token"), "{stderr}");
+    assert!(!stderr.contains("some-refresh-token"), "the token leaked: {stderr}");
+}
+
+#[test]
+fn cli_pull_with_an_identity_token_from_a_credential_helper() {
+    let tokens = TokenServer::start_with_refresh_token("tess", "t0ken-pw", 300, Some("refresh-me-42"));
+    let reg = Registry::start_tls_token(&tokens);
+    let cert_dir = reg.cert_dir.clone().unwrap();
+    let cd = cert_dir.to_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let image = reg.image("os:v1");
+    push_with_skopeo(
+        &build_image(work.path(), "v1", 2048).oci_ref(),
+        &image,
+        Compression::Gzip,
+        &["--dest-creds", "tess:t0ken-pw", "--dest-cert-dir", cd],
+    );
+    let helpers = tempfile::tempdir().unwrap();
+    credential_helper(helpers.path(), "idtoken", r#"echo '{"Username":"<token>","Secret":"refresh-me-42"}'"#);
+    credential_helper(helpers.path(), "badtoken", r#"echo '{"Username":"<token>","Secret":"revoked-token"}'"#);
+    let path = path_with(helpers.path());
+    let sysroot = tempfile::tempdir().unwrap();
+    let pull = |helper: &str| {
+        let file = work.path().join(format!("auth-{helper}.json"));
+        std::fs::write(&file, format!(r#"{{"credHelpers":{{"{}":"{helper}"}}}}"#, reg.addr)).unwrap();
+        crate::support::hostctl_env(
+            sysroot.path(),
+            &[("PATH", &path)],
+            &["--cert-dir", cd, "--authfile", file.to_str().unwrap(), "image", "pull", "--json", &image],
+        )
+    };
+    let before = tokens.requests().len();
+    let out = pull("idtoken");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ours: Vec<_> = tokens.requests().into_iter().skip(before).collect();
+    assert!(!ours.is_empty());
+    for r in &ours {
+        // Exchanged with the OAuth2 refresh-token grant, never sent as a password.
+        assert_eq!((r.method.as_str(), r.grant_type.as_deref()), ("POST", Some("refresh_token")), "{r:?}");
+        assert!(r.granted && r.scopes == ["repository:os:pull"], "{r:?}");
+    }
+
+    // A revoked token: the token server's refusal, with where the token came from, not the token.
+    let out = pull("badtoken");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("token server") && stderr.contains("401") && stderr.contains("identity token"), "{stderr}");
+    assert!(!stderr.contains("revoked-token"), "the token leaked: {stderr}");
+}
+
+// ---- registries.conf (containers-registries.conf(5)) ----
+
+/// Writes a registries.conf and returns options that read only it.
+fn with_registries_conf(dir: &Path, text: &str) -> RegistryOptions {
+    let file = dir.join(format!("registries-{}.conf", text.len()));
+    std::fs::write(&file, text).unwrap();
+    RegistryOptions { registries_conf: vec![file], ..Default::default() }
+}
+
+/// An address where nothing listens (a registry that is down).
+fn down_registry() -> String {
+    format!("127.0.0.1:{}", crate::support::registry::free_port())
+}
+
+#[tokio::test]
+async fn mirror_serves_the_pull_while_the_primary_is_down() {
+    let mirror = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    build_image(work.path(), "v1", 4096).push(&mirror.image("cache/team/os:v1"), Compression::Gzip);
+    let primary = down_registry();
+    let opts = with_registries_conf(
+        work.path(),
+        &format!(
+            "[[registry]]\nprefix = \"{primary}/team\"\ninsecure = true\n\
+             [[registry.mirror]]\nlocation = \"{}/cache/team\"\ninsecure = true\n",
+            mirror.addr
+        ),
+    );
+    // By tag: every manifest and blob digest is checked (pull_all), whoever served them.
+    let src = source(&format!("{primary}/team/os:v1"), &opts);
+    let (resolved, _) = pull_all(src.as_ref()).await;
+    assert_eq!(
+        resolved.raw.digest.to_string(),
+        skopeo_digest(&mirror.image("cache/team/os:v1"), &["--tls-verify=false"])
+    );
+    assert!(src.describe().contains(&format!("mirror {}/cache/team/os", mirror.addr)), "{}", src.describe());
+    // By digest too.
+    let pinned = source(&format!("{primary}/team/os@{}", resolved.raw.digest), &opts);
+    assert_eq!(pinned.resolve(&amd64()).await.unwrap().raw.digest, resolved.raw.digest);
+
+    // A mirror without the image is passed over; with the primary down too,
+    // the error names the primary and what the mirror said.
+    let missing = source(&format!("{primary}/team/os:v9"), &opts);
+    let e = format!("{:#}", missing.resolve(&amd64()).await.unwrap_err());
+    assert!(e.contains(&primary) && e.contains(&format!("{}/cache/team/os:v9: not found", mirror.addr)), "{e}");
+}
+
+#[tokio::test]
+async fn lying_mirror_is_refused_by_digest_and_the_primary_serves() {
+    let primary = Registry::start();
+    let liar = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    build_image(work.path(), "v1", 100).push(&primary.image("os:v1"), Compression::Gzip);
+    build_image(work.path(), "v2", 100).push(&liar.image("os:v2"), Compression::Gzip);
+    let digest = source(&primary.image("os:v1"), &insecure()).resolve(&amd64()).await.unwrap().raw.digest.to_string();
+    // The mirror answers the digest request with v2's manifest.
+    let proxy = FaultProxy::start(
+        &liar.addr,
+        Faults {
+            path_match: format!("/manifests/{digest}"),
+            rewrite: Some((digest.clone(), "v2".into())),
+            ..Default::default()
+        },
+    );
+    let mut opts = with_registries_conf(
+        work.path(),
+        &format!("[[registry]]\nprefix = \"{}\"\n[[registry.mirror]]\nlocation = \"{}\"\n", primary.addr, proxy.addr),
+    );
+    opts.insecure = true;
+    let src = source(&format!("{}/os@{digest}", primary.addr), &opts);
+    let r = src.resolve(&amd64()).await.unwrap();
+    assert_eq!(r.raw.digest.to_string(), digest);
+    assert_eq!(proxy.matching_requests().len(), 1, "the mirror was asked first");
+    assert_eq!(src.describe(), format!("registry {}/os", primary.addr));
+}
+
+#[tokio::test]
+async fn digest_only_mirror_is_skipped_for_tags() {
+    let primary = Registry::start();
+    let mirror = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let layout = build_image(work.path(), "v1", 100);
+    layout.push(&primary.image("os:v1"), Compression::Gzip);
+    layout.push(&mirror.image("os:v1"), Compression::Gzip);
+    let proxy = FaultProxy::start(&mirror.addr, Faults::default());
+    let opts = with_registries_conf(
+        work.path(),
+        &format!(
+            "[[registry]]\nprefix = \"{}\"\ninsecure = true\n\
+             [[registry.mirror]]\nlocation = \"{}\"\ninsecure = true\npull-from-mirror = \"digest-only\"\n",
+            primary.addr, proxy.addr
+        ),
+    );
+    let by_tag = source(&primary.image("os:v1"), &opts);
+    let (resolved, _) = pull_all(by_tag.as_ref()).await;
+    assert!(proxy.requests().is_empty(), "a tag pull asked the digest-only mirror: {:?}", proxy.requests());
+    // A pull by digest goes to the mirror.
+    let by_digest = source(&format!("{}/os@{}", primary.addr, resolved.raw.digest), &opts);
+    pull_all(by_digest.as_ref()).await;
+    assert!(proxy.requests().iter().any(|r| r.contains(&format!("/manifests/{}", resolved.raw.digest))));
+    assert!(by_digest.describe().contains("mirror"), "{}", by_digest.describe());
+}
+
+#[tokio::test]
+async fn blocked_prefix_is_refused_and_location_rewrites_the_name() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    build_image(work.path(), "v1", 100).push(&reg.image("real/os:v1"), Compression::Gzip);
+    let opts = with_registries_conf(
+        work.path(),
+        &format!(
+            "[[registry]]\nprefix = \"registry.invalid/team\"\nlocation = \"{}/real\"\ninsecure = true\n\
+             [[registry]]\nprefix = \"{}/forbidden\"\nblocked = true\n",
+            reg.addr, reg.addr
+        ),
+    );
+    // The logical name does not resolve; the location does, and is insecure (plain HTTP).
+    let src = source("registry.invalid/team/os:v1", &opts);
+    pull_all(src.as_ref()).await;
+    assert_eq!(src.describe(), format!("registry registry.invalid/team/os (at {}/real/os)", reg.addr));
+
+    let r: ImageRef = reg.image("forbidden/os:v1").parse().unwrap();
+    let e = format!("{:#}", open_source(&r, &opts).err().expect("a blocked name must be refused"));
+    assert!(e.contains("blocked") && e.contains(&format!("{}/forbidden", reg.addr)), "{e}");
+    // Outside the blocked prefix: allowed.
+    assert!(open_source(&reg.image("real/os:v1").parse().unwrap(), &opts).is_ok());
+}
+
+#[test]
+fn cli_pull_reads_containers_registries_conf() {
+    let mirror = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    build_image(work.path(), "v1", 2048).push(&mirror.image("os:v1"), Compression::Gzip);
+    let primary = down_registry();
+    let conf = work.path().join("registries.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nprefix = \"{primary}\"\n[[registry.mirror]]\nlocation = \"{}\"\ninsecure = true\n\
+             [[registry]]\nprefix = \"{}/blocked\"\nblocked = true\n",
+            mirror.addr, mirror.addr
+        ),
+    )
+    .unwrap();
+    let sysroot = tempfile::tempdir().unwrap();
+    let env = [("CONTAINERS_REGISTRIES_CONF", conf.as_os_str())];
+    let out =
+        crate::support::hostctl_env(sysroot.path(), &env, &["image", "pull", "--json", &format!("{primary}/os:v1")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["manifest_digest"], skopeo_digest(&mirror.image("os:v1"), &["--tls-verify=false"]), "{v}");
+
+    let out = crate::support::hostctl_env(
+        sysroot.path(),
+        &env,
+        &["--tls-verify=false", "image", "pull", &mirror.image("blocked/os:v1")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("blocked by registries.conf") && stderr.contains(conf.to_str().unwrap()), "{stderr}");
+}
+
+#[tokio::test]
+async fn retry_after_as_an_http_date_is_honoured() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    build_image(work.path(), "v1", 100).push(&reg.image("os:v1"), Compression::Gzip);
+    // Three seconds from now, in whole seconds: the wait is between 2 and 3 s.
+    let when = std::time::SystemTime::now() + std::time::Duration::from_secs(3);
+    let secs = when.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let date = time::OffsetDateTime::from_unix_timestamp(secs).unwrap();
+    let http_date = date
+        .format(time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        ))
+        .unwrap();
+    let proxy = FaultProxy::start(
+        &reg.addr,
+        Faults {
+            path_match: "/manifests/v1".into(),
+            fail_503: 1,
+            retry_after_text: Some(http_date.clone()),
+            ..Default::default()
+        },
+    );
+    let src = source(&format!("{}/os:v1", proxy.addr), &insecure());
+    let started = std::time::Instant::now();
+    src.fetch_manifest("v1").await.unwrap().unwrap();
+    let waited = started.elapsed();
+    assert!(waited >= std::time::Duration::from_millis(1900), "{http_date}: waited {waited:?}");
+    assert!(waited < std::time::Duration::from_secs(10), "{http_date}: waited {waited:?}");
+    assert_eq!(proxy.matching_requests().len(), 2);
+}

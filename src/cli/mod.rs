@@ -51,7 +51,8 @@ pub struct GlobalArgs {
     /// Require HTTPS and verify registry certificates (`false` also allows plain HTTP).
     #[arg(long, global = true, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub tls_verify: bool,
-    /// A directory of extra CA certificates (`*.crt`) trusted for registries.
+    /// A TLS directory used for every registry instead of the certs.d lookup: `*.crt` CA
+    /// certificates, `NAME.cert` + `NAME.key` a client certificate.
     #[arg(long, global = true, value_name = "DIR")]
     pub cert_dir: Option<PathBuf>,
     /// An auth.json to read registry credentials from instead of the default search path.
@@ -73,6 +74,8 @@ impl GlobalArgs {
         RegistryOptions {
             insecure: !self.tls_verify,
             cert_dir: self.cert_dir.clone(),
+            certs_d: certs_d_roots(),
+            registries_conf: registries_conf_files(),
             authfile: self.authfile.clone(),
             max_concurrent_downloads: None,
         }
@@ -128,6 +131,25 @@ pub enum Command {
     Man(completion::ManArgs),
     #[command(flatten)]
     Internal(internal::InternalCommand),
+}
+
+/// The containers-certs.d(5) roots: `HOSTCTL_CERTS_D` (colon-separated; empty
+/// means none) when set, else the standard ones.
+fn certs_d_roots() -> Vec<PathBuf> {
+    match std::env::var_os("HOSTCTL_CERTS_D") {
+        Some(v) => std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).collect(),
+        None => crate::oci::registry::certs_d::default_roots(),
+    }
+}
+
+/// The registries.conf files: `CONTAINERS_REGISTRIES_CONF` alone when set
+/// (empty: none), else the standard ones with their drop-ins.
+fn registries_conf_files() -> Vec<PathBuf> {
+    match std::env::var_os("CONTAINERS_REGISTRIES_CONF") {
+        Some(f) if f.is_empty() => Vec::new(),
+        Some(f) => vec![PathBuf::from(f)],
+        None => crate::oci::registry::registries_conf::default_files(),
+    }
 }
 
 /// How long a mutating command waits for another one to release the sysroot

@@ -29,8 +29,15 @@ pub fn image_version(config: &oci_spec::image::ImageConfiguration) -> Option<Str
 pub struct RegistryOptions {
     /// `--tls-verify=false`: allow plain HTTP and unverified TLS.
     pub insecure: bool,
-    /// `--cert-dir`: extra CA certificates (`*.crt`) for a private registry.
+    /// `--cert-dir`: the TLS directory for every registry (`*.crt` CA roots,
+    /// `*.cert`/`*.key` client certificate) instead of the [`RegistryOptions::certs_d`] lookup.
     pub cert_dir: Option<std::path::PathBuf>,
+    /// containers-certs.d(5) roots searched for `<host[:port]>/` when `cert_dir`
+    /// is not given; empty: none (the CLI passes [`registry::certs_d::default_roots`]).
+    pub certs_d: Vec<std::path::PathBuf>,
+    /// registries.conf files read in order (missing ones skipped); empty:
+    /// none (the CLI passes [`registry::registries_conf::default_files`]).
+    pub registries_conf: Vec<std::path::PathBuf>,
     /// `--authfile`: an auth.json to use instead of the default search path.
     pub authfile: Option<std::path::PathBuf>,
     /// Layers downloaded at once.

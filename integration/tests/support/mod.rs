@@ -18,13 +18,24 @@ pub fn hostctl_bin() -> PathBuf {
 
 /// Runs `hostctl` with `args` against `sysroot`; returns the output whatever the exit code.
 pub fn hostctl(sysroot: &Path, args: &[&str]) -> Output {
-    Command::new(hostctl_bin())
-        .arg("--sysroot")
+    hostctl_env(sysroot, &[], args)
+}
+
+/// Like [`hostctl`], with extra environment variables. The machine's
+/// containers-certs.d(5) directories and registries.conf files are not
+/// consulted unless `env` sets `HOSTCTL_CERTS_D` or `CONTAINERS_REGISTRIES_CONF`.
+pub fn hostctl_env(sysroot: &Path, env: &[(&str, &std::ffi::OsStr)], args: &[&str]) -> Output {
+    let mut cmd = Command::new(hostctl_bin());
+    cmd.arg("--sysroot")
         .arg(sysroot)
         .args(args)
         .env_remove("RUST_LOG")
-        .output()
-        .expect("running hostctl")
+        .env("HOSTCTL_CERTS_D", "")
+        .env("CONTAINERS_REGISTRIES_CONF", "");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("running hostctl")
 }
 
 /// Runs `hostctl` and panics with its stderr unless it succeeded; returns stdout.

@@ -23,6 +23,9 @@ pub struct Registry {
     /// For TLS registries: a directory holding the test CA as `ca.crt`
     /// (what `--cert-dir` and skopeo's `--dest-cert-dir` take).
     pub cert_dir: Option<PathBuf>,
+    /// For registries requiring client certificates: the test CA as `ca.crt`
+    /// plus `client.cert` and `client.key` (a containers-certs.d(5) directory).
+    pub client_cert_dir: Option<PathBuf>,
     /// Where the TLS key material lives (removed with the registry).
     keys: Option<tempfile::TempDir>,
 }
@@ -83,6 +86,55 @@ impl TestTls {
         TestTls { cert_dir, server_cert, server_key }
     }
 
+    /// A client CA (`client-ca.crt` under `dir`) and a client certificate it
+    /// signed, written with the server CA as `ca.crt`, `client.cert` and
+    /// `client.key` into a new directory `dir/client-certs`, which is returned.
+    pub fn create_client(&self, dir: &Path) -> (PathBuf, PathBuf) {
+        let ca_key = dir.join("client-ca.key");
+        let ca_crt = dir.join("client-ca.crt");
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        run(Command::new("openssl")
+            .args(["req", "-x509", "-days", "2", "-subj", "/CN=hostctl test client CA"])
+            .args(ec)
+            .arg("-keyout")
+            .arg(&ca_key)
+            .arg("-out")
+            .arg(&ca_crt));
+        let out = dir.join("client-certs");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::copy(self.cert_dir.join("ca.crt"), out.join("ca.crt")).unwrap();
+        let csr = dir.join("client.csr");
+        run(Command::new("openssl")
+            .args(["req", "-new", "-subj", "/CN=hostctl test client"])
+            .args(ec)
+            .arg("-keyout")
+            .arg(out.join("client.key"))
+            .arg("-out")
+            .arg(&csr));
+        let ext = dir.join("client.ext");
+        std::fs::write(
+            &ext,
+            "basicConstraints=CA:FALSE
+keyUsage=digitalSignature
+extendedKeyUsage=clientAuth
+",
+        )
+        .unwrap();
+        run(Command::new("openssl")
+            .args(["x509", "-req", "-days", "2", "-set_serial", "3"])
+            .arg("-in")
+            .arg(&csr)
+            .arg("-CA")
+            .arg(&ca_crt)
+            .arg("-CAkey")
+            .arg(&ca_key)
+            .arg("-extfile")
+            .arg(&ext)
+            .arg("-out")
+            .arg(out.join("client.cert")));
+        (out, ca_crt)
+    }
+
     /// The registry config's `http.tls` lines (indented for the `http:` section).
     fn http_tls(&self) -> String {
         format!("  tls:\n    certificate: {}\n    key: {}\n", self.server_cert.display(), self.server_key.display())
@@ -123,7 +175,15 @@ impl Registry {
                 .stdin(Stdio::null())
                 .spawn()
                 .expect("starting docker-registry");
-            let mut reg = Registry { child, port, dir, addr: format!("127.0.0.1:{port}"), cert_dir: None, keys: None };
+            let mut reg = Registry {
+                child,
+                port,
+                dir,
+                addr: format!("127.0.0.1:{port}"),
+                cert_dir: None,
+                client_cert_dir: None,
+                keys: None,
+            };
             if reg.wait_ready() {
                 return reg;
             }
@@ -147,6 +207,25 @@ impl Registry {
             )
         });
         reg.adopt_tls(keys, tls);
+        reg
+    }
+
+    /// Mutual TLS: a fresh test CA for the server, and client certificates
+    /// required (`http.tls.clientcas`, a second test CA); anonymous otherwise.
+    /// [`Registry::client_cert_dir`] holds what a client needs.
+    pub fn start_tls_mutual() -> Registry {
+        let keys = tempfile::tempdir().unwrap();
+        let tls = TestTls::create(keys.path());
+        let (client_dir, client_ca) = tls.create_client(keys.path());
+        let mut reg = Registry::start_with_config(|_dir, port| {
+            format!(
+                "http:\n  addr: 127.0.0.1:{port}\n{}    clientcas:\n      - {}\n",
+                tls.http_tls(),
+                client_ca.display()
+            )
+        });
+        reg.adopt_tls(keys, tls);
+        reg.client_cert_dir = Some(client_dir);
         reg
     }
 
@@ -223,8 +302,10 @@ pub struct Faults {
     pub path_match: String,
     /// Reply `503` to this many matching requests (without forwarding them) ...
     pub fail_503: u32,
-    /// ... with this `Retry-After` (seconds), if any.
+    /// ... with this `Retry-After` (seconds), if any ...
     pub retry_after: Option<u32>,
+    /// ... or this one (any text, e.g. an HTTP-date).
+    pub retry_after_text: Option<String>,
     /// Cut this many matching responses (to requests without `Range`) ...
     pub cuts: u32,
     /// ... after this many response bytes (headers included).
@@ -351,7 +432,12 @@ fn proxy_connection(
             seen.lock().unwrap().push(text.to_lowercase());
             if matches && f.fail_503 > 0 {
                 f.fail_503 -= 1;
-                let retry_after = f.retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
+                let retry_after = f
+                    .retry_after
+                    .map(|s| s.to_string())
+                    .or_else(|| f.retry_after_text.clone())
+                    .map(|v| format!("Retry-After: {v}\r\n"))
+                    .unwrap_or_default();
                 let reply = format!(
                     "HTTP/1.1 503 Service Unavailable\r\n{retry_after}Content-Length: 0\r\nConnection: close\r\n\r\n"
                 );

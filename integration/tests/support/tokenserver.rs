@@ -2,7 +2,8 @@
 //! Basic credentials, mints RS256 JWTs whose `access` claim grants the scopes
 //! asked for, signed with a key made by the openssl CLI. The registry trusts
 //! the signing certificate through `auth.token.rootcertbundle` and finds it in
-//! the token's `x5c` header. Std threads; stops accepting when dropped.
+//! the token's `x5c` header. Optionally also the OAuth2 refresh-token grant
+//! (a form POST) for one refresh token. Std threads; stops accepting when dropped.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -28,6 +29,10 @@ pub struct TokenRequest {
     pub service: Option<String>,
     /// Whether a token was granted (credentials accepted).
     pub granted: bool,
+    /// `GET`, or `POST` (OAuth2).
+    pub method: String,
+    /// The OAuth2 `grant_type` of a POST.
+    pub grant_type: Option<String>,
 }
 
 pub struct TokenServer {
@@ -43,11 +48,24 @@ struct Minter {
     user: String,
     password: String,
     expires_in: u64,
+    /// The refresh token the OAuth2 POST accepts, if any.
+    refresh_token: Option<String>,
 }
 
 impl TokenServer {
     /// Serves tokens to `user`/`password`; tokens say they live `expires_in` seconds.
     pub fn start(user: &str, password: &str, expires_in: u64) -> TokenServer {
+        TokenServer::start_with_refresh_token(user, password, expires_in, None)
+    }
+
+    /// Like [`TokenServer::start`], and answers OAuth2 POSTs with
+    /// `grant_type=refresh_token` when the refresh token is `refresh_token`.
+    pub fn start_with_refresh_token(
+        user: &str,
+        password: &str,
+        expires_in: u64,
+        refresh_token: Option<&str>,
+    ) -> TokenServer {
         super::require_tool("openssl");
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("token.key");
@@ -65,6 +83,7 @@ impl TokenServer {
             user: user.to_string(),
             password: password.to_string(),
             expires_in,
+            refresh_token: refresh_token.map(str::to_string),
         });
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -114,6 +133,7 @@ fn serve(conn: TcpStream, minter: &Minter, log: &Mutex<Vec<TokenRequest>>) -> st
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     let mut authorization = None;
+    let mut content_length = 0usize;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line == "\r\n" {
@@ -122,20 +142,54 @@ fn serve(conn: TcpStream, minter: &Minter, log: &Mutex<Vec<TokenRequest>>) -> st
         if let Some((name, value)) = line.split_once(':') {
             if name.eq_ignore_ascii_case("authorization") {
                 authorization = Some(value.trim().to_string());
+            } else if name.eq_ignore_ascii_case("content-length") {
+                content_length = value.trim().parse().unwrap_or(0);
             }
         }
     }
+    let method = request_line.split_whitespace().next().unwrap_or("").to_string();
     let target = request_line.split_whitespace().nth(1).unwrap_or("");
-    let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
+    // GET: parameters in the query; POST: in the form body.
+    let params = if method == "POST" {
+        let mut body = vec![0u8; content_length.min(64 * 1024)];
+        std::io::Read::read_exact(&mut reader, &mut body)?;
+        String::from_utf8_lossy(&body).into_owned()
+    } else {
+        target.split_once('?').map(|(_, q)| q).unwrap_or("").to_string()
+    };
     let mut scopes = Vec::new();
     let mut service = None;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
+    let (mut grant_type, mut refresh_token) = (None, None);
+    for pair in params.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
-            "scope" => scopes.push(percent_decode(v)),
+            "scope" => scopes.extend(percent_decode(v).split(' ').map(str::to_string)),
             "service" => service = Some(percent_decode(v)),
+            "grant_type" => grant_type = Some(percent_decode(v)),
+            "refresh_token" => refresh_token = Some(percent_decode(v)),
             _ => {}
         }
+    }
+    if method == "POST" {
+        let ok = grant_type.as_deref() == Some("refresh_token")
+            && refresh_token.is_some()
+            && refresh_token == minter.refresh_token;
+        let (status, body) = if ok {
+            let token = minter.mint(&scopes);
+            ("200 OK", serde_json::json!({ "access_token": token, "expires_in": minter.expires_in }).to_string())
+        } else if minter.refresh_token.is_none() {
+            ("404 Not Found", String::new())
+        } else {
+            ("401 Unauthorized", r#"{"error":"invalid_grant"}"#.to_string())
+        };
+        log.lock().unwrap().push(TokenRequest { scopes, service, granted: ok, method, grant_type });
+        let mut conn = conn;
+        write!(
+            conn,
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        return conn.flush();
     }
     let expected = format!(
         "Basic {}",
@@ -154,7 +208,8 @@ fn serve(conn: TcpStream, minter: &Minter, log: &Mutex<Vec<TokenRequest>>) -> st
         }
         Some(_) => ("401 Unauthorized", r#"{"details":"incorrect username or password"}"#.to_string()),
     };
-    log.lock().unwrap().push(TokenRequest { scopes, service, granted: authorization.is_some() && status == "200 OK" });
+    let granted = authorization.is_some() && status == "200 OK";
+    log.lock().unwrap().push(TokenRequest { scopes, service, granted, method, grant_type });
     let mut conn = conn;
     write!(
         conn,

@@ -1,6 +1,7 @@
 //! Authorising registry requests: anonymous, Basic, and the Bearer token flow
 //! (token server named by the registry's `WWW-Authenticate` challenge, tokens
-//! cached per scope until they expire).
+//! cached per scope until they expire; identity tokens exchanged with an
+//! OAuth2 refresh-token POST).
 //!
 //! Written by hand rather than through oci-client: its token fetch swallows
 //! token-server errors (a refused password becomes an anonymous request), so
@@ -11,7 +12,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use reqwest::header::{HeaderValue, AUTHORIZATION};
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use serde::Deserialize;
 use tokio::sync::{Mutex, OnceCell};
 
@@ -20,6 +21,8 @@ use super::challenge::{self, Challenge};
 
 /// Token lifetime assumed when the token server gives none (distribution spec: 60 s).
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+/// The OAuth2 `client_id` sent with refresh-token grants.
+const CLIENT_ID: &str = "hostctl";
 /// Largest token-server response read.
 const MAX_TOKEN_RESPONSE: u64 = 1024 * 1024;
 
@@ -67,15 +70,25 @@ impl Auth {
     }
 
     async fn credentials(&self) -> Result<Option<&Credentials>> {
-        let c =
-            self.credentials.get_or_try_init(|| async { self.search.lookup(&self.registry, &self.repository) }).await?;
+        let c = self
+            .credentials
+            .get_or_try_init(|| async {
+                // Credential helpers are programs: run the search off the async workers.
+                let (search, registry, repository) =
+                    (self.search.clone(), self.registry.clone(), self.repository.clone());
+                tokio::task::spawn_blocking(move || search.lookup(&registry, &repository))
+                    .await
+                    .context("the credential search panicked")?
+            })
+            .await?;
         Ok(c.as_ref())
     }
 
     /// Says whether credentials were found, and where (never the secret).
     pub async fn credentials_note(&self) -> String {
         match self.credentials().await {
-            Ok(Some(c)) => format!("credentials for user {:?} were found in {}", c.username, c.source.display()),
+            Ok(Some(c)) if c.is_identity_token() => format!("an identity token was found in {}", c.source),
+            Ok(Some(c)) => format!("credentials for user {:?} were found in {}", c.username, c.source),
             Ok(None) => {
                 format!("no credentials for {} were found (searched {})", self.registry, self.search.describe())
             }
@@ -108,7 +121,15 @@ impl Auth {
         let challenge = self.challenge.lock().await.clone();
         let Some(challenge) = challenge else { return Ok(None) };
         match challenge.scheme.as_str() {
-            "basic" => Ok(self.credentials().await?.map(basic_header)),
+            "basic" => match self.credentials().await? {
+                Some(c) if c.is_identity_token() => bail!(
+                    "registry {} asks for Basic authentication, but the credentials from {} are an identity \
+                     token, which only a token server accepts",
+                    self.registry,
+                    c.source
+                ),
+                c => Ok(c.map(basic_header)),
+            },
             "bearer" => self.bearer(http, &challenge, scope).await.map(Some),
             _ => Ok(None),
         }
@@ -122,20 +143,43 @@ impl Auth {
             return Ok(t.header.clone());
         }
         let realm = challenge.param("realm").ok_or_else(|| anyhow!("Bearer challenge without a realm"))?;
-        let mut url = reqwest::Url::parse(realm)
+        let url = reqwest::Url::parse(realm)
             .with_context(|| format!("registry {} named an invalid token realm {realm:?}", self.registry))?;
-        {
-            let mut q = url.query_pairs_mut();
-            if let Some(service) = challenge.param("service") {
-                q.append_pair("service", service);
-            }
-            q.append_pair("scope", scope);
-        }
-        let mut req = http.get(url.clone());
+        let service = challenge.param("service");
         let creds = self.credentials().await?;
-        if let Some(c) = creds {
-            req = req.header(AUTHORIZATION, basic_header(c));
-        }
+        let req = match creds {
+            // An identity token is exchanged with the OAuth2 refresh-token
+            // grant (distribution token spec, "OAuth2 token authentication").
+            Some(c) if c.is_identity_token() => {
+                let mut form = vec![
+                    ("grant_type", "refresh_token"),
+                    ("client_id", CLIENT_ID),
+                    ("refresh_token", c.password.as_str()),
+                    ("scope", scope),
+                ];
+                if let Some(s) = service {
+                    form.push(("service", s));
+                }
+                http.post(url.clone())
+                    .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(form_urlencoded(&form))
+            }
+            _ => {
+                let mut get_url = url.clone();
+                {
+                    let mut q = get_url.query_pairs_mut();
+                    if let Some(s) = service {
+                        q.append_pair("service", s);
+                    }
+                    q.append_pair("scope", scope);
+                }
+                let req = http.get(get_url);
+                match creds {
+                    Some(c) => req.header(AUTHORIZATION, basic_header(c)),
+                    None => req,
+                }
+            }
+        };
         let started = Instant::now();
         let resp = req.send().await.with_context(|| format!("requesting a token from {}", url_without_query(&url)))?;
         let status = resp.status();
@@ -179,8 +223,28 @@ fn basic_header(c: &Credentials) -> HeaderValue {
     h
 }
 
+/// `application/x-www-form-urlencoded` for `pairs` (the serializer of URL
+/// queries, which is that format).
+fn form_urlencoded(pairs: &[(&str, &str)]) -> String {
+    let mut u = reqwest::Url::parse("form:").expect("a valid URL");
+    u.query_pairs_mut().extend_pairs(pairs);
+    u.query().unwrap_or("").to_string()
+}
+
 fn url_without_query(url: &reqwest::Url) -> String {
     let mut u = url.clone();
     u.set_query(None);
     u.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::form_urlencoded;
+
+    #[test]
+    fn form_bodies_are_url_encoded() {
+        let body =
+            form_urlencoded(&[("grant_type", "refresh_token"), ("scope", "repository:a/b:pull"), ("x", "a&b=c d")]);
+        assert_eq!(body, "grant_type=refresh_token&scope=repository%3Aa%2Fb%3Apull&x=a%26b%3Dc+d");
+    }
 }

@@ -8,8 +8,13 @@
 //! match wins. Within a file the most specific key wins:
 //! `registry/namespace/repo`, then each shorter namespace, then `registry`.
 //! Docker-style keys (`https://registry/v1/`) are normalised to their host.
-//! Only inline `auth` (base64 `user:password`) entries are used; credential
-//! helpers and identity tokens are not supported.
+//!
+//! Within one file: a `credHelpers` entry for the registry host means that
+//! helper alone answers (containers-auth.json(5)); otherwise a `credsStore`
+//! helper is asked first (as Docker does) and, when it has nothing, the
+//! `auths` entries (`identitytoken`, else `auth`, base64 `user:password`).
+//! Helpers run through [`super::credhelper`]. A file with nothing for the
+//! registry passes the search on to the next file.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,13 +24,25 @@ use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use serde::Deserialize;
 
-/// A user name and password. `Debug` never shows the password.
+use super::credhelper::{self, IDENTITY_TOKEN_USER};
+
+/// A user name and password (or identity token). `Debug` never shows the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
+    /// [`IDENTITY_TOKEN_USER`] when `password` is an identity token.
     pub username: String,
     pub password: String,
-    /// The file the credentials came from (for messages).
-    pub source: PathBuf,
+    /// Where the credentials came from: the file, or the helper and the file
+    /// naming it (for messages).
+    pub source: String,
+}
+
+impl Credentials {
+    /// Whether the secret is an identity (OAuth2 refresh) token, to be
+    /// exchanged at the token server rather than sent as a password.
+    pub fn is_identity_token(&self) -> bool {
+        self.username == IDENTITY_TOKEN_USER
+    }
 }
 
 impl fmt::Debug for Credentials {
@@ -89,13 +106,24 @@ impl AuthSearch {
 struct AuthFile {
     #[serde(default)]
     auths: BTreeMap<String, AuthEntry>,
+    /// Registry host → helper name (the part after `docker-credential-`).
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: BTreeMap<String, String>,
+    /// The helper for every registry without a `credHelpers` entry.
+    #[serde(default, rename = "credsStore")]
+    creds_store: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct AuthEntry {
     #[serde(default)]
     auth: Option<String>,
+    #[serde(default)]
+    identitytoken: Option<String>,
 }
+
+/// Runs a credential helper: `(helper, registry)` → `(username, secret)`.
+pub type HelperFn<'a> = &'a dyn Fn(&str, &str) -> Result<Option<(String, String)>>;
 
 /// Normalises a key: `https://host/v1/` (Docker) → `host`; `index.docker.io` → `docker.io`.
 fn normalise_key(key: &str) -> String {
@@ -111,9 +139,38 @@ fn normalise_key(key: &str) -> String {
     }
 }
 
-/// Looks `registry/repository` up in the text of one auth file.
+/// Looks `registry/repository` up in the text of one auth file (running the
+/// credential helpers it names).
 pub fn lookup_in(text: &str, file: &Path, registry: &str, repository: &str) -> Result<Option<Credentials>> {
+    lookup_with(text, file, registry, repository, &credhelper::get)
+}
+
+/// [`lookup_in`] with the helpers run by `helper`.
+pub fn lookup_with(
+    text: &str,
+    file: &Path,
+    registry: &str,
+    repository: &str,
+    helper: HelperFn,
+) -> Result<Option<Credentials>> {
     let parsed: AuthFile = serde_json::from_str(text).context("not a valid auth.json (expected {\"auths\": {...}})")?;
+    let ask = |name: &str| -> Result<Option<Credentials>> {
+        let found = helper(name, registry)?;
+        Ok(found.map(|(username, password)| Credentials {
+            username,
+            password,
+            source: format!("{} (credential helper named in {})", credhelper::program(name), file.display()),
+        }))
+    };
+    let helpers: BTreeMap<String, &String> = parsed.cred_helpers.iter().map(|(k, v)| (normalise_key(k), v)).collect();
+    if let Some(name) = helpers.get(registry) {
+        return ask(name);
+    }
+    if let Some(name) = parsed.creds_store.as_deref().filter(|n| !n.is_empty()) {
+        if let Some(c) = ask(name)? {
+            return Ok(Some(c));
+        }
+    }
     let entries: BTreeMap<String, &AuthEntry> = parsed.auths.iter().map(|(k, v)| (normalise_key(k), v)).collect();
     // Most specific first: registry/a/b/c, registry/a/b, registry/a, registry.
     let mut candidates = Vec::new();
@@ -127,6 +184,13 @@ pub fn lookup_in(text: &str, file: &Path, registry: &str, repository: &str) -> R
     }
     for key in candidates {
         let Some(entry) = entries.get(&key) else { continue };
+        if let Some(token) = entry.identitytoken.as_deref().filter(|t| !t.is_empty()) {
+            return Ok(Some(Credentials {
+                username: IDENTITY_TOKEN_USER.to_string(),
+                password: token.to_string(),
+                source: file.display().to_string(),
+            }));
+        }
         let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) else { continue };
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(auth.trim())
@@ -139,7 +203,7 @@ pub fn lookup_in(text: &str, file: &Path, registry: &str, repository: &str) -> R
         return Ok(Some(Credentials {
             username: user.to_string(),
             password: pass.to_string(),
-            source: file.to_path_buf(),
+            source: file.display().to_string(),
         }));
     }
     Ok(None)
@@ -195,7 +259,7 @@ mod tests {
         assert!(format!("{e:#}").contains("not base64"), "{e:#}");
         let text = format!(r#"{{"auths":{{"r":{{"auth":"{}"}}}}}}"#, b64("nocolon"));
         assert!(lookup_in(&text, f, "r", "p").is_err());
-        let c = Credentials { username: "u".into(), password: "hunter2".into(), source: f.into() };
+        let c = Credentials { username: "u".into(), password: "hunter2".into(), source: "/x/a.json".into() };
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 
@@ -207,5 +271,43 @@ mod tests {
         assert!(s.lookup("r", "p").is_err());
         let s = AuthSearch { files: vec![missing], explicit: false };
         assert_eq!(s.lookup("r", "p").unwrap(), None);
+    }
+
+    #[test]
+    fn cred_helpers_then_creds_store_then_inline_auths() {
+        let f = Path::new("/x/auth.json");
+        let text = format!(
+            r#"{{"auths":{{"reg.io":{{"auth":"{}"}},"plain.io":{{"auth":"{}"}},"tok.io":{{"identitytoken":"rt-1"}}}},
+                "credHelpers":{{"reg.io":"special","https://hub.example/v1/":"hub"}},"credsStore":"store"}}"#,
+            b64("inline:1"),
+            b64("plain:2")
+        );
+        let calls = std::cell::RefCell::new(Vec::new());
+        let helper = |name: &str, registry: &str| -> Result<Option<(String, String)>> {
+            calls.borrow_mut().push(format!("{name}@{registry}"));
+            Ok(match (name, registry) {
+                ("special", "reg.io") => Some(("helped".into(), "pw".into())),
+                ("hub", _) => None,
+                ("store", "stored.io") => Some(("from-store".into(), "pw".into())),
+                _ => None,
+            })
+        };
+        let user = |reg: &str| lookup_with(&text, f, reg, "a/b", &helper).unwrap().map(|c| c.username);
+        // credHelpers: the helper alone (its answer wins over the inline entry).
+        assert_eq!(user("reg.io").as_deref(), Some("helped"));
+        // credHelpers with nothing: no fallback to credsStore or inline auths.
+        assert_eq!(user("hub.example"), None);
+        // credsStore first, then inline auths when the store has nothing.
+        assert_eq!(user("stored.io").as_deref(), Some("from-store"));
+        assert_eq!(user("plain.io").as_deref(), Some("plain"));
+        assert_eq!(*calls.borrow(), ["special@reg.io", "hub@hub.example", "store@stored.io", "store@plain.io"]);
+        // An inline identity token.
+        let c = lookup_with(&text, f, "tok.io", "a", &helper).unwrap().unwrap();
+        assert!(c.is_identity_token() && c.password == "rt-1");
+        let c = lookup_with(&text, f, "reg.io", "a", &helper).unwrap().unwrap();
+        assert!(c.source.contains("docker-credential-special") && c.source.contains("/x/auth.json"), "{}", c.source);
+        // A helper's failure is the lookup's.
+        let failing = |_: &str, _: &str| -> Result<Option<(String, String)>> { anyhow::bail!("helper broke") };
+        assert!(lookup_with(&text, f, "reg.io", "a", &failing).is_err());
     }
 }

@@ -26,12 +26,18 @@ pub const MAX_ATTEMPTS: u32 = 5;
 /// First retry delay; it doubles with each retry up to [`MAX_BACKOFF`].
 pub const BASE_BACKOFF: Duration = Duration::from_millis(200);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// Longest `Retry-After` (in seconds) a registry can make a retry wait.
+/// Longest wait a registry's `Retry-After` (seconds or date) can impose on a retry.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// The delay before retry number `retry` (1-based).
 pub fn backoff(retry: u32) -> Duration {
     BASE_BACKOFF.saturating_mul(1 << retry.saturating_sub(1).min(16)).min(MAX_BACKOFF)
+}
+
+/// The wait before retry number `retry`: the backoff, or longer when the
+/// server's `Retry-After` asks for it, within [`MAX_RETRY_AFTER`].
+pub fn retry_delay(retry: u32, retry_after: Option<Duration>) -> Duration {
+    backoff(retry).max(retry_after.unwrap_or_default().min(MAX_RETRY_AFTER))
 }
 
 /// A repository in a registry, reachable over HTTP(S).
@@ -40,6 +46,8 @@ pub struct Client {
     pub registry: String,
     pub repository: String,
     insecure: bool,
+    /// The TLS files in use (for messages).
+    tls_note: Option<String>,
     /// `https://host[:port]` or, for insecure registries that do not speak TLS, `http://…`.
     base: OnceCell<String>,
     auth: Auth,
@@ -47,11 +55,13 @@ pub struct Client {
 
 impl Client {
     pub fn new(registry: &str, repository: &str, opts: &RegistryOptions) -> Result<Arc<Self>> {
+        let (http, tls_note) = super::tls::http_client(opts, registry)?;
         Ok(Arc::new(Client {
-            http: super::tls::http_client(opts)?,
+            http,
             registry: registry.to_string(),
             repository: repository.to_string(),
             insecure: opts.insecure,
+            tls_note,
             base: OnceCell::new(),
             auth: Auth::new(registry, repository, AuthSearch::new(opts.authfile.as_deref())),
         }))
@@ -75,9 +85,17 @@ impl Client {
                         Ok(http)
                     }
                     Err(e) => Err(e.context(format!(
-                        "cannot reach registry {} over HTTPS (for a private CA pass --cert-dir; \
-                         for a registry without valid TLS, --tls-verify=false)",
-                        self.registry
+                        "cannot reach registry {} over HTTPS ({}; for a registry without valid TLS, \
+                         --tls-verify=false)",
+                        self.registry,
+                        match &self.tls_note {
+                            Some(n) => n.clone(),
+                            None => format!(
+                                "for a private CA or a client certificate, pass --cert-dir or use a certs.d \
+                                 directory named {}",
+                                self.registry
+                            ),
+                        }
                     ))),
                 }
             })
@@ -139,8 +157,7 @@ impl Client {
             if attempt >= MAX_ATTEMPTS {
                 bail!("GET {url} failed {attempt} times; last: {retry_why}");
             }
-            // A server's Retry-After is honoured, within reason.
-            let delay = backoff(attempt).max(server_delay.unwrap_or_default().min(MAX_RETRY_AFTER));
+            let delay = retry_delay(attempt, server_delay);
             warn!("GET {url}: {retry_why}; retrying in {delay:?} (attempt {}/{MAX_ATTEMPTS})", attempt + 1);
             tokio::time::sleep(delay).await;
         }
@@ -164,10 +181,10 @@ fn header_str(resp: &Response, name: reqwest::header::HeaderName) -> Option<&str
     resp.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok())
 }
 
-/// A `Retry-After` given in seconds (the HTTP-date form is ignored).
+/// The delay a reply's `Retry-After` asks for (seconds or an HTTP-date).
 fn retry_after(resp: &Response) -> Option<Duration> {
     let v = header_str(resp, reqwest::header::RETRY_AFTER)?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+    super::retry_after::delay(v, time::OffsetDateTime::now_utc())
 }
 
 fn is_retryable_status(s: StatusCode) -> bool {
@@ -277,5 +294,22 @@ mod tests {
         assert_eq!(backoff(2), BASE_BACKOFF * 2);
         assert_eq!(backoff(3), BASE_BACKOFF * 4);
         assert_eq!(backoff(40), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn retry_after_lengthens_the_wait_within_the_cap_in_both_forms() {
+        let now = time::OffsetDateTime::now_utc();
+        let delay = |v: &str| retry_delay(1, super::super::retry_after::delay(v, now));
+        assert_eq!(delay("2"), Duration::from_secs(2));
+        assert_eq!(delay("0"), BASE_BACKOFF);
+        assert_eq!(delay("86400"), MAX_RETRY_AFTER);
+        let fmt = time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        );
+        let in_a_day = (now + time::Duration::days(1)).format(fmt).unwrap();
+        assert_eq!(delay(&in_a_day), MAX_RETRY_AFTER);
+        let an_hour_ago = (now - time::Duration::hours(1)).format(fmt).unwrap();
+        assert_eq!(delay(&an_hour_ago), BASE_BACKOFF);
+        assert_eq!(delay("garbage"), BASE_BACKOFF);
     }
 }

@@ -1,12 +1,17 @@
 //! The registry source: an OCI distribution spec client for one repository,
-//! with auth (anonymous, Basic, Bearer tokens; credentials from auth.json),
-//! TLS options, retries and resumable, size-capped blob streams.
+//! with auth (anonymous, Basic, Bearer tokens; credentials from auth.json and
+//! credential helpers), TLS options, registries.conf mirrors and rewrites,
+//! retries and resumable, size-capped blob streams.
 //!
-//! Files, one concept each: [`client`] (endpoint, authorised GETs, retries),
-//! [`auth`] (Basic and Bearer flows, token cache), [`challenge`]
-//! (`WWW-Authenticate` parsing), [`authfile`] (auth.json lookup), [`tls`]
-//! (roots, `--cert-dir`, insecure), [`manifest`] (media types, index
-//! resolution), [`blob_stream`] (resume with `Range`).
+//! Files, one concept each: [`registries_conf`] (blocked names, rewrites,
+//! mirrors), [`endpoint`] (one place to pull from; digest-checked manifest
+//! GETs), [`client`] (HTTP endpoint, authorised GETs, retries),
+//! [`retry_after`] (`Retry-After` seconds and dates), [`auth`]
+//! (Basic and Bearer flows, token cache), [`challenge`] (`WWW-Authenticate`
+//! parsing), [`authfile`] (auth.json lookup), [`credhelper`]
+//! (docker-credential-* helpers), [`certs_d`] (per-registry TLS
+//! directories), [`tls`] (roots, client certificate, insecure), [`manifest`]
+//! (media types, index resolution), [`blob_stream`] (resume with `Range`).
 //!
 //! Why not oci-client's `Client` (read for this; it is in Cargo.toml for the
 //! trust work's sigstore use): it reads manifests and referrer lists whole
@@ -19,18 +24,22 @@
 pub mod auth;
 pub mod authfile;
 pub mod blob_stream;
+pub mod certs_d;
 pub mod challenge;
 pub mod client;
+pub mod credhelper;
+pub mod endpoint;
 pub mod manifest;
+pub mod registries_conf;
+pub mod retry_after;
 pub mod tls;
-
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 use oci_spec::image::Descriptor;
-use reqwest::header::CONTENT_TYPE;
 use reqwest::StatusCode;
+use tokio::sync::OnceCell;
+use tracing::{info, warn};
 
 use crate::digest::Digest;
 use crate::error::DigestMismatch;
@@ -38,90 +47,117 @@ use crate::imgref::RegistryRef;
 use crate::oci::platform::Platform;
 use crate::oci::source::MAX_MANIFEST_SIZE;
 use crate::oci::{BlobReader, ImageSource, RawManifest, RegistryOptions, ResolvedManifest};
-use client::{Client, Small};
+use client::Small;
+use endpoint::Endpoint;
 use manifest::Kind;
+use registries_conf::RegistriesConf;
 
-/// A repository in a registry.
+/// An image name in a registry, and the places it may be pulled from:
+/// registries.conf mirrors in order, then the primary location. The first
+/// that has the image serves the whole pull.
 pub struct RegistrySource {
     reference: RegistryRef,
-    client: Arc<Client>,
+    endpoints: Vec<Endpoint>,
+    chosen: OnceCell<Chosen>,
+}
+
+/// The endpoint serving a source, and what choosing it found out.
+struct Chosen {
+    index: usize,
+    /// The top manifest read while choosing (reused by `resolve`).
+    top: Option<RawManifest>,
+    /// What the mirrors passed over said (for messages).
+    skipped: Vec<String>,
 }
 
 impl RegistrySource {
-    /// Prepares a source; nothing is contacted until the first request.
+    /// Prepares a source under the registries.conf files of `opts` (a blocked
+    /// name is refused here); nothing is contacted until the first request.
     pub fn new(reference: RegistryRef, opts: &RegistryOptions) -> Result<Self> {
-        let client = Client::new(&reference.registry, &reference.repository, opts)?;
-        Ok(RegistrySource { reference, client })
+        let conf = RegistriesConf::load(&opts.registries_conf)?;
+        let endpoints = conf
+            .endpoints(&reference, opts.insecure)?
+            .into_iter()
+            .map(|spec| Endpoint::new(spec, opts))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RegistrySource { reference, endpoints, chosen: OnceCell::new() })
     }
 
-    /// GETs a manifest by tag or digest: `None` on 404. The bytes are capped,
-    /// their digest must match a digest reference and the registry's
-    /// `Docker-Content-Digest` header.
-    async fn get_manifest(&self, reference: &str) -> Result<Option<RawManifest>> {
-        let what = format!("manifest {reference}");
-        let pinned = match reference.parse::<Digest>() {
-            Ok(d) => Some(d),
-            Err(_) if is_tag(reference) => None,
-            Err(e) => bail!("invalid manifest reference {reference:?}: neither a tag nor a digest ({e})"),
-        };
-        let (headers, bytes) = match self
-            .client
-            .get_small(&format!("manifests/{reference}"), manifest::ACCEPT, MAX_MANIFEST_SIZE, &what)
-            .await?
-        {
-            Small::Body { headers, bytes } => (headers, bytes),
-            Small::Other(resp) if resp.status() == StatusCode::NOT_FOUND => return Ok(None),
-            Small::Other(resp) => return Err(self.client.status_error(resp, &what).await),
-        };
-        let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
-        let header_digest = headers.get("docker-content-digest").and_then(|v| v.to_str().ok());
-        let digest = Digest::of(&bytes);
-        if let Some(expected) = pinned {
-            if expected != digest {
-                return Err(DigestMismatch { what, expected, actual: digest }.into());
-            }
-        }
-        if let Some(h) = header_digest {
-            // Only sha256 can be checked; other algorithms are left to the
-            // digest pin (if any) checked above.
-            if let Ok(claimed) = h.parse::<Digest>() {
-                if claimed != digest {
-                    return Err(DigestMismatch {
-                        what: format!("{what} (Docker-Content-Digest header of {})", self.describe()),
-                        expected: claimed,
-                        actual: digest,
-                    }
-                    .into());
+    /// The endpoint for this pull. With mirrors, each is asked for the
+    /// reference's manifest in turn and the first that has it is chosen; any
+    /// failure moves on to the next. The primary location comes last and is
+    /// chosen whatever it answers.
+    async fn chosen(&self) -> Result<&Chosen> {
+        self.chosen
+            .get_or_try_init(|| async {
+                if self.endpoints.len() == 1 {
+                    return Ok(Chosen { index: 0, top: None, skipped: Vec::new() });
                 }
-            }
-        }
-        let media_type = manifest::media_type(&bytes, content_type).with_context(|| what.clone())?;
-        Ok(Some(RawManifest { digest, media_type, bytes }))
+                let mut skipped = Vec::new();
+                for (index, ep) in self.endpoints.iter().enumerate() {
+                    let found = ep.get_manifest(&ep.reference.reference()).await;
+                    if !ep.mirror {
+                        let top = found.map_err(|e| {
+                            if skipped.is_empty() {
+                                e
+                            } else {
+                                e.context(format!("mirrors tried first: {}", skipped.join("; ")))
+                            }
+                        })?;
+                        return Ok(Chosen { index, top, skipped });
+                    }
+                    match found {
+                        Ok(Some(top)) => {
+                            info!("pulling {} from mirror {}", self.reference, ep.reference);
+                            return Ok(Chosen { index, top: Some(top), skipped });
+                        }
+                        Ok(None) => skipped.push(format!("{}: not found", ep.reference)),
+                        Err(e) => {
+                            warn!("mirror {} of {}: {e:#}", ep.reference, self.reference);
+                            skipped.push(format!("{}: {e:#}", ep.reference));
+                        }
+                    }
+                }
+                bail!("no primary location for {}", self.reference)
+            })
+            .await
     }
-}
 
-/// A tag as the distribution spec defines it: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`
-/// (checked before it goes into a URL path).
-fn is_tag(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 128
-        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+    async fn endpoint(&self) -> Result<&Endpoint> {
+        Ok(&self.endpoints[self.chosen().await?.index])
+    }
+
+    /// The top manifest of the reference (`None`: not found anywhere).
+    async fn top(&self) -> Result<Option<RawManifest>> {
+        let chosen = self.chosen().await?;
+        match &chosen.top {
+            Some(m) => Ok(Some(m.clone())),
+            None => self.endpoints[chosen.index].get_manifest(&self.reference.reference()).await,
+        }
+    }
 }
 
 #[async_trait]
 impl ImageSource for RegistrySource {
     fn describe(&self) -> String {
-        format!("registry {}", self.reference.name())
+        let ep = self.chosen.get().map(|c| &self.endpoints[c.index]);
+        match ep {
+            Some(ep) if ep.mirror => format!("registry {} (mirror {})", self.reference.name(), ep.reference.name()),
+            Some(ep) if ep.reference.name() != self.reference.name() => {
+                format!("registry {} (at {})", self.reference.name(), ep.reference.name())
+            }
+            _ => format!("registry {}", self.reference.name()),
+        }
     }
 
     async fn resolve(&self, platform: &Platform) -> Result<ResolvedManifest> {
         let reference = self.reference.reference();
-        let top = self
-            .get_manifest(&reference)
-            .await?
-            .with_context(|| format!("manifest {reference} not found in {}", self.describe()))?;
+        let top = self.top().await?.with_context(|| {
+            let skipped = &self.chosen.get().expect("chosen by top()").skipped;
+            let mirrors =
+                if skipped.is_empty() { String::new() } else { format!(" (mirrors: {})", skipped.join("; ")) };
+            format!("manifest {reference} not found in {}{mirrors}", self.describe())
+        })?;
         match manifest::kind(&top.media_type)? {
             Kind::Image => {
                 let parsed = manifest::parse_image(&top.bytes).with_context(|| format!("manifest {}", top.digest))?;
@@ -131,10 +167,10 @@ impl ImageSource for RegistrySource {
                 let index = manifest::parse_index(&top.bytes).with_context(|| format!("index {}", top.digest))?;
                 let entry = manifest::choose(&index, platform).with_context(|| format!("index {}", top.digest))?;
                 let digest: Digest = entry.digest().to_string().parse().context("index entry digest")?;
-                let raw = self
-                    .get_manifest(&digest.to_string())
-                    .await?
-                    .with_context(|| format!("manifest {digest} (for {platform}) not found in {}", self.describe()))?;
+                let raw =
+                    self.endpoint().await?.get_manifest(&digest.to_string()).await?.with_context(|| {
+                        format!("manifest {digest} (for {platform}) not found in {}", self.describe())
+                    })?;
                 if raw.bytes.len() as u64 != entry.size() {
                     bail!("manifest {digest} is {} bytes but the index says {}", raw.bytes.len(), entry.size());
                 }
@@ -148,13 +184,13 @@ impl ImageSource for RegistrySource {
     }
 
     async fn fetch_manifest(&self, reference: &str) -> Result<Option<RawManifest>> {
-        self.get_manifest(reference).await
+        self.endpoint().await?.get_manifest(reference).await
     }
 
     async fn referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>> {
         let what = format!("referrers of {subject}");
-        let bytes = match self
-            .client
+        let client = &self.endpoint().await?.client;
+        let bytes = match client
             .get_small(&format!("referrers/{subject}"), &[manifest::OCI_INDEX], MAX_MANIFEST_SIZE, &what)
             .await?
         {
@@ -168,7 +204,7 @@ impl ImageSource for RegistrySource {
             {
                 return Ok(Vec::new())
             }
-            Small::Other(resp) => return Err(self.client.status_error(resp, &what).await),
+            Small::Other(resp) => return Err(client.status_error(resp, &what).await),
         };
         let index = manifest::parse_index(&bytes).with_context(|| what.clone())?;
         Ok(index.manifests().clone())
@@ -181,9 +217,10 @@ impl ImageSource for RegistrySource {
             bail!("blob {digest} is {size} bytes, more than the {MAX_MANIFEST_SIZE} allowed for a config or payload");
         }
         let what = format!("blob {digest}");
-        let bytes = match self.client.get_small(&format!("blobs/{digest}"), &[], size, &what).await? {
+        let client = &self.endpoint().await?.client;
+        let bytes = match client.get_small(&format!("blobs/{digest}"), &[], size, &what).await? {
             Small::Body { bytes, .. } => bytes,
-            Small::Other(resp) => return Err(self.client.status_error(resp, &what).await),
+            Small::Other(resp) => return Err(client.status_error(resp, &what).await),
         };
         if bytes.len() as u64 != size {
             bail!("{what} is {} bytes but its descriptor says {size}", bytes.len());
@@ -197,22 +234,7 @@ impl ImageSource for RegistrySource {
 
     async fn open_blob(&self, desc: &Descriptor, offset: u64) -> Result<BlobReader> {
         let digest: Digest = desc.digest().to_string().parse().context("blob digest")?;
-        let stream = blob_stream::open(self.client.clone(), digest, desc.size(), offset).await?;
+        let stream = blob_stream::open(self.endpoint().await?.client.clone(), digest, desc.size(), offset).await?;
         Ok(BlobReader::Async(Box::pin(tokio_util::io::StreamReader::new(stream))))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_tag;
-
-    #[test]
-    fn tags_are_checked_before_they_reach_a_url() {
-        for ok in ["latest", "v1.2.3", "_x", "sha256-abc.sig", &"a".repeat(128)] {
-            assert!(is_tag(ok), "{ok}");
-        }
-        for bad in ["", ".x", "-x", "a/b", "a?b", "../x", "a b", "sha256:abc", &"a".repeat(129)] {
-            assert!(!is_tag(bad), "{bad}");
-        }
     }
 }
