@@ -119,9 +119,11 @@ impl ImageVerifier for PolicyVerifier {
                                 }
                                 // Not a verdict: the registry could not be asked (exit 1,
                                 // worth retrying), unlike a refusal (exit 4).
-                                Err(e) => return Err(e.context(format!(
+                                Err(e) => {
+                                    return Err(e.context(format!(
                                     "reading the signatures of {imgref} for the trust policy ({scope}: sigstoreSigned)"
-                                ))),
+                                )))
+                                }
                             }
                         }
                         found = Some(all);

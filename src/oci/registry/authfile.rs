@@ -167,8 +167,16 @@ pub fn lookup_with(
         return ask(name);
     }
     if let Some(name) = parsed.creds_store.as_deref().filter(|n| !n.is_empty()) {
-        if let Some(c) = ask(name)? {
-            return Ok(Some(c));
+        // A default store for every registry: one that is not installed here
+        // (a config copied from a desktop) must not break anonymous pulls.
+        // A per-registry `credHelpers` entry, above, is meant and stays an error.
+        match ask(name) {
+            Ok(Some(c)) => return Ok(Some(c)),
+            Ok(None) => {}
+            Err(e) if e.is::<credhelper::HelperMissing>() => {
+                tracing::warn!("{e} (credsStore in {}); trying the file's own entries", file.display())
+            }
+            Err(e) => return Err(e),
         }
     }
     let entries: BTreeMap<String, &AuthEntry> = parsed.auths.iter().map(|(k, v)| (normalise_key(k), v)).collect();
@@ -309,5 +317,14 @@ mod tests {
         // A helper's failure is the lookup's.
         let failing = |_: &str, _: &str| -> Result<Option<(String, String)>> { anyhow::bail!("helper broke") };
         assert!(lookup_with(&text, f, "reg.io", "a", &failing).is_err());
+        // A credsStore that is not installed is skipped; a credHelpers entry's absence is an error.
+        let missing = |name: &str, _: &str| -> Result<Option<(String, String)>> {
+            Err(credhelper::HelperMissing { program: credhelper::program(name) }.into())
+        };
+        let c = lookup_with(&text, f, "plain.io", "a", &missing).unwrap().unwrap();
+        assert_eq!(c.username, "plain");
+        assert_eq!(lookup_with(&text, f, "anon.io", "a", &missing).unwrap(), None);
+        let e = lookup_with(&text, f, "reg.io", "a", &missing).unwrap_err();
+        assert!(format!("{e:#}").contains("docker-credential-special is not installed"), "{e:#}");
     }
 }

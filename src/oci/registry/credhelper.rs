@@ -31,6 +31,13 @@ pub fn program(name: &str) -> String {
     format!("docker-credential-{name}")
 }
 
+/// The helper program is not installed (not on `PATH`).
+#[derive(Debug, thiserror::Error)]
+#[error("credential helper {program} is not installed (not found on PATH)")]
+pub struct HelperMissing {
+    pub program: String,
+}
+
 /// Asks helper `name` for `registry`'s credentials: `(username, secret)`, or
 /// `None` when it has none.
 pub fn get(name: &str, registry: &str) -> Result<Option<(String, String)>> {
@@ -44,7 +51,10 @@ pub fn get(name: &str, registry: &str) -> Result<Option<(String, String)>> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("running credential helper {program} (is it installed and on PATH?)"))?;
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => anyhow::Error::new(HelperMissing { program: program.clone() }),
+            _ => anyhow::Error::new(e).context(format!("running credential helper {program}")),
+        })?;
     // A helper that exits without reading its input closes the pipe: its exit
     // status and output then tell what happened.
     let _ = child.stdin.take().expect("stdin is piped").write_all(format!("{registry}\n").as_bytes());
