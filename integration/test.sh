@@ -21,8 +21,9 @@ deboot_pid=
 if [ "$vm" = 1 ]; then
   cache=${HOSTCTL_VM_CACHE:-/var/cache/hostctl-vm}
   step "VM base rootfs: debootstrap in the background (log: /tmp/hostctl-debootstrap.log)"
-  integration/vm/debootstrap-base.sh "$cache" >/tmp/hostctl-debootstrap.log 2>&1 & deboot_pid=$!
-  trap '[ -n "$deboot_pid" ] && kill "$deboot_pid" 2>/dev/null || true' EXIT
+  # In its own process group, so that a failure here stops all of it.
+  setsid integration/vm/debootstrap-base.sh "$cache" >/tmp/hostctl-debootstrap.log 2>&1 & deboot_pid=$!
+  trap '[ -n "$deboot_pid" ] && kill -- "-$deboot_pid" 2>/dev/null || true' EXIT
 fi
 step "cargo fmt --check"
 cargo fmt --all -- --check
