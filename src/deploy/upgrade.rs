@@ -128,8 +128,22 @@ pub async fn deploy(
                 d.save_state(&s)?;
             }
         }
+        // Nothing downloaded; the arms below say what else happened.
+        let nothing = FlowReport {
+            image: imgref.to_string(),
+            manifest_digest: digest,
+            changed: false,
+            layers_downloaded: 0,
+            bytes_downloaded: 0,
+            staged: None,
+            finalized: None,
+            cleanup: None,
+            rebooting: false,
+            finalize_at_shutdown: false,
+            stage_seconds: 0.0,
+        };
         let pending = state0.staged_unfinalized().map(str::to_string);
-        let finalized = match pending {
+        return match pending {
             Some(id) if !flow.download_only && crate::boot::install::finalize_at_shutdown_armed(d.sysroot.root()) => {
                 // A running host: unlock a download-only staging and leave it
                 // to the shutdown service, which merges /etc at the last moment.
@@ -140,19 +154,7 @@ pub async fn deploy(
                     reboot.reboot()?;
                 }
                 tracing::info!("deployment {id} is finalised at shutdown");
-                return Ok(FlowReport {
-                    image: imgref.to_string(),
-                    manifest_digest: digest,
-                    changed: true,
-                    layers_downloaded: 0,
-                    bytes_downloaded: 0,
-                    staged: None,
-                    finalized: None,
-                    cleanup: None,
-                    rebooting: flow.apply,
-                    finalize_at_shutdown: true,
-                    stage_seconds: 0.0,
-                });
+                Ok(FlowReport { changed: true, rebooting: flow.apply, finalize_at_shutdown: true, ..nothing })
             }
             Some(id) if !flow.download_only => {
                 let started = std::time::Instant::now();
@@ -163,35 +165,17 @@ pub async fn deploy(
                 if rebooting {
                     reboot.reboot()?;
                 }
-                return Ok(FlowReport {
-                    image: imgref.to_string(),
-                    manifest_digest: digest,
+                Ok(FlowReport {
                     changed: true,
-                    layers_downloaded: 0,
-                    bytes_downloaded: 0,
-                    staged: None,
                     finalized: f,
                     cleanup: Some(cleanup),
                     rebooting,
-                    finalize_at_shutdown: false,
                     stage_seconds,
-                });
+                    ..nothing
+                })
             }
-            _ => None,
+            _ => Ok(nothing),
         };
-        return Ok(FlowReport {
-            image: imgref.to_string(),
-            manifest_digest: digest,
-            changed: false,
-            layers_downloaded: 0,
-            bytes_downloaded: 0,
-            staged: None,
-            finalized,
-            cleanup: None,
-            rebooting: false,
-            finalize_at_shutdown: false,
-            stage_seconds: 0.0,
-        });
     }
 
     // Preflight, before a byte of layer data is fetched.

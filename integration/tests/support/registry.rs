@@ -38,51 +38,57 @@ pub struct TestTls {
     pub server_key: PathBuf,
 }
 
+/// A self-signed P-256 CA named `cn`: its key at `key`, its certificate at `crt`.
+fn make_ca(key: &Path, crt: &Path, cn: &str) {
+    run(Command::new("openssl")
+        .args(["req", "-x509", "-days", "2", "-subj", &format!("/CN={cn}")])
+        .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(crt));
+}
+
+/// A P-256 key (`key`) and a certificate (`crt`) for `cn` signed by the CA
+/// `ca` (`.crt`, `.key` given), with the X.509v3 extensions `ext`; scratch
+/// files go to `dir`.
+fn issue(dir: &Path, (ca_crt, ca_key): (&Path, &Path), cn: &str, ext: &str, serial: u32, key: &Path, crt: &Path) {
+    let csr = dir.join(format!("{serial}.csr"));
+    run(Command::new("openssl")
+        .args(["req", "-new", "-subj", &format!("/CN={cn}")])
+        .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(&csr));
+    let ext_file = dir.join(format!("{serial}.ext"));
+    std::fs::write(&ext_file, ext).unwrap();
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "2", "-set_serial", &serial.to_string()])
+        .arg("-in")
+        .arg(&csr)
+        .arg("-CA")
+        .arg(ca_crt)
+        .arg("-CAkey")
+        .arg(ca_key)
+        .arg("-extfile")
+        .arg(&ext_file)
+        .arg("-out")
+        .arg(crt));
+}
+
 impl TestTls {
     /// Creates the CA and server certificate under `dir`.
     pub fn create(dir: &Path) -> TestTls {
         super::require_tool("openssl");
         let cert_dir = dir.join("certs");
         std::fs::create_dir_all(&cert_dir).unwrap();
-        let ca_key = dir.join("ca.key");
-        let ca_crt = cert_dir.join("ca.crt");
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-        run(Command::new("openssl")
-            .args(["req", "-x509", "-days", "2", "-subj", "/CN=hostctl test CA"])
-            .args(ec)
-            .arg("-keyout")
-            .arg(&ca_key)
-            .arg("-out")
-            .arg(&ca_crt));
-        let server_key = dir.join("server.key");
-        let csr = dir.join("server.csr");
-        run(Command::new("openssl")
-            .args(["req", "-new", "-subj", "/CN=127.0.0.1"])
-            .args(ec)
-            .arg("-keyout")
-            .arg(&server_key)
-            .arg("-out")
-            .arg(&csr));
-        let ext = dir.join("server.ext");
-        std::fs::write(
-            &ext,
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        let server_cert = dir.join("server.crt");
-        run(Command::new("openssl")
-            .args(["x509", "-req", "-days", "2", "-set_serial", "2"])
-            .arg("-in")
-            .arg(&csr)
-            .arg("-CA")
-            .arg(&ca_crt)
-            .arg("-CAkey")
-            .arg(&ca_key)
-            .arg("-extfile")
-            .arg(&ext)
-            .arg("-out")
-            .arg(&server_cert));
+        let (ca_key, ca_crt) = (dir.join("ca.key"), cert_dir.join("ca.crt"));
+        make_ca(&ca_key, &ca_crt, "hostctl test CA");
+        let (server_key, server_cert) = (dir.join("server.key"), dir.join("server.crt"));
+        let ext = "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+                   keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n";
+        issue(dir, (&ca_crt, &ca_key), "127.0.0.1", ext, 2, &server_key, &server_cert);
         TestTls { cert_dir, server_cert, server_key }
     }
 
@@ -90,48 +96,21 @@ impl TestTls {
     /// signed, written with the server CA as `ca.crt`, `client.cert` and
     /// `client.key` into a new directory `dir/client-certs`, which is returned.
     pub fn create_client(&self, dir: &Path) -> (PathBuf, PathBuf) {
-        let ca_key = dir.join("client-ca.key");
-        let ca_crt = dir.join("client-ca.crt");
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-        run(Command::new("openssl")
-            .args(["req", "-x509", "-days", "2", "-subj", "/CN=hostctl test client CA"])
-            .args(ec)
-            .arg("-keyout")
-            .arg(&ca_key)
-            .arg("-out")
-            .arg(&ca_crt));
+        let (ca_key, ca_crt) = (dir.join("client-ca.key"), dir.join("client-ca.crt"));
+        make_ca(&ca_key, &ca_crt, "hostctl test client CA");
         let out = dir.join("client-certs");
         std::fs::create_dir_all(&out).unwrap();
         std::fs::copy(self.cert_dir.join("ca.crt"), out.join("ca.crt")).unwrap();
-        let csr = dir.join("client.csr");
-        run(Command::new("openssl")
-            .args(["req", "-new", "-subj", "/CN=hostctl test client"])
-            .args(ec)
-            .arg("-keyout")
-            .arg(out.join("client.key"))
-            .arg("-out")
-            .arg(&csr));
-        let ext = dir.join("client.ext");
-        std::fs::write(
-            &ext,
-            "basicConstraints=CA:FALSE
-keyUsage=digitalSignature
-extendedKeyUsage=clientAuth
-",
-        )
-        .unwrap();
-        run(Command::new("openssl")
-            .args(["x509", "-req", "-days", "2", "-set_serial", "3"])
-            .arg("-in")
-            .arg(&csr)
-            .arg("-CA")
-            .arg(&ca_crt)
-            .arg("-CAkey")
-            .arg(&ca_key)
-            .arg("-extfile")
-            .arg(&ext)
-            .arg("-out")
-            .arg(out.join("client.cert")));
+        let ext = "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n";
+        issue(
+            dir,
+            (&ca_crt, &ca_key),
+            "hostctl test client",
+            ext,
+            3,
+            &out.join("client.key"),
+            &out.join("client.cert"),
+        );
         (out, ca_crt)
     }
 
