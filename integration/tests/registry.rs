@@ -896,6 +896,21 @@ fn credential_helper(dir: &Path, name: &str, body: &str) {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// Publishes a small image as `os:v1` to the TLS registry `reg` with
+/// `user:password` `creds`: (its work dir, the image, the registry's CA dir).
+fn publish_with_creds(reg: &Registry, creds: &str) -> (tempfile::TempDir, String, String) {
+    let cd = reg.cert_dir.clone().unwrap().to_str().unwrap().to_string();
+    let work = tempfile::tempdir().unwrap();
+    let image = reg.image("os:v1");
+    push_with_skopeo(
+        &build_image(work.path(), "v1", 2048).oci_ref(),
+        &image,
+        Compression::Gzip,
+        &["--dest-creds", creds, "--dest-cert-dir", &cd],
+    );
+    (work, image, cd)
+}
+
 /// PATH with `dir` first.
 fn path_with(dir: &Path) -> std::ffi::OsString {
     let old = std::env::var_os("PATH").unwrap_or_default();
@@ -905,16 +920,8 @@ fn path_with(dir: &Path) -> std::ffi::OsString {
 #[test]
 fn cli_pull_with_credentials_from_credential_helpers() {
     let reg = Registry::start_tls_basic("alice", "helper-pw");
-    let cert_dir = reg.cert_dir.clone().unwrap();
-    let cd = cert_dir.to_str().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let image = reg.image("os:v1");
-    push_with_skopeo(
-        &build_image(work.path(), "v1", 2048).oci_ref(),
-        &image,
-        Compression::Gzip,
-        &["--dest-creds", "alice:helper-pw", "--dest-cert-dir", cd],
-    );
+    let (work, image, cd) = publish_with_creds(&reg, "alice:helper-pw");
+    let cd = cd.as_str();
     let helpers = tempfile::tempdir().unwrap();
     let ok = r#"printf '{"ServerURL":"%s","Username":"alice","Secret":"helper-pw"}' "$registry""#;
     credential_helper(helpers.path(), "good", ok);
@@ -988,16 +995,8 @@ fn cli_pull_with_credentials_from_credential_helpers() {
 fn cli_pull_with_an_identity_token_from_a_credential_helper() {
     let tokens = TokenServer::start_with_refresh_token("tess", "t0ken-pw", 300, Some("refresh-me-42"));
     let reg = Registry::start_tls_token(&tokens);
-    let cert_dir = reg.cert_dir.clone().unwrap();
-    let cd = cert_dir.to_str().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let image = reg.image("os:v1");
-    push_with_skopeo(
-        &build_image(work.path(), "v1", 2048).oci_ref(),
-        &image,
-        Compression::Gzip,
-        &["--dest-creds", "tess:t0ken-pw", "--dest-cert-dir", cd],
-    );
+    let (work, image, cd) = publish_with_creds(&reg, "tess:t0ken-pw");
+    let cd = cd.as_str();
     let helpers = tempfile::tempdir().unwrap();
     credential_helper(helpers.path(), "idtoken", r#"echo '{"Username":"<token>","Secret":"refresh-me-42"}'"#);
     credential_helper(helpers.path(), "badtoken", r#"echo '{"Username":"<token>","Secret":"revoked-token"}'"#);
