@@ -25,6 +25,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::digest::{Digest, HashingReader};
 use crate::error::DigestMismatch;
+use crate::store::gzip::GzipDecoder;
 use crate::store::objects::{Claims, ObjectMeta, ObjectWriter};
 use crate::store::tarsafe::{normalise, parent, LayerPaths, Limits};
 use crate::store::{Entry, EntryKind, LayerIndex, LayerSpec, Meta};
@@ -297,7 +298,7 @@ fn decode(
 ) -> Result<u64> {
     let mut decoder: Box<dyn Read + '_> = match compression {
         Compression::None => Box::new(blob),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(io::BufReader::with_capacity(CHUNK, blob))),
+        Compression::Gzip => Box::new(GzipDecoder::new(io::BufReader::with_capacity(CHUNK, blob))),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(blob).context("starting the zstd decoder")?),
     };
     let mut total = 0u64;
