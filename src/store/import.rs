@@ -9,18 +9,19 @@
 //! ```
 //! Decompressed chunks are shared (`Arc`, not copied) by the two consumers
 //! and recycled once both are done with them. Three threads rather than two
-//! because the work does not split evenly in two: the decoder and the unpack
-//! thread (which hashes every file for its object id and waits on the kernel
-//! for file creation) each take about as long as the diff_id hash twice, so
-//! with the diff_id on a thread of its own the scheduler can spread the
-//! three over two cores, and the queues smooth out the phases where the
-//! unpack thread is slow (thousands of small files) or fast (large files).
-//! The index and the by-blob alias are
-//! committed only once both streams reached EOF and both digests matched;
-//! on any failure the objects this import created are removed again, and the
-//! rest of the blob is still read (up to its declared size) so that tampered
-//! content is reported as a digest mismatch rather than as whatever decoding
-//! error it caused.
+//! because the work does not split evenly in two: for a gzip layer the
+//! decoder takes about half of the CPU time, the unpack thread (which hashes
+//! every file for its object id and waits on the kernel for file creation)
+//! a third and the diff_id hash the rest (docs/benchmarks.md); with the
+//! diff_id on a thread of its own the scheduler can spread the three over
+//! two cores, and the queues smooth out the phases where the unpack thread
+//! is slow (thousands of small files) or fast (large files).
+//!
+//! The index and the by-blob alias are committed only once both streams
+//! reached EOF and both digests matched; on any failure the objects this
+//! import created are removed again, and the rest of the blob is still read
+//! (up to its declared size) so that tampered content is reported as a
+//! digest mismatch rather than as whatever decoding error it caused.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
