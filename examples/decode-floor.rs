@@ -1,8 +1,10 @@
 //! The decode floor for the pull benchmark: how fast one core can only
-//! decompress a layer blob with the decoders hostctl uses (flate2 with the
-//! zlib-rs backend for gzip, the zstd crate for zstd), writing to nowhere.
+//! decompress a layer blob with the decoders hostctl uses (its own gzip
+//! framing around flate2's raw inflate with the zlib-rs backend, no CRC-32;
+//! the zstd crate for zstd), writing to nowhere. `gzip-crc` decodes with
+//! flate2's `MultiGzDecoder` instead (CRC-32 checked), for comparison.
 //!
-//! `cargo run --release --example decode-floor -- BLOB gzip|zstd [--sha256]`
+//! `cargo run --release --example decode-floor -- BLOB gzip|gzip-crc|zstd [--sha256]`
 //! prints one JSON line: compressed and decompressed bytes, seconds, MB/s.
 //! With `--sha256` it also hashes the decompressed stream on the same thread
 //! (the cost of checking a diff_id without a second hashing thread).
@@ -18,7 +20,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (path, format) = match args.as_slice() {
         [p, f, ..] => (p, f.as_str()),
-        _ => bail!("usage: decode-floor BLOB gzip|zstd [--sha256]"),
+        _ => bail!("usage: decode-floor BLOB gzip|gzip-crc|zstd [--sha256]"),
     };
     let hash = args.iter().any(|a| a == "--sha256");
     let file = File::open(path).with_context(|| format!("opening {path}"))?;
@@ -26,9 +28,10 @@ fn main() -> Result<()> {
     let input = BufReader::with_capacity(256 * 1024, file);
     let started = Instant::now();
     let mut decoder: Box<dyn Read> = match format {
-        "gzip" => Box::new(flate2::read::MultiGzDecoder::new(input)),
+        "gzip" => Box::new(hostctl::store::gzip::GzipDecoder::new(input)),
+        "gzip-crc" => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
         "zstd" => Box::new(zstd::stream::read::Decoder::with_buffer(input).context("starting zstd")?),
-        other => bail!("unknown format {other:?}: gzip or zstd"),
+        other => bail!("unknown format {other:?}: gzip, gzip-crc or zstd"),
     };
     let mut buf = vec![0u8; 256 * 1024];
     let mut hasher = Sha256::new();

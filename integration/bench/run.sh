@@ -4,6 +4,7 @@
 # anywhere in the repository:
 #
 #   integration/bench/run.sh [--runs N] [--cache DIR] [--tools LIST] [--republish] [--keep]
+#                            [--no-build] [--host-fs] [--fs-size SIZE]
 #
 #   --runs N      timed rounds (default 3); the table shows medians, min and max
 #   --cache DIR   where the debootstrap rootfs and the published registry data
@@ -14,9 +15,27 @@
 #                 usr/lib/modules/<kver>/vmlinuz and bookworm's rootfs keeps it
 #                 in /boot, so the fixture must first copy it there.
 #   --republish   publish the images again even if the cache has them
-#   --keep        keep the work directory (printed) for inspection
+#   --keep        keep the work directory (printed) for inspection; on the
+#                 loop filesystem it stays mounted (umount it, then delete its image)
 #   --no-build    use the release binaries already built (CARGO_TARGET_DIR or target/;
 #                 HOSTCTL_BIN=PATH names another hostctl binary)
+#   --host-fs     put the work directory on the host's filesystem (/var/tmp) as
+#                 before, instead of the fresh loop filesystem described below
+#   --fs-size SIZE  size of that loop filesystem (default 12G; a sparse file)
+#
+# Where the tools write: every destination (hostctl's sysroots, skopeo's and
+# umoci's directories, podman's private storage, the ostree repository) is in
+# one work directory, by default on a fresh journaled ext4 filesystem that the
+# script creates in a sparse file below /var/tmp, loop-mounts and removes on
+# exit. Why: on an ext4 *without* a journal (like the root filesystem of the
+# VM these figures were first taken on: /sys/fs/ext4/vda/journal_task reads
+# <none>), the inode allocator calls recently_deleted() for every candidate
+# inode, which reads the inode table blocks of inodes freed in the last few
+# seconds; as each round deletes the
+# previous 13,000-file tree just before the next tool writes one, a quarter of
+# a pull's time went into that scan (perf: __ext4_new_inode → find_inode_bit →
+# recently_deleted). Production hosts run journaled filesystems, where that
+# check is skipped. All tools of a run write to the same filesystem.
 #
 # What it does: installs its extras (integration/setup.sh + time, ostree),
 # builds hostctl and the decode-floor example in release mode, builds (or
@@ -44,6 +63,8 @@ tools=hostctl,skopeo-umoci,podman,floor
 republish=0
 keep=0
 build=1
+loopfs=1
+fs_size=12G
 while [ $# -gt 0 ]; do
   case $1 in
     --runs) runs=$2; shift 2 ;;
@@ -52,7 +73,9 @@ while [ $# -gt 0 ]; do
     --republish) republish=1; shift ;;
     --keep) keep=1; shift ;;
     --no-build) build=0; shift ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    --host-fs) loopfs=0; shift ;;
+    --fs-size) fs_size=$2; shift 2 ;;
+    -h|--help) sed -n '2,56p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -75,8 +98,10 @@ export CONTAINERS_CONF=/etc/hostctl-test/containers.conf
 # --- work dir, registry, cleanup ------------------------------------------
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
-work=$(mktemp -d /var/tmp/hostctl-bench.XXXXXX)
+base=$(mktemp -d /var/tmp/hostctl-bench.XXXXXX)
+work=$base
 registry_pid=
+mounted=0
 # Unmounts whatever is mounted below $1 (podman's overlay driver bind-mounts
 # its private storage onto itself), deepest first.
 unmount_under() {
@@ -91,11 +116,30 @@ cleanup() {
   # status would end the trap and become the script's exit code.
   if [ -n "$registry_pid" ]; then kill "$registry_pid" 2>/dev/null || true; wait "$registry_pid" 2>/dev/null || true; fi
   unmount_under "$work"
-  if [ $keep = 1 ]; then log "work directory kept: $work"; else rm -rf "$work"; fi
+  if [ $keep = 1 ]; then
+    log "work directory kept: $work"
+    [ $mounted = 1 ] && log "it is the loop filesystem $base/fs.img: umount $work && rm -rf $base"
+  else
+    if [ $mounted = 1 ]; then umount "$work" || umount -l "$work" || true; fi
+    rm -rf "$base"
+  fi
   exit $rc
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+if [ $loopfs = 1 ]; then
+  # See the header: a journaled ext4 of our own, fresh for this run.
+  truncate -s "$fs_size" "$base/fs.img"
+  mkfs.ext4 -q -F -O has_journal "$base/fs.img"
+  mkdir "$base/mnt"
+  mount -o loop "$base/fs.img" "$base/mnt"
+  mounted=1
+  work=$base/mnt
+  log "work directory: $work (fresh journaled ext4 on $base/fs.img, $fs_size)"
+else
+  log "work directory: $work (on the host's filesystem: $(findmnt -n -o FSTYPE,SOURCE -T "$work"))"
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

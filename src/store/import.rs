@@ -2,17 +2,26 @@
 //! objects and a layer index.
 //!
 //! ```text
-//! caller's thread:  blob ─ size cap + sha256 (blob digest) ─ gzip/zstd/plain decoder ─┐
-//!                                                                       bounded channel
-//! unpack thread:    sha256 (diff_id) ─ tar entries ─ safety checks ─ objects ─ entries ◀┘
+//! caller's thread:  blob ─ size cap + sha256 (blob digest) ─ gzip/zstd/plain decoder ─┬─┐
+//!                                                                     bounded channels │ │
+//! diff_id thread:   sha256 of the tar stream (diff_id) ◀──────────────────────────────┘ │
+//! unpack thread:    tar entries ─ safety checks ─ objects (sha256 each) ─ entries ◀──────┘
 //! ```
-//! Decompression and unpacking run on two threads so that the gzip decoder
-//! (the bottleneck) has a core to itself. The index and the by-blob alias are
-//! committed only once both streams reached EOF and both digests matched;
-//! on any failure the objects this import created are removed again, and the
-//! rest of the blob is still read (up to its declared size) so that tampered
-//! content is reported as a digest mismatch rather than as whatever decoding
-//! error it caused.
+//! Decompressed chunks are shared (`Arc`, not copied) by the two consumers
+//! and recycled once both are done with them. Three threads rather than two
+//! because the work does not split evenly in two: for a gzip layer the
+//! decoder takes about half of the CPU time, the unpack thread (which hashes
+//! every file for its object id and waits on the kernel for file creation)
+//! a third and the diff_id hash the rest (docs/benchmarks.md); with the
+//! diff_id on a thread of its own the scheduler can spread the three over
+//! two cores, and the queues smooth out the phases where the unpack thread
+//! is slow (thousands of small files) or fast (large files).
+//!
+//! The index and the by-blob alias are committed only once both streams
+//! reached EOF and both digests matched; on any failure the objects this
+//! import created are removed again, and the rest of the blob is still read
+//! (up to its declared size) so that tampered content is reported as a
+//! digest mismatch rather than as whatever decoding error it caused.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -23,16 +32,20 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest as _, Sha256};
 
-use crate::digest::{Digest, HashingReader};
+use crate::digest::Digest;
 use crate::error::DigestMismatch;
+use crate::store::gzip::GzipDecoder;
 use crate::store::objects::{Claims, ObjectMeta, ObjectWriter};
 use crate::store::tarsafe::{normalise, parent, LayerPaths, Limits};
 use crate::store::{Entry, EntryKind, LayerIndex, LayerSpec, Meta};
 
-/// Size of the decompressed chunks handed to the unpack thread.
+/// Size of the decompressed chunks handed to the unpack and diff_id threads.
 const CHUNK: usize = 256 * 1024;
-/// Chunks in flight between the two threads (bounds memory to a few MiB).
-const IN_FLIGHT: usize = 8;
+/// Chunks queued for each consumer (bounds memory to 2 × 32 × 256 KiB = 16 MiB).
+const IN_FLIGHT: usize = 32;
+
+/// A decompressed chunk, shared by the unpack and diff_id threads.
+type Chunk = Arc<Vec<u8>>;
 /// Progress is reported in steps of at least this many compressed bytes.
 const PROGRESS_STEP: u64 = 256 * 1024;
 
@@ -125,11 +138,27 @@ impl BlobReader<'_> {
 
 /// The unpack thread's reader: decompressed chunks from the channel.
 struct ChunkReader {
-    rx: Receiver<Result<Vec<u8>, String>>,
-    recycle: Sender<Vec<u8>>,
-    cur: Vec<u8>,
+    rx: Receiver<Result<Chunk, String>>,
+    recycle: Sender<Chunk>,
+    cur: Chunk,
     pos: usize,
     eof: bool,
+}
+
+impl ChunkReader {
+    /// Takes the chunks after the end of the archive, without copying them.
+    fn drain(&mut self) -> io::Result<()> {
+        self.pos = self.cur.len();
+        loop {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    let _ = self.recycle.send(chunk);
+                }
+                Ok(Err(msg)) => return Err(io::Error::other(msg)),
+                Err(_) => return Ok(()),
+            }
+        }
+    }
 }
 
 impl Read for ChunkReader {
@@ -141,7 +170,9 @@ impl Read for ChunkReader {
             match self.rx.recv() {
                 Ok(Ok(chunk)) => {
                     let old = std::mem::replace(&mut self.cur, chunk);
-                    let _ = self.recycle.send(old);
+                    if !old.is_empty() {
+                        let _ = self.recycle.send(old);
+                    }
                     self.pos = 0;
                 }
                 Ok(Err(msg)) => return Err(io::Error::other(msg)),
@@ -162,8 +193,18 @@ impl Read for ChunkReader {
 struct Unpacked {
     entries: Result<Vec<Entry>>,
     created: Vec<crate::store::ObjectId>,
-    diff_id: Digest,
-    uncompressed_size: u64,
+}
+
+/// The diff_id thread: hashes every chunk; returns the digest and length of the stream.
+fn hash_stream(rx: Receiver<Chunk>, recycle: Sender<Chunk>) -> (Digest, u64) {
+    let mut hasher = Sha256::new();
+    let mut count = 0u64;
+    for chunk in rx {
+        hasher.update(&chunk[..]);
+        count += chunk.len() as u64;
+        let _ = recycle.send(chunk);
+    }
+    (Digest::from_sha256(hasher.finalize().into()), count)
 }
 
 /// Imports one layer; see the module docs. `repo` is the repository directory.
@@ -188,34 +229,38 @@ pub fn import_layer(
         unreported: 0,
     };
 
-    let (tx, rx) = sync_channel::<Result<Vec<u8>, String>>(IN_FLIGHT);
-    let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    let (decode_result, unpacked) = std::thread::scope(|s| {
+    let (tx, rx) = sync_channel::<Result<Chunk, String>>(IN_FLIGHT);
+    let (hash_tx, hash_rx) = sync_channel::<Chunk>(IN_FLIGHT);
+    let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<Chunk>();
+    let hash_recycle = recycle_tx.clone();
+    let (decode_result, unpacked, (diff_id, uncompressed_size)) = std::thread::scope(|s| {
         let unpack = std::thread::Builder::new().name("layer-unpack".into()).spawn_scoped(s, || {
-            let reader = ChunkReader { rx, recycle: recycle_tx, cur: Vec::new(), pos: 0, eof: false };
+            let reader = ChunkReader { rx, recycle: recycle_tx, cur: Arc::default(), pos: 0, eof: false };
             unpack(repo, claims, me, limits, reader)
         })?;
-        let decode_result = decode(compression, &mut blob, &tx, &recycle_rx, limits);
+        let hash = std::thread::Builder::new()
+            .name("layer-diff-id".into())
+            .spawn_scoped(s, move || hash_stream(hash_rx, hash_recycle))?;
+        let decode_result = decode(compression, &mut blob, &tx, &hash_tx, &recycle_rx, limits);
         if let Err(e) = &decode_result {
             let _ = tx.send(Err(format!("{e:#}")));
         }
-        drop(tx);
-        let unpacked = unpack.join().unwrap_or_else(|_| Unpacked {
-            entries: Err(anyhow!("the unpack thread panicked")),
-            created: Vec::new(),
-            diff_id: Digest::of(b""),
-            uncompressed_size: 0,
-        });
-        io::Result::Ok((decode_result, unpacked))
+        drop((tx, hash_tx));
+        let unpacked = unpack
+            .join()
+            .unwrap_or_else(|_| Unpacked { entries: Err(anyhow!("the unpack thread panicked")), created: Vec::new() });
+        let hashed = hash.join().unwrap_or_else(|_| (Digest::of(b"the diff_id thread panicked"), 0));
+        io::Result::Ok((decode_result, unpacked, hashed))
     })
-    .context("starting the unpack thread")?;
+    .context("starting the unpack threads")?;
 
     // Read the rest of the blob (up to its declared size) so that tampering
     // is told apart from a layer that is authentic but unusable; bytes after
     // the end of the compressed stream count too.
     blob.drain();
     let actual_blob = Digest::from_sha256(blob.hasher.finalize_reset().into());
-    let verdict = judge(spec, &what, &blob.state, blob.count, &actual_blob, decode_result, &unpacked);
+    let tar = (&diff_id, uncompressed_size);
+    let verdict = judge(spec, &what, &blob.state, blob.count, &actual_blob, decode_result, &unpacked, tar);
     let entries = match verdict {
         Ok(()) => unpacked.entries.expect("judge checked the entries"),
         Err(e) => {
@@ -230,7 +275,7 @@ pub fn import_layer(
         blob_digest: spec.blob_digest.clone(),
         media_type: spec.media_type.clone(),
         compressed_size: blob.count,
-        uncompressed_size: unpacked.uncompressed_size,
+        uncompressed_size,
         entries,
     };
     let committed = crate::store::repo::commit_index(repo, &index);
@@ -251,6 +296,7 @@ fn judge(
     actual_blob: &Digest,
     decode_result: Result<u64>,
     unpacked: &Unpacked,
+    (diff_id, uncompressed_size): (&Digest, u64),
 ) -> Result<()> {
     if let Some(e) = &state.source_error {
         bail!("{what}: reading the blob failed after {count} bytes: {e}");
@@ -276,33 +322,34 @@ fn judge(
     if let Err(e) = &unpacked.entries {
         bail!("{what}: {e:#}");
     }
-    if unpacked.diff_id != spec.diff_id {
+    if *diff_id != spec.diff_id {
         return Err(anyhow::Error::new(DigestMismatch {
-            what: format!("{what}: uncompressed tar ({} bytes)", unpacked.uncompressed_size),
+            what: format!("{what}: uncompressed tar ({uncompressed_size} bytes)"),
             expected: spec.diff_id.clone(),
-            actual: unpacked.diff_id.clone(),
+            actual: diff_id.clone(),
         }));
     }
     Ok(())
 }
 
-/// Decompresses `blob` into chunks for the unpack thread; returns the
-/// decompressed size. Stops early when the unpack thread has gone.
+/// Decompresses `blob` into chunks for the unpack and diff_id threads;
+/// returns the decompressed size. Stops early when the unpack thread has gone.
 fn decode(
     compression: Compression,
     blob: &mut BlobReader<'_>,
-    tx: &SyncSender<Result<Vec<u8>, String>>,
-    recycle: &Receiver<Vec<u8>>,
+    tx: &SyncSender<Result<Chunk, String>>,
+    hash_tx: &SyncSender<Chunk>,
+    recycle: &Receiver<Chunk>,
     limits: &Limits,
 ) -> Result<u64> {
     let mut decoder: Box<dyn Read + '_> = match compression {
         Compression::None => Box::new(blob),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(io::BufReader::with_capacity(CHUNK, blob))),
+        Compression::Gzip => Box::new(GzipDecoder::new(io::BufReader::with_capacity(CHUNK, blob))),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(blob).context("starting the zstd decoder")?),
     };
     let mut total = 0u64;
     loop {
-        let mut chunk = recycle.try_recv().unwrap_or_default();
+        let mut chunk = reusable(recycle);
         chunk.resize(CHUNK, 0);
         let mut filled = 0;
         while filled < CHUNK {
@@ -321,32 +368,35 @@ fn decode(
         if filled == 0 {
             return Ok(total);
         }
-        if tx.send(Ok(chunk)).is_err() {
+        let chunk = Arc::new(chunk);
+        if hash_tx.send(chunk.clone()).is_err() || tx.send(Ok(chunk)).is_err() {
             // The unpack thread stopped (it refused the layer); its error is reported.
             return Ok(total);
         }
     }
 }
 
-/// The unpack thread: hashes the tar stream and turns entries into objects and index entries.
-fn unpack(repo: &Path, claims: &Arc<Claims>, me: u64, limits: &Limits, reader: ChunkReader) -> Unpacked {
-    let mut hashing = HashingReader::new(reader);
+/// A chunk buffer both consumers are done with, or a new one. Each chunk
+/// comes back twice; only the second return finds it unshared.
+fn reusable(recycle: &Receiver<Chunk>) -> Vec<u8> {
+    while let Ok(chunk) = recycle.try_recv() {
+        if let Ok(v) = Arc::try_unwrap(chunk) {
+            return v;
+        }
+    }
+    Vec::with_capacity(CHUNK)
+}
+
+/// The unpack thread: turns tar entries into objects and index entries.
+fn unpack(repo: &Path, claims: &Arc<Claims>, me: u64, limits: &Limits, mut reader: ChunkReader) -> Unpacked {
     let mut writer = ObjectWriter::new(repo, claims, me);
-    let entries = read_entries(&mut hashing, &mut writer, limits).and_then(|entries| {
-        // The diff_id covers the whole stream, padding after the end marker included.
-        io::copy(&mut hashing, &mut io::sink()).context("reading past the end of the tar archive")?;
+    let entries = read_entries(&mut reader, &mut writer, limits).and_then(|entries| {
+        // The rest of the stream (padding after the end marker) still counts for the diff_id, which
+        // the other thread hashes; taking it here lets the decoder finish and report its errors.
+        reader.drain().context("reading past the end of the tar archive")?;
         Ok(entries)
     });
-    if entries.is_err() {
-        return Unpacked {
-            entries,
-            created: std::mem::take(&mut writer.created),
-            diff_id: Digest::of(b""),
-            uncompressed_size: 0,
-        };
-    }
-    let (diff_id, uncompressed_size, _) = hashing.finish();
-    Unpacked { entries, created: std::mem::take(&mut writer.created), diff_id, uncompressed_size }
+    Unpacked { entries, created: std::mem::take(&mut writer.created) }
 }
 
 /// Reads every tar entry, checks it and stores its content.

@@ -13,11 +13,12 @@
 //! ```
 //!
 //! Files, one concept each: [`repo`] (the `Store` handle), [`import`] (the
-//! layer pipeline), [`tarsafe`] (path checks and limits), [`targuard`] (extension record caps), [`objects`] (object
-//! ids and writes), [`blobs`], [`images`], [`gc`].
+//! layer pipeline), [`gzip`] (its gzip reader), [`tarsafe`] (path checks and limits), [`targuard`] (extension
+//! record caps), [`objects`] (object ids and writes), [`blobs`], [`images`], [`gc`].
 
 pub mod blobs;
 pub mod gc;
+pub mod gzip;
 pub mod images;
 pub mod import;
 pub mod layer_index;

@@ -130,6 +130,11 @@ pub struct ObjectWriter<'a> {
     claims: &'a Arc<Claims>,
     me: u64,
     seq: u64,
+    /// This process's id, for temporary file names (one `getpid` per import, not per object).
+    pid: u32,
+    /// Owner and group that files created in `tmp/` get, learnt from the first
+    /// one: `fchown` to the same ids is skipped (most objects are root's).
+    new_owner: Option<(u32, u32)>,
     buf: Vec<u8>,
     /// Objects this import created (removed again if it fails).
     pub created: Vec<ObjectId>,
@@ -145,6 +150,8 @@ impl<'a> ObjectWriter<'a> {
             claims,
             me,
             seq: 0,
+            pid: std::process::id(),
+            new_owner: None,
             buf: Vec::new(),
             created: Vec::new(),
             bytes_written: 0,
@@ -208,7 +215,7 @@ impl<'a> ObjectWriter<'a> {
 
     fn create_tmp(&mut self) -> Result<(PathBuf, File)> {
         self.seq += 1;
-        let name = format!("{}obj-{}-{}-{}", crate::fsutil::TMP_PREFIX, std::process::id(), self.me, self.seq);
+        let name = format!("{}obj-{}-{}-{}", crate::fsutil::TMP_PREFIX, self.pid, self.me, self.seq);
         let path = self.tmp.join(name);
         let file = OpenOptions::new()
             .write(true)
@@ -216,12 +223,17 @@ impl<'a> ObjectWriter<'a> {
             .mode(0o600)
             .open(&path)
             .with_context(|| format!("creating {}", path.display()))?;
+        if self.new_owner.is_none() {
+            let m = file.metadata().with_context(|| format!("reading the owner of {}", path.display()))?;
+            self.new_owner = Some((m.uid(), m.gid()));
+        }
         Ok((path, file))
     }
 
     /// Sets owner, mode, xattrs and mtime on the temporary file and renames it into place.
     fn commit(&mut self, tmp_path: &Path, file: File, meta: &ObjectMeta, id: &ObjectId, size: u64) -> Result<()> {
-        let r = apply_meta(&file, meta).with_context(|| format!("setting metadata on {}", tmp_path.display()));
+        let chown = self.new_owner != Some((meta.uid, meta.gid));
+        let r = apply_meta(&file, meta, chown).with_context(|| format!("setting metadata on {}", tmp_path.display()));
         drop(file);
         if let Err(e) = r {
             let _ = fs::remove_file(tmp_path);
@@ -290,12 +302,15 @@ fn copy_hashing(r: &mut dyn Read, w: &mut File, hasher: &mut Sha256, size: u64, 
     Ok(())
 }
 
-/// Gives a file the owner, mode, xattrs and zero timestamps of an object.
-/// Ownership first: chown clears setuid bits and file capabilities.
-fn apply_meta(file: &File, meta: &ObjectMeta) -> Result<()> {
-    rustix::fs::fchown(file, Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)))
-        .map_err(io::Error::from)
-        .with_context(|| format!("chown to {}:{}", meta.uid, meta.gid))?;
+/// Gives a file the owner (unless `chown` is false: it already has it), mode,
+/// xattrs and zero timestamps of an object. Ownership first: chown clears
+/// setuid bits and file capabilities.
+fn apply_meta(file: &File, meta: &ObjectMeta, chown: bool) -> Result<()> {
+    if chown {
+        rustix::fs::fchown(file, Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)))
+            .map_err(io::Error::from)
+            .with_context(|| format!("chown to {}:{}", meta.uid, meta.gid))?;
+    }
     rustix::fs::fchmod(file, Mode::from_raw_mode(meta.mode & 0o7777))
         .map_err(io::Error::from)
         .with_context(|| format!("chmod to {:o}", meta.mode))?;

@@ -454,6 +454,42 @@ fn wrong_diff_id_keeps_nothing() {
 }
 
 #[test]
+fn altered_content_inside_valid_gzip_is_refused_by_the_diff_id() {
+    // The gzip CRC-32 is not checked: a blob whose deflate data still decodes
+    // but to other bytes (here a stored block with one byte changed) must be
+    // caught by the diff_id, even when the blob digest matches the bytes sent.
+    let (_d, store) = store();
+    let tar = TarFixture::new().file("a", &vec![b'a'; 5000]).finish();
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+    e.write_all(&tar).unwrap();
+    let mut blob = e.finish().unwrap();
+    let spec = spec_for(&tar, &blob, GZIP);
+    let i = blob.windows(100).position(|w| w.iter().all(|&b| b == b'a')).expect("the content, stored verbatim");
+    blob[i + 50] = b'b';
+    let spec = LayerSpec { blob_digest: Digest::of(&blob), ..spec };
+    let e = import(&store, &spec, &blob).unwrap_err();
+    let m = e.downcast_ref::<DigestMismatch>().expect("a digest mismatch");
+    assert_eq!(m.expected, spec.diff_id);
+    assert_ne!(m.actual, spec.diff_id);
+    assert!(err_text(&e).contains(&spec.blob_digest.to_string()), "names the blob digest: {e:#}");
+    assert_eq!(exit_code(&e), crate::error::code::INTEGRITY);
+    assert_kept_nothing(&store);
+}
+
+#[test]
+fn multi_member_and_padded_gzip_layers_import() {
+    let (_d, store) = store();
+    let tar = TarFixture::new().file("a", b"one").file("b", &vec![7u8; 100_000]).finish();
+    let (head, tail) = tar.split_at(3000);
+    let mut blob = gzip(head);
+    blob.extend(gzip(tail));
+    blob.extend([0u8; 1024]);
+    let spec = spec_for(&tar, &blob, GZIP);
+    let index = import(&store, &spec, &blob).unwrap();
+    assert!(matches!(entry(&index, "b").kind, EntryKind::File { size: 100_000, .. }));
+}
+
+#[test]
 fn failed_import_keeps_objects_of_earlier_layers() {
     let (_d, store) = store();
     let good = TarFixture::new().file("shared", b"shared content").finish();
