@@ -10,7 +10,10 @@
 #      v2 (the edit is merged), roll back, with `hostctl status` at each step;
 #   7. with --vm: boot it for real (integration/vm/e2e.sh): build the bootable
 #      trixie base, install it to a disk image, boot it in QEMU, upgrade,
-#      reboot, roll back, and watch a broken release fall back by itself.
+#      reboot, roll back, and watch two broken releases fall back by
+#      themselves (a failing health check; one that never comes up);
+#      --console (implies --vm) then boots it once more with its console on
+#      this terminal, logged in as root, for you to look around.
 #
 # Environment: HOSTCTL_DEMO_CACHE (default /var/cache/hostctl-bench, shared with
 # the benchmark) keeps the debootstrap tree between runs; KEEP=1 keeps the work
@@ -19,10 +22,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 want_vm=0
+console=0
 for a in "$@"; do
   case "$a" in
     --vm) want_vm=1 ;;
-    *) echo "usage: integration/demo.sh [--vm]" >&2; exit 2 ;;
+    --console) want_vm=1; console=1 ;;
+    *) echo "usage: integration/demo.sh [--vm | --console]" >&2; exit 2 ;;
   esac
 done
 
@@ -107,6 +112,6 @@ hc status
 if [ $want_vm = 1 ]; then
   say "Booting it for real in QEMU (integration/vm/e2e.sh): install, boot, upgrade, rollback, automatic fallback"
   integration/setup.sh --vm
-  integration/vm/e2e.sh "$hostctl"
+  CONSOLE=$console integration/vm/e2e.sh "$hostctl"
 fi
 say "Done"

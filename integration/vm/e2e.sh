@@ -12,7 +12,9 @@
 # the script exits non-zero at the first one that is not.
 #
 #   integration/vm/e2e.sh HOSTCTL_BINARY
-# Environment: HOSTCTL_VM_CACHE (default /var/cache/hostctl-vm), KEEP=1 keeps the work dir.
+# Environment: HOSTCTL_VM_CACHE (default /var/cache/hostctl-vm), KEEP=1 keeps the work dir,
+# CONSOLE=1 boots the machine once more at the end with its serial console on
+# this terminal, logged in as root (Ctrl-a x quits QEMU).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd); repo=$(cd "$here/../.." && pwd)
 bin=$(realpath "${1:?usage: e2e.sh HOSTCTL_BINARY}")
@@ -193,3 +195,26 @@ need 8 "failed to boot (2 attempts" "hostctl status explains: v4 abandoned after
 step "boot 8: back on v1 by itself after v4 used up its 2 tries"
 
 echo "E2E PASSED in $(( $(date +%s) - T0 ))s ($nboot boots)"
+
+if [ "${CONSOLE:-0}" = 1 ]; then
+  # The test image masks the serial getty (it would hang up the agent's
+  # output); this boot unmasks it with autologin for the user.
+  cat > "$W/console.sh" <<'EOF'
+#!/bin/sh
+mkdir -p /run/systemd/system/serial-getty@ttyS0.service.d
+printf '[Service]\nExecStart=\nExecStart=-/sbin/agetty --autologin root --noclear --keep-baud 115200 %%I vt220\n' \
+  > /run/systemd/system/serial-getty@ttyS0.service.d/autologin.conf
+rm -f /etc/systemd/system/serial-getty@ttyS0.service
+systemctl daemon-reload
+systemctl restart serial-getty@ttyS0.service
+EOF
+  dd if=/dev/zero of="$W/cmd.img" bs=1M count=1 conv=notrunc status=none
+  dd if="$W/console.sh" of="$W/cmd.img" conv=notrunc status=none
+  echo "Booting the machine with its console here: try hostctl status; Ctrl-a x quits QEMU."
+  qemu-system-x86_64 -accel tcg -M q35 -m 1536 -smp 2 -nographic -nodefaults -serial mon:stdio \
+    -drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
+    -drive if=pflash,format=raw,unit=1,file="$W/vars.fd" \
+    -drive file="$W/disk.img",format=raw,if=virtio \
+    -drive file="$W/cmd.img",format=raw,if=none,id=cmd -device virtio-blk-pci,drive=cmd,serial=e2ecmd \
+    -nic "user,model=virtio-net-pci,restrict=on,guestfwd=tcp:10.0.2.100:5000-cmd:socat - TCP:127.0.0.1:$port" || true
+fi
