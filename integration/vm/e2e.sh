@@ -48,7 +48,10 @@ step "registry on 127.0.0.1:$port"
 HOSTCTL_BASE_VERSION=v1 "$here/build-base.sh" --test-agent "$cache" "$bin" "$local_tag:v1" "$reg:v1" || fail "building base v1"
 podman push -q --tls-verify=false "$local_tag:v1" "docker://$reg:latest"
 step "base image v1 built and pushed"
-podman build -q --build-arg BASE="$local_tag:v1" --build-arg VERSION=v2 -t "$local_tag:v2" -f "$repo/Containerfile.example" "$W/ctx" >/dev/null || fail "podman build of Containerfile.example"
+# v2 also takes Containerfile.example's initramfs rebuild, which boot 2 then boots.
+podman build -q --build-arg BASE="$local_tag:v1" --build-arg VERSION=v2 --build-arg REBUILD_INITRAMFS=1 \
+  -t "$local_tag:v2" -f "$repo/Containerfile.example" "$W/ctx" >"$W/v2-build.log" 2>&1 \
+  || fail "podman build of Containerfile.example: $(tail -n 20 "$W/v2-build.log")"
 podman push -q --tls-verify=false "$local_tag:v2" "docker://$reg:v2"
 mkdir -p "$W/v3"
 cat > "$W/v3/Containerfile" <<EOT
@@ -108,6 +111,7 @@ common='#!/bin/sh
 exec >/dev/ttyS0 2>&1
 H="hostctl --tls-verify=false --progress=none"
 echo "E2E-VERSION $(cat /usr/share/my-os/version 2>/dev/null || echo base-v1)"
+echo "E2E-INITRD $(sed -n "s/.*initrd=\([^ ]*\).*/\1/p" /proc/cmdline)"
 echo "E2E-STATUS-BEGIN"; hostctl status; echo "E2E-STATUS-END"
 '
 cat > "$W/s1.sh" <<EOF
@@ -161,6 +165,9 @@ need 2 "E2E-VAR-KEPT" "/var kept"
 need 2 "E2E-USR-READONLY" "/usr read-only"
 need 2 "E2E-SYSROOT-MOUNTED" "physical root at /sysroot"
 need 2 "E2E-ROLLBACK-OK" "hostctl rollback"
+initrd() { grep -a -m1 '^E2E-INITRD ' "$W/boot$1.log.txt" | cut -d' ' -f2; }
+[ -n "$(initrd 2)" ] && [ "$(initrd 1)" != "$(initrd 2)" ] \
+  || fail "boot 2 did not boot v2's rebuilt initramfs (boot 1: $(initrd 1), boot 2: $(initrd 2))"
 step "boot 2: v2 booted, /etc merged, /var kept, /usr read-only; rollback"
 
 boot "$W/s3.sh"
