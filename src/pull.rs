@@ -147,6 +147,25 @@ pub async fn pull_resolved(
         ));
     }
 
+    // Before deciding which layers are present: layers an earlier boot
+    // committed but never synced are checked (rare: after a crash).
+    let recovery = store.recover().context("checking layers left unsynced by an earlier boot")?;
+    if recovery.layers_checked > 0 {
+        let message = match recovery.layers_dropped.len() {
+            0 => format!("Checked {} layer(s) left unsynced by an earlier boot: intact", recovery.layers_checked),
+            n => format!(
+                "Checked {} layer(s) left unsynced by an earlier boot: {n} lost {} object(s) and will be downloaded again",
+                recovery.layers_checked, recovery.objects_lost
+            ),
+        };
+        if recovery.layers_dropped.is_empty() {
+            tracing::info!("{message}");
+        } else {
+            tracing::warn!("{message}");
+        }
+        progress.event("recovered", json!({ "recovery": recovery, "message": message }));
+    }
+
     let concurrency = opts.registry.max_concurrent_downloads.unwrap_or(DEFAULT_CONCURRENT_DOWNLOADS).max(1);
     let limit = Arc::new(Semaphore::new(concurrency));
     let mut tasks = tokio::task::JoinSet::new();

@@ -189,6 +189,9 @@ fn lifecycle_switch_edit_upgrade_merge_rollback_pin_cleanup() {
     assert_eq!(std::fs::metadata(t1.join("etc/app.conf")).unwrap().nlink(), 1);
     assert!(std::fs::metadata(t1.join("usr/bin/hello")).unwrap().nlink() >= 2);
     assert_eq!(std::fs::read_to_string(deploy_dir(s).join("var/lib/seed")).unwrap(), "seeded\n");
+    // Staging synced the store: no layer still waits for the disk.
+    let unsynced = s.join("hostctl/repo/unsynced");
+    assert_eq!(std::fs::read_dir(&unsynced).map(|d| d.count()).unwrap_or(0), 0, "{}", unsynced.display());
     let e = entries(&boot);
     assert_eq!(e.len(), 1);
     assert_eq!(e[0].1, v1);

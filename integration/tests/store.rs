@@ -1,6 +1,7 @@
 //! The content store end to end: `hostctl image pull` against a real registry
-//! with tampered blobs, hostile layers and a pull killed mid-layer; and the
-//! import throughput measurement (ignored by default; see docs/store.md).
+//! with tampered blobs, hostile layers, a pull killed mid-layer and layers a
+//! crash left unsynced; and the import throughput measurement (ignored by
+//! default; see docs/store.md).
 
 use std::fs;
 use std::path::Path;
@@ -175,6 +176,60 @@ fn pull_killed_mid_layer_leaves_a_store_the_next_pull_completes() {
     let v = pull_json(sysroot.path(), &image);
     assert_eq!(v["layers_downloaded"], 0, "a second pull downloads nothing: {v}");
     assert_eq!(v["bytes_downloaded"], 0);
+}
+
+/// A crash of the machine (not of the process) after a pull: the layers it
+/// committed were never synced, so the next pull re-hashes their objects,
+/// keeps the layer that survived and downloads again the one that did not.
+/// The crash is modelled by what it leaves on disk: marks holding another
+/// boot's id, and an object emptied as ext4 empties unsynced files.
+#[test]
+fn layers_a_crash_left_unsynced_are_checked_and_the_damaged_one_is_pulled_again() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let (base, app) = (work.path().join("base"), work.path().join("app"));
+    write_tree(&base, &[("etc/os-release", "ID=test\n"), ("usr/bin/tool", "#!/bin/sh\necho tool\n")]);
+    write_tree(&app, &[("usr/lib/app/data", "application data\n")]);
+    let layout = Layout::new(&work.path().join("layout"), "v1");
+    layout.add_layer(&base).add_layer(&app);
+    let image = reg.image("os:v1");
+    layout.push(&image, Compression::Gzip);
+
+    let sysroot = tempfile::tempdir().unwrap();
+    let v = pull_json(sysroot.path(), &image);
+    assert_eq!(v["layers_downloaded"], 2, "{v}");
+    let marks = repo(sysroot.path()).join("unsynced");
+    assert_eq!(count_files(&marks), 2, "both layers wait for a sync");
+
+    let store = Store::open_dir(&repo(sysroot.path())).unwrap();
+    let app_layer: Digest = v["layers"][1]["diff_id"].as_str().unwrap().parse().unwrap();
+    for mark in fs::read_dir(&marks).unwrap() {
+        fs::write(mark.unwrap().path(), "11111111-2222-3333-4444-555555555555\n").unwrap();
+    }
+    let object = store
+        .layer_index(&app_layer)
+        .unwrap()
+        .entries
+        .into_iter()
+        .find_map(|e| match e.kind {
+            EntryKind::File { object, .. } if e.path == "usr/lib/app/data" => Some(object),
+            _ => None,
+        })
+        .unwrap();
+    fs::OpenOptions::new().write(true).truncate(true).open(store.object_path(&object)).unwrap();
+
+    let out = hostctl_ok(sysroot.path(), &["--tls-verify=false", "--progress=json", "image", "pull", &image]);
+    let events: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let recovered = events.iter().find(|e| e["event"] == "recovered").unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(recovered["recovery"]["layers_checked"], 2, "{out}");
+    assert_eq!(recovered["recovery"]["layers_dropped"], serde_json::json!([app_layer.to_string()]), "{out}");
+    assert_eq!(recovered["recovery"]["objects_lost"], 1, "{out}");
+    let done = events.iter().find(|e| e["event"] == "done").unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(done["layers_downloaded"], 1, "only the damaged layer is downloaded again: {out}");
+    assert_eq!(assert_store_verifies(sysroot.path()), 3);
+
+    let v = pull_json(sysroot.path(), &image);
+    assert_eq!(v["layers_downloaded"], 0, "{v}");
 }
 
 /// Measures import throughput on a real gzip layer against decoding it with

@@ -286,8 +286,12 @@ impl Deployer {
             finalized_at: None,
         };
         metadata.save(&self.layout)?;
-        // The checkout's directories and links must be on disk before the
-        // rename makes the tree visible under its final name.
+        // The checkout's directories and links, and the store's objects they
+        // link to (a pull commits layers without waiting for the disk: see
+        // store::durability), must be on disk before the rename makes the
+        // tree visible under its final name. The second syncfs only matters
+        // when the deployments are on another filesystem than the store.
+        self.store.sync()?;
         fsutil::syncfs(tmp)?;
         std::fs::rename(tmp, self.layout.tree(id)).with_context(|| format!("renaming {} into place", tmp.display()))?;
         fsutil::sync_dir(&self.layout.dir)?;

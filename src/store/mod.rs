@@ -9,14 +9,17 @@
 //! repo/layers/by-blob/<hex>      compressed digest → diff_id alias
 //! repo/objects/<2 hex>/<62 hex>  file objects (mode/uid/gid/xattrs set, mtime 0)
 //! repo/images/<hex>.json         images pulled by reference
+//! repo/unsynced/<diff_id hex>    layers committed before a sync (boot id)
 //! repo/tmp/                      staging of in-flight writes; cleared on open
 //! ```
 //!
 //! Files, one concept each: [`repo`] (the `Store` handle), [`import`] (the
 //! layer pipeline), [`gzip`] (its gzip reader), [`tarsafe`] (path checks and limits), [`targuard`] (extension
-//! record caps), [`objects`] (object ids and writes), [`blobs`], [`images`], [`gc`].
+//! record caps), [`objects`] (object ids and writes), [`durability`] (when writes reach the
+//! disk, and recovery after a crash), [`blobs`], [`images`], [`gc`].
 
 pub mod blobs;
+pub mod durability;
 pub mod gc;
 pub mod gzip;
 pub mod images;
@@ -28,7 +31,7 @@ pub mod targuard;
 pub mod tarsafe;
 
 pub use layer_index::{Entry, EntryKind, LayerIndex, Meta, ObjectId};
-pub use repo::{GcRoots, GcStats, ImageRecord, LayerSpec, Store};
+pub use repo::{GcRoots, GcStats, ImageRecord, LayerSpec, Recovery, Store};
 pub use tarsafe::Limits;
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 use crate::store::objects::Claims;
 use crate::store::tarsafe::Limits;
-use crate::store::{blobs, gc, images, import, objects, LayerIndex, ObjectId};
+use crate::store::{blobs, durability, gc, images, import, objects, EntryKind, LayerIndex, ObjectId};
 use crate::sysroot::Sysroot;
 
 /// What the pipeline needs to know about a layer before reading it.
@@ -52,6 +52,18 @@ pub struct GcStats {
     pub layers: u64,
     pub objects: u64,
     pub bytes: u64,
+}
+
+/// What [`Store::recover`] found of the layers an earlier boot committed but
+/// never synced.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Recovery {
+    /// Layers whose objects were re-hashed.
+    pub layers_checked: usize,
+    /// Layers dropped because objects did not survive (pulled again next time).
+    pub layers_dropped: Vec<Digest>,
+    /// Objects that were missing or no longer matched their ids (removed).
+    pub objects_lost: usize,
 }
 
 /// An open content store.
@@ -116,6 +128,53 @@ impl Store {
         progress: &mut dyn FnMut(u64),
     ) -> Result<LayerIndex> {
         import::import_layer(&self.dir, &self.claims, &self.limits, spec, blob, progress)
+    }
+
+    /// Makes every layer committed so far durable: one `syncfs` of the store's
+    /// filesystem. Callers run it before they build anything a machine will
+    /// boot from the store (see [`durability`]).
+    pub fn sync(&self) -> Result<()> {
+        durability::sync(&self.dir).map(|_| ())
+    }
+
+    /// Checks what a crash of the machine may have lost: layers committed but
+    /// not synced in an earlier boot have every object re-hashed; a layer with
+    /// a missing or damaged object loses its index (and the damaged objects),
+    /// so that the next pull downloads it again. Runs under the sysroot lock,
+    /// before a pull decides which layers it has.
+    pub fn recover(&self) -> Result<Recovery> {
+        let mut r = Recovery::default();
+        for diff_id in durability::from_earlier_boots(&self.dir)? {
+            if self.index_path(&diff_id).exists() {
+                let index = self.layer_index(&diff_id)?;
+                r.layers_checked += 1;
+                let mut lost = 0;
+                for entry in &index.entries {
+                    let EntryKind::File { object, .. } = &entry.kind else { continue };
+                    let path = self.object_path(object);
+                    if objects::verify_object(&path, object).unwrap_or(false) {
+                        continue;
+                    }
+                    lost += 1;
+                    match fs::remove_file(&path) {
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                            return Err(e).with_context(|| format!("removing damaged object {}", path.display()))
+                        }
+                        _ => {}
+                    }
+                }
+                if lost > 0 {
+                    // The alias first: it must never name a missing index.
+                    remove_if_present(&self.alias_path(&index.blob_digest))?;
+                    remove_if_present(&self.index_path(&diff_id))?;
+                    crate::fsutil::sync_dir(&self.dir.join("layers"))?;
+                    r.layers_dropped.push(diff_id.clone());
+                    r.objects_lost += lost;
+                }
+            }
+            durability::forget(&self.dir, &diff_id)?;
+        }
+        Ok(r)
     }
 
     /// Reads the index of a pulled layer.
@@ -201,11 +260,13 @@ fn index_path(repo: &Path, diff_id: &Digest) -> PathBuf {
     repo.join("layers").join(format!("{}.json", diff_id.hex()))
 }
 
-/// Makes the objects of a verified layer durable, then writes its index and
-/// by-blob alias atomically (the index is what makes the layer exist).
+/// Commits a verified layer: marks it as not yet synced (or, without a boot
+/// id, syncs its objects), then writes its index and by-blob alias atomically
+/// (the index is what makes the layer exist). See [`durability`].
 pub(crate) fn commit_index(repo: &Path, index: &LayerIndex) -> Result<()> {
-    let objects = fs::File::open(repo.join("objects")).context("opening objects/")?;
-    rustix::fs::syncfs(&objects).map_err(io::Error::from).context("syncing the store's filesystem")?;
+    if !durability::mark(repo, &index.diff_id)? {
+        crate::fsutil::syncfs(&repo.join("objects"))?;
+    }
     let bytes = serde_json::to_vec(index).context("serialising the layer index")?;
     crate::fsutil::write_atomic(&index_path(repo, &index.diff_id), &bytes)?;
     let alias = repo.join("layers").join("by-blob").join(index.blob_digest.hex());
@@ -241,6 +302,13 @@ fn clear_leftovers(dir: &Path, all: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e).with_context(|| format!("removing {}", path.display())),
+        _ => Ok(()),
+    }
 }
 
 fn remove_entry(entry: &fs::DirEntry) -> Result<()> {

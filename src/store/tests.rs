@@ -662,3 +662,81 @@ fn blank_owner_fields_read_as_root_and_pax_ids_win() {
     let big = &entry(&index, "big-ids").meta;
     assert_eq!((big.uid, big.gid), (4_000_000, 4_000_001));
 }
+
+/// What a power cut can leave of an unsynced layer, per filesystem: an object
+/// emptied (ext4 with delayed allocation), one of the right size but zeroed
+/// (as XFS can), one whose rename never reached the disk.
+fn damage_like_a_power_cut(store: &Store, index: &LayerIndex, files: [&str; 3]) {
+    let object = |path| match &entry(index, path).kind {
+        EntryKind::File { object, .. } => store.object_path(object),
+        other => panic!("{path} is {other:?}"),
+    };
+    fs::OpenOptions::new().write(true).truncate(true).open(object(files[0])).unwrap();
+    let zeroed = object(files[1]);
+    let len = fs::metadata(&zeroed).unwrap().len() as usize;
+    fs::write(&zeroed, vec![0u8; len]).unwrap();
+    fs::remove_file(object(files[2])).unwrap();
+}
+
+/// Rewrites the layer's mark as an earlier boot would have left it.
+fn mark_as_earlier_boot(store: &Store, diff_id: &Digest) {
+    let mark = store.dir().join("unsynced").join(diff_id.hex());
+    assert!(mark.is_file(), "a committed layer is marked until the store is synced");
+    fs::write(mark, "11111111-2222-3333-4444-555555555555\n").unwrap();
+}
+
+fn four_files() -> Vec<u8> {
+    TarFixture::new()
+        .dir("etc/")
+        .file("etc/a", b"first file")
+        .file("etc/b", b"second file, longer")
+        .file("etc/c", b"third")
+        .file("etc/d", b"the one that survives")
+        .finish()
+}
+
+#[test]
+fn unsynced_layer_damaged_by_a_crash_is_dropped_and_pulled_again() {
+    let (_d, store) = store();
+    let tar = four_files();
+    let index = import_gz(&store, &tar).unwrap();
+    let spec = spec_for(&tar, &gzip(&tar), GZIP);
+    mark_as_earlier_boot(&store, &index.diff_id);
+    damage_like_a_power_cut(&store, &index, ["etc/a", "etc/b", "etc/c"]);
+
+    let r = store.recover().unwrap();
+    assert_eq!((r.layers_checked, r.layers_dropped.clone(), r.objects_lost), (1, vec![index.diff_id.clone()], 3));
+    assert!(!store.has_layer(&spec.blob_digest, &spec.diff_id), "the layer must be downloaded again");
+    assert!(!store.dir().join("unsynced").join(index.diff_id.hex()).exists());
+    assert_eq!(count_files(&store.dir().join("objects")), 1, "damaged objects are removed, the intact one stays");
+
+    let again = import_gz(&store, &tar).unwrap();
+    assert_eq!(again, index);
+    for e in &again.entries {
+        if let EntryKind::File { object, .. } = &e.kind {
+            assert!(store.verify_object(object).unwrap(), "{} is whole again", e.path);
+        }
+    }
+    assert_eq!(store.recover().unwrap(), Default::default(), "a mark of this boot is not suspect");
+}
+
+#[test]
+fn unsynced_layer_that_survived_a_reboot_is_kept() {
+    let (_d, store) = store();
+    let tar = four_files();
+    let index = import_gz(&store, &tar).unwrap();
+    mark_as_earlier_boot(&store, &index.diff_id);
+    let r = store.recover().unwrap();
+    assert_eq!((r.layers_checked, r.layers_dropped.len(), r.objects_lost), (1, 0, 0));
+    assert!(store.has_layer(&index.blob_digest, &index.diff_id));
+    assert_eq!(store.recover().unwrap().layers_checked, 0, "checked once");
+}
+
+#[test]
+fn sync_makes_committed_layers_trusted_across_reboots() {
+    let (_d, store) = store();
+    let index = import_gz(&store, &four_files()).unwrap();
+    store.sync().unwrap();
+    assert!(!store.dir().join("unsynced").join(index.diff_id.hex()).exists());
+    assert_eq!(store.recover().unwrap(), Default::default());
+}
