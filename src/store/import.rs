@@ -2,20 +2,25 @@
 //! objects and a layer index.
 //!
 //! ```text
-//! caller's thread:  blob ─ size cap + sha256 (blob digest) ─ gzip/zstd/plain decoder ─┬─┐
-//!                                                                     bounded channels │ │
-//! diff_id thread:   sha256 of the tar stream (diff_id) ◀──────────────────────────────┘ │
-//! unpack thread:    tar entries ─ safety checks ─ objects (sha256 each) ─ entries ◀──────┘
+//! caller's thread:  blob ─ size cap ─┬─ gzip/zstd/plain decoder ─┬───────────────┐
+//!                       copies of the │ compressed bytes         │ decompressed  │
+//!                                     ▼ (bounded channel)        ▼ chunks (Arc)  │
+//! hashing thread:   sha256 of the blob (blob digest), sha256 of the tar (diff_id)│
+//! unpack thread:    tar entries ─ safety checks ─ objects (sha256 each) ─ entries ◀┘
 //! ```
 //! Decompressed chunks are shared (`Arc`, not copied) by the two consumers
-//! and recycled once both are done with them. Three threads rather than two
-//! because the work does not split evenly in two: for a gzip layer the
-//! decoder takes about half of the CPU time, the unpack thread (which hashes
-//! every file for its object id and waits on the kernel for file creation)
-//! a third and the diff_id hash the rest (docs/benchmarks.md); with the
-//! diff_id on a thread of its own the scheduler can spread the three over
-//! two cores, and the queues smooth out the phases where the unpack thread
-//! is slow (thousands of small files) or fast (large files).
+//! and recycled once both are done with them; the compressed bytes are copied
+//! in 256 KiB batches, which costs far less than hashing them. Three threads
+//! rather than two because the work does not split evenly in two: for a gzip
+//! layer the decoder takes about 40% of the CPU time, the unpack thread
+//! (which hashes every file for its object id and waits on the kernel for file
+//! creation) a third and the two whole-stream hashes the rest
+//! (docs/benchmarks.md). Before 2026-11-26 the blob digest was computed on the
+//! decoding thread, which made that thread the bottleneck of a gzip pull
+//! (47% of the samples, on a 2-core machine). With the hashes on a thread of
+//! their own the scheduler can spread the three over two cores, and the
+//! queues smooth out the phases where the unpack thread is slow (thousands of
+//! small files) or fast (large files).
 //!
 //! The index and the by-blob alias are committed only once both streams
 //! reached EOF and both digests matched; on any failure the objects this
@@ -41,7 +46,9 @@ use crate::store::{Entry, EntryKind, LayerIndex, LayerSpec, Meta};
 
 /// Size of the decompressed chunks handed to the unpack and diff_id threads.
 const CHUNK: usize = 256 * 1024;
-/// Chunks queued for each consumer (bounds memory to 2 × 32 × 256 KiB = 16 MiB).
+/// Chunks queued for each consumer: decompressed chunks are shared by both
+/// queues, and the hashing queue also carries the compressed batches (at most
+/// 2 × 32 × 256 KiB = 16 MiB in flight).
 const IN_FLIGHT: usize = 32;
 
 /// A decompressed chunk, shared by the unpack and diff_id threads.
@@ -83,10 +90,24 @@ struct BlobState {
     oversize: bool,
 }
 
-/// Counts and hashes the compressed bytes, refusing more than the declared size.
+/// What the hashing thread hashes: compressed bytes for the blob digest,
+/// decompressed chunks for the diff_id.
+enum ToHash {
+    Blob(Vec<u8>),
+    Tar(Chunk),
+}
+
+/// Counts the compressed bytes, refusing more than the declared size, and
+/// copies them in [`CHUNK`]-sized batches to the hashing thread (the copy
+/// costs far less than the sha256 it takes off the decoding thread).
 struct BlobReader<'a> {
     inner: &'a mut dyn Read,
-    hasher: Sha256,
+    /// Compressed bytes not yet sent to the hashing thread.
+    batch: Vec<u8>,
+    /// None once [`BlobReader::finish`] ran.
+    hash_tx: Option<SyncSender<ToHash>>,
+    /// Batches the hashing thread is done with.
+    spent: Receiver<Vec<u8>>,
     count: u64,
     limit: u64,
     state: BlobState,
@@ -108,7 +129,7 @@ impl Read for BlobReader<'_> {
                 return Err(io::Error::other(msg));
             }
         };
-        self.hasher.update(&buf[..n]);
+        self.tee(&buf[..n]);
         self.count += n as u64;
         self.unreported += n as u64;
         if self.unreported >= PROGRESS_STEP || n == 0 {
@@ -124,6 +145,34 @@ impl Read for BlobReader<'_> {
 }
 
 impl BlobReader<'_> {
+    fn tee(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let n = bytes.len().min(CHUNK - self.batch.len());
+            self.batch.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.batch.len() == CHUNK {
+                self.send_batch();
+            }
+        }
+    }
+
+    fn send_batch(&mut self) {
+        let fresh = self.spent.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        let full = std::mem::replace(&mut self.batch, fresh);
+        if let Some(tx) = &self.hash_tx {
+            // A hashing thread that is gone is reported when it is joined.
+            let _ = tx.send(ToHash::Blob(full));
+        }
+    }
+
+    /// Sends the last compressed bytes and lets the hashing thread finish.
+    fn finish(&mut self) {
+        if !self.batch.is_empty() {
+            self.send_batch();
+        }
+        self.hash_tx = None;
+    }
+
     /// Reads whatever is left, up to one byte past the declared size.
     fn drain(&mut self) {
         let mut buf = vec![0u8; CHUNK];
@@ -195,16 +244,38 @@ struct Unpacked {
     created: Vec<crate::store::ObjectId>,
 }
 
-/// The diff_id thread: hashes every chunk; returns the digest and length of the stream.
-fn hash_stream(rx: Receiver<Chunk>, recycle: Sender<Chunk>) -> (Digest, u64) {
-    let mut hasher = Sha256::new();
-    let mut count = 0u64;
-    for chunk in rx {
-        hasher.update(&chunk[..]);
-        count += chunk.len() as u64;
-        let _ = recycle.send(chunk);
+/// The two digests of a layer and the length of its tar stream.
+struct Hashed {
+    blob: Digest,
+    diff_id: Digest,
+    tar_size: u64,
+}
+
+/// The hashing thread: the blob digest over the compressed batches and the
+/// diff_id over the decompressed chunks, handing both back for reuse.
+fn hash_streams(rx: Receiver<ToHash>, recycle: Sender<Chunk>, spent: Sender<Vec<u8>>) -> Hashed {
+    let (mut blob, mut tar) = (Sha256::new(), Sha256::new());
+    let mut tar_size = 0u64;
+    for msg in rx {
+        match msg {
+            ToHash::Blob(batch) => {
+                blob.update(&batch[..]);
+                let mut batch = batch;
+                batch.clear();
+                let _ = spent.send(batch);
+            }
+            ToHash::Tar(chunk) => {
+                tar.update(&chunk[..]);
+                tar_size += chunk.len() as u64;
+                let _ = recycle.send(chunk);
+            }
+        }
     }
-    (Digest::from_sha256(hasher.finalize().into()), count)
+    Hashed {
+        blob: Digest::from_sha256(blob.finalize().into()),
+        diff_id: Digest::from_sha256(tar.finalize().into()),
+        tar_size,
+    }
 }
 
 /// Imports one layer; see the module docs. `repo` is the repository directory.
@@ -219,9 +290,13 @@ pub fn import_layer(
     let compression = Compression::from_media_type(&spec.media_type)?;
     let what = format!("layer {} (diff_id {})", spec.blob_digest, spec.diff_id);
     let me = claims.new_import();
+    let (hash_tx, hash_rx) = sync_channel::<ToHash>(IN_FLIGHT);
+    let (spent_tx, spent_rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let mut blob = BlobReader {
         inner: blob,
-        hasher: Sha256::new(),
+        batch: Vec::with_capacity(CHUNK),
+        hash_tx: Some(hash_tx.clone()),
+        spent: spent_rx,
         count: 0,
         limit: spec.size,
         state: BlobState::default(),
@@ -230,17 +305,16 @@ pub fn import_layer(
     };
 
     let (tx, rx) = sync_channel::<Result<Chunk, String>>(IN_FLIGHT);
-    let (hash_tx, hash_rx) = sync_channel::<Chunk>(IN_FLIGHT);
     let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<Chunk>();
     let hash_recycle = recycle_tx.clone();
-    let (decode_result, unpacked, (diff_id, uncompressed_size)) = std::thread::scope(|s| {
+    let (decode_result, unpacked, hashed) = std::thread::scope(|s| {
         let unpack = std::thread::Builder::new().name("layer-unpack".into()).spawn_scoped(s, || {
             let reader = ChunkReader { rx, recycle: recycle_tx, cur: Arc::default(), pos: 0, eof: false };
             unpack(repo, claims, me, limits, reader)
         })?;
         let hash = std::thread::Builder::new()
-            .name("layer-diff-id".into())
-            .spawn_scoped(s, move || hash_stream(hash_rx, hash_recycle))?;
+            .name("layer-hash".into())
+            .spawn_scoped(s, move || hash_streams(hash_rx, hash_recycle, spent_tx))?;
         let decode_result = decode(compression, &mut blob, &tx, &hash_tx, &recycle_rx, limits);
         if let Err(e) = &decode_result {
             let _ = tx.send(Err(format!("{e:#}")));
@@ -249,17 +323,19 @@ pub fn import_layer(
         let unpacked = unpack
             .join()
             .unwrap_or_else(|_| Unpacked { entries: Err(anyhow!("the unpack thread panicked")), created: Vec::new() });
-        let hashed = hash.join().unwrap_or_else(|_| (Digest::of(b"the diff_id thread panicked"), 0));
+        // Read the rest of the blob (up to its declared size) so that
+        // tampering is told apart from a layer that is authentic but
+        // unusable; bytes after the end of the compressed stream count too.
+        blob.drain();
+        blob.finish();
+        let panicked = Digest::of(b"the hashing thread panicked");
+        let hashed = hash.join().unwrap_or_else(|_| Hashed { blob: panicked.clone(), diff_id: panicked, tar_size: 0 });
         io::Result::Ok((decode_result, unpacked, hashed))
     })
     .context("starting the unpack threads")?;
 
-    // Read the rest of the blob (up to its declared size) so that tampering
-    // is told apart from a layer that is authentic but unusable; bytes after
-    // the end of the compressed stream count too.
-    blob.drain();
-    let actual_blob = Digest::from_sha256(blob.hasher.finalize_reset().into());
-    let tar = (&diff_id, uncompressed_size);
+    let (actual_blob, uncompressed_size) = (hashed.blob, hashed.tar_size);
+    let tar = (&hashed.diff_id, uncompressed_size);
     let verdict = judge(spec, &what, &blob.state, blob.count, &actual_blob, decode_result, &unpacked, tar);
     let entries = match verdict {
         Ok(()) => unpacked.entries.expect("judge checked the entries"),
@@ -338,7 +414,7 @@ fn decode(
     compression: Compression,
     blob: &mut BlobReader<'_>,
     tx: &SyncSender<Result<Chunk, String>>,
-    hash_tx: &SyncSender<Chunk>,
+    hash_tx: &SyncSender<ToHash>,
     recycle: &Receiver<Chunk>,
     limits: &Limits,
 ) -> Result<u64> {
@@ -369,7 +445,7 @@ fn decode(
             return Ok(total);
         }
         let chunk = Arc::new(chunk);
-        if hash_tx.send(chunk.clone()).is_err() || tx.send(Ok(chunk)).is_err() {
+        if hash_tx.send(ToHash::Tar(chunk.clone())).is_err() || tx.send(Ok(chunk)).is_err() {
             // The unpack thread stopped (it refused the layer); its error is reported.
             return Ok(total);
         }
