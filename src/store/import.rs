@@ -44,14 +44,14 @@ use crate::store::objects::{Claims, ObjectMeta, ObjectWriter};
 use crate::store::tarsafe::{normalise, parent, LayerPaths, Limits};
 use crate::store::{Entry, EntryKind, LayerIndex, LayerSpec, Meta};
 
-/// Size of the decompressed chunks handed to the unpack and diff_id threads.
+/// Size of the decompressed chunks handed to the unpack and hashing threads.
 const CHUNK: usize = 256 * 1024;
 /// Chunks queued for each consumer: decompressed chunks are shared by both
 /// queues, and the hashing queue also carries the compressed batches (at most
 /// 2 × 32 × 256 KiB = 16 MiB in flight).
 const IN_FLIGHT: usize = 32;
 
-/// A decompressed chunk, shared by the unpack and diff_id threads.
+/// A decompressed chunk, shared by the unpack and hashing threads.
 type Chunk = Arc<Vec<u8>>;
 /// Progress is reported in steps of at least this many compressed bytes.
 const PROGRESS_STEP: u64 = 256 * 1024;
@@ -408,7 +408,7 @@ fn judge(
     Ok(())
 }
 
-/// Decompresses `blob` into chunks for the unpack and diff_id threads;
+/// Decompresses `blob` into chunks for the unpack and hashing threads;
 /// returns the decompressed size. Stops early when the unpack thread has gone.
 fn decode(
     compression: Compression,
