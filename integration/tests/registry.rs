@@ -1106,6 +1106,83 @@ async fn lying_mirror_is_refused_by_digest_and_the_primary_serves() {
     assert_eq!(src.describe(), format!("registry {}/os", primary.addr));
 }
 
+/// `DELETE /v2/REPO/KIND/DIGEST` on `reg` (KIND `manifests` or `blobs`; the
+/// test registries have deletes enabled): the registry then answers 404 for it.
+fn delete_from(reg: &Registry, repo: &str, kind: &str, digest: &str) {
+    run(std::process::Command::new("curl").args([
+        "-sSf",
+        "-X",
+        "DELETE",
+        &format!("http://{}/v2/{repo}/{kind}/{digest}", reg.addr),
+    ]));
+}
+
+/// A mirror that serves the index but has lost one child manifest and one
+/// layer: each of those is fetched from the primary, the rest from the
+/// mirror; a mirror that answers with the wrong child manifest is passed over
+/// the same way (digests are checked whoever serves).
+#[tokio::test]
+async fn mirror_lacking_a_child_manifest_or_a_blob_falls_back_for_that_item() {
+    let upstream = Registry::start();
+    let mirror = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let (m_amd, m_arm, index) = push_two_platform_index(&upstream, work.path());
+    run(std::process::Command::new("skopeo")
+        .args(["copy", "-q", "--all", "--preserve-digests", "--src-tls-verify=false", "--dest-tls-verify=false"])
+        .arg(format!("docker://{}", upstream.image("os:multi")))
+        .arg(format!("docker://{}", mirror.image("os:multi"))));
+    let (amd, arm) = (Digest::of(&m_amd).to_string(), Digest::of(&m_arm).to_string());
+    let amd_layer =
+        serde_json::from_slice::<oci_spec::image::ImageManifest>(&m_amd).unwrap().layers()[0].digest().to_string();
+    delete_from(&mirror, "os", "manifests", &arm);
+    delete_from(&mirror, "os", "blobs", &amd_layer);
+    // The primary location, behind a proxy that records what it is asked.
+    let primary = FaultProxy::start(&upstream.addr, Faults { path_match: "/v2/os/".into(), ..Default::default() });
+    let conf = |mirror: &str| {
+        format!(
+            "[[registry]]\nprefix = \"{}\"\ninsecure = true\n[[registry.mirror]]\nlocation = \"{mirror}\"\ninsecure = true\n",
+            primary.addr
+        )
+    };
+    let opts = with_registries_conf(work.path(), &conf(&mirror.addr));
+    let image = format!("{}/os:multi", primary.addr);
+
+    // amd64: index, manifest and config from the mirror; the layer from the
+    // primary (pull_all checks every digest and size).
+    let src = source(&image, &opts);
+    let (r, _) = pull_all(src.as_ref()).await;
+    assert_eq!((r.raw.digest.to_string(), r.index_digest), (amd.clone(), Some(Digest::of(index.as_bytes()))));
+    assert!(src.describe().contains(&format!("mirror {}/os", mirror.addr)), "{}", src.describe());
+    let asked = primary.matching_requests();
+    assert!(!asked.is_empty() && asked.iter().all(|r| r.contains(&format!("/blobs/{amd_layer}"))), "{asked:#?}");
+
+    // arm64: its manifest from the primary.
+    let r = src.resolve(&"linux/arm64".parse().unwrap()).await.unwrap();
+    assert_eq!(r.raw.digest.to_string(), arm);
+    assert!(primary.matching_requests().iter().any(|r| r.contains(&format!("/manifests/{arm}"))));
+
+    // A mirror that answers arm64's digest with amd64's manifest: refused by
+    // digest, and the primary serves it.
+    let liar = FaultProxy::start(
+        &mirror.addr,
+        Faults { path_match: format!("/manifests/{arm}"), rewrite: Some((arm.clone(), amd)), ..Default::default() },
+    );
+    let opts = with_registries_conf(work.path(), &format!("{}\n", conf(&liar.addr)));
+    let r = source(&image, &opts).resolve(&"linux/arm64".parse().unwrap()).await.unwrap();
+    assert_eq!(r.raw.digest.to_string(), arm);
+    assert_eq!(liar.matching_requests().len(), 1, "the mirror was asked first");
+
+    // With the primary down too, the error says what the mirror said.
+    let down = down_registry();
+    let opts = with_registries_conf(
+        work.path(),
+        &format!("[[registry]]\nprefix = \"{down}\"\ninsecure = true\n[[registry.mirror]]\nlocation = \"{}\"\ninsecure = true\n", mirror.addr),
+    );
+    let e = source(&format!("{down}/os:multi"), &opts).resolve(&"linux/arm64".parse().unwrap()).await.unwrap_err();
+    let e = format!("{e:#}");
+    assert!(e.contains("mirrors tried first") && e.contains(&format!("{}/os: not found", mirror.addr)), "{e}");
+}
+
 #[tokio::test]
 async fn digest_only_mirror_is_skipped_for_tags() {
     let primary = Registry::start();
