@@ -878,6 +878,53 @@ fn cli_pull_with_client_certificate_from_cert_dir_or_certs_d() {
     assert!(stderr.contains("client.cert") && stderr.contains("has no key") && stderr.contains(&reg.addr), "{stderr}");
 }
 
+/// containers-certs.d(5) uses pairs in alpha-numerical order; hostctl can
+/// offer one client certificate, so it offers the first by name and warns
+/// about the others (src/oci/registry/certs_d.rs says why).
+#[test]
+fn cli_pull_with_several_client_certificates_offers_the_first_by_name() {
+    let reg = Registry::start_tls_mutual();
+    let client_dir = reg.client_cert_dir.clone().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let image = reg.image("os:v1");
+    push_with_skopeo(
+        &build_image(work.path(), "v1", 2048).oci_ref(),
+        &image,
+        Compression::Gzip,
+        &["--dest-cert-dir", client_dir.to_str().unwrap()],
+    );
+    // The server CA, the registry's client pair as `client.*`, and a pair
+    // from a CA the registry does not trust as `other.*` (after it by name).
+    let dir = work.path().join("certs");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["ca.crt", "client.cert", "client.key"] {
+        std::fs::copy(client_dir.join(f), dir.join(f)).unwrap();
+    }
+    crate::support::registry::untrusted_client_pair(work.path(), &dir, "other");
+    let sysroot = tempfile::tempdir().unwrap();
+    let pull =
+        || crate::support::hostctl(sysroot.path(), &["--cert-dir", dir.to_str().unwrap(), "image", "pull", &image]);
+    let (client, other) = (dir.join("client.cert"), dir.join("other.cert"));
+
+    let out = pull();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let warning =
+        format!("only the first by name, {}, is offered to {} (not: {})", client.display(), reg.addr, other.display());
+    assert!(stderr.contains(&warning), "{stderr}");
+
+    // Renamed to sort first, the untrusted pair is the one offered: the
+    // handshake fails, and the error names the pair offered and the one left out.
+    for ext in ["cert", "key"] {
+        std::fs::rename(dir.join(format!("other.{ext}")), dir.join(format!("a-other.{ext}"))).unwrap();
+    }
+    let out = pull();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let note = format!("client certificate {} (not offered: {})", dir.join("a-other.cert").display(), client.display());
+    assert!(stderr.contains(&format!("cannot reach registry {}", reg.addr)) && stderr.contains(&note), "{stderr}");
+}
+
 // ---- credential helpers (containers-auth.json(5)) ----
 
 /// Writes `dir/docker-credential-NAME`: a shell script that records the
