@@ -1038,28 +1038,56 @@ fn cli_pull_with_credentials_from_credential_helpers() {
     assert!(!stderr.contains("some-refresh-token"), "the token leaked: {stderr}");
 }
 
+/// `os:v1` in a TLS registry behind `tokens`, pulled by the CLI with an
+/// auth.json naming one credential helper: `idtoken` answers the identity
+/// token `refresh-me-42`, `badtoken` a revoked one.
+struct IdentityTokenPull {
+    reg: Registry,
+    work: tempfile::TempDir,
+    image: String,
+    cert_dir: String,
+    path: std::ffi::OsString,
+    _helpers: tempfile::TempDir,
+    sysroot: tempfile::TempDir,
+}
+
+impl IdentityTokenPull {
+    fn new(tokens: &TokenServer) -> IdentityTokenPull {
+        let reg = Registry::start_tls_token(tokens);
+        let (work, image, cert_dir) = publish_with_creds(&reg, "tess:t0ken-pw");
+        let helpers = tempfile::tempdir().unwrap();
+        credential_helper(helpers.path(), "idtoken", r#"echo '{"Username":"<token>","Secret":"refresh-me-42"}'"#);
+        credential_helper(helpers.path(), "badtoken", r#"echo '{"Username":"<token>","Secret":"revoked-token"}'"#);
+        let path = path_with(helpers.path());
+        IdentityTokenPull { reg, work, image, cert_dir, path, _helpers: helpers, sysroot: tempfile::tempdir().unwrap() }
+    }
+
+    fn pull(&self, helper: &str) -> std::process::Output {
+        let file = self.work.path().join(format!("auth-{helper}.json"));
+        std::fs::write(&file, format!(r#"{{"credHelpers":{{"{}":"{helper}"}}}}"#, self.reg.addr)).unwrap();
+        crate::support::hostctl_env(
+            self.sysroot.path(),
+            &[("PATH", &self.path)],
+            &[
+                "--cert-dir",
+                &self.cert_dir,
+                "--authfile",
+                file.to_str().unwrap(),
+                "image",
+                "pull",
+                "--json",
+                &self.image,
+            ],
+        )
+    }
+}
+
 #[test]
 fn cli_pull_with_an_identity_token_from_a_credential_helper() {
     let tokens = TokenServer::start_with_refresh_token("tess", "t0ken-pw", 300, Some("refresh-me-42"));
-    let reg = Registry::start_tls_token(&tokens);
-    let (work, image, cd) = publish_with_creds(&reg, "tess:t0ken-pw");
-    let cd = cd.as_str();
-    let helpers = tempfile::tempdir().unwrap();
-    credential_helper(helpers.path(), "idtoken", r#"echo '{"Username":"<token>","Secret":"refresh-me-42"}'"#);
-    credential_helper(helpers.path(), "badtoken", r#"echo '{"Username":"<token>","Secret":"revoked-token"}'"#);
-    let path = path_with(helpers.path());
-    let sysroot = tempfile::tempdir().unwrap();
-    let pull = |helper: &str| {
-        let file = work.path().join(format!("auth-{helper}.json"));
-        std::fs::write(&file, format!(r#"{{"credHelpers":{{"{}":"{helper}"}}}}"#, reg.addr)).unwrap();
-        crate::support::hostctl_env(
-            sysroot.path(),
-            &[("PATH", &path)],
-            &["--cert-dir", cd, "--authfile", file.to_str().unwrap(), "image", "pull", "--json", &image],
-        )
-    };
+    let t = IdentityTokenPull::new(&tokens);
     let before = tokens.requests().len();
-    let out = pull("idtoken");
+    let out = t.pull("idtoken");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let ours: Vec<_> = tokens.requests().into_iter().skip(before).collect();
     assert!(!ours.is_empty());
@@ -1070,10 +1098,41 @@ fn cli_pull_with_an_identity_token_from_a_credential_helper() {
     }
 
     // A revoked token: the token server's refusal, with where the token came from, not the token.
-    let out = pull("badtoken");
+    let out = t.pull("badtoken");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("token server") && stderr.contains("401") && stderr.contains("identity token"), "{stderr}");
+    assert!(!stderr.contains("revoked-token"), "the token leaked: {stderr}");
+}
+
+/// A token server without the OAuth2 endpoint answers the refresh-token POST
+/// with 404: the identity token is then sent on the token spec's GET (as the
+/// Basic password of `<token>`), once per process; a token the GET refuses
+/// is reported with both answers.
+#[test]
+fn identity_token_falls_back_to_the_get_token_request_when_the_oauth2_post_is_404() {
+    let tokens = TokenServer::start_without_oauth2("tess", "t0ken-pw", 300, "refresh-me-42");
+    let t = IdentityTokenPull::new(&tokens);
+    let before = tokens.requests().len();
+    let out = t.pull("idtoken");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ours: Vec<_> = tokens.requests().into_iter().skip(before).collect();
+    let posts: Vec<_> = ours.iter().filter(|r| r.method == "POST").collect();
+    assert_eq!(posts.len(), 1, "the 404 is remembered: {ours:?}");
+    assert!(!posts[0].granted && posts[0].grant_type.as_deref() == Some("refresh_token"), "{ours:?}");
+    assert_eq!(ours[0].method, "POST", "the OAuth2 POST comes first: {ours:?}");
+    let gets: Vec<_> = ours.iter().filter(|r| r.method == "GET").collect();
+    assert!(!gets.is_empty() && gets.iter().all(|r| r.granted && r.scopes == ["repository:os:pull"]), "{ours:?}");
+
+    let out = t.pull("badtoken");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("401 Unauthorized")
+            && stderr.contains("to the GET token request, after 404 Not Found to the OAuth2 POST")
+            && stderr.contains("identity token"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("revoked-token"), "the token leaked: {stderr}");
 }
 
