@@ -53,6 +53,32 @@ fn build_image(work: &Path, tag: &str, noise_len: usize) -> Layout {
     layout
 }
 
+/// Builds a one-layer image with `noise_len` bytes of noise ([`build_image`])
+/// and pushes it with skopeo to `reg` as `repo_tag`, with `dest_flags`
+/// (credentials, CA directory): its work dir (for auth files and the like)
+/// and the image reference.
+fn publish(
+    reg: &Registry,
+    repo_tag: &str,
+    noise_len: usize,
+    compression: Compression,
+    dest_flags: &[&str],
+) -> (tempfile::TempDir, String) {
+    let work = tempfile::tempdir().unwrap();
+    let image = reg.image(repo_tag);
+    push_with_skopeo(&build_image(work.path(), "v1", noise_len).oci_ref(), &image, compression, dest_flags);
+    (work, image)
+}
+
+/// [`publish`] of a small `os:v1` to the TLS registry `reg` with
+/// `user:password` `creds`: (its work dir, the image, the registry's CA dir).
+fn publish_with_creds(reg: &Registry, creds: &str) -> (tempfile::TempDir, String, String) {
+    let cd = reg.cert_dir.clone().unwrap().to_str().unwrap().to_string();
+    let (work, image) =
+        publish(reg, "os:v1", 2048, Compression::Gzip, &["--dest-creds", creds, "--dest-cert-dir", &cd]);
+    (work, image, cd)
+}
+
 fn source(image: &str, opts: &RegistryOptions) -> Box<dyn ImageSource> {
     let r: ImageRef = image.parse().unwrap();
     open_source(&r, opts).unwrap()
@@ -168,15 +194,8 @@ async fn blob_range_from_offset_returns_the_tail() {
 async fn basic_auth_over_tls_with_authfile_and_cert_dir() {
     let reg = Registry::start_tls_basic("alice", "s3cret-pw");
     let cert_dir = reg.cert_dir.clone().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let layout = build_image(work.path(), "v1", 2048);
-    push_with_skopeo(
-        &layout.oci_ref(),
-        &reg.image("team/os:v1"),
-        Compression::Gzip,
-        &["--dest-creds", "alice:s3cret-pw", "--dest-cert-dir", cert_dir.to_str().unwrap()],
-    );
-    let image = reg.image("team/os:v1");
+    let dest = ["--dest-creds", "alice:s3cret-pw", "--dest-cert-dir", cert_dir.to_str().unwrap()];
+    let (work, image) = publish(&reg, "team/os:v1", 2048, Compression::Gzip, &dest);
 
     let good = auth_json(work.path(), &reg.addr, "alice", "s3cret-pw");
     let opts = RegistryOptions { cert_dir: Some(cert_dir.clone()), authfile: Some(good.clone()), ..Default::default() };
@@ -242,15 +261,8 @@ async fn untrusted_certificate_without_cert_dir_is_a_clear_tls_error() {
 async fn bearer_token_flow_caches_tokens_and_reports_refusals() {
     let tokens = TokenServer::start("tess", "t0ken-pw", 300);
     let reg = Registry::start_tls_token(&tokens);
+    let (work, _, _) = publish_with_creds(&reg, "tess:t0ken-pw");
     let cert_dir = reg.cert_dir.clone().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let layout = build_image(work.path(), "v1", 2048);
-    push_with_skopeo(
-        &layout.oci_ref(),
-        &reg.image("os:v1"),
-        Compression::Gzip,
-        &["--dest-creds", "tess:t0ken-pw", "--dest-cert-dir", cert_dir.to_str().unwrap()],
-    );
     let before = tokens.requests().len();
 
     let authfile = auth_json(work.path(), &reg.addr, "tess", "t0ken-pw");
@@ -488,14 +500,8 @@ async fn bearer_token_is_reused_until_it_expires_then_renewed() {
     // Tokens said to live 4 s are renewed 2 s early (half the lifetime, at most 5 s).
     let tokens = TokenServer::start("tess", "pw", 4);
     let reg = Registry::start_tls_token(&tokens);
+    let (work, _, _) = publish_with_creds(&reg, "tess:pw");
     let cert_dir = reg.cert_dir.clone().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    push_with_skopeo(
-        &build_image(work.path(), "v1", 100).oci_ref(),
-        &reg.image("os:v1"),
-        Compression::Gzip,
-        &["--dest-creds", "tess:pw", "--dest-cert-dir", cert_dir.to_str().unwrap()],
-    );
     let authfile = auth_json(work.path(), &reg.addr, "tess", "pw");
     let opts = RegistryOptions { cert_dir: Some(cert_dir), authfile: Some(authfile), ..Default::default() };
     let src = source(&reg.image("os:v1"), &opts);
@@ -578,15 +584,8 @@ fn cli_pull_over_tls_with_basic_auth_from_authfile() {
     let reg = Registry::start_tls_basic("alice", "s3cret-pw");
     let cert_dir = reg.cert_dir.clone().unwrap();
     let cd = cert_dir.to_str().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let layout = build_image(work.path(), "v1", 300_000);
-    let image = reg.image("os:v1");
-    push_with_skopeo(
-        &layout.oci_ref(),
-        &image,
-        Compression::Gzip,
-        &["--dest-creds", "alice:s3cret-pw", "--dest-cert-dir", cd],
-    );
+    let dest = ["--dest-creds", "alice:s3cret-pw", "--dest-cert-dir", cd];
+    let (work, image) = publish(&reg, "os:v1", 300_000, Compression::Gzip, &dest);
     let expected = skopeo_digest(&image, &["--creds", "alice:s3cret-pw", "--cert-dir", cd]);
     let authfile = auth_json(work.path(), &reg.addr, "alice", "s3cret-pw");
 
@@ -627,15 +626,8 @@ fn cli_pull_over_bearer_tokens() {
     let reg = Registry::start_tls_token(&tokens);
     let cert_dir = reg.cert_dir.clone().unwrap();
     let cd = cert_dir.to_str().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let layout = build_image(work.path(), "v1", 300_000);
-    let image = reg.image("os:v1");
-    push_with_skopeo(
-        &layout.oci_ref(),
-        &image,
-        Compression::Zstd,
-        &["--dest-creds", "tess:t0ken-pw", "--dest-cert-dir", cd],
-    );
+    let dest = ["--dest-creds", "tess:t0ken-pw", "--dest-cert-dir", cd];
+    let (work, image) = publish(&reg, "os:v1", 300_000, Compression::Zstd, &dest);
     let expected = skopeo_digest(&image, &["--creds", "tess:t0ken-pw", "--cert-dir", cd]);
     let authfile = auth_json(work.path(), &reg.addr, "tess", "t0ken-pw");
     let before = tokens.requests().len();
@@ -821,14 +813,7 @@ fn cli_pull_with_client_certificate_from_cert_dir_or_certs_d() {
     let client_dir = reg.client_cert_dir.clone().unwrap();
     let ca_only = reg.cert_dir.clone().unwrap();
     let (client_cd, ca_cd) = (client_dir.to_str().unwrap(), ca_only.to_str().unwrap());
-    let work = tempfile::tempdir().unwrap();
-    let image = reg.image("os:v1");
-    push_with_skopeo(
-        &build_image(work.path(), "v1", 2048).oci_ref(),
-        &image,
-        Compression::Gzip,
-        &["--dest-cert-dir", client_cd],
-    );
+    let (_work, image) = publish(&reg, "os:v1", 2048, Compression::Gzip, &["--dest-cert-dir", client_cd]);
     let expected = skopeo_digest(&image, &["--cert-dir", client_cd]);
     let sysroot = tempfile::tempdir().unwrap();
     let pull = |env: &[(&str, &std::ffi::OsStr)], extra: &[&str]| {
@@ -885,14 +870,8 @@ fn cli_pull_with_client_certificate_from_cert_dir_or_certs_d() {
 fn cli_pull_with_several_client_certificates_offers_the_first_by_name() {
     let reg = Registry::start_tls_mutual();
     let client_dir = reg.client_cert_dir.clone().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let image = reg.image("os:v1");
-    push_with_skopeo(
-        &build_image(work.path(), "v1", 2048).oci_ref(),
-        &image,
-        Compression::Gzip,
-        &["--dest-cert-dir", client_dir.to_str().unwrap()],
-    );
+    let (work, image) =
+        publish(&reg, "os:v1", 2048, Compression::Gzip, &["--dest-cert-dir", client_dir.to_str().unwrap()]);
     // The server CA, the registry's client pair as `client.*`, and a pair
     // from a CA the registry does not trust as `other.*` (after it by name).
     let dir = work.path().join("certs");
@@ -941,21 +920,6 @@ fn credential_helper(dir: &Path, name: &str, body: &str) {
     )
     .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-/// Publishes a small image as `os:v1` to the TLS registry `reg` with
-/// `user:password` `creds`: (its work dir, the image, the registry's CA dir).
-fn publish_with_creds(reg: &Registry, creds: &str) -> (tempfile::TempDir, String, String) {
-    let cd = reg.cert_dir.clone().unwrap().to_str().unwrap().to_string();
-    let work = tempfile::tempdir().unwrap();
-    let image = reg.image("os:v1");
-    push_with_skopeo(
-        &build_image(work.path(), "v1", 2048).oci_ref(),
-        &image,
-        Compression::Gzip,
-        &["--dest-creds", creds, "--dest-cert-dir", &cd],
-    );
-    (work, image, cd)
 }
 
 /// PATH with `dir` first.
