@@ -1,8 +1,11 @@
-//! Content digests (`sha256:<hex>`): parsing, display, and hashing stream adapters.
+//! Content digests (`sha256:<hex>`): parsing, display, the streaming
+//! [`Hasher`], and the hashing stream adapters built on it.
 //!
 //! Every blob hostctl accepts is checked against the digest that named it. The
 //! adapters here hash bytes as they stream past, so verification never needs a
-//! second pass over the data and no blob is held in memory.
+//! second pass over the data and no blob is held in memory. Code that gets
+//! its bytes in pieces some other way (a channel of chunks, `io::copy` from a
+//! file) feeds a [`Hasher`] directly.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -98,29 +101,70 @@ impl fmt::Debug for Digest {
     }
 }
 
+/// sha256 and a byte count over everything fed to it, in pieces.
+///
+/// Also a [`Write`] sink, so `io::copy(&mut file, &mut hasher)` hashes a file.
+#[derive(Clone, Default)]
+pub struct Hasher {
+    sha: Sha256,
+    count: u64,
+}
+
+impl Hasher {
+    pub fn new() -> Self {
+        Hasher::default()
+    }
+
+    /// Adds `bytes` to what is hashed.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.sha.update(bytes);
+        self.count += bytes.len() as u64;
+    }
+
+    /// Bytes hashed so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The digest and byte count of everything hashed.
+    pub fn finish(self) -> (Digest, u64) {
+        (Digest::from_sha256(self.sha.finalize().into()), self.count)
+    }
+}
+
+impl Write for Hasher {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A reader that hashes and counts every byte read through it.
 ///
 /// Call [`HashingReader::finish`] once the inner stream is exhausted to get the
 /// digest and length of what went past.
 pub struct HashingReader<R> {
     inner: R,
-    hasher: Sha256,
-    count: u64,
+    hasher: Hasher,
 }
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        HashingReader { inner, hasher: Sha256::new(), count: 0 }
+        HashingReader { inner, hasher: Hasher::new() }
     }
 
     /// Bytes read so far.
     pub fn count(&self) -> u64 {
-        self.count
+        self.hasher.count()
     }
 
     /// The digest and byte count of everything read, and the inner reader.
     pub fn finish(self) -> (Digest, u64, R) {
-        (Digest::from_sha256(self.hasher.finalize().into()), self.count, self.inner)
+        let (digest, count) = self.hasher.finish();
+        (digest, count, self.inner)
     }
 }
 
@@ -128,7 +172,6 @@ impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
-        self.count += n as u64;
         Ok(n)
     }
 }
@@ -136,18 +179,18 @@ impl<R: Read> Read for HashingReader<R> {
 /// A writer that hashes and counts every byte written through it.
 pub struct HashingWriter<W> {
     inner: W,
-    hasher: Sha256,
-    count: u64,
+    hasher: Hasher,
 }
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: Sha256::new(), count: 0 }
+        HashingWriter { inner, hasher: Hasher::new() }
     }
 
     /// The digest and byte count of everything written, and the inner writer.
     pub fn finish(self) -> (Digest, u64, W) {
-        (Digest::from_sha256(self.hasher.finalize().into()), self.count, self.inner)
+        let (digest, count) = self.hasher.finish();
+        (digest, count, self.inner)
     }
 }
 
@@ -155,7 +198,6 @@ impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
-        self.count += n as u64;
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -189,6 +231,24 @@ mod tests {
         ] {
             assert_eq!(input.parse::<Digest>().unwrap_err(), want, "{input}");
         }
+    }
+
+    #[test]
+    fn hasher_in_pieces_matches_one_shot_and_the_adapters() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut h = Hasher::new();
+        for piece in data.chunks(4099) {
+            h.update(piece);
+        }
+        assert_eq!(h.count(), 100_000);
+        assert_eq!(h.finish(), (Digest::of(&data), 100_000));
+        let mut w = HashingWriter::new(Vec::new());
+        w.write_all(&data).unwrap();
+        let (d, n, inner) = w.finish();
+        assert_eq!((d, n, inner), (Digest::of(&data), 100_000, data.clone()));
+        let mut sink = Hasher::new();
+        io::copy(&mut &data[..], &mut sink).unwrap();
+        assert_eq!(sink.finish().0, Digest::of(&data));
     }
 
     #[test]

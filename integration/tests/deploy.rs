@@ -98,8 +98,9 @@ impl Podman {
         Podman { dir: tempfile::tempdir().unwrap() }
     }
 
-    fn cmd(&self) -> Command {
-        let mut c = Command::new("podman");
+    /// `program` (podman or buildah) on this podman's storage.
+    fn on_storage(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
         c.env("CONTAINERS_CONF", "/etc/hostctl-test/containers.conf")
             .arg("--root")
             .arg(self.dir.path().join("root"))
@@ -110,17 +111,13 @@ impl Podman {
         c
     }
 
+    fn cmd(&self) -> Command {
+        self.on_storage("podman")
+    }
+
     /// buildah sharing this podman's storage.
     fn buildah(&self) -> Command {
-        let mut c = Command::new("buildah");
-        c.env("CONTAINERS_CONF", "/etc/hostctl-test/containers.conf")
-            .arg("--root")
-            .arg(self.dir.path().join("root"))
-            .arg("--runroot")
-            .arg(self.dir.path().join("run"))
-            .arg("--storage-driver")
-            .arg("vfs");
-        c
+        self.on_storage("buildah")
     }
 
     /// `podman build` of `containerfile` with the files of `ctx_files`, pushed to `dest`.
@@ -439,6 +436,30 @@ pub(crate) fn push_small(
     image
 }
 
+/// A registry holding `os:latest` at version 1.0 (built by [`push_small`],
+/// `/etc/motd` "one") and a temp sysroot switched to it.
+pub(crate) struct SwitchedToV1 {
+    pub(crate) reg: Registry,
+    pub(crate) pm: Podman,
+    pub(crate) sys: tempfile::TempDir,
+}
+
+impl SwitchedToV1 {
+    pub(crate) fn new() -> SwitchedToV1 {
+        let reg = Registry::start();
+        let pm = Podman::new();
+        let v1 = push_small(&reg, &pm, "1.0", &[("etc/motd", "one\n")], "os:latest");
+        let sys = tempfile::tempdir().unwrap();
+        hc_ok(sys.path(), &["switch", &v1]);
+        SwitchedToV1 { reg, pm, sys }
+    }
+
+    /// Pushes version `tag` with `files` as the new `os:latest`.
+    pub(crate) fn push(&self, tag: &str, files: &[(&str, &str)]) -> String {
+        push_small(&self.reg, &self.pm, tag, files, "os:latest")
+    }
+}
+
 /// A tmpfs mounted for the test; unmounted on drop.
 struct Tmpfs {
     dir: tempfile::TempDir,
@@ -677,14 +698,10 @@ fn download_only_stages_without_entry_then_upgrade_apply_finalises_and_reboots_o
     use hostctl::deploy::upgrade::{deploy, FlowOptions};
     use hostctl::pull::PullOptions;
 
-    let reg = Registry::start();
-    let pm = Podman::new();
-    let v1 = push_small(&reg, &pm, "1.0", &[("etc/motd", "one\n")], "os:latest");
-    let sys = tempfile::tempdir().unwrap();
-    let s = sys.path();
-    hc_ok(s, &["switch", &v1]);
+    let t = SwitchedToV1::new();
+    let s = t.sys.path();
     let id1 = entries(&s.join("boot"))[0].1.clone();
-    push_small(&reg, &pm, "2.0", &[("etc/motd", "two\n")], "os:latest");
+    t.push("2.0", &[("etc/motd", "two\n")]);
 
     // CLI: --download-only stages, writes no entry, keeps v1 the default.
     let r = hc_json(s, &["upgrade", "--download-only", "--json"]);
@@ -709,7 +726,7 @@ fn download_only_stages_without_entry_then_upgrade_apply_finalises_and_reboots_o
     let sysroot = hostctl::sysroot::Sysroot::open(s).unwrap();
     let _lock = sysroot.lock(Duration::ZERO).unwrap();
     let d = Deployer::open(&sysroot, &s.join("boot")).unwrap();
-    let imgref = reg.image("os:latest").parse().unwrap();
+    let imgref = t.reg.image("os:latest").parse().unwrap();
     let opts = PullOptions {
         registry: hostctl::oci::RegistryOptions { insecure: true, ..Default::default() },
         ..PullOptions::new(std::sync::Arc::new(hostctl::trust::AcceptAnything))
@@ -776,23 +793,19 @@ fn upgrade_check_is_one_manifest_request_when_nothing_changed() {
 
 #[test]
 fn etc_kernel_tries_sets_the_boot_counter_of_new_entries() {
-    let reg = Registry::start();
-    let pm = Podman::new();
-    let v1 = push_small(&reg, &pm, "1.0", &[("etc/motd", "one\n")], "os:latest");
-    let sys = tempfile::tempdir().unwrap();
-    let s = sys.path();
-    hc_ok(s, &["switch", &v1]);
+    let t = SwitchedToV1::new();
+    let s = t.sys.path();
     let boot = s.join("boot");
     assert!(!entries(&boot)[0].0.contains('+'), "the first entry has nothing to fall back to: not counted");
 
     // The image ships /etc/kernel/tries: the new entry starts with 2 tries.
-    push_small(&reg, &pm, "2.0", &[("etc/kernel/tries", "2\n")], "os:latest");
+    t.push("2.0", &[("etc/kernel/tries", "2\n")]);
     hc_ok(s, &["upgrade"]);
     assert!(entries(&boot)[0].0.ends_with("+2.conf"), "{:?}", entries(&boot));
     assert_eq!(status(s)["status"]["deployments"][0]["bootEntry"]["triesLeft"], 2);
 
     // No file: the default of 3. The admin's own value (in the running /etc) wins over none.
-    push_small(&reg, &pm, "3.0", &[("etc/motd", "three\n")], "os:latest");
+    t.push("3.0", &[("etc/motd", "three\n")]);
     let id2 = entries(&boot)[0].1.clone();
     std::fs::remove_file(deploy_dir(s).join(&id2).join("etc/kernel/tries")).unwrap();
     hc_ok(s, &["upgrade"]);
@@ -800,7 +813,7 @@ fn etc_kernel_tries_sets_the_boot_counter_of_new_entries() {
     let id3 = entries(&boot)[0].1.clone();
     std::fs::create_dir_all(deploy_dir(s).join(&id3).join("etc/kernel")).unwrap();
     std::fs::write(deploy_dir(s).join(&id3).join("etc/kernel/tries"), "1\n").unwrap();
-    push_small(&reg, &pm, "4.0", &[("etc/motd", "four\n")], "os:latest");
+    t.push("4.0", &[("etc/motd", "four\n")]);
     hc_ok(s, &["upgrade"]);
     assert!(entries(&boot)[0].0.ends_with("+1.conf"), "{:?}", entries(&boot));
 }

@@ -53,6 +53,32 @@ fn build_image(work: &Path, tag: &str, noise_len: usize) -> Layout {
     layout
 }
 
+/// Builds a one-layer image with `noise_len` bytes of noise ([`build_image`])
+/// and pushes it with skopeo to `reg` as `repo_tag`, with `dest_flags`
+/// (credentials, CA directory): its work dir (for auth files and the like)
+/// and the image reference.
+fn publish(
+    reg: &Registry,
+    repo_tag: &str,
+    noise_len: usize,
+    compression: Compression,
+    dest_flags: &[&str],
+) -> (tempfile::TempDir, String) {
+    let work = tempfile::tempdir().unwrap();
+    let image = reg.image(repo_tag);
+    push_with_skopeo(&build_image(work.path(), "v1", noise_len).oci_ref(), &image, compression, dest_flags);
+    (work, image)
+}
+
+/// [`publish`] of a small `os:v1` to the TLS registry `reg` with
+/// `user:password` `creds`: (its work dir, the image, the registry's CA dir).
+fn publish_with_creds(reg: &Registry, creds: &str) -> (tempfile::TempDir, String, String) {
+    let cd = reg.cert_dir.clone().unwrap().to_str().unwrap().to_string();
+    let (work, image) =
+        publish(reg, "os:v1", 2048, Compression::Gzip, &["--dest-creds", creds, "--dest-cert-dir", &cd]);
+    (work, image, cd)
+}
+
 fn source(image: &str, opts: &RegistryOptions) -> Box<dyn ImageSource> {
     let r: ImageRef = image.parse().unwrap();
     open_source(&r, opts).unwrap()
@@ -168,15 +194,8 @@ async fn blob_range_from_offset_returns_the_tail() {
 async fn basic_auth_over_tls_with_authfile_and_cert_dir() {
     let reg = Registry::start_tls_basic("alice", "s3cret-pw");
     let cert_dir = reg.cert_dir.clone().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let layout = build_image(work.path(), "v1", 2048);
-    push_with_skopeo(
-        &layout.oci_ref(),
-        &reg.image("team/os:v1"),
-        Compression::Gzip,
-        &["--dest-creds", "alice:s3cret-pw", "--dest-cert-dir", cert_dir.to_str().unwrap()],
-    );
-    let image = reg.image("team/os:v1");
+    let dest = ["--dest-creds", "alice:s3cret-pw", "--dest-cert-dir", cert_dir.to_str().unwrap()];
+    let (work, image) = publish(&reg, "team/os:v1", 2048, Compression::Gzip, &dest);
 
     let good = auth_json(work.path(), &reg.addr, "alice", "s3cret-pw");
     let opts = RegistryOptions { cert_dir: Some(cert_dir.clone()), authfile: Some(good.clone()), ..Default::default() };
@@ -242,15 +261,8 @@ async fn untrusted_certificate_without_cert_dir_is_a_clear_tls_error() {
 async fn bearer_token_flow_caches_tokens_and_reports_refusals() {
     let tokens = TokenServer::start("tess", "t0ken-pw", 300);
     let reg = Registry::start_tls_token(&tokens);
+    let (work, _, _) = publish_with_creds(&reg, "tess:t0ken-pw");
     let cert_dir = reg.cert_dir.clone().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let layout = build_image(work.path(), "v1", 2048);
-    push_with_skopeo(
-        &layout.oci_ref(),
-        &reg.image("os:v1"),
-        Compression::Gzip,
-        &["--dest-creds", "tess:t0ken-pw", "--dest-cert-dir", cert_dir.to_str().unwrap()],
-    );
     let before = tokens.requests().len();
 
     let authfile = auth_json(work.path(), &reg.addr, "tess", "t0ken-pw");
@@ -488,14 +500,8 @@ async fn bearer_token_is_reused_until_it_expires_then_renewed() {
     // Tokens said to live 4 s are renewed 2 s early (half the lifetime, at most 5 s).
     let tokens = TokenServer::start("tess", "pw", 4);
     let reg = Registry::start_tls_token(&tokens);
+    let (work, _, _) = publish_with_creds(&reg, "tess:pw");
     let cert_dir = reg.cert_dir.clone().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    push_with_skopeo(
-        &build_image(work.path(), "v1", 100).oci_ref(),
-        &reg.image("os:v1"),
-        Compression::Gzip,
-        &["--dest-creds", "tess:pw", "--dest-cert-dir", cert_dir.to_str().unwrap()],
-    );
     let authfile = auth_json(work.path(), &reg.addr, "tess", "pw");
     let opts = RegistryOptions { cert_dir: Some(cert_dir), authfile: Some(authfile), ..Default::default() };
     let src = source(&reg.image("os:v1"), &opts);
@@ -578,15 +584,8 @@ fn cli_pull_over_tls_with_basic_auth_from_authfile() {
     let reg = Registry::start_tls_basic("alice", "s3cret-pw");
     let cert_dir = reg.cert_dir.clone().unwrap();
     let cd = cert_dir.to_str().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let layout = build_image(work.path(), "v1", 300_000);
-    let image = reg.image("os:v1");
-    push_with_skopeo(
-        &layout.oci_ref(),
-        &image,
-        Compression::Gzip,
-        &["--dest-creds", "alice:s3cret-pw", "--dest-cert-dir", cd],
-    );
+    let dest = ["--dest-creds", "alice:s3cret-pw", "--dest-cert-dir", cd];
+    let (work, image) = publish(&reg, "os:v1", 300_000, Compression::Gzip, &dest);
     let expected = skopeo_digest(&image, &["--creds", "alice:s3cret-pw", "--cert-dir", cd]);
     let authfile = auth_json(work.path(), &reg.addr, "alice", "s3cret-pw");
 
@@ -627,15 +626,8 @@ fn cli_pull_over_bearer_tokens() {
     let reg = Registry::start_tls_token(&tokens);
     let cert_dir = reg.cert_dir.clone().unwrap();
     let cd = cert_dir.to_str().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let layout = build_image(work.path(), "v1", 300_000);
-    let image = reg.image("os:v1");
-    push_with_skopeo(
-        &layout.oci_ref(),
-        &image,
-        Compression::Zstd,
-        &["--dest-creds", "tess:t0ken-pw", "--dest-cert-dir", cd],
-    );
+    let dest = ["--dest-creds", "tess:t0ken-pw", "--dest-cert-dir", cd];
+    let (work, image) = publish(&reg, "os:v1", 300_000, Compression::Zstd, &dest);
     let expected = skopeo_digest(&image, &["--creds", "tess:t0ken-pw", "--cert-dir", cd]);
     let authfile = auth_json(work.path(), &reg.addr, "tess", "t0ken-pw");
     let before = tokens.requests().len();
@@ -821,14 +813,7 @@ fn cli_pull_with_client_certificate_from_cert_dir_or_certs_d() {
     let client_dir = reg.client_cert_dir.clone().unwrap();
     let ca_only = reg.cert_dir.clone().unwrap();
     let (client_cd, ca_cd) = (client_dir.to_str().unwrap(), ca_only.to_str().unwrap());
-    let work = tempfile::tempdir().unwrap();
-    let image = reg.image("os:v1");
-    push_with_skopeo(
-        &build_image(work.path(), "v1", 2048).oci_ref(),
-        &image,
-        Compression::Gzip,
-        &["--dest-cert-dir", client_cd],
-    );
+    let (_work, image) = publish(&reg, "os:v1", 2048, Compression::Gzip, &["--dest-cert-dir", client_cd]);
     let expected = skopeo_digest(&image, &["--cert-dir", client_cd]);
     let sysroot = tempfile::tempdir().unwrap();
     let pull = |env: &[(&str, &std::ffi::OsStr)], extra: &[&str]| {
@@ -878,6 +863,47 @@ fn cli_pull_with_client_certificate_from_cert_dir_or_certs_d() {
     assert!(stderr.contains("client.cert") && stderr.contains("has no key") && stderr.contains(&reg.addr), "{stderr}");
 }
 
+/// containers-certs.d(5) uses pairs in alpha-numerical order; hostctl can
+/// offer one client certificate, so it offers the first by name and warns
+/// about the others (src/oci/registry/certs_d.rs says why).
+#[test]
+fn cli_pull_with_several_client_certificates_offers_the_first_by_name() {
+    let reg = Registry::start_tls_mutual();
+    let client_dir = reg.client_cert_dir.clone().unwrap();
+    let (work, image) =
+        publish(&reg, "os:v1", 2048, Compression::Gzip, &["--dest-cert-dir", client_dir.to_str().unwrap()]);
+    // The server CA, the registry's client pair as `client.*`, and a pair
+    // from a CA the registry does not trust as `other.*` (after it by name).
+    let dir = work.path().join("certs");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["ca.crt", "client.cert", "client.key"] {
+        std::fs::copy(client_dir.join(f), dir.join(f)).unwrap();
+    }
+    crate::support::registry::untrusted_client_pair(work.path(), &dir, "other");
+    let sysroot = tempfile::tempdir().unwrap();
+    let pull =
+        || crate::support::hostctl(sysroot.path(), &["--cert-dir", dir.to_str().unwrap(), "image", "pull", &image]);
+    let (client, other) = (dir.join("client.cert"), dir.join("other.cert"));
+
+    let out = pull();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let warning =
+        format!("only the first by name, {}, is offered to {} (not: {})", client.display(), reg.addr, other.display());
+    assert!(stderr.contains(&warning), "{stderr}");
+
+    // Renamed to sort first, the untrusted pair is the one offered: the
+    // handshake fails, and the error names the pair offered and the one left out.
+    for ext in ["cert", "key"] {
+        std::fs::rename(dir.join(format!("other.{ext}")), dir.join(format!("a-other.{ext}"))).unwrap();
+    }
+    let out = pull();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let note = format!("client certificate {} (not offered: {})", dir.join("a-other.cert").display(), client.display());
+    assert!(stderr.contains(&format!("cannot reach registry {}", reg.addr)) && stderr.contains(&note), "{stderr}");
+}
+
 // ---- credential helpers (containers-auth.json(5)) ----
 
 /// Writes `dir/docker-credential-NAME`: a shell script that records the
@@ -894,21 +920,6 @@ fn credential_helper(dir: &Path, name: &str, body: &str) {
     )
     .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-/// Publishes a small image as `os:v1` to the TLS registry `reg` with
-/// `user:password` `creds`: (its work dir, the image, the registry's CA dir).
-fn publish_with_creds(reg: &Registry, creds: &str) -> (tempfile::TempDir, String, String) {
-    let cd = reg.cert_dir.clone().unwrap().to_str().unwrap().to_string();
-    let work = tempfile::tempdir().unwrap();
-    let image = reg.image("os:v1");
-    push_with_skopeo(
-        &build_image(work.path(), "v1", 2048).oci_ref(),
-        &image,
-        Compression::Gzip,
-        &["--dest-creds", creds, "--dest-cert-dir", &cd],
-    );
-    (work, image, cd)
 }
 
 /// PATH with `dir` first.
@@ -991,28 +1002,56 @@ fn cli_pull_with_credentials_from_credential_helpers() {
     assert!(!stderr.contains("some-refresh-token"), "the token leaked: {stderr}");
 }
 
+/// `os:v1` in a TLS registry behind `tokens`, pulled by the CLI with an
+/// auth.json naming one credential helper: `idtoken` answers the identity
+/// token `refresh-me-42`, `badtoken` a revoked one.
+struct IdentityTokenPull {
+    reg: Registry,
+    work: tempfile::TempDir,
+    image: String,
+    cert_dir: String,
+    path: std::ffi::OsString,
+    _helpers: tempfile::TempDir,
+    sysroot: tempfile::TempDir,
+}
+
+impl IdentityTokenPull {
+    fn new(tokens: &TokenServer) -> IdentityTokenPull {
+        let reg = Registry::start_tls_token(tokens);
+        let (work, image, cert_dir) = publish_with_creds(&reg, "tess:t0ken-pw");
+        let helpers = tempfile::tempdir().unwrap();
+        credential_helper(helpers.path(), "idtoken", r#"echo '{"Username":"<token>","Secret":"refresh-me-42"}'"#);
+        credential_helper(helpers.path(), "badtoken", r#"echo '{"Username":"<token>","Secret":"revoked-token"}'"#);
+        let path = path_with(helpers.path());
+        IdentityTokenPull { reg, work, image, cert_dir, path, _helpers: helpers, sysroot: tempfile::tempdir().unwrap() }
+    }
+
+    fn pull(&self, helper: &str) -> std::process::Output {
+        let file = self.work.path().join(format!("auth-{helper}.json"));
+        std::fs::write(&file, format!(r#"{{"credHelpers":{{"{}":"{helper}"}}}}"#, self.reg.addr)).unwrap();
+        crate::support::hostctl_env(
+            self.sysroot.path(),
+            &[("PATH", &self.path)],
+            &[
+                "--cert-dir",
+                &self.cert_dir,
+                "--authfile",
+                file.to_str().unwrap(),
+                "image",
+                "pull",
+                "--json",
+                &self.image,
+            ],
+        )
+    }
+}
+
 #[test]
 fn cli_pull_with_an_identity_token_from_a_credential_helper() {
     let tokens = TokenServer::start_with_refresh_token("tess", "t0ken-pw", 300, Some("refresh-me-42"));
-    let reg = Registry::start_tls_token(&tokens);
-    let (work, image, cd) = publish_with_creds(&reg, "tess:t0ken-pw");
-    let cd = cd.as_str();
-    let helpers = tempfile::tempdir().unwrap();
-    credential_helper(helpers.path(), "idtoken", r#"echo '{"Username":"<token>","Secret":"refresh-me-42"}'"#);
-    credential_helper(helpers.path(), "badtoken", r#"echo '{"Username":"<token>","Secret":"revoked-token"}'"#);
-    let path = path_with(helpers.path());
-    let sysroot = tempfile::tempdir().unwrap();
-    let pull = |helper: &str| {
-        let file = work.path().join(format!("auth-{helper}.json"));
-        std::fs::write(&file, format!(r#"{{"credHelpers":{{"{}":"{helper}"}}}}"#, reg.addr)).unwrap();
-        crate::support::hostctl_env(
-            sysroot.path(),
-            &[("PATH", &path)],
-            &["--cert-dir", cd, "--authfile", file.to_str().unwrap(), "image", "pull", "--json", &image],
-        )
-    };
+    let t = IdentityTokenPull::new(&tokens);
     let before = tokens.requests().len();
-    let out = pull("idtoken");
+    let out = t.pull("idtoken");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let ours: Vec<_> = tokens.requests().into_iter().skip(before).collect();
     assert!(!ours.is_empty());
@@ -1023,10 +1062,41 @@ fn cli_pull_with_an_identity_token_from_a_credential_helper() {
     }
 
     // A revoked token: the token server's refusal, with where the token came from, not the token.
-    let out = pull("badtoken");
+    let out = t.pull("badtoken");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("token server") && stderr.contains("401") && stderr.contains("identity token"), "{stderr}");
+    assert!(!stderr.contains("revoked-token"), "the token leaked: {stderr}");
+}
+
+/// A token server without the OAuth2 endpoint answers the refresh-token POST
+/// with 404: the identity token is then sent on the token spec's GET (as the
+/// Basic password of `<token>`), once per process; a token the GET refuses
+/// is reported with both answers.
+#[test]
+fn identity_token_falls_back_to_the_get_token_request_when_the_oauth2_post_is_404() {
+    let tokens = TokenServer::start_without_oauth2("tess", "t0ken-pw", 300, "refresh-me-42");
+    let t = IdentityTokenPull::new(&tokens);
+    let before = tokens.requests().len();
+    let out = t.pull("idtoken");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ours: Vec<_> = tokens.requests().into_iter().skip(before).collect();
+    let posts: Vec<_> = ours.iter().filter(|r| r.method == "POST").collect();
+    assert_eq!(posts.len(), 1, "the 404 is remembered: {ours:?}");
+    assert!(!posts[0].granted && posts[0].grant_type.as_deref() == Some("refresh_token"), "{ours:?}");
+    assert_eq!(ours[0].method, "POST", "the OAuth2 POST comes first: {ours:?}");
+    let gets: Vec<_> = ours.iter().filter(|r| r.method == "GET").collect();
+    assert!(!gets.is_empty() && gets.iter().all(|r| r.granted && r.scopes == ["repository:os:pull"]), "{ours:?}");
+
+    let out = t.pull("badtoken");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("401 Unauthorized")
+            && stderr.contains("to the GET token request, after 404 Not Found to the OAuth2 POST")
+            && stderr.contains("identity token"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("revoked-token"), "the token leaked: {stderr}");
 }
 
@@ -1104,6 +1174,83 @@ async fn lying_mirror_is_refused_by_digest_and_the_primary_serves() {
     assert_eq!(r.raw.digest.to_string(), digest);
     assert_eq!(proxy.matching_requests().len(), 1, "the mirror was asked first");
     assert_eq!(src.describe(), format!("registry {}/os", primary.addr));
+}
+
+/// `DELETE /v2/REPO/KIND/DIGEST` on `reg` (KIND `manifests` or `blobs`; the
+/// test registries have deletes enabled): the registry then answers 404 for it.
+fn delete_from(reg: &Registry, repo: &str, kind: &str, digest: &str) {
+    run(std::process::Command::new("curl").args([
+        "-sSf",
+        "-X",
+        "DELETE",
+        &format!("http://{}/v2/{repo}/{kind}/{digest}", reg.addr),
+    ]));
+}
+
+/// A mirror that serves the index but has lost one child manifest and one
+/// layer: each of those is fetched from the primary, the rest from the
+/// mirror; a mirror that answers with the wrong child manifest is passed over
+/// the same way (digests are checked whoever serves).
+#[tokio::test]
+async fn mirror_lacking_a_child_manifest_or_a_blob_falls_back_for_that_item() {
+    let upstream = Registry::start();
+    let mirror = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let (m_amd, m_arm, index) = push_two_platform_index(&upstream, work.path());
+    run(std::process::Command::new("skopeo")
+        .args(["copy", "-q", "--all", "--preserve-digests", "--src-tls-verify=false", "--dest-tls-verify=false"])
+        .arg(format!("docker://{}", upstream.image("os:multi")))
+        .arg(format!("docker://{}", mirror.image("os:multi"))));
+    let (amd, arm) = (Digest::of(&m_amd).to_string(), Digest::of(&m_arm).to_string());
+    let amd_layer =
+        serde_json::from_slice::<oci_spec::image::ImageManifest>(&m_amd).unwrap().layers()[0].digest().to_string();
+    delete_from(&mirror, "os", "manifests", &arm);
+    delete_from(&mirror, "os", "blobs", &amd_layer);
+    // The primary location, behind a proxy that records what it is asked.
+    let primary = FaultProxy::start(&upstream.addr, Faults { path_match: "/v2/os/".into(), ..Default::default() });
+    let conf = |mirror: &str| {
+        format!(
+            "[[registry]]\nprefix = \"{}\"\ninsecure = true\n[[registry.mirror]]\nlocation = \"{mirror}\"\ninsecure = true\n",
+            primary.addr
+        )
+    };
+    let opts = with_registries_conf(work.path(), &conf(&mirror.addr));
+    let image = format!("{}/os:multi", primary.addr);
+
+    // amd64: index, manifest and config from the mirror; the layer from the
+    // primary (pull_all checks every digest and size).
+    let src = source(&image, &opts);
+    let (r, _) = pull_all(src.as_ref()).await;
+    assert_eq!((r.raw.digest.to_string(), r.index_digest), (amd.clone(), Some(Digest::of(index.as_bytes()))));
+    assert!(src.describe().contains(&format!("mirror {}/os", mirror.addr)), "{}", src.describe());
+    let asked = primary.matching_requests();
+    assert!(!asked.is_empty() && asked.iter().all(|r| r.contains(&format!("/blobs/{amd_layer}"))), "{asked:#?}");
+
+    // arm64: its manifest from the primary.
+    let r = src.resolve(&"linux/arm64".parse().unwrap()).await.unwrap();
+    assert_eq!(r.raw.digest.to_string(), arm);
+    assert!(primary.matching_requests().iter().any(|r| r.contains(&format!("/manifests/{arm}"))));
+
+    // A mirror that answers arm64's digest with amd64's manifest: refused by
+    // digest, and the primary serves it.
+    let liar = FaultProxy::start(
+        &mirror.addr,
+        Faults { path_match: format!("/manifests/{arm}"), rewrite: Some((arm.clone(), amd)), ..Default::default() },
+    );
+    let opts = with_registries_conf(work.path(), &format!("{}\n", conf(&liar.addr)));
+    let r = source(&image, &opts).resolve(&"linux/arm64".parse().unwrap()).await.unwrap();
+    assert_eq!(r.raw.digest.to_string(), arm);
+    assert_eq!(liar.matching_requests().len(), 1, "the mirror was asked first");
+
+    // With the primary down too, the error says what the mirror said.
+    let down = down_registry();
+    let opts = with_registries_conf(
+        work.path(),
+        &format!("[[registry]]\nprefix = \"{down}\"\ninsecure = true\n[[registry.mirror]]\nlocation = \"{}\"\ninsecure = true\n", mirror.addr),
+    );
+    let e = source(&format!("{down}/os:multi"), &opts).resolve(&"linux/arm64".parse().unwrap()).await.unwrap_err();
+    let e = format!("{e:#}");
+    assert!(e.contains("mirrors tried first") && e.contains(&format!("{}/os: not found", mirror.addr)), "{e}");
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@
 #
 # Result: CACHE_DIR/trixie-rootfs, marked complete by CACHE_DIR/trixie-rootfs.done.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/debootstrap.sh"
 
 cache=${1:?usage: debootstrap-base.sh CACHE_DIR}
 mkdir -p "$cache"; cache=$(cd "$cache" && pwd)
@@ -18,19 +19,14 @@ if [ -f "$out.done" ] && [ -d "$out" ]; then
   echo "base rootfs: reusing $out ($(cat "$out.done"))" >&2
   exit 0
 fi
-command -v debootstrap >/dev/null || { echo "debootstrap is missing (integration/setup.sh installs it)" >&2; exit 1; }
-mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-mirror=${mirror:-http://deb.debian.org/debian}
+require_debootstrap
+mirror=$(debian_mirror)
 rm -rf "$out.tmp" "$out" "$out.done"
 start=$(date +%s)
 echo "base rootfs: debootstrap trixie from $mirror" >&2
-if ! debootstrap --variant=minbase \
-  --include=linux-image-amd64,initramfs-tools,zstd,systemd,systemd-sysv,systemd-boot,systemd-boot-efi,udev,dbus,kmod,e2fsprogs,dosfstools,ca-certificates \
-  trixie "$out.tmp" "$mirror" >"$cache/debootstrap.log" 2>&1; then
-  tail -n 30 "$cache/debootstrap.log" >&2
-  echo "base rootfs: debootstrap failed (log: $cache/debootstrap.log)" >&2
-  exit 1
-fi
+minbase_debootstrap "base rootfs" trixie "$out.tmp" "$mirror" \
+  linux-image-amd64,initramfs-tools,zstd,systemd,systemd-sysv,systemd-boot,systemd-boot-efi,udev,dbus,kmod,e2fsprogs,dosfstools,ca-certificates \
+  "$cache/debootstrap.log"
 if [ "$podman" = 1 ]; then
   # apt inside the chroot resolves podman's alternatives (debootstrap does not).
   printf 'deb %s trixie main\n' "$mirror" > "$out.tmp/etc/apt/sources.list"

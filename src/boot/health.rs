@@ -38,6 +38,14 @@ pub struct CheckResult {
     pub output: String,
 }
 
+impl CheckResult {
+    /// A check that failed before it could run to an exit status (`detail`
+    /// says why); there is no output.
+    pub fn failed(name: String, path: &Path, detail: String) -> Self {
+        CheckResult { name, path: path.into(), passed: false, detail, output: String::new() }
+    }
+}
+
 /// The record written for `status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthRecord {
@@ -114,15 +122,7 @@ pub fn run_check(path: &Path, timeout: Duration) -> CheckResult {
     let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
     let mut log = match tempfile::tempfile() {
         Ok(f) => f,
-        Err(e) => {
-            return CheckResult {
-                name,
-                path: path.into(),
-                passed: false,
-                detail: format!("temp file: {e}"),
-                output: String::new(),
-            }
-        }
+        Err(e) => return CheckResult::failed(name, path, format!("temp file: {e}")),
     };
     let spawn = log.try_clone().and_then(|f| {
         let f2 = f.try_clone()?;
@@ -130,15 +130,7 @@ pub fn run_check(path: &Path, timeout: Duration) -> CheckResult {
     });
     let mut child = match spawn {
         Ok(c) => c,
-        Err(e) => {
-            return CheckResult {
-                name,
-                path: path.into(),
-                passed: false,
-                detail: format!("could not run: {e}"),
-                output: String::new(),
-            }
-        }
+        Err(e) => return CheckResult::failed(name, path, format!("could not run: {e}")),
     };
     let start = Instant::now();
     let status = loop {
@@ -290,5 +282,15 @@ mod tests {
         script(&t.path().join("slow"), "s", "sleep 5");
         let r = run_check(&t.path().join("slow/s"), Duration::from_millis(200));
         assert!(!r.passed && r.detail.contains("timed out"));
+    }
+
+    #[test]
+    fn a_check_that_cannot_run_is_a_failure_without_output() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("not-executable");
+        std::fs::write(&p, "#!/bin/sh\nexit 0\n").unwrap();
+        let r = run_check(&p, CHECK_TIMEOUT);
+        assert_eq!(r, CheckResult::failed("not-executable".into(), &p, r.detail.clone()));
+        assert!(r.detail.starts_with("could not run: "), "{}", r.detail);
     }
 }

@@ -6,12 +6,12 @@
 //! A copy is written in a `.tmp-` directory and renamed into place, so a
 //! directory named by a checksum is always complete.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use sha2::{Digest as _, Sha256};
 
+use crate::digest::Hasher;
 use crate::fsutil;
 
 /// A kernel found in a deployment tree.
@@ -74,31 +74,18 @@ pub fn find(root: &Path) -> Result<KernelSource> {
     Ok(KernelSource { version, vmlinuz: dir.join("vmlinuz"), initramfs })
 }
 
-fn hash_file(h: &mut Sha256, path: &Path) -> Result<u64> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut buf = vec![0u8; 1 << 16];
-    let mut total = 0u64;
-    loop {
-        let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            return Ok(total);
-        }
-        h.update(&buf[..n]);
-        total += n as u64;
-    }
-}
-
 impl KernelSource {
     /// sha256 over `vmlinuz`'s length and bytes, then the initramfs's (hex), and the total size.
     pub fn checksum(&self) -> Result<(String, u64)> {
-        let mut h = Sha256::new();
+        let mut h = Hasher::new();
         let mut total = 0;
         for p in std::iter::once(&self.vmlinuz).chain(self.initramfs.as_ref()) {
             let len = std::fs::metadata(p).with_context(|| format!("reading {}", p.display()))?.len();
-            h.update(len.to_le_bytes());
-            total += hash_file(&mut h, p)?;
+            h.update(&len.to_le_bytes());
+            let mut f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
+            total += std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", p.display()))?;
         }
-        Ok((hex::encode(h.finalize()), total))
+        Ok((h.finish().0.hex().to_string(), total))
     }
 }
 
@@ -219,6 +206,23 @@ mod tests {
         let k = find(d.path()).unwrap();
         assert_eq!(k.version, "6.1.0-10");
         assert_eq!(k.initramfs, None);
+    }
+
+    /// The checksum names directories already on boot partitions: it must
+    /// stay sha256(len(vmlinuz) as u64 LE, vmlinuz, len(initramfs), initramfs).
+    #[test]
+    fn checksum_format_is_stable() {
+        let d = tempfile::tempdir().unwrap();
+        tree(d.path(), &[("6.1", "kernel one", true)]);
+        let k = find(d.path()).unwrap();
+        let initramfs = std::fs::read(k.initramfs.as_ref().unwrap()).unwrap();
+        let mut input = Vec::new();
+        for bytes in [&b"kernel one"[..], &initramfs] {
+            input.extend((bytes.len() as u64).to_le_bytes());
+            input.extend(bytes);
+        }
+        let want = crate::digest::Digest::of(&input);
+        assert_eq!(k.checksum().unwrap(), (want.hex().to_string(), 10 + initramfs.len() as u64));
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub async fn run(g: &GlobalArgs, a: StatusArgs) -> Result<()> {
     let layout = Layout::new(&sysroot, &state.stateroot);
     let (booted, source) = booted::detect(sysroot.root(), &g.boot_dir(), &layout)?;
     let meta = |id: &str| Metadata::load(&layout, id).map_err(|e| format!("{e:#}"));
-    let facts = boot_facts(g, &layout);
+    let facts = boot_facts(g, &layout, &state);
     let h = status::build(&state, booted.as_deref(), source, &meta, &facts);
     match (a.json, a.format.unwrap_or(Format::Human)) {
         (true, _) | (_, Format::Json) => print_json(&h),
@@ -50,13 +50,15 @@ pub async fn run(g: &GlobalArgs, a: StatusArgs) -> Result<()> {
     }
 }
 
-/// The stateroot's boot entries (boot counting) and the health-check records.
-fn boot_facts(g: &GlobalArgs, layout: &Layout) -> status::BootFacts {
+/// The stateroot's boot entries (boot counting) and the health-check records
+/// of its deployments, each read once.
+fn boot_facts(g: &GlobalArgs, layout: &Layout, state: &State) -> status::BootFacts {
     use crate::boot::{bls, counting, health};
     let (entries, entries_error) = match counting::read(&bls::entries_dir(&g.boot_dir()), &layout.stateroot) {
         Ok(e) => (e, None),
         Err(e) => (Vec::new(), Some(format!("{e:#}"))),
     };
-    let sysroot = g.sysroot.clone();
-    status::BootFacts { entries, entries_error, health: Box::new(move |id| health::read_record(&sysroot, id)) }
+    let health =
+        state.all().into_iter().filter_map(|id| health::read_record(&g.sysroot, &id).map(|r| (id, r))).collect();
+    status::BootFacts { entries, entries_error, health }
 }

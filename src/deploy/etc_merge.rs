@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use rustix::fs::{FileType, Mode, OFlags};
 use serde::Serialize;
-use sha2::{Digest as _, Sha256};
 
 use crate::deploy::fsat;
+use crate::digest::{Digest, Hasher};
 
 /// A path where the admin's change and the new image's change collide.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -47,8 +47,8 @@ pub struct EtcMergePlan {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
     Dir,
-    /// sha256 of the content.
-    File([u8; 32]),
+    /// The digest of the content.
+    File(Digest),
     Symlink(OsString),
     CharDevice(u64),
     BlockDevice(u64),
@@ -122,9 +122,9 @@ fn item_at(dir: BorrowedFd<'_>, name: &Path) -> Result<Item> {
         FileType::Directory => Kind::Dir,
         FileType::RegularFile => {
             let fd = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
-            let mut h = Sha256::new();
+            let mut h = Hasher::new();
             std::io::copy(&mut File::from(fd), &mut h)?;
-            Kind::File(h.finalize().into())
+            Kind::File(h.finish().0)
         }
         FileType::Symlink => {
             Kind::Symlink(OsString::from_vec(rustix::fs::readlinkat(dir, name, Vec::new())?.into_bytes()))
@@ -376,9 +376,7 @@ mod tests {
     use super::*;
 
     fn f(content: &str) -> Item {
-        let mut h = Sha256::new();
-        h.update(content);
-        Item { kind: Kind::File(h.finalize().into()), mode: 0o644, uid: 0, gid: 0, xattrs: Vec::new() }
+        Item { kind: Kind::File(Digest::of(content.as_bytes())), mode: 0o644, uid: 0, gid: 0, xattrs: Vec::new() }
     }
     fn d() -> Item {
         Item { kind: Kind::Dir, mode: 0o755, uid: 0, gid: 0, xattrs: Vec::new() }

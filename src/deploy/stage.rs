@@ -51,6 +51,17 @@ pub struct Staged {
     pub var_created: bool,
 }
 
+/// What [`Deployer::stage`] records with the new deployment, in the same
+/// `state.json` commit.
+#[derive(Clone, Debug, Default)]
+pub struct StageOptions {
+    /// Becomes the tracked image (`switch`).
+    pub spec: Option<Spec>,
+    /// Locked (`--download-only`): the shutdown service leaves it
+    /// unfinalised; only the next `upgrade` or `switch` finalises it.
+    pub locked: bool,
+}
+
 /// What finalising did.
 #[derive(Clone, Debug, Serialize)]
 pub struct Finalized {
@@ -196,8 +207,8 @@ impl Deployer {
     }
 
     /// Checks out `image` as a new deployment and records it as staged (not
-    /// finalised). `spec` becomes the tracked image in the same commit.
-    pub fn stage(&self, image: &PulledImage, spec: Option<Spec>, booted: Option<&str>) -> Result<Staged> {
+    /// finalised), with `opts` (tracked image, lock) in the same commit.
+    pub fn stage(&self, image: &PulledImage, opts: StageOptions, booted: Option<&str>) -> Result<Staged> {
         let state = self.load_state()?;
         let id = make_id(&image.manifest_digest, state.next_serial);
         let tmp = self.layout.dir.join(format!("{}{id}", fsutil::TMP_PREFIX));
@@ -216,9 +227,10 @@ impl Deployer {
         };
         let mut next = state::after_stage(&state, &id, booted);
         next.next_serial = state.next_serial + 1;
-        if let Some(spec) = spec {
+        if let Some(spec) = opts.spec {
             next.spec = Some(spec);
         }
+        next.staged_locked = opts.locked;
         if state.deployments.is_empty() && state.local_kargs.is_empty() {
             next.local_kargs = initial_local_kargs(self.sysroot.root());
         }

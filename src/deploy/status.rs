@@ -2,6 +2,7 @@
 //! (`apiVersion: hostctl.dev/v1`, `kind: Host`), documented by
 //! `docs/status-schema.json`, and its human rendering.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -113,23 +114,21 @@ impl From<HealthRecord> for HealthStatus {
     }
 }
 
-/// Finds the health record of a deployment, if its checks ever ran.
-pub type HealthLookup = Box<dyn Fn(&str) -> Option<HealthRecord>>;
-
 /// What the boot directory and the health records say, for [`build`].
+#[derive(Clone, Debug, Default)]
 pub struct BootFacts {
     /// The stateroot's entries in boot order (from [`counting::read`]).
     pub entries: Vec<EntryAssessment>,
     /// Why the entries could not be read, if they could not.
     pub entries_error: Option<String>,
-    /// The health record of a deployment, if its checks ever ran.
-    pub health: HealthLookup,
+    /// The health records of the deployments whose checks ever ran, by id.
+    pub health: HashMap<String, HealthRecord>,
 }
 
 impl BootFacts {
     /// No boot entries and no health records (a sysroot that was never booted).
     pub fn none() -> Self {
-        BootFacts { entries: Vec::new(), entries_error: None, health: Box::new(|_| None) }
+        BootFacts::default()
     }
 }
 
@@ -171,7 +170,7 @@ pub fn build(
         let pinned = state.pinned.contains(id);
         let finalized = state.deployments.iter().any(|d| d == id);
         let boot_entry = boot.entries.iter().find(|e| e.deployment == id).map(|e| (&e.assessment).into());
-        let health = (boot.health)(id).map(HealthStatus::from);
+        let health = boot.health.get(id).cloned().map(HealthStatus::from);
         match meta(id) {
             Ok(m) => DeploymentStatus {
                 id: id.into(),
@@ -280,15 +279,17 @@ pub fn render_human(h: &HostStatus) -> String {
     }
     for note in &h.status.boot_notes {
         let _ = writeln!(s, "\n{note}");
-        let failed = h.status.deployments.iter().find(|d| note.starts_with(&format!("deployment {} failed", d.id)));
-        if let Some(health) = failed.and_then(|d| d.health.as_ref()) {
-            for c in health.checks.iter().filter(|c| !c.passed) {
-                let _ = writeln!(
-                    s,
-                    "    health check {} failed ({}) at {}: {}",
-                    c.name, c.detail, health.checked_at, c.output
-                );
-            }
+    }
+    // Why an abandoned deployment failed, when its health checks say so.
+    for d in &h.status.deployments {
+        let abandoned = d.boot_entry.as_ref().is_some_and(|b| b.assessment == "bad");
+        let Some(health) = d.health.as_ref().filter(|_| abandoned) else { continue };
+        for c in health.checks.iter().filter(|c| !c.passed) {
+            let _ = writeln!(
+                s,
+                "    {}: health check {} failed ({}) at {}: {}",
+                d.id, c.name, c.detail, health.checked_at, c.output
+            );
         }
     }
     s
@@ -324,28 +325,32 @@ mod tests {
 
     /// b.2 was abandoned after its health check failed; the machine fell back to a.1.
     fn fell_back() -> BootFacts {
-        use crate::boot::health::CheckResult;
         BootFacts {
             entries: vec![
                 EntryAssessment { deployment: "b.2".into(), assessment: Assessment::Bad { done: 1 } },
                 EntryAssessment { deployment: "a.1".into(), assessment: Assessment::Good },
             ],
             entries_error: None,
-            health: Box::new(|id| {
-                (id == "b.2").then(|| HealthRecord {
-                    deployment: Some("b.2".into()),
-                    passed: false,
-                    checked_at: "2026-01-03T00:00:00Z".into(),
-                    checks: vec![CheckResult {
-                        name: "90-broken".into(),
-                        path: "/usr/lib/hostctl/health.d/90-broken".into(),
-                        passed: false,
-                        detail: "exit status: 1".into(),
-                        output: "broken on purpose".into(),
-                    }],
-                })
-            }),
+            health: [failed_record("b.2", "90-broken", "broken on purpose")].into_iter().collect(),
         }
+    }
+
+    /// The record of `id`, whose check `check` failed saying `output`.
+    fn failed_record(id: &str, check: &str, output: &str) -> (String, HealthRecord) {
+        use crate::boot::health::CheckResult;
+        let record = HealthRecord {
+            deployment: Some(id.into()),
+            passed: false,
+            checked_at: "2026-01-03T00:00:00Z".into(),
+            checks: vec![CheckResult {
+                name: check.into(),
+                path: format!("/usr/lib/hostctl/health.d/{check}").into(),
+                passed: false,
+                detail: "exit status: 1".into(),
+                output: output.into(),
+            }],
+        };
+        (id.into(), record)
     }
 
     #[test]
@@ -366,7 +371,7 @@ mod tests {
         assert!(notes[0].as_str().unwrap().contains("deployment b.2 failed to boot"), "{notes:?}");
         assert!(notes[0].as_str().unwrap().contains("fell back to a.1"), "{notes:?}");
         let text = render_human(&h);
-        assert!(text.contains("health check 90-broken failed (exit status: 1)"), "{text}");
+        assert!(text.contains("b.2: health check 90-broken failed (exit status: 1)"), "{text}");
         let state = State { staged: Some("b.2".into()), ..state };
         let text = render_human(&build(&state, Some("a.1"), BootedSource::KernelCmdline, &meta, &fell_back()));
         assert!(text.contains("Staged: b.2 (failed to boot: abandoned)"), "{text}");
@@ -374,6 +379,38 @@ mod tests {
         let broken = BootFacts { entries_error: Some("permission denied".into()), ..BootFacts::none() };
         let h = build(&state, Some("a.1"), BootedSource::KernelCmdline, &meta, &broken);
         assert_eq!(h.status.boot_notes, vec!["the boot entries could not be read: permission denied".to_string()]);
+    }
+
+    /// The failed checks shown are those of abandoned deployments, found by
+    /// their entry's assessment (not by the wording of the notes): two
+    /// abandoned deployments each get their own; a deployment on trial with
+    /// an old failed record gets none.
+    #[test]
+    fn failed_health_checks_are_shown_for_each_abandoned_deployment() {
+        let state = State { deployments: vec!["c.3".into(), "b.2".into(), "a.1".into()], ..State::default() };
+        let facts = BootFacts {
+            entries: vec![
+                EntryAssessment { deployment: "c.3".into(), assessment: Assessment::Bad { done: 3 } },
+                EntryAssessment { deployment: "b.2".into(), assessment: Assessment::Bad { done: 1 } },
+                EntryAssessment { deployment: "a.1".into(), assessment: Assessment::Pending { left: 2, done: 1 } },
+            ],
+            entries_error: None,
+            health: [
+                failed_record("c.3", "10-net", "no route"),
+                failed_record("b.2", "90-broken", "broken on purpose"),
+                failed_record("a.1", "50-old", "an earlier run"),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let text = render_human(&build(&state, Some("a.1"), BootedSource::KernelCmdline, &meta, &facts));
+        assert!(text.contains("c.3: health check 10-net failed (exit status: 1) at 2026-01-03T00:00:00Z: no route"));
+        assert!(text.contains("b.2: health check 90-broken failed"), "{text}");
+        assert!(!text.contains("50-old"), "a.1 is on trial, not abandoned: {text}");
+        // No record: the note alone.
+        let facts = BootFacts { health: HashMap::new(), ..facts };
+        let text = render_human(&build(&state, Some("a.1"), BootedSource::KernelCmdline, &meta, &facts));
+        assert!(text.contains("deployment c.3 failed to boot") && !text.contains(": health check"), "{text}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::deploy::cleanup::{self, CleanupReport};
 use crate::deploy::deployment::Metadata;
 use crate::deploy::preflight::{self, MissingLayer};
 use crate::deploy::reboot::Reboot;
-use crate::deploy::stage::{remove_any, Deployer, Finalized, Staged};
+use crate::deploy::stage::{remove_any, Deployer, Finalized, StageOptions, Staged};
 use crate::deploy::state::{self, Spec};
 use crate::digest::Digest;
 use crate::imgref::ImageRef;
@@ -202,13 +202,9 @@ pub async fn deploy(
 
     let pulled = pull_resolved(&d.store, imgref, source, resolved, pull_opts).await?;
     let started = std::time::Instant::now();
-    let staged = d.stage(&pulled, spec, booted.as_deref())?;
-    if flow.download_only {
-        // Locked: the shutdown service must not finalise it behind the admin's back.
-        let mut s = d.load_state()?;
-        s.staged_locked = true;
-        d.save_state(&s)?;
-    }
+    // A download-only staging is locked in the same state.json write: the
+    // shutdown service must not finalise it behind the admin's back.
+    let staged = d.stage(&pulled, StageOptions { spec, locked: flow.download_only }, booted.as_deref())?;
     let defer = !flow.download_only && crate::boot::install::finalize_at_shutdown_armed(d.sysroot.root());
     let finalized = if flow.download_only || defer {
         None

@@ -120,6 +120,17 @@ impl TestTls {
     }
 }
 
+/// A client certificate `out/NAME.cert` and its key `out/NAME.key`, signed by
+/// a fresh CA that no test registry trusts (scratch files go to `scratch`).
+pub fn untrusted_client_pair(scratch: &Path, out: &Path, name: &str) {
+    super::require_tool("openssl");
+    let (ca_key, ca_crt) = (scratch.join(format!("{name}-ca.key")), scratch.join(format!("{name}-ca.crt")));
+    make_ca(&ca_key, &ca_crt, &format!("hostctl test untrusted CA {name}"));
+    let ext = "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n";
+    let (key, cert) = (out.join(format!("{name}.key")), out.join(format!("{name}.cert")));
+    issue(scratch, (&ca_crt, &ca_key), &format!("hostctl test client {name}"), ext, 4, &key, &cert);
+}
+
 /// A free TCP port on 127.0.0.1 (bound then released; callers retry on a clash).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -2,8 +2,10 @@
 //! Basic credentials, mints RS256 JWTs whose `access` claim grants the scopes
 //! asked for, signed with a key made by the openssl CLI. The registry trusts
 //! the signing certificate through `auth.token.rootcertbundle` and finds it in
-//! the token's `x5c` header. Optionally also the OAuth2 refresh-token grant
-//! (a form POST) for one refresh token. Std threads; stops accepting when dropped.
+//! the token's `x5c` header. Optionally one identity (refresh) token, taken by
+//! the OAuth2 refresh-token grant (a form POST) or, for a server without the
+//! OAuth2 endpoint (POST answered 404), as the Basic password of user
+//! `<token>` on the GET. Std threads; stops accepting when dropped.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -48,8 +50,10 @@ struct Minter {
     user: String,
     password: String,
     expires_in: u64,
-    /// The refresh token the OAuth2 POST accepts, if any.
+    /// The identity (refresh) token accepted, if any.
     refresh_token: Option<String>,
+    /// Whether the OAuth2 POST is served (else it is answered 404).
+    oauth2: bool,
 }
 
 impl TokenServer {
@@ -65,6 +69,23 @@ impl TokenServer {
         password: &str,
         expires_in: u64,
         refresh_token: Option<&str>,
+    ) -> TokenServer {
+        TokenServer::start_inner(user, password, expires_in, refresh_token, refresh_token.is_some())
+    }
+
+    /// A token server without the OAuth2 endpoint (every POST is answered
+    /// 404) that takes the identity token `identity_token` on the GET, as
+    /// the Basic password of user `<token>`.
+    pub fn start_without_oauth2(user: &str, password: &str, expires_in: u64, identity_token: &str) -> TokenServer {
+        TokenServer::start_inner(user, password, expires_in, Some(identity_token), false)
+    }
+
+    fn start_inner(
+        user: &str,
+        password: &str,
+        expires_in: u64,
+        refresh_token: Option<&str>,
+        oauth2: bool,
     ) -> TokenServer {
         super::require_tool("openssl");
         let dir = tempfile::tempdir().unwrap();
@@ -84,6 +105,7 @@ impl TokenServer {
             password: password.to_string(),
             expires_in,
             refresh_token: refresh_token.map(str::to_string),
+            oauth2,
         });
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -171,32 +193,30 @@ fn serve(conn: TcpStream, minter: &Minter, log: &Mutex<Vec<TokenRequest>>) -> st
         }
     }
     if method == "POST" {
-        let ok = grant_type.as_deref() == Some("refresh_token")
+        let ok = minter.oauth2
+            && grant_type.as_deref() == Some("refresh_token")
             && refresh_token.is_some()
             && refresh_token == minter.refresh_token;
         let (status, body) = if ok {
             let token = minter.mint(&scopes);
             ("200 OK", serde_json::json!({ "access_token": token, "expires_in": minter.expires_in }).to_string())
-        } else if minter.refresh_token.is_none() {
+        } else if !minter.oauth2 {
             ("404 Not Found", String::new())
         } else {
             ("401 Unauthorized", r#"{"error":"invalid_grant"}"#.to_string())
         };
         log.lock().unwrap().push(TokenRequest { scopes, service, granted: ok, method, grant_type });
-        let mut conn = conn;
-        write!(
-            conn,
-            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )?;
-        return conn.flush();
+        return respond(conn, status, &body);
     }
-    let expected = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", minter.user, minter.password))
-    );
+    let basic = |user: &str, password: &str| {
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+    };
+    let accepted = |a: &str| {
+        a == basic(&minter.user, &minter.password)
+            || minter.refresh_token.as_deref().is_some_and(|t| a == basic("<token>", t))
+    };
     let (status, body) = match authorization.as_deref() {
-        Some(a) if a == expected => {
+        Some(a) if accepted(a) => {
             let token = minter.mint(&scopes);
             let body = serde_json::json!({ "token": token, "access_token": token, "expires_in": minter.expires_in });
             ("200 OK", body.to_string())
@@ -210,7 +230,11 @@ fn serve(conn: TcpStream, minter: &Minter, log: &Mutex<Vec<TokenRequest>>) -> st
     };
     let granted = authorization.is_some() && status == "200 OK";
     log.lock().unwrap().push(TokenRequest { scopes, service, granted, method, grant_type });
-    let mut conn = conn;
+    respond(conn, status, &body)
+}
+
+/// Writes a JSON reply with `status` and closes the connection.
+fn respond(mut conn: TcpStream, status: &str, body: &str) -> std::io::Result<()> {
     write!(
         conn,
         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

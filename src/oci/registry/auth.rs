@@ -1,7 +1,8 @@
 //! Authorising registry requests: anonymous, Basic, and the Bearer token flow
 //! (token server named by the registry's `WWW-Authenticate` challenge, tokens
 //! cached per scope until they expire; identity tokens exchanged with an
-//! OAuth2 refresh-token POST).
+//! OAuth2 refresh-token POST, or with the token spec's GET where the token
+//! server does not take the POST).
 //!
 //! Written by hand rather than through oci-client: its token fetch swallows
 //! token-server errors (a refused password becomes an anonymous request), so
@@ -9,12 +10,16 @@
 //! found in files.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use futures_util::FutureExt as _;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::StatusCode;
 use serde::Deserialize;
 use tokio::sync::{Mutex, OnceCell};
+use tracing::info;
 
 use super::authfile::{AuthSearch, Credentials};
 use super::challenge::{self, Challenge};
@@ -35,6 +40,9 @@ pub struct Auth {
     /// The registry's last challenge (`None`: anonymous access works).
     challenge: Mutex<Option<Challenge>>,
     tokens: Mutex<HashMap<String, CachedToken>>,
+    /// The token server answered the OAuth2 POST with 404 or 405: identity
+    /// tokens go by GET from then on.
+    no_oauth2_post: AtomicBool,
 }
 
 struct CachedToken {
@@ -61,6 +69,7 @@ impl Auth {
             credentials: OnceCell::new(),
             challenge: Mutex::new(None),
             tokens: Mutex::new(HashMap::new()),
+            no_oauth2_post: AtomicBool::new(false),
         }
     }
 
@@ -147,49 +156,43 @@ impl Auth {
             .with_context(|| format!("registry {} named an invalid token realm {realm:?}", self.registry))?;
         let service = challenge.param("service");
         let creds = self.credentials().await?;
-        let req = match creds {
-            // An identity token is exchanged with the OAuth2 refresh-token
-            // grant (distribution token spec, "OAuth2 token authentication").
-            Some(c) if c.is_identity_token() => {
-                let mut form = vec![
-                    ("grant_type", "refresh_token"),
-                    ("client_id", CLIENT_ID),
-                    ("refresh_token", c.password.as_str()),
-                    ("scope", scope),
-                ];
-                if let Some(s) = service {
-                    form.push(("service", s));
-                }
-                http.post(url.clone())
-                    .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-                    .body(form_urlencoded(&form))
-            }
-            _ => {
-                let mut get_url = url.clone();
-                {
-                    let mut q = get_url.query_pairs_mut();
-                    if let Some(s) = service {
-                        q.append_pair("service", s);
-                    }
-                    q.append_pair("scope", scope);
-                }
-                let req = http.get(get_url);
-                match creds {
-                    Some(c) => req.header(AUTHORIZATION, basic_header(c)),
-                    None => req,
-                }
-            }
+        // An identity token is exchanged with the OAuth2 refresh-token grant
+        // (distribution token spec, "OAuth2 token authentication").
+        let post = creds.is_some_and(|c| c.is_identity_token()) && !self.no_oauth2_post.load(Ordering::Relaxed);
+        let send = |post: bool| {
+            token_request(http, &url, service, scope, creds, post)
+                .send()
+                .map(|r| r.with_context(|| format!("requesting a token from {}", url_without_query(&url))))
         };
         let started = Instant::now();
-        let resp = req.send().await.with_context(|| format!("requesting a token from {}", url_without_query(&url)))?;
+        let mut resp = send(post).await?;
+        let mut post_refused = None;
+        if post && matches!(resp.status(), StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED) {
+            // A token server without the OAuth2 endpoint (the token spec's
+            // GET is the older flow; docker and containerd fall back the same
+            // way). The identity token goes as the Basic password, to the
+            // same realm the POST sent it to.
+            info!(
+                "the token server {} answered the OAuth2 POST with {}; asking with GET",
+                url_without_query(&url),
+                resp.status()
+            );
+            self.no_oauth2_post.store(true, Ordering::Relaxed);
+            post_refused = Some(resp.status());
+            resp = send(false).await?;
+        }
         let status = resp.status();
         let body = super::client::read_capped(resp, MAX_TOKEN_RESPONSE, "token server response").await?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body);
             let text = text.trim();
             let note = self.credentials_note().await;
+            let via = match post_refused {
+                Some(s) => format!(" to the GET token request, after {s} to the OAuth2 POST"),
+                None => String::new(),
+            };
             bail!(
-                "the token server {} refused access to {}/{} ({status}{}{}); {note}",
+                "the token server {} refused access to {}/{} ({status}{}{}{via}); {note}",
                 url_without_query(&url),
                 self.registry,
                 self.repository,
@@ -212,6 +215,47 @@ impl Auth {
         header.set_sensitive(true);
         tokens.insert(scope.to_string(), CachedToken { header: header.clone(), valid_until });
         Ok(header)
+    }
+}
+
+/// A token request to `url` for `scope`: the OAuth2 refresh-token POST with
+/// the identity token in `creds` (`post`), or the token spec's GET with
+/// `service` and `scope` in the query and `creds`, if any, as Basic auth.
+fn token_request(
+    http: &reqwest::Client,
+    url: &reqwest::Url,
+    service: Option<&str>,
+    scope: &str,
+    creds: Option<&Credentials>,
+    post: bool,
+) -> reqwest::RequestBuilder {
+    if let Some(c) = creds.filter(|_| post) {
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("client_id", CLIENT_ID),
+            ("refresh_token", c.password.as_str()),
+            ("scope", scope),
+        ];
+        if let Some(s) = service {
+            form.push(("service", s));
+        }
+        return http
+            .post(url.clone())
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(form_urlencoded(&form));
+    }
+    let mut get_url = url.clone();
+    {
+        let mut q = get_url.query_pairs_mut();
+        if let Some(s) = service {
+            q.append_pair("service", s);
+        }
+        q.append_pair("scope", scope);
+    }
+    let req = http.get(get_url);
+    match creds {
+        Some(c) => req.header(AUTHORIZATION, basic_header(c)),
+        None => req,
     }
 }
 

@@ -5,6 +5,17 @@
 //! Lookup: for registry `host[:port]`, the first existing `<root>/<host[:port]>/`
 //! among the roots (by default [`default_roots`]). `--cert-dir DIR` replaces
 //! the lookup: DIR itself is read, as skopeo does.
+//!
+//! More than one client certificate pair in a directory: containers-certs.d(5)
+//! says pairs are used in alpha-numerical order. containers/image loads them
+//! all into Go's `tls.Config.Certificates`, and Go's client offers the first
+//! one that suits the server's certificate request (its acceptable CAs and
+//! signature schemes). reqwest takes one client identity per HTTP client, so
+//! hostctl offers the first pair in that order only, and the others are
+//! listed in [`TlsFiles::unused_clients`] for a warning: where the first pair
+//! is the one the server accepts, the outcome is the same as podman's; where
+//! the server wants a later pair, podman would offer that one and hostctl
+//! does not (the TLS error then names the pair offered and those left out).
 
 use std::path::{Path, PathBuf};
 
@@ -35,12 +46,15 @@ pub fn find(roots: &[PathBuf], registry: &str) -> Option<PathBuf> {
 pub struct TlsFiles {
     /// PEM files of extra CA roots (`*.crt`), sorted.
     pub ca_files: Vec<PathBuf>,
-    /// The client certificate and its key (`NAME.cert`, `NAME.key`), if any.
+    /// The client certificate and its key (`NAME.cert`, `NAME.key`) that is
+    /// offered: the first pair in file-name order, if any.
     pub client: Option<(PathBuf, PathBuf)>,
+    /// The `.cert` files of the other pairs, which are not offered (see the module docs).
+    pub unused_clients: Vec<PathBuf>,
 }
 
-/// Lists `dir`'s TLS files. A `.cert` without its `.key` (or the reverse) is
-/// an error, and so is more than one pair (only one client certificate can be offered).
+/// Lists `dir`'s TLS files, in file-name order. A `.cert` without its `.key`
+/// (or the reverse) is an error.
 pub fn scan(dir: &Path) -> Result<TlsFiles> {
     let entries = std::fs::read_dir(dir).with_context(|| format!("reading certificate directory {}", dir.display()))?;
     let mut paths: Vec<PathBuf> = entries
@@ -68,11 +82,9 @@ pub fn scan(dir: &Path) -> Result<TlsFiles> {
             bail!("key {} has no client certificate {}", p.display(), p.with_extension("cert").display());
         }
     }
-    if pairs.len() > 1 {
-        let names: Vec<String> = pairs.iter().map(|(c, _)| c.display().to_string()).collect();
-        bail!("{} holds more than one client certificate ({}); keep one", dir.display(), names.join(", "));
-    }
-    files.client = pairs.pop();
+    let mut pairs = pairs.into_iter();
+    files.client = pairs.next();
+    files.unused_clients = pairs.map(|(cert, _)| cert).collect();
     Ok(files)
 }
 
@@ -114,10 +126,22 @@ mod tests {
         let e = format!("{:#}", scan(d.path()).unwrap_err());
         assert!(e.contains("orphan.key") && e.contains("has no client certificate"), "{e}");
         std::fs::remove_file(d.path().join("orphan.key")).unwrap();
+    }
 
-        std::fs::write(d.path().join("second.cert"), "x").unwrap();
-        std::fs::write(d.path().join("second.key"), "x").unwrap();
-        let e = format!("{:#}", scan(d.path()).unwrap_err());
-        assert!(e.contains("more than one client certificate"), "{e}");
+    /// Several pairs: the first in file-name order is offered, whatever the
+    /// order the directory lists them in; the rest are reported, not used.
+    #[test]
+    fn several_client_pairs_offer_the_first_by_name() {
+        let d = tempfile::tempdir().unwrap();
+        for stem in ["zeta", "alpha", "mid"] {
+            std::fs::write(d.path().join(format!("{stem}.cert")), "x").unwrap();
+            std::fs::write(d.path().join(format!("{stem}.key")), "x").unwrap();
+        }
+        let files = scan(d.path()).unwrap();
+        assert_eq!(files.client, Some((d.path().join("alpha.cert"), d.path().join("alpha.key"))));
+        assert_eq!(files.unused_clients, [d.path().join("mid.cert"), d.path().join("zeta.cert")]);
+        // A lone .cert among pairs is still an error.
+        std::fs::remove_file(d.path().join("mid.key")).unwrap();
+        assert!(format!("{:#}", scan(d.path()).unwrap_err()).contains("has no key"));
     }
 }

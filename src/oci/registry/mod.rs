@@ -54,7 +54,12 @@ use registries_conf::RegistriesConf;
 
 /// An image name in a registry, and the places it may be pulled from:
 /// registries.conf mirrors in order, then the primary location. The first
-/// that has the image serves the whole pull.
+/// that has the image's top manifest serves the pull; when that is a mirror
+/// and it lacks (or fails to serve) an index's child manifest, the config or
+/// a layer, that one item is asked of the endpoints after it in turn (the
+/// next mirrors, then the primary), as containers/image does per request.
+/// Whoever serves an item, its digest is checked against the descriptor that
+/// named it.
 pub struct RegistrySource {
     reference: RegistryRef,
     endpoints: Vec<Endpoint>,
@@ -127,6 +132,57 @@ impl RegistrySource {
         Ok(&self.endpoints[self.chosen().await?.index])
     }
 
+    /// Gets `what` from the serving endpoint with `get`; while the endpoint
+    /// asked is a mirror that has no `what` (`Ok(None)`) or fails, asks the
+    /// endpoints after it, up to the primary location, whose answer is final
+    /// (its errors say what the mirrors said). `get` checks what it receives,
+    /// so a mirror that serves wrong bytes is passed over like one that fails.
+    async fn with_fallback<'a, T, F, Fut>(&'a self, what: &str, get: F) -> Result<Option<T>>
+    where
+        F: Fn(&'a Endpoint) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>>>,
+    {
+        let start = self.chosen().await?.index;
+        let mut passed: Vec<String> = Vec::new();
+        for ep in &self.endpoints[start..] {
+            let got = get(ep).await;
+            if !ep.mirror {
+                return match got {
+                    Ok(Some(v)) if !passed.is_empty() => {
+                        info!(
+                            "{what} of {}: served by {} ({})",
+                            self.reference,
+                            ep.reference.name(),
+                            passed.join("; ")
+                        );
+                        Ok(Some(v))
+                    }
+                    Err(e) if !passed.is_empty() => {
+                        Err(e.context(format!("mirrors tried first: {}", passed.join("; "))))
+                    }
+                    Ok(None) if !passed.is_empty() => {
+                        bail!("{what} not found in {} (mirrors: {})", self.describe(), passed.join("; "))
+                    }
+                    other => other,
+                };
+            }
+            match got {
+                Ok(Some(v)) => {
+                    if !passed.is_empty() {
+                        info!("{what} of {}: served by mirror {}", self.reference, ep.reference.name());
+                    }
+                    return Ok(Some(v));
+                }
+                Ok(None) => passed.push(format!("{}: not found", ep.reference.name())),
+                Err(e) => {
+                    warn!("mirror {} of {}: {what}: {e:#}", ep.reference.name(), self.reference);
+                    passed.push(format!("{}: {e:#}", ep.reference.name()));
+                }
+            }
+        }
+        bail!("no primary location for {}", self.reference)
+    }
+
     /// The top manifest of the reference (`None`: not found anywhere).
     async fn top(&self) -> Result<Option<RawManifest>> {
         let chosen = self.chosen().await?;
@@ -167,10 +223,11 @@ impl ImageSource for RegistrySource {
                 let index = manifest::parse_index(&top.bytes).with_context(|| format!("index {}", top.digest))?;
                 let entry = manifest::choose(&index, platform).with_context(|| format!("index {}", top.digest))?;
                 let digest: Digest = entry.digest().to_string().parse().context("index entry digest")?;
-                let raw =
-                    self.endpoint().await?.get_manifest(&digest.to_string()).await?.with_context(|| {
-                        format!("manifest {digest} (for {platform}) not found in {}", self.describe())
-                    })?;
+                let (what, reference) = (format!("manifest {digest} (for {platform})"), digest.to_string());
+                let raw = self
+                    .with_fallback(&what, |ep| ep.get_manifest(&reference))
+                    .await?
+                    .with_context(|| format!("{what} not found in {}", self.describe()))?;
                 if raw.bytes.len() as u64 != entry.size() {
                     bail!("manifest {digest} is {} bytes but the index says {}", raw.bytes.len(), entry.size());
                 }
@@ -217,24 +274,38 @@ impl ImageSource for RegistrySource {
             bail!("blob {digest} is {size} bytes, more than the {MAX_MANIFEST_SIZE} allowed for a config or payload");
         }
         let what = format!("blob {digest}");
-        let client = &self.endpoint().await?.client;
-        let bytes = match client.get_small(&format!("blobs/{digest}"), &[], size, &what).await? {
-            Small::Body { bytes, .. } => bytes,
-            Small::Other(resp) => return Err(client.status_error(resp, &what).await),
+        let get = |ep: &Endpoint| {
+            let (client, what, digest) = (ep.client.clone(), what.clone(), digest.clone());
+            async move {
+                let bytes = match client.get_small(&format!("blobs/{digest}"), &[], size, &what).await? {
+                    Small::Body { bytes, .. } => bytes,
+                    Small::Other(resp) => return Err(client.status_error(resp, &what).await),
+                };
+                if bytes.len() as u64 != size {
+                    bail!("{what} is {} bytes but its descriptor says {size}", bytes.len());
+                }
+                let actual = Digest::of(&bytes);
+                if actual != digest {
+                    return Err(DigestMismatch { what, expected: digest, actual }.into());
+                }
+                Ok(Some(bytes))
+            }
         };
-        if bytes.len() as u64 != size {
-            bail!("{what} is {} bytes but its descriptor says {size}", bytes.len());
-        }
-        let actual = Digest::of(&bytes);
-        if actual != digest {
-            return Err(DigestMismatch { what, expected: digest, actual }.into());
-        }
-        Ok(bytes)
+        // `get` never answers `None`: a blob that is not there is an error (404).
+        self.with_fallback(&what, get).await?.with_context(|| format!("{what} not found"))
     }
 
+    /// The stream's bytes are checked against the digest by the reader (the
+    /// store's import), after the stream is chosen: an endpoint is passed
+    /// over here only when it cannot open the blob.
     async fn open_blob(&self, desc: &Descriptor, offset: u64) -> Result<BlobReader> {
         let digest: Digest = desc.digest().to_string().parse().context("blob digest")?;
-        let stream = blob_stream::open(self.endpoint().await?.client.clone(), digest, desc.size(), offset).await?;
+        let get = |ep: &Endpoint| {
+            let (client, digest) = (ep.client.clone(), digest.clone());
+            async move { blob_stream::open(client, digest, desc.size(), offset).await.map(Some) }
+        };
+        let what = format!("blob {digest}");
+        let stream = self.with_fallback(&what, get).await?.with_context(|| format!("{what} not found"))?;
         Ok(BlobReader::Async(Box::pin(tokio_util::io::StreamReader::new(stream))))
     }
 }

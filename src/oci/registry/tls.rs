@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use tracing::warn;
 
 use super::certs_d;
 use crate::oci::RegistryOptions;
@@ -68,14 +69,26 @@ pub fn http_client(opts: &RegistryOptions, registry: &str) -> Result<(reqwest::C
         if let Some((cert, key)) = &files.client {
             builder = builder.identity(load_identity(cert, key)?);
         }
+        let unused: Vec<String> = files.unused_clients.iter().map(|c| c.display().to_string()).collect();
+        if !unused.is_empty() {
+            // Only one identity fits a reqwest client: see certs_d's module docs.
+            warn!(
+                "{} holds {} client certificates; only the first by name, {}, is offered to {registry} (not: {})",
+                dir.display(),
+                unused.len() + 1,
+                files.client.as_ref().map(|(c, _)| c.display().to_string()).unwrap_or_default(),
+                unused.join(", ")
+            );
+        }
         note = Some(format!(
-            "TLS files from {}: {} CA file(s), {}",
+            "TLS files from {}: {} CA file(s), {}{}",
             dir.display(),
             files.ca_files.len(),
             match &files.client {
                 Some((cert, _)) => format!("client certificate {}", cert.display()),
                 None => "no client certificate".to_string(),
-            }
+            },
+            if unused.is_empty() { String::new() } else { format!(" (not offered: {})", unused.join(", ")) }
         ));
     }
     if opts.insecure {
