@@ -264,6 +264,10 @@ for round in $(seq "$runs"); do
       tag=gzip; [ "$img" = os-zstd:v1 ] && tag=zstd
       fresh "$work/sysroot"
       measure "hostctl-pull-$tag" "$hostctl_bin" --sysroot "$work/sysroot" --tls-verify=false image pull --json "$reg/$img"
+      # A pull commits its layers without waiting for the disk (docs/store.md,
+      # Durability); staging a deployment pays that wait once. Shown apart:
+      # syncfs right after the pull. The peers do not sync at all.
+      measure "sync-after-pull-$tag" sync -f "$work/sysroot"
       measure "hostctl-pull-again-$tag" "$hostctl_bin" --sysroot "$work/sysroot" --tls-verify=false image pull --json "$reg/$img"
       again=$(python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); print(v["layers_downloaded"], v["bytes_downloaded"])' \
         "$work/out.hostctl-pull-again-$tag")
@@ -342,6 +346,9 @@ for name, v in rows.items():
     c = statistics.median(cpu[name]) if name in cpu else float("nan")
     print(f"{name:<26} {statistics.median(ts):>9.2f} {min(ts):>8.2f} {max(ts):>8.2f} {c:>7.2f} {rss:>12.0f}")
 print("(median wall time; CPU s = median user+system seconds, which the load of other processes disturbs less)")
+if "sync-after-pull-gzip" in rows:
+    print("(sync-after-pull: `sync -f` of the sysroot right after the pull, the disk writes a pull no longer waits for;")
+    print(" staging a deployment waits for them once. skopeo, umoci and podman do not sync.)")
 print()
 def ratio(a, b, target, label):
     x, y = med(a), med(b)
