@@ -73,7 +73,17 @@ RUN echo v4 > /usr/share/my-os/version && echo 2 > /etc/kernel/tries \
 LABEL org.opencontainers.image.version=v4
 EOT
 podman build -q -t "$local_tag:v4" "$W/v4" >/dev/null || fail "podman build of v4"
-step "v2 (Containerfile.example), v3 (failing health check) and v4 (never comes up) built and pushed"
+# v5 adds a layer of 8 MB of incompressible files: pulled just before a power
+# cut (boot 8), its objects are still in the guest's page cache when it goes.
+mkdir -p "$W/v5"
+cat > "$W/v5/Containerfile" <<EOT
+FROM $local_tag:v2
+RUN mkdir -p /usr/share/e2e-blob && for i in \$(seq 1 64); do head -c 131072 /dev/urandom > /usr/share/e2e-blob/f\$i; done
+LABEL org.opencontainers.image.version=v5
+EOT
+podman build -q -t "$local_tag:v5" "$W/v5" >/dev/null || fail "podman build of v5"
+podman push -q --tls-verify=false "$local_tag:v5" "docker://$reg:v5"
+step "v2 (Containerfile.example), v3 (failing health check), v4 (never comes up) and v5 built and pushed"
 
 # --- install v1
 "$bin" --tls-verify=false --progress=none install to-disk "$W/disk.img" --size 6G \
@@ -141,6 +151,25 @@ cat > "$W/s4.sh" <<EOF
 $common
 sync; systemctl poweroff
 EOF
+# Boot 8 pulls v5 and cuts the power (sysrq b: reboot at once, no sync, no
+# unmount) while v5's objects are still only in the page cache; boot 9 pulls
+# it again and must first check what the crash left unsynced.
+cat > "$W/s8.sh" <<EOF
+$common
+\$H image pull 10.0.2.100:5000/hostctl-e2e/os:v5 && echo "E2E-PULLED-V5"
+ls /sysroot/hostctl/repo/unsynced/ 2>/dev/null | sed 's/^/E2E-UNSYNCED /'
+echo 1 > /proc/sys/kernel/sysrq
+echo "E2E-POWER-CUT"
+echo b > /proc/sysrq-trigger
+EOF
+cat > "$W/s9.sh" <<EOF
+$common
+hostctl --tls-verify=false --progress=json image pull 10.0.2.100:5000/hostctl-e2e/os:v5 > /tmp/pull.json 2>&1
+echo "E2E-PULL-RC \$?"
+grep -a '"recovered"' /tmp/pull.json | sed 's/^/E2E-RECOVERY /'
+\$H image pull --json 10.0.2.100:5000/hostctl-e2e/os:v5 | tr -d ' \\n' | grep -q '"layers_downloaded":0' && echo "E2E-AGAIN-NOTHING"
+sync; systemctl poweroff
+EOF
 cat > "$W/s5.sh" <<EOF
 $common
 hostctl status --json | tr -d ' \\n' | grep -q '"bootEntry":{"assessment":"bad"' \\
@@ -196,10 +225,22 @@ for n in 6 7; do
 done
 step "boots 6-7: v4 never came up (init exits, kernel panic), twice"
 
-boot "$W/s4.sh"
+boot "$W/s8.sh"
 need 8 "E2E-VERSION base-v1" "after v4 used up its tries, the machine came back on v1 by itself"
 need 8 "failed to boot (2 attempts" "hostctl status explains: v4 abandoned after 2 attempts"
-step "boot 8: back on v1 by itself after v4 used up its 2 tries"
+need 8 "E2E-PULLED-V5" "v5 pulled"
+need 8 "E2E-UNSYNCED " "the layers the pull committed are marked as not yet synced"
+need 8 "E2E-POWER-CUT" "the power cut was triggered"
+step "boot 8: back on v1 by itself after v4 used up its 2 tries; v5 pulled, then the power cut"
+
+boot "$W/s9.sh"
+need 9 "E2E-VERSION base-v1" "the machine came back after the power cut"
+need 9 "E2E-PULL-RC 0" "the pull after the power cut succeeded"
+need 9 "E2E-RECOVERY " "the pull checked the layers an earlier boot left unsynced"
+grep -aq '"layers_checked":[1-9]' "$W/boot9.log.txt" || fail "boot 9: no layer was checked; see $W/boot9.log.txt"
+need 9 "E2E-AGAIN-NOTHING" "a second pull downloads nothing"
+echo "after the power cut: $(grep -ao '"layers_dropped":\[[^]]*\],"objects_lost":[0-9]*' "$W/boot9.log.txt" | head -1)"
+step "boot 9: after the power cut, the pull re-checked the unsynced layers and completed v5"
 
 echo "E2E PASSED in $(( $(date +%s) - T0 ))s ($nboot boots)"
 
