@@ -691,6 +691,26 @@ fn sigkill_at_random_instants_keeps_the_previous_default_bootable() {
     assert_eq!(status(s)["status"]["deployments"].as_array().unwrap().len(), 2);
 }
 
+/// `image pull` commits its layers without waiting for the disk; the
+/// shutdown service's `finalize-staged` syncs them, so that after a clean
+/// shutdown the next boot's pull has nothing to re-check.
+#[test]
+fn finalize_staged_at_shutdown_syncs_layers_pulled_since_the_last_sync() {
+    let t = SwitchedToV1::new();
+    let s = t.sys.path();
+    let unsynced = s.join("hostctl/repo/unsynced");
+    let marks = || std::fs::read_dir(&unsynced).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(marks(), 0, "switch synced what it staged");
+    t.push("2.0", &[("etc/motd", "two\n")]);
+    hc_ok(s, &["image", "pull", &t.reg.image("os:latest")]);
+    assert!(marks() > 0, "the pulled layers wait for a sync");
+    let out = hc_ok(s, &["finalize-staged"]);
+    assert!(out.contains("pulled since the last sync are on disk") && out.contains("nothing staged"), "{out}");
+    assert_eq!(marks(), 0);
+    let out = hc_ok(s, &["finalize-staged"]);
+    assert!(!out.contains("since the last sync"), "nothing waits any more: {out}");
+}
+
 #[test]
 fn download_only_stages_without_entry_then_upgrade_apply_finalises_and_reboots_once() {
     use hostctl::deploy::reboot::RecordingReboot;

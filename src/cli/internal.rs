@@ -61,6 +61,14 @@ pub async fn run(g: &GlobalArgs, c: InternalCommand) -> Result<()> {
         }
         InternalCommand::FinalizeStaged => {
             let (d, _lock) = open_locked(g)?;
+            // A clean shutdown: layers pulled since the last sync reach the
+            // disk now, so the next boot's first pull has nothing to re-check
+            // (only a crash leaves marks behind; store::durability).
+            match d.store.sync() {
+                Ok(0) => {}
+                Ok(n) => println!("hostctl finalize-staged: {n} layer(s) pulled since the last sync are on disk"),
+                Err(e) => eprintln!("hostctl finalize-staged: warning: syncing the store: {e:#}"),
+            }
             let booted = d.booted()?;
             let state = d.load_state()?;
             if let Some(id) = state.staged_unfinalized().filter(|_| state.staged_locked) {

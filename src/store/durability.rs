@@ -15,8 +15,9 @@
 //! fsynced), then the index and by-blob alias (each written atomically). The
 //! mark is removed by [`sync`], one `syncfs` for everything written so far,
 //! which runs before anything is built from the store that a machine will boot
-//! (staging a deployment). A mark whose boot id is not the running kernel's
-//! means the machine went down before that sync: [`crate::store::Store::recover`]
+//! (staging a deployment), and at every clean shutdown
+//! (`hostctl finalize-staged`). A mark whose boot id is not the running
+//! kernel's means the machine went down before that sync: [`crate::store::Store::recover`]
 //! then re-hashes every object of that layer and drops the layer (and the
 //! objects that did not survive) so that the next pull downloads it again.
 //! A mark of the current boot belongs to a pull that finished or was killed;
@@ -97,8 +98,9 @@ pub fn sync(repo: &Path) -> Result<usize> {
 }
 
 /// The layers committed, but not synced, by an earlier boot: the machine went
-/// down before they reached the disk (or its clean shutdown synced them, which
-/// the store cannot tell). A mark that cannot be read counts as one.
+/// down before they reached the disk (or shut down without
+/// `hostctl finalize-staged`, whose sync would have removed the mark). A mark
+/// that cannot be read counts as one.
 pub fn from_earlier_boots(repo: &Path) -> Result<Vec<Digest>> {
     let now = boot_id();
     Ok(marks(repo)?.into_iter().filter(|(_, boot)| now.as_deref() != Some(boot.as_str())).map(|(d, _)| d).collect())

@@ -132,9 +132,10 @@ impl Store {
 
     /// Makes every layer committed so far durable: one `syncfs` of the store's
     /// filesystem. Callers run it before they build anything a machine will
-    /// boot from the store (see [`durability`]).
-    pub fn sync(&self) -> Result<()> {
-        durability::sync(&self.dir).map(|_| ())
+    /// boot from the store, and at shutdown (see [`durability`]). Returns how
+    /// many layers were waiting for it.
+    pub fn sync(&self) -> Result<usize> {
+        durability::sync(&self.dir)
     }
 
     /// Checks what a crash of the machine may have lost: layers committed but
