@@ -35,9 +35,8 @@ use std::sync::mpsc::{sync_channel, Receiver, Sender, SyncSender};
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
-use sha2::{Digest as _, Sha256};
 
-use crate::digest::Digest;
+use crate::digest::{Digest, Hasher};
 use crate::error::DigestMismatch;
 use crate::store::gzip::GzipDecoder;
 use crate::store::objects::{Claims, ObjectMeta, ObjectWriter};
@@ -254,28 +253,22 @@ struct Hashed {
 /// The hashing thread: the blob digest over the compressed batches and the
 /// diff_id over the decompressed chunks, handing both back for reuse.
 fn hash_streams(rx: Receiver<ToHash>, recycle: Sender<Chunk>, spent: Sender<Vec<u8>>) -> Hashed {
-    let (mut blob, mut tar) = (Sha256::new(), Sha256::new());
-    let mut tar_size = 0u64;
+    let (mut blob, mut tar) = (Hasher::new(), Hasher::new());
     for msg in rx {
         match msg {
-            ToHash::Blob(batch) => {
-                blob.update(&batch[..]);
-                let mut batch = batch;
+            ToHash::Blob(mut batch) => {
+                blob.update(&batch);
                 batch.clear();
                 let _ = spent.send(batch);
             }
             ToHash::Tar(chunk) => {
-                tar.update(&chunk[..]);
-                tar_size += chunk.len() as u64;
+                tar.update(&chunk);
                 let _ = recycle.send(chunk);
             }
         }
     }
-    Hashed {
-        blob: Digest::from_sha256(blob.finalize().into()),
-        diff_id: Digest::from_sha256(tar.finalize().into()),
-        tar_size,
-    }
+    let (diff_id, tar_size) = tar.finish();
+    Hashed { blob: blob.finish().0, diff_id, tar_size }
 }
 
 /// Imports one layer; see the module docs. `repo` is the repository directory.
