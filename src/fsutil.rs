@@ -48,6 +48,16 @@ pub fn syncfs(path: &Path) -> Result<()> {
     rustix::fs::syncfs(&dir).with_context(|| format!("syncing the filesystem of {}", path.display()))
 }
 
+/// Removes the file (or symlink) at `path`; one that is already gone is fine.
+pub fn remove_file_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Removes `.tmp-*` leftovers of an interrupted run directly inside `dir`.
 pub fn remove_tmp_leftovers(dir: &Path) -> Result<usize> {
     let mut removed = 0;

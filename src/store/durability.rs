@@ -109,11 +109,7 @@ pub fn from_earlier_boots(repo: &Path) -> Result<Vec<Digest>> {
 /// Removes the mark of `diff_id` (not synced: the next [`sync`] or a later
 /// recovery covers it).
 pub fn forget(repo: &Path, diff_id: &Digest) -> Result<()> {
-    let path = mark_path(repo, diff_id);
-    match fs::remove_file(&path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e).with_context(|| format!("removing {}", path.display())),
-        _ => Ok(()),
-    }
+    crate::fsutil::remove_file_if_present(&mark_path(repo, diff_id))
 }
 
 #[cfg(test)]

@@ -62,7 +62,7 @@ pub fn sweep(repo: &Path, keep: &Reachable) -> Result<GcStats> {
     for_each_file(&blobs, |name, path, size| {
         let keep_it = format!("sha256:{name}").parse::<Digest>().map(|d| keep.blobs.contains(&d)).unwrap_or(false);
         if !keep_it {
-            remove(path)?;
+            crate::fsutil::remove_file_if_present(path)?;
             stats.blobs += 1;
             stats.bytes += size;
         }
@@ -73,7 +73,7 @@ pub fn sweep(repo: &Path, keep: &Reachable) -> Result<GcStats> {
     for_each_file(&layers, |name, path, size| {
         let diff_id = name.strip_suffix(".json").and_then(|h| format!("sha256:{h}").parse::<Digest>().ok());
         if !diff_id.map(|d| keep.diff_ids.contains(&d)).unwrap_or(false) {
-            remove(path)?;
+            crate::fsutil::remove_file_if_present(path)?;
             stats.layers += 1;
             stats.bytes += size;
         }
@@ -84,7 +84,7 @@ pub fn sweep(repo: &Path, keep: &Reachable) -> Result<GcStats> {
     for_each_file(&layers.join("by-blob"), |_, path, _| {
         let target = fs::read_to_string(path).ok().and_then(|s| s.trim().parse::<Digest>().ok());
         if !target.map(|d| keep.diff_ids.contains(&d)).unwrap_or(false) {
-            remove(path)?;
+            crate::fsutil::remove_file_if_present(path)?;
         }
         Ok(())
     })?;
@@ -98,7 +98,7 @@ pub fn sweep(repo: &Path, keep: &Reachable) -> Result<GcStats> {
         }
         for_each_file(&fan.path(), |rest, path, size| {
             if !keep.objects.contains(&ObjectId(format!("{prefix}{rest}"))) {
-                remove(path)?;
+                crate::fsutil::remove_file_if_present(path)?;
                 stats.objects += 1;
                 stats.bytes += size;
             }
@@ -106,14 +106,6 @@ pub fn sweep(repo: &Path, keep: &Reachable) -> Result<GcStats> {
         })?;
     }
     Ok(stats)
-}
-
-fn remove(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
-    }
 }
 
 /// Calls `f(name, path, size)` for each non-directory entry directly in `dir`.

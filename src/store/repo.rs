@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+use crate::fsutil::remove_file_if_present;
 use crate::store::objects::Claims;
 use crate::store::tarsafe::Limits;
 use crate::store::{blobs, durability, gc, images, import, objects, EntryKind, LayerIndex, ObjectId};
@@ -157,17 +158,12 @@ impl Store {
                         continue;
                     }
                     lost += 1;
-                    match fs::remove_file(&path) {
-                        Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                            return Err(e).with_context(|| format!("removing damaged object {}", path.display()))
-                        }
-                        _ => {}
-                    }
+                    remove_file_if_present(&path).context("removing a damaged object")?;
                 }
                 if lost > 0 {
                     // The alias first: it must never name a missing index.
-                    remove_if_present(&self.alias_path(&index.blob_digest))?;
-                    remove_if_present(&self.index_path(&diff_id))?;
+                    remove_file_if_present(&self.alias_path(&index.blob_digest))?;
+                    remove_file_if_present(&self.index_path(&diff_id))?;
                     crate::fsutil::sync_dir(&self.dir.join("layers"))?;
                     r.layers_dropped.push(diff_id.clone());
                     r.objects_lost += lost;
@@ -303,13 +299,6 @@ fn clear_leftovers(dir: &Path, all: bool) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn remove_if_present(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e).with_context(|| format!("removing {}", path.display())),
-        _ => Ok(()),
-    }
 }
 
 fn remove_entry(entry: &fs::DirEntry) -> Result<()> {
