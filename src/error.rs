@@ -54,6 +54,23 @@ pub struct InsufficientSpace {
     pub available: u64,
 }
 
+/// stdout's reader went away (`hostctl status | head`): the command ends
+/// quietly with success, as coreutils do. Only `cli::output` raises it, so
+/// a broken pipe elsewhere (a registry closing its socket) stays an error.
+#[derive(Debug, thiserror::Error)]
+#[error("stdout was closed by its reader")]
+pub struct StdoutClosed;
+
+/// Whether `err` is only that stdout's reader went away ([`StdoutClosed`]).
+pub fn is_stdout_closed(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.is::<StdoutClosed>()
+            || c.downcast_ref::<std::io::Error>()
+                .and_then(|e| e.get_ref())
+                .is_some_and(|inner| inner.is::<StdoutClosed>())
+    })
+}
+
 /// The exit code for an error chain.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
     for cause in err.chain() {
@@ -94,5 +111,18 @@ mod tests {
         let e = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::ENOSPC)).context("writing");
         assert_eq!(exit_code(&e), code::NO_SPACE);
         assert_eq!(exit_code(&anyhow::anyhow!("other")), code::FAILURE);
+    }
+
+    #[test]
+    fn only_a_tagged_broken_pipe_is_a_closed_stdout() {
+        use std::io::{Error, ErrorKind};
+        // A registry's socket closing under a request: an error, whatever its kind.
+        let network = anyhow::Error::new(Error::from(ErrorKind::BrokenPipe)).context("cannot reach registry x");
+        assert!(!is_stdout_closed(&network));
+        assert_eq!(exit_code(&network), code::FAILURE);
+        // What cli::output's writer returns when stdout's reader has gone.
+        let stdout = anyhow::Error::new(Error::new(ErrorKind::BrokenPipe, StdoutClosed));
+        assert!(is_stdout_closed(&stdout));
+        assert!(is_stdout_closed(&stdout.context("printing the status")));
     }
 }

@@ -27,12 +27,10 @@ fn main() {
     runtime.shutdown_background();
     if let Err(err) = result {
         // A closed stdout (`hostctl status | head`) is not an error worth a message.
-        let broken_pipe = err
-            .chain()
-            .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe));
-        if !broken_pipe {
-            eprintln!("error: {err:#}");
+        if hostctl::error::is_stdout_closed(&err) {
+            std::process::exit(hostctl::error::code::OK);
         }
-        std::process::exit(if broken_pipe { 0 } else { hostctl::error::exit_code(&err) });
+        eprintln!("error: {err:#}");
+        std::process::exit(hostctl::error::exit_code(&err));
     }
 }

@@ -4,6 +4,7 @@
 mod support;
 
 mod checkout;
+mod cli;
 mod deploy;
 mod install;
 mod layout;

@@ -899,7 +899,7 @@ fn cli_pull_with_several_client_certificates_offers_the_first_by_name() {
     }
     let out = pull();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    assert!(!out.status.success(), "{stderr}");
     let note = format!("client certificate {} (not offered: {})", dir.join("a-other.cert").display(), client.display());
     assert!(stderr.contains(&format!("cannot reach registry {}", reg.addr)) && stderr.contains(&note), "{stderr}");
 }

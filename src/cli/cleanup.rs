@@ -3,7 +3,8 @@
 use anyhow::Result;
 use clap::Args;
 
-use super::upgrade::{open_locked, print_json};
+use super::output::{outln, print_json};
+use super::upgrade::open_locked;
 use super::GlobalArgs;
 use crate::util::human_bytes;
 
@@ -21,12 +22,12 @@ pub async fn run(g: &GlobalArgs, a: CleanupArgs) -> Result<()> {
     if a.json {
         return print_json(&r);
     }
-    println!(
+    outln!(
         "Removed {} deployment(s), {} layer(s), {} object(s), {}",
         r.deployments_removed.len(),
         r.store.layers,
         r.store.objects,
         human_bytes(r.store.bytes)
-    );
+    )?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `hostctl completions SHELL` and `hostctl man DIR`: generated from the clap definitions.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -21,7 +22,10 @@ pub struct ManArgs {
 
 pub fn completions(a: CompletionsArgs) -> Result<()> {
     let mut cmd = Cli::command();
-    clap_complete::generate(a.shell, &mut cmd, "hostctl", &mut std::io::stdout());
+    // Into a buffer first: clap_complete panics on a write error.
+    let mut script = Vec::new();
+    clap_complete::generate(a.shell, &mut cmd, "hostctl", &mut script);
+    super::output::stdout().write_all(&script)?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use oci_spec::image::{ImageConfiguration, ImageManifest};
 use serde::Serialize;
 use serde_json::json;
 
+use super::output::outln;
 use super::GlobalArgs;
 use crate::digest::Digest;
 use crate::imgref::ImageRef;
@@ -91,7 +92,7 @@ async fn pull(g: &GlobalArgs, a: PullArgs) -> Result<()> {
     if progress.is_json() {
         progress.event("done", summary);
     } else if a.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        outln!("{}", serde_json::to_string_pretty(&summary)?)?;
     } else {
         eprintln!(
             "Pulled {} ({} of {} layers downloaded, {}) in {:.1}s",
@@ -101,7 +102,7 @@ async fn pull(g: &GlobalArgs, a: PullArgs) -> Result<()> {
             human_bytes(pulled.bytes_downloaded),
             secs
         );
-        println!("{}", pulled.manifest_digest);
+        outln!("{}", pulled.manifest_digest)?;
     }
     Ok(())
 }
@@ -193,10 +194,10 @@ async fn inspect(g: &GlobalArgs, a: InspectArgs) -> Result<()> {
         }
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&view)?);
+        outln!("{}", serde_json::to_string_pretty(&view)?)?;
         return Ok(());
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = super::output::stdout();
     writeln!(out, "Image:        {}", view.image)?;
     writeln!(out, "Digest:       {}", view.manifest_digest)?;
     writeln!(out, "Config:       {}", view.config_digest)?;
@@ -219,10 +220,10 @@ fn list(g: &GlobalArgs, a: ListArgs) -> Result<()> {
     // A sysroot without a store holds no images; don't create one to say so.
     let images = if sysroot.repo_dir().is_dir() { Store::open(&sysroot)?.list_images()? } else { Vec::new() };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&images)?);
+        outln!("{}", serde_json::to_string_pretty(&images)?)?;
         return Ok(());
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = super::output::stdout();
     writeln!(out, "{:<50} {:<19} {:<7} PULLED", "IMAGE", "DIGEST", "LAYERS")?;
     for r in images {
         writeln!(

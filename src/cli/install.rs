@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
-use super::upgrade::{print_json, pull_options};
+use super::output::{outln, print_json};
+use super::upgrade::pull_options;
 use super::GlobalArgs;
 use crate::boot::disk::ExternalTools;
 use crate::boot::install::{self, InstallOptions, Installed, Target};
@@ -73,8 +74,8 @@ fn report(json: bool, r: &Installed) -> Result<()> {
     if json {
         return print_json(r);
     }
-    println!("Installed deployment {}", r.deployment);
-    println!("Kernel arguments: {}", r.kargs.join(" "));
+    outln!("Installed deployment {}", r.deployment)?;
+    outln!("Kernel arguments: {}", r.kargs.join(" "))?;
     Ok(())
 }
 

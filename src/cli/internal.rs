@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 
+use super::output::outln;
 use super::upgrade::open_locked;
 use super::GlobalArgs;
 use crate::boot::{health, mount, prepare_root};
@@ -66,31 +67,31 @@ pub async fn run(g: &GlobalArgs, c: InternalCommand) -> Result<()> {
             // (only a crash leaves marks behind; store::durability).
             match d.store.sync() {
                 Ok(0) => {}
-                Ok(n) => println!("hostctl finalize-staged: {n} layer(s) pulled since the last sync are on disk"),
+                Ok(n) => outln!("hostctl finalize-staged: {n} layer(s) pulled since the last sync are on disk")?,
                 Err(e) => eprintln!("hostctl finalize-staged: warning: syncing the store: {e:#}"),
             }
             let booted = d.booted()?;
             let state = d.load_state()?;
             if let Some(id) = state.staged_unfinalized().filter(|_| state.staged_locked) {
-                println!(
+                outln!(
                     "hostctl finalize-staged: deployment {id} was downloaded with --download-only; \
                      left unfinalised (run `hostctl upgrade` to finalise it)"
-                );
+                )?;
                 return Ok(());
             }
             match d.finalize_staged(booted.as_deref())? {
                 Some(f) => {
-                    println!(
+                    outln!(
                         "hostctl finalize-staged: deployment {} finalised (/etc merged from {}, {} conflict(s)); it boots next",
                         f.id,
                         f.merged_from.as_deref().unwrap_or("its defaults"),
                         f.conflicts.len()
-                    );
+                    )?;
                     for c in &f.conflicts {
-                        println!("  /etc conflict: {}: {}", c.path.display(), c.resolution);
+                        outln!("  /etc conflict: {}: {}", c.path.display(), c.resolution)?;
                     }
                 }
-                None => println!("hostctl finalize-staged: nothing staged"),
+                None => outln!("hostctl finalize-staged: nothing staged")?,
             }
             Ok(())
         }
@@ -101,7 +102,7 @@ pub async fn run(g: &GlobalArgs, c: InternalCommand) -> Result<()> {
             let ctl: &dyn health::BootControl = if dry_run { &DryRun } else { &health::SystemdBootControl };
             let rec = health::run(std::path::Path::new("/"), sysroot.root(), booted.as_deref(), ctl)?;
             if rec.passed {
-                println!("hostctl health-check: {} check(s) passed", rec.checks.len());
+                outln!("hostctl health-check: {} check(s) passed", rec.checks.len())?;
                 Ok(())
             } else {
                 anyhow::bail!("health checks failed")

@@ -7,6 +7,7 @@ mod completion;
 mod image;
 mod install;
 mod internal;
+mod output;
 mod pin;
 mod rollback;
 mod status;

@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use super::output::outln;
 use super::upgrade::open_locked;
 use super::GlobalArgs;
 use crate::deploy::deployment::check_id;
@@ -29,6 +30,6 @@ pub async fn run(g: &GlobalArgs, a: PinArgs, pin: bool) -> Result<()> {
         d.save_state(&state)?;
     }
     let verb = if pin { "pinned" } else { "unpinned" };
-    println!("Deployment {id} is {verb}{}.", if changed { "" } else { " already" });
+    outln!("Deployment {id} is {verb}{}.", if changed { "" } else { " already" })?;
     Ok(())
 }

@@ -4,7 +4,8 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use super::upgrade::{open_locked, print_json};
+use super::output::{outln, print_json};
+use super::upgrade::open_locked;
 use super::GlobalArgs;
 use crate::deploy::state;
 
@@ -26,6 +27,6 @@ pub async fn run(g: &GlobalArgs, a: RollbackArgs) -> Result<()> {
     if a.json {
         return print_json(&json!({ "default": default, "order": after.deployments }));
     }
-    println!("Deployment {} is now the default for the next boot.", default.unwrap_or_default());
+    outln!("Deployment {} is now the default for the next boot.", default.unwrap_or_default())?;
     Ok(())
 }

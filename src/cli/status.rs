@@ -4,7 +4,7 @@
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 
-use super::upgrade::print_json;
+use super::output::{self, print_json};
 use super::GlobalArgs;
 use crate::deploy::booted;
 use crate::deploy::deployment::{Layout, Metadata};
@@ -40,11 +40,11 @@ pub async fn run(g: &GlobalArgs, a: StatusArgs) -> Result<()> {
     match (a.json, a.format.unwrap_or(Format::Human)) {
         (true, _) | (_, Format::Json) => print_json(&h),
         (_, Format::Yaml) => {
-            print!("{}", serde_yaml_ng::to_string(&h)?);
+            output::print(&serde_yaml_ng::to_string(&h)?)?;
             Ok(())
         }
         (_, Format::Human) => {
-            print!("{}", status::render_human(&h));
+            output::print(&status::render_human(&h))?;
             Ok(())
         }
     }

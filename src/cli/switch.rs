@@ -3,8 +3,9 @@
 use anyhow::Result;
 use clap::Args;
 
+use super::output::print_json;
 use super::upgrade::print_flow;
-use super::upgrade::{open_locked, print_json, pull_options};
+use super::upgrade::{open_locked, pull_options};
 use super::GlobalArgs;
 use crate::deploy::reboot::SystemctlReboot;
 use crate::deploy::upgrade::{deploy, FlowOptions};

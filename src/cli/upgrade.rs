@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 use clap::Args;
 
+use super::output::{outln, print_json};
 use super::GlobalArgs;
 use crate::deploy::reboot::SystemctlReboot;
 use crate::deploy::stage::Deployer;
@@ -40,9 +41,9 @@ pub async fn run(g: &GlobalArgs, a: UpgradeArgs) -> Result<()> {
         }
         if r.update_available {
             let v = r.latest_version.as_deref().map(|v| format!(" (version {v})")).unwrap_or_default();
-            println!("Update available for {}: {}{v}", r.image, r.latest_digest);
+            outln!("Update available for {}: {}{v}", r.image, r.latest_digest)?;
         } else {
-            println!("No update available for {}: {} is current", r.image, r.latest_digest);
+            outln!("No update available for {}: {} is current", r.image, r.latest_digest)?;
         }
         return Ok(());
     }
@@ -67,31 +68,31 @@ fn tracked(d: &Deployer) -> Result<ImageRef> {
 /// The human summary of a switch or upgrade.
 pub fn print_flow(r: &FlowReport) -> Result<()> {
     if !r.changed {
-        println!("{} ({}) is already deployed; nothing to do.", r.image, r.manifest_digest);
+        outln!("{} ({}) is already deployed; nothing to do.", r.image, r.manifest_digest)?;
         return Ok(());
     }
-    println!("Fetched {}: {} layer(s), {}", r.image, r.layers_downloaded, human_bytes(r.bytes_downloaded));
+    outln!("Fetched {}: {} layer(s), {}", r.image, r.layers_downloaded, human_bytes(r.bytes_downloaded))?;
     if let Some(s) = &r.staged {
         let v = s.metadata.image_version.as_deref().unwrap_or("-");
-        println!("Staged deployment {} (version {v}, kernel {})", s.id, s.metadata.kernel.version);
+        outln!("Staged deployment {} (version {v}, kernel {})", s.id, s.metadata.kernel.version)?;
         for c in &s.conflicts {
-            println!("  /etc conflict: {}: {}", c.path.display(), c.resolution);
+            outln!("  /etc conflict: {}: {}", c.path.display(), c.resolution)?;
         }
     }
     match &r.finalized {
-        Some(f) => println!("Deployment {} is the default for the next boot.", f.id),
+        Some(f) => outln!("Deployment {} is the default for the next boot.", f.id)?,
         None if r.finalize_at_shutdown => {
-            println!("It will be finalised at shutdown (its /etc merged then) and booted next.")
+            outln!("It will be finalised at shutdown (its /etc merged then) and booted next.")?
         }
-        None => println!("Not finalised (--download-only): run `hostctl upgrade` to finish."),
+        None => outln!("Not finalised (--download-only): run `hostctl upgrade` to finish.")?,
     }
     if let Some(c) = &r.cleanup {
         if !c.deployments_removed.is_empty() {
-            println!("Removed old deployment(s): {}", c.deployments_removed.join(", "));
+            outln!("Removed old deployment(s): {}", c.deployments_removed.join(", "))?;
         }
     }
     if r.rebooting {
-        println!("Rebooting.");
+        outln!("Rebooting.")?;
     }
     Ok(())
 }
@@ -114,13 +115,4 @@ pub fn pull_options(g: &GlobalArgs) -> Result<PullOptions> {
         progress: g.progress(),
         verifier: g.verifier()?,
     })
-}
-
-/// Prints `value` as pretty JSON on stdout.
-pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
-    Ok(())
 }
