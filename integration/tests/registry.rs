@@ -1344,7 +1344,9 @@ async fn retry_after_as_an_http_date_is_honoured() {
     let reg = Registry::start();
     let work = tempfile::tempdir().unwrap();
     build_image(work.path(), "v1", 100).push(&reg.image("os:v1"), Compression::Gzip);
-    // Three seconds from now, in whole seconds: the wait is between 2 and 3 s.
+    // Three seconds from now, in whole seconds: the wait is between 2 and 3 s
+    // from here, however long the proxy below takes to start.
+    let started = std::time::Instant::now();
     let when = std::time::SystemTime::now() + std::time::Duration::from_secs(3);
     let secs = when.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let date = time::OffsetDateTime::from_unix_timestamp(secs).unwrap();
@@ -1363,7 +1365,6 @@ async fn retry_after_as_an_http_date_is_honoured() {
         },
     );
     let src = source(&format!("{}/os:v1", proxy.addr), &insecure());
-    let started = std::time::Instant::now();
     src.fetch_manifest("v1").await.unwrap().unwrap();
     let waited = started.elapsed();
     assert!(waited >= std::time::Duration::from_millis(1900), "{http_date}: waited {waited:?}");
