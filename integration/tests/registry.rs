@@ -1253,6 +1253,64 @@ async fn mirror_lacking_a_child_manifest_or_a_blob_falls_back_for_that_item() {
     assert!(e.contains("mirrors tried first") && e.contains(&format!("{}/os: not found", mirror.addr)), "{e}");
 }
 
+/// A mirror that fails for good in the middle of a layer (it cuts the body,
+/// then answers 503 to every resume): the download carries on at the primary
+/// location from the byte it had reached, with a `Range` request, and the
+/// layer's digest still checks.
+#[tokio::test]
+async fn mirror_failing_mid_layer_hands_the_rest_to_the_primary() {
+    let upstream = Registry::start();
+    let mirror = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    build_image(work.path(), "v1", 1 << 20).push(&upstream.image("os:v1"), Compression::Gzip);
+    run(std::process::Command::new("skopeo")
+        .args(["copy", "-q", "--preserve-digests", "--src-tls-verify=false", "--dest-tls-verify=false"])
+        .arg(format!("docker://{}", upstream.image("os:v1")))
+        .arg(format!("docker://{}", mirror.image("os:v1"))));
+    let layer =
+        source(&upstream.image("os:v1"), &insecure()).resolve(&amd64()).await.unwrap().manifest.layers()[0].clone();
+    let blob = format!("/blobs/{}", layer.digest());
+    let primary = FaultProxy::start(&upstream.addr, Faults { path_match: blob.clone(), ..Default::default() });
+    let failing = FaultProxy::start(
+        &mirror.addr,
+        Faults { path_match: blob.clone(), cuts: 1, cut_after: 64 * 1024, down_after_cuts: true, ..Default::default() },
+    );
+    let opts = with_registries_conf(
+        work.path(),
+        &format!(
+            "[[registry]]\nprefix = \"{}\"\ninsecure = true\n[[registry.mirror]]\nlocation = \"{}\"\ninsecure = true\n",
+            primary.addr, failing.addr
+        ),
+    );
+    let src = source(&format!("{}/os:v1", primary.addr), &opts);
+    pull_all(src.as_ref()).await;
+    assert!(src.describe().contains(&format!("mirror {}/os", failing.addr)), "{}", src.describe());
+    assert!(failing.matching_requests().len() > 1, "the mirror was asked to resume first");
+    // The primary was asked only for the rest of the layer.
+    let asked = primary.matching_requests();
+    let from: Vec<u64> =
+        asked.iter().filter_map(|r| r.split("\r\nrange: bytes=").nth(1)?.split('-').next()?.parse().ok()).collect();
+    assert!(asked.len() == 1 && from.len() == 1, "{asked:#?}");
+    assert!(from[0] > 0 && from[0] < layer.size(), "{from:?} of {}", layer.size());
+
+    // With the primary down too, the error says where each endpoint stopped.
+    let down = down_registry();
+    let failing = FaultProxy::start(
+        &mirror.addr,
+        Faults { path_match: blob, cuts: 1, cut_after: 64 * 1024, down_after_cuts: true, ..Default::default() },
+    );
+    let opts = with_registries_conf(
+        work.path(),
+        &format!(
+            "[[registry]]\nprefix = \"{down}\"\ninsecure = true\n[[registry.mirror]]\nlocation = \"{}\"\ninsecure = true\n",
+            failing.addr
+        ),
+    );
+    let src = source(&format!("{down}/os:v1"), &opts);
+    let e = read_blob(src.as_ref(), &layer, 0).await.unwrap_err().to_string();
+    assert!(e.contains("could not resume") && e.contains(&format!("given up before: {}/os:", failing.addr)), "{e}");
+}
+
 #[tokio::test]
 async fn digest_only_mirror_is_skipped_for_tags() {
     let primary = Registry::start();

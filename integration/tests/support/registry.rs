@@ -300,6 +300,9 @@ pub struct Faults {
     pub cuts: u32,
     /// ... after this many response bytes (headers included).
     pub cut_after: u64,
+    /// Once those cuts are spent, answer `503` to every further matching
+    /// request (a registry that goes down in the middle of a download).
+    pub down_after_cuts: bool,
     /// Remove `Range` headers from matching requests (a registry that ignores ranges).
     pub strip_range: bool,
     /// Replace the first string with the second in matching request lines
@@ -455,6 +458,9 @@ fn proxy_connection(
             }
             if matches && !has_range && f.cuts > 0 {
                 f.cuts -= 1;
+                if f.cuts == 0 && f.down_after_cuts {
+                    f.fail_503 = u32::MAX;
+                }
                 budget.store(f.cut_after, Ordering::SeqCst);
             } else {
                 budget.store(NO_CUT, Ordering::SeqCst);

@@ -5,9 +5,15 @@
 //! whole blob again, so its first N bytes are skipped. Attempts are bounded,
 //! and the stream refuses more bytes than the descriptor's size.
 //!
+//! When the blob comes from a registries.conf mirror and that mirror fails
+//! for good mid-download (attempts used up, or it can no longer be asked),
+//! the stream carries on from the same byte at the endpoints after it: the
+//! next mirrors, then the primary location, each with attempts of its own.
+//!
 //! Written by hand: oci-client can start a blob at an offset but neither
 //! resumes by itself nor caps a stream at the descriptor's size.
 
+use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 
@@ -28,7 +34,12 @@ pub const MAX_RESUMES_TOTAL: u32 = 50;
 type Body = BoxStream<'static, reqwest::Result<Bytes>>;
 
 struct State {
+    /// The endpoint the bytes come from now.
     client: Arc<Client>,
+    /// The endpoints to carry on from if it fails for good, in order.
+    fallbacks: VecDeque<Arc<Client>>,
+    /// What the endpoints given up on said (for the final error).
+    given_up: Vec<String>,
     digest: Digest,
     size: u64,
     /// Absolute offset of the next byte to hand out.
@@ -40,16 +51,30 @@ struct State {
     resumes: u32,
 }
 
-/// Opens the blob at `offset` and returns a resuming stream of its bytes.
-/// Errors on opening (not found, unauthorized, too large) are returned now.
+/// Opens the blob at `offset` at `client` and returns a resuming stream of
+/// its bytes, which carries on at `fallbacks` in turn if `client` fails for
+/// good mid-download. Errors on opening (not found, unauthorized, too
+/// large) are returned now.
 pub async fn open(
     client: Arc<Client>,
+    fallbacks: Vec<Arc<Client>>,
     digest: Digest,
     size: u64,
     offset: u64,
 ) -> anyhow::Result<impl Stream<Item = io::Result<Bytes>> + Send + 'static> {
     anyhow::ensure!(offset <= size, "blob {digest}: offset {offset} is past its size {size}");
-    let mut state = State { client, digest, size, pos: offset, body: None, skip: 0, failures: 0, resumes: 0 };
+    let mut state = State {
+        client,
+        fallbacks: fallbacks.into(),
+        given_up: Vec::new(),
+        digest,
+        size,
+        pos: offset,
+        body: None,
+        skip: 0,
+        failures: 0,
+        resumes: 0,
+    };
     if offset < size {
         let (body, skip) = request(&state.client, &state.digest, size, offset).await?;
         state.body = Some(body);
@@ -138,13 +163,14 @@ impl State {
         self.failures += 1;
         self.resumes += 1;
         if self.failures > MAX_RESUMES_WITHOUT_PROGRESS || self.resumes > MAX_RESUMES_TOTAL {
-            return Err(io::Error::other(format!(
+            let why = format!(
                 "blob {}: download failed at byte {} of {} after {} resumes: {why}",
                 self.digest,
                 self.pos,
                 self.size,
                 self.resumes - 1
-            )));
+            );
+            return self.give_up(why);
         }
         warn!("blob {}: {why} at byte {} of {}; resuming", self.digest, self.pos, self.size);
         Ok(())
@@ -158,11 +184,33 @@ impl State {
                 self.skip = skip;
                 Ok(())
             }
-            Err(e) => Err(io::Error::other(format!(
+            Err(e) => self.give_up(format!(
                 "blob {}: the download stopped at byte {} of {} and could not resume: {e:#}",
                 self.digest, self.pos, self.size
-            ))),
+            )),
         }
+    }
+
+    /// The current endpoint has failed for good (`why`): carries on at the
+    /// next fallback from the same byte (the caller then reopens), or, with
+    /// none left, fails saying what every endpoint said.
+    fn give_up(&mut self, why: String) -> io::Result<()> {
+        let here = format!("{}/{}", self.client.registry, self.client.repository);
+        let Some(next) = self.fallbacks.pop_front() else {
+            return Err(io::Error::other(if self.given_up.is_empty() {
+                why
+            } else {
+                format!("{why} (given up before: {})", self.given_up.join("; "))
+            }));
+        };
+        warn!(
+            "blob {}: {here} failed at byte {} of {} ({why}); carrying on from {}/{}",
+            self.digest, self.pos, self.size, next.registry, next.repository
+        );
+        self.given_up.push(format!("{here}: {why}"));
+        self.client = next;
+        (self.body, self.skip, self.failures, self.resumes) = (None, 0, 0, 0);
+        Ok(())
     }
 }
 

@@ -297,12 +297,16 @@ impl ImageSource for RegistrySource {
 
     /// The stream's bytes are checked against the digest by the reader (the
     /// store's import), after the stream is chosen: an endpoint is passed
-    /// over here only when it cannot open the blob.
+    /// over here when it cannot open the blob, and by the stream when it
+    /// fails for good mid-download (the stream carries on at the endpoints
+    /// after it from the same byte).
     async fn open_blob(&self, desc: &Descriptor, offset: u64) -> Result<BlobReader> {
         let digest: Digest = desc.digest().to_string().parse().context("blob digest")?;
         let get = |ep: &Endpoint| {
             let (client, digest) = (ep.client.clone(), digest.clone());
-            async move { blob_stream::open(client, digest, desc.size(), offset).await.map(Some) }
+            let at = self.endpoints.iter().position(|e| std::ptr::eq(e, ep)).expect("one of this source's endpoints");
+            let fallbacks = self.endpoints[at + 1..].iter().map(|e| e.client.clone()).collect();
+            async move { blob_stream::open(client, fallbacks, digest, desc.size(), offset).await.map(Some) }
         };
         let what = format!("blob {digest}");
         let stream = self.with_fallback(&what, get).await?.with_context(|| format!("{what} not found"))?;
