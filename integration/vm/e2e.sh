@@ -29,7 +29,7 @@ reg_pid=
 cleanup() {
   [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null || true
   [ -n "$reg_pid" ] && wait "$reg_pid" 2>/dev/null || true
-  for i in v1 v2 v3 v4; do podman rmi -f "localhost/hostctl-e2e-$$/os:$i" >/dev/null 2>&1 || true; done
+  for i in v1 v2 v3 v4 v5 v6; do podman rmi -f "localhost/hostctl-e2e-$$/os:$i" >/dev/null 2>&1 || true; done
   if [ "${KEEP:-0}" = 1 ]; then echo "work dir kept: $W" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
@@ -83,7 +83,23 @@ LABEL org.opencontainers.image.version=v5
 EOT
 podman build -q -t "$local_tag:v5" "$W/v5" >/dev/null || fail "podman build of v5"
 podman push -q --tls-verify=false "$local_tag:v5" "docker://$reg:v5"
-step "v2 (Containerfile.example), v3 (failing health check), v4 (never comes up) and v5 built and pushed"
+# v6 comes up but hangs: a unit that boot-complete.target requires never
+# finishes, so no health check decides. The product's timeout on counted
+# boots (systemd-bless-boot.service.d/10-hostctl-timeout.conf, 10 min) must
+# reboot it; v6's /etc shortens it to 60 s for the test. One try.
+mkdir -p "$W/v6"
+cat > "$W/v6/Containerfile" <<EOT
+FROM $local_tag:v2
+RUN echo v6 > /usr/share/my-os/version && echo 1 > /etc/kernel/tries \
+ && printf '[Unit]\nDescription=VM test: hangs the boot on purpose\nBefore=boot-complete.target\n[Service]\nType=oneshot\nTimeoutStartSec=infinity\nExecStart=/bin/sh -c "echo E2E-V6-HANG > /dev/ttyS0; exec sleep infinity"\n' \
+    > /usr/lib/systemd/system/e2e-hang.service \
+ && ln -s ../e2e-hang.service /usr/lib/systemd/system/boot-complete.target.requires/e2e-hang.service \
+ && mkdir -p /etc/systemd/system/systemd-bless-boot.service.d \
+ && printf '[Unit]\nJobTimeoutSec=60s\n' > /etc/systemd/system/systemd-bless-boot.service.d/50-e2e-timeout.conf
+LABEL org.opencontainers.image.version=v6
+EOT
+podman build -q -t "$local_tag:v6" "$W/v6" >/dev/null || fail "podman build of v6"
+step "v2 (Containerfile.example), v3 (failing health check), v4 (never comes up), v5 built and pushed; v6 (hangs) built"
 
 # --- install v1
 "$bin" --tls-verify=false --progress=none install to-disk "$W/disk.img" --size 6G \
@@ -115,7 +131,7 @@ boot() { # boot SCRIPT_FILE -> log in $W/boot$nboot.log
     -drive file="$W/disk.img",format=raw,if=virtio \
     -drive file="$W/cmd.img",format=raw,if=none,id=cmd -device virtio-blk-pci,drive=cmd,serial=e2ecmd \
     -nic "user,model=virtio-net-pci,restrict=on,guestfwd=tcp:10.0.2.100:5000-cmd:socat - TCP:127.0.0.1:$port" \
-    </dev/null >"$W/qemu$nboot.out" 2>&1 || echo "qemu exited with $? (boot $nboot)"
+    </dev/null >"$W/qemu$nboot.out" 2>&1 && qemu_rc=0 || { qemu_rc=$?; echo "qemu exited with $qemu_rc (boot $nboot)"; }
   echo "boot $nboot took $(( $(date +%s) - t ))s"
   tr -d '\r' < "$log" > "$log.txt"
 }
@@ -174,6 +190,11 @@ hostctl --tls-verify=false --progress=json image pull 10.0.2.100:5000/hostctl-e2
 echo "E2E-PULL-RC \$?"
 grep -a '"recovered"' /tmp/pull.json | sed 's/^/E2E-RECOVERY /'
 \$H image pull --json 10.0.2.100:5000/hostctl-e2e/os:v5 | tr -d ' \\n' | grep -q '"layers_downloaded":0' && echo "E2E-AGAIN-NOTHING"
+\$H upgrade && echo "E2E-UPGRADE-OK"
+sync; systemctl reboot
+EOF
+cat > "$W/s11.sh" <<EOF
+$common
 sync; systemctl poweroff
 EOF
 cat > "$W/s5.sh" <<EOF
@@ -239,6 +260,7 @@ need 8 "E2E-UNSYNCED " "the layers the pull committed are marked as not yet sync
 need 8 "sysrq: Resetting" "the kernel reset the machine at once (sysrq b)"
 step "boot 8: back on v1 by itself after v4 used up its 2 tries; v5 pulled, then the power cut"
 
+podman push -q --tls-verify=false "$local_tag:v6" "docker://$reg:latest"  # the upgrade in boot 9 finds v6
 boot "$W/s9.sh"
 need 9 "E2E-VERSION base-v1" "the machine came back after the power cut"
 need 9 "E2E-PULL-RC 0" "the pull after the power cut succeeded"
@@ -246,7 +268,20 @@ need 9 "E2E-RECOVERY " "the pull checked the layers an earlier boot left unsynce
 grep -aq '"layers_checked":[1-9]' "$W/boot9.log.txt" || fail "boot 9: no layer was checked; see $W/boot9.log.txt"
 need 9 "E2E-AGAIN-NOTHING" "a second pull downloads nothing"
 echo "after the power cut: $(grep -ao '"layers_dropped":\[[^]]*\],"objects_lost":[0-9]*' "$W/boot9.log.txt" | head -1)"
-step "boot 9: after the power cut, the pull re-checked the unsynced layers and completed v5"
+need 9 "E2E-UPGRADE-OK" "upgrade to v6 staged"
+step "boot 9: after the power cut, the pull re-checked the unsynced layers and completed v5; upgrade to v6 staged"
+
+boot "$W/s4.sh"
+need 10 "E2E-V6-HANG" "v6's hanging unit started"
+has 10 "E2E-VERSION" && fail "boot 10: the test agent ran although v6 never completes its boot"
+[ "$qemu_rc" = 0 ] || fail "boot 10: the machine did not reboot by itself (qemu: $qemu_rc); see $W/boot10.log.txt"
+need 10 "Rebooting: job timed out" "systemd's job timeout on the counted boot rebooted the machine"
+step "boot 10: v6 hung before boot-complete.target; the timeout on counted boots rebooted it"
+
+boot "$W/s11.sh"
+need 11 "E2E-VERSION base-v1" "after v6 used its only try, the machine came back on v1 by itself"
+need 11 "failed to boot (1 attempt" "hostctl status explains: v6 abandoned after 1 attempt"
+step "boot 11: back on v1 by itself after v6 hung"
 
 echo "E2E PASSED in $(( $(date +%s) - T0 ))s ($nboot boots)"
 
