@@ -711,6 +711,39 @@ fn finalize_staged_at_shutdown_syncs_layers_pulled_since_the_last_sync() {
     assert!(!out.contains("since the last sync"), "nothing waits any more: {out}");
 }
 
+/// At shutdown `finalize-staged` writes to the journal; a line it cannot
+/// write must not stop it: the store is synced and the staging finalised.
+#[test]
+fn finalize_staged_finishes_its_work_when_stdout_is_gone() {
+    let t = SwitchedToV1::new();
+    let s = t.sys.path();
+    t.push("2.0", &[("etc/motd", "two\n")]);
+    let staged = hc_json(s, &["upgrade", "--download-only", "--json"])["staged"]["id"].as_str().unwrap().to_string();
+    // Unlocked, as on a running host after `upgrade`: the shutdown service finalises it.
+    let state_file = s.join("hostctl/state.json");
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    state.as_object_mut().unwrap().remove("staged_locked");
+    std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+    // Layers pulled since the last sync: finalize-staged has a line to print first.
+    t.push("3.0", &[("etc/motd", "three\n")]);
+    hc_ok(s, &["image", "pull", &t.reg.image("os:latest")]);
+    let unsynced = s.join("hostctl/repo/unsynced");
+    assert!(std::fs::read_dir(&unsynced).unwrap().count() > 0);
+
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(hostctl_bin())
+        .args(["--sysroot", s.to_str().unwrap(), "finalize-staged"])
+        .env_remove("RUST_LOG")
+        .env_remove("HOSTCTL_BOOTED")
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_dir(&unsynced).unwrap().count(), 0, "the store was synced");
+    assert_eq!(entries(&s.join("boot"))[0].1, staged, "the staging was finalised and boots next");
+}
+
 #[test]
 fn download_only_stages_without_entry_then_upgrade_apply_finalises_and_reboots_once() {
     use hostctl::deploy::reboot::RecordingReboot;

@@ -53,6 +53,15 @@ impl health::BootControl for DryRun {
     }
 }
 
+/// A line of a verb that systemd runs at boot or shutdown (its stdout is
+/// the journal): one that cannot be written is dropped and the verb's work
+/// goes on, since finalising or recording a health check matters more.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = outln!($($arg)*);
+    }};
+}
+
 pub async fn run(g: &GlobalArgs, c: InternalCommand) -> Result<()> {
     match c {
         InternalCommand::PrepareRoot { root, cmdline } => {
@@ -67,31 +76,31 @@ pub async fn run(g: &GlobalArgs, c: InternalCommand) -> Result<()> {
             // (only a crash leaves marks behind; store::durability).
             match d.store.sync() {
                 Ok(0) => {}
-                Ok(n) => outln!("hostctl finalize-staged: {n} layer(s) pulled since the last sync are on disk")?,
-                Err(e) => eprintln!("hostctl finalize-staged: warning: syncing the store: {e:#}"),
+                Ok(n) => say!("hostctl finalize-staged: {n} layer(s) pulled since the last sync are on disk"),
+                Err(e) => tracing::warn!("hostctl finalize-staged: syncing the store: {e:#}"),
             }
             let booted = d.booted()?;
             let state = d.load_state()?;
             if let Some(id) = state.staged_unfinalized().filter(|_| state.staged_locked) {
-                outln!(
+                say!(
                     "hostctl finalize-staged: deployment {id} was downloaded with --download-only; \
                      left unfinalised (run `hostctl upgrade` to finalise it)"
-                )?;
+                );
                 return Ok(());
             }
             match d.finalize_staged(booted.as_deref())? {
                 Some(f) => {
-                    outln!(
+                    say!(
                         "hostctl finalize-staged: deployment {} finalised (/etc merged from {}, {} conflict(s)); it boots next",
                         f.id,
                         f.merged_from.as_deref().unwrap_or("its defaults"),
                         f.conflicts.len()
-                    )?;
+                    );
                     for c in &f.conflicts {
-                        outln!("  /etc conflict: {}: {}", c.path.display(), c.resolution)?;
+                        say!("  /etc conflict: {}: {}", c.path.display(), c.resolution);
                     }
                 }
-                None => outln!("hostctl finalize-staged: nothing staged")?,
+                None => say!("hostctl finalize-staged: nothing staged"),
             }
             Ok(())
         }
@@ -102,7 +111,7 @@ pub async fn run(g: &GlobalArgs, c: InternalCommand) -> Result<()> {
             let ctl: &dyn health::BootControl = if dry_run { &DryRun } else { &health::SystemdBootControl };
             let rec = health::run(std::path::Path::new("/"), sysroot.root(), booted.as_deref(), ctl)?;
             if rec.passed {
-                outln!("hostctl health-check: {} check(s) passed", rec.checks.len())?;
+                say!("hostctl health-check: {} check(s) passed", rec.checks.len());
                 Ok(())
             } else {
                 anyhow::bail!("health checks failed")
