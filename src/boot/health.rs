@@ -164,6 +164,13 @@ pub fn record_path(sysroot: &Path, deployment: Option<&str>) -> PathBuf {
     sysroot.join(crate::sysroot::HOSTCTL_DIR).join("health").join(format!("{}.json", deployment.unwrap_or("unknown")))
 }
 
+fn write_record(p: &Path, rec: &HealthRecord) -> Result<()> {
+    if let Some(dir) = p.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    fsutil::write_json_atomic(p, rec)
+}
+
 /// Reads the record of `deployment`, if any.
 pub fn read_record(sysroot: &Path, deployment: &str) -> Option<HealthRecord> {
     let bytes = std::fs::read(record_path(sysroot, Some(deployment))).ok()?;
@@ -172,9 +179,17 @@ pub fn read_record(sysroot: &Path, deployment: &str) -> Option<HealthRecord> {
 
 /// Runs the checks of the system at `root`, records the result under
 /// `sysroot` and, on failure, marks the boot bad and reboots through `ctl`.
+///
+/// A verdict is reached whatever goes wrong around the checks: checks that
+/// cannot be listed are a failed check, and a record that cannot be written
+/// (a full or read-only sysroot) is a warning, so that neither keeps a
+/// deployment on trial booted without a decision.
 pub fn run(root: &Path, sysroot: &Path, deployment: Option<&str>, ctl: &dyn BootControl) -> Result<HealthRecord> {
-    let checks = find_checks(root)?;
     let mut results = Vec::new();
+    let checks = find_checks(root).unwrap_or_else(|e| {
+        results.push(CheckResult::failed("(listing the checks)".into(), root, format!("{e:#}")));
+        Vec::new()
+    });
     for c in &checks {
         let r = run_check(c, CHECK_TIMEOUT);
         eprintln!("hostctl health-check: {} {} ({})", r.name, if r.passed { "passed" } else { "FAILED" }, r.detail);
@@ -192,10 +207,9 @@ pub fn run(root: &Path, sysroot: &Path, deployment: Option<&str>, ctl: &dyn Boot
         checks: results,
     };
     let p = record_path(sysroot, deployment);
-    if let Some(dir) = p.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if let Err(e) = write_record(&p, &rec) {
+        eprintln!("hostctl health-check: warning: the result could not be recorded: {e:#}");
     }
-    fsutil::write_json_atomic(&p, &rec)?;
     if !passed {
         let failed = rec.checks.iter().find(|c| !c.passed).map(|c| c.name.clone()).unwrap_or_default();
         eprintln!("hostctl health-check: deployment {} failed health check {failed}", deployment.unwrap_or("?"));
@@ -271,6 +285,27 @@ mod tests {
         let rec = read_record(t.path(), "abc.1").unwrap();
         assert_eq!(rec.checks[1].name, "50-fail");
         assert_eq!(rec.checks[1].output, "disk is on fire");
+    }
+
+    #[test]
+    fn a_verdict_is_reached_when_the_checks_cannot_be_listed_or_the_record_not_written() {
+        let t = tempfile::tempdir().unwrap();
+        script(&t.path().join(CHECK_DIRS[0]), "50-fail", "exit 1");
+        // The record's directory is a file: the record cannot be written.
+        let sysroot = t.path().join("sysroot");
+        std::fs::create_dir_all(sysroot.join(crate::sysroot::HOSTCTL_DIR)).unwrap();
+        std::fs::write(sysroot.join(crate::sysroot::HOSTCTL_DIR).join("health"), "").unwrap();
+        let ctl = Rec::default();
+        assert!(!run(t.path(), &sysroot, Some("abc.1"), &ctl).unwrap().passed);
+        assert_eq!(*ctl.0.lock().unwrap(), ["bad", "reboot"]);
+        // A check directory that cannot be read is a failed check.
+        let unreadable = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(unreadable.path().join(CHECK_DIRS[0]).parent().unwrap()).unwrap();
+        std::fs::write(unreadable.path().join(CHECK_DIRS[0]), "not a directory").unwrap();
+        let ctl = Rec::default();
+        let r = run(unreadable.path(), unreadable.path(), Some("abc.1"), &ctl).unwrap();
+        assert!(!r.passed && r.checks[0].name == "(listing the checks)", "{r:?}");
+        assert_eq!(*ctl.0.lock().unwrap(), ["bad", "reboot"]);
     }
 
     #[test]
