@@ -8,7 +8,7 @@ use oci_spec::image::{ImageConfiguration, ImageManifest};
 use serde::Serialize;
 use serde_json::json;
 
-use super::output::outln;
+use super::output::{outln, print_json};
 use super::GlobalArgs;
 use crate::digest::Digest;
 use crate::imgref::ImageRef;
@@ -92,7 +92,7 @@ async fn pull(g: &GlobalArgs, a: PullArgs) -> Result<()> {
     if progress.is_json() {
         progress.event("done", summary);
     } else if a.json {
-        outln!("{}", serde_json::to_string_pretty(&summary)?)?;
+        print_json(&summary)?;
     } else {
         eprintln!(
             "Pulled {} ({} of {} layers downloaded, {}) in {:.1}s",
@@ -194,8 +194,7 @@ async fn inspect(g: &GlobalArgs, a: InspectArgs) -> Result<()> {
         }
     };
     if a.json {
-        outln!("{}", serde_json::to_string_pretty(&view)?)?;
-        return Ok(());
+        return print_json(&view);
     }
     let mut out = super::output::stdout();
     writeln!(out, "Image:        {}", view.image)?;
@@ -220,8 +219,7 @@ fn list(g: &GlobalArgs, a: ListArgs) -> Result<()> {
     // A sysroot without a store holds no images; don't create one to say so.
     let images = if sysroot.repo_dir().is_dir() { Store::open(&sysroot)?.list_images()? } else { Vec::new() };
     if a.json {
-        outln!("{}", serde_json::to_string_pretty(&images)?)?;
-        return Ok(());
+        return print_json(&images);
     }
     let mut out = super::output::stdout();
     writeln!(out, "{:<50} {:<19} {:<7} PULLED", "IMAGE", "DIGEST", "LAYERS")?;
