@@ -1,9 +1,7 @@
 //! Conventions every command keeps: what a script sees on stdout and in the
 //! exit code when the reader of stdout goes away.
 
-use std::process::{Command, Stdio};
-
-use crate::support::hostctl_bin;
+use crate::support::hostctl_with_stdout_gone;
 
 /// `hostctl … | head -0`: the reader of stdout has gone before the command
 /// prints. Like coreutils, hostctl then exits 0 without a message or a panic,
@@ -20,16 +18,7 @@ fn a_closed_stdout_ends_the_command_quietly() {
         &["--sysroot", sysroot, "image", "list", "--json"],
         &["completions", "bash"],
     ] {
-        let (reader, writer) = std::io::pipe().unwrap();
-        drop(reader);
-        let out = Command::new(hostctl_bin())
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(writer)
-            .stderr(Stdio::piped())
-            .output()
-            .unwrap();
+        let out = hostctl_with_stdout_gone(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "hostctl {args:?}: {stderr}");
         assert!(stderr.is_empty(), "hostctl {args:?}: {stderr}");

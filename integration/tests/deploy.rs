@@ -730,15 +730,7 @@ fn finalize_staged_finishes_its_work_when_stdout_is_gone() {
     let unsynced = s.join("hostctl/repo/unsynced");
     assert!(std::fs::read_dir(&unsynced).unwrap().count() > 0);
 
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
-    let out = Command::new(hostctl_bin())
-        .args(["--sysroot", s.to_str().unwrap(), "finalize-staged"])
-        .env_remove("RUST_LOG")
-        .env_remove("HOSTCTL_BOOTED")
-        .stdout(writer)
-        .output()
-        .unwrap();
+    let out = crate::support::hostctl_with_stdout_gone(&["--sysroot", s.to_str().unwrap(), "finalize-staged"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read_dir(&unsynced).unwrap().count(), 0, "the store was synced");
     assert_eq!(entries(&s.join("boot"))[0].1, staged, "the staging was finalised and boots next");
