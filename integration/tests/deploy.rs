@@ -738,7 +738,7 @@ fn finalize_staged_finishes_its_work_when_stdout_is_gone() {
 
 #[test]
 fn download_only_stages_without_entry_then_upgrade_apply_finalises_and_reboots_once() {
-    use hostctl::deploy::reboot::RecordingReboot;
+    use hostctl::host::reboot::RecordingReboot;
     use hostctl::deploy::stage::Deployer;
     use hostctl::deploy::upgrade::{deploy, FlowOptions};
     use hostctl::pull::PullOptions;

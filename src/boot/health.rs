@@ -88,7 +88,7 @@ impl BootControl for SystemdBootControl {
         Ok(())
     }
     fn reboot(&self) -> Result<()> {
-        crate::deploy::reboot::Reboot::reboot(&crate::deploy::reboot::SystemctlReboot)
+        crate::host::reboot::Reboot::reboot(&crate::host::reboot::SystemctlReboot)
     }
 }
 

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::boot::bls;
-use crate::boot::mount::{MountOp, Mounter};
+use crate::host::mount::{MountOp, Mounter};
 
 /// Where the physical root is parked while the deployment is mounted at `ROOT`
 /// (in the initramfs's own root file system).
@@ -134,7 +134,7 @@ pub fn run(cmdline: &str, root: &Path, m: &dyn Mounter) -> Result<Option<Plan>> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::boot::mount::RecordingMounter;
+    use crate::host::mount::RecordingMounter;
 
     fn fake_root(finalised: bool) -> tempfile::TempDir {
         let t = tempfile::tempdir().unwrap();

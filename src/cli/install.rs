@@ -9,8 +9,8 @@ use clap::{Args, Subcommand};
 use super::output::{outln, print_json};
 use super::upgrade::pull_options;
 use super::GlobalArgs;
-use crate::boot::disk::ExternalTools;
-use crate::boot::install::{self, InstallOptions, Installed, Target};
+use crate::install::disk::ExternalTools;
+use crate::install::{self, InstallOptions, Installed, Target};
 use crate::imgref::ImageRef;
 
 #[derive(Debug, Subcommand)]

@@ -11,7 +11,8 @@ use clap::Subcommand;
 use super::output::outln;
 use super::upgrade::open_locked;
 use super::GlobalArgs;
-use crate::boot::{health, mount, prepare_root};
+use crate::boot::{health, prepare_root};
+use crate::host::mount;
 
 #[derive(Debug, Subcommand)]
 pub enum InternalCommand {

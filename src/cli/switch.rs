@@ -7,7 +7,7 @@ use super::output::print_json;
 use super::upgrade::print_flow;
 use super::upgrade::{open_locked, pull_options};
 use super::GlobalArgs;
-use crate::deploy::reboot::SystemctlReboot;
+use crate::host::reboot::SystemctlReboot;
 use crate::deploy::upgrade::{deploy, FlowOptions};
 use crate::imgref::ImageRef;
 

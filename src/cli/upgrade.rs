@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::output::{outln, print_json};
 use super::GlobalArgs;
-use crate::deploy::reboot::SystemctlReboot;
+use crate::host::reboot::SystemctlReboot;
 use crate::deploy::stage::Deployer;
 use crate::deploy::upgrade::{check, deploy, FlowOptions, FlowReport};
 use crate::imgref::ImageRef;

@@ -9,7 +9,6 @@ pub mod deployment;
 pub mod etc_merge;
 mod fsat;
 pub mod preflight;
-pub mod reboot;
 pub mod stage;
 pub mod state;
 pub mod status;

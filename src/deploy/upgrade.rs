@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::deploy::cleanup::{self, CleanupReport};
 use crate::deploy::deployment::Metadata;
 use crate::deploy::preflight::{self, MissingLayer};
-use crate::deploy::reboot::Reboot;
+use crate::host::reboot::Reboot;
 use crate::deploy::stage::{remove_any, Deployer, Finalized, StageOptions, Staged};
 use crate::deploy::state::{self, Spec};
 use crate::digest::Digest;
@@ -144,7 +144,7 @@ pub async fn deploy(
         };
         let pending = state0.staged_unfinalized().map(str::to_string);
         return match pending {
-            Some(id) if !flow.download_only && crate::boot::install::finalize_at_shutdown_armed(d.sysroot.root()) => {
+            Some(id) if !flow.download_only && crate::install::finalize_at_shutdown_armed(d.sysroot.root()) => {
                 // A running host: unlock a download-only staging and leave it
                 // to the shutdown service, which merges /etc at the last moment.
                 let mut s = d.load_state()?;
@@ -205,7 +205,7 @@ pub async fn deploy(
     // A download-only staging is locked in the same state.json write: the
     // shutdown service must not finalise it behind the admin's back.
     let staged = d.stage(&pulled, StageOptions { spec, locked: flow.download_only }, booted.as_deref())?;
-    let defer = !flow.download_only && crate::boot::install::finalize_at_shutdown_armed(d.sysroot.root());
+    let defer = !flow.download_only && crate::install::finalize_at_shutdown_armed(d.sysroot.root());
     let finalized = if flow.download_only || defer {
         None
     } else {

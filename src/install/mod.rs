@@ -1,3 +1,5 @@
+//! Installation, an orchestrator above `deploy/` and `boot/`.
+//!
 //! `hostctl install`: a new sysroot with one deployment of an image, its boot
 //! entry and systemd-boot, either on a disk (or disk image file) that is
 //! partitioned for it (`to-disk`), or in a root file system another tool has
@@ -10,12 +12,14 @@
 //! installed as the removable-media path `EFI/BOOT/BOOTX64.EFI`, so no EFI
 //! variable has to be written).
 
+pub mod disk;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::boot::disk::{self, DiskTools};
-use crate::deploy::reboot::SystemctlReboot;
+use crate::install::disk::{self, DiskTools};
+use crate::host::reboot::SystemctlReboot;
 use crate::deploy::stage::Deployer;
 use crate::deploy::state::{Spec, State};
 use crate::deploy::upgrade::{deploy, FlowOptions};
