@@ -4,6 +4,7 @@
 
 pub mod bls;
 pub mod counting;
+pub mod entry;
 pub mod health;
 pub mod kargs;
 pub mod kernel;

@@ -55,7 +55,7 @@ pub fn plan(cmdline: &str, root: &Path, park: &Path) -> Result<Option<Plan>> {
         bail!("hostctl={value}: expected hostctl=/hostctl/deploy/<stateroot>/<deployment id>");
     }
     let (stateroot, id) = (parts[3], parts[4]);
-    crate::deploy::deployment::check_id(id).with_context(|| format!("hostctl={value}"))?;
+    crate::sysroot::DeploymentId::parse(id).with_context(|| format!("hostctl={value}"))?;
     if stateroot.is_empty() || stateroot.starts_with('.') {
         bail!("hostctl={value}: bad stateroot name {stateroot:?}");
     }

@@ -12,8 +12,9 @@ use super::output::{outln, print_json};
 use super::GlobalArgs;
 use crate::digest::Digest;
 use crate::imgref::ImageRef;
+use crate::oci::descriptor_digest;
 use crate::oci::open_source;
-use crate::pull::{descriptor_digest, PullOptions};
+use crate::pull::PullOptions;
 use crate::store::Store;
 use crate::util::human_bytes;
 

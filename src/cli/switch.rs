@@ -7,8 +7,8 @@ use super::output::print_json;
 use super::upgrade::print_flow;
 use super::upgrade::{open_locked, pull_options};
 use super::GlobalArgs;
-use crate::host::reboot::SystemctlReboot;
 use crate::deploy::upgrade::{deploy, FlowOptions};
+use crate::host::reboot::SystemctlReboot;
 use crate::imgref::ImageRef;
 
 #[derive(Debug, Args)]

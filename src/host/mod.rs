@@ -4,5 +4,9 @@
 //! implementation and a recording fake, so the layers above decide and the
 //! unit tests check those decisions without touching the machine.
 
+pub mod disk;
+pub mod loopdev;
 pub mod mount;
 pub mod reboot;
+pub mod scripts;
+pub mod systemd;

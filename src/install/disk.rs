@@ -1,40 +1,23 @@
 //! Disk layout for `install to-disk`: a GPT with an EFI system partition and
-//! a root partition, and the external tools that write them, behind
-//! [`DiskTools`].
+//! a root partition. The tools that write them are behind
+//! [`DiskTools`](crate::host::disk::DiskTools) in `host/`.
 //!
-//! The host this runs on may be unable to mount FAT (or any file system at
-//! all, in a container), so nothing is mounted: the ESP is formatted with
-//! `mkfs.vfat` and filled with mtools' `mcopy`, the root file system is made
-//! by `mkfs.ext4 -d` from a staging directory, and the partition table by
-//! `sgdisk`. For a disk image file the two file systems are built as separate
-//! image files and copied into the disk at their partitions' offsets (sparse:
-//! runs of zeros are skipped); for a block device they are written to its
-//! partition devices.
+//! Nothing is mounted: the ESP is formatted with `mkfs.vfat` and filled with
+//! mtools' `mcopy`, the root file system is made by `mkfs.ext4 -d` from a
+//! staging directory, and the partition table by `sgdisk`. For a disk image
+//! file the two file systems are built as separate image files and copied
+//! into the disk at their partitions' offsets (sparse: runs of zeros are
+//! skipped); for a block device they are written to its partition devices.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-/// Partition names (GPT) and file system labels.
-pub const ESP_PARTLABEL: &str = "hostctl-esp";
-pub const ROOT_PARTLABEL: &str = "hostctl-root";
-pub const ESP_FS_LABEL: &str = "HOSTCTL-ESP";
-pub const ROOT_FS_LABEL: &str = "hostctl-root";
+pub use crate::host::disk::{Layout, ESP_FS_LABEL, ESP_PARTLABEL, ROOT_FS_LABEL, ROOT_PARTLABEL};
 
 const MIB: u64 = 1 << 20;
-
-/// Where the partitions go, in bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Layout {
-    pub disk_size: u64,
-    pub esp_offset: u64,
-    pub esp_size: u64,
-    pub root_offset: u64,
-    pub root_size: u64,
-}
 
 /// The layout of a disk of `disk_size` bytes with an ESP of `esp_mib` MiB:
 /// 1 MiB alignment, the ESP first, the root partition filling the rest but the
@@ -54,84 +37,6 @@ pub fn layout(disk_size: u64, esp_mib: u64) -> Result<Layout> {
         );
     }
     Ok(Layout { disk_size, esp_offset, esp_size, root_offset, root_size: end - root_offset })
-}
-
-/// The external tools.
-pub trait DiskTools {
-    /// Writes a fresh GPT with the two partitions of `l` to `target`.
-    fn partition(&self, target: &Path, l: &Layout) -> Result<()>;
-    /// Makes a FAT32 ESP on `target` (a file of `size` bytes is created) and copies `content`'s files into it.
-    fn make_esp(&self, target: &Path, size: u64, content: &Path) -> Result<()>;
-    /// Makes the ext4 root file system on `target` (a file of `size` bytes is created) from `content`.
-    fn make_root(&self, target: &Path, size: u64, content: &Path, uuid: &str) -> Result<()>;
-}
-
-/// sgdisk, mkfs.vfat, mcopy, mkfs.ext4.
-pub struct ExternalTools;
-
-fn run(cmd: &mut Command) -> Result<()> {
-    let shown = format!("{cmd:?}");
-    let out =
-        cmd.output().with_context(|| format!("running {shown} (integration/setup.sh --vm installs the tools)"))?;
-    if !out.status.success() {
-        bail!("{shown} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
-}
-
-fn is_regular(p: &Path) -> bool {
-    std::fs::metadata(p).map(|m| m.is_file()).unwrap_or(true)
-}
-
-impl DiskTools for ExternalTools {
-    fn partition(&self, target: &Path, l: &Layout) -> Result<()> {
-        run(Command::new("sgdisk").arg("-Z").arg(target))?;
-        let sector = 512;
-        run(Command::new("sgdisk")
-            .arg(format!("-n=1:{}:{}", l.esp_offset / sector, (l.esp_offset + l.esp_size) / sector - 1))
-            .arg("-t=1:EF00")
-            .arg(format!("-c=1:{ESP_PARTLABEL}"))
-            .arg(format!("-n=2:{}:{}", l.root_offset / sector, (l.root_offset + l.root_size) / sector - 1))
-            .arg("-t=2:8304")
-            .arg(format!("-c=2:{ROOT_PARTLABEL}"))
-            .arg(target))
-    }
-
-    fn make_esp(&self, target: &Path, size: u64, content: &Path) -> Result<()> {
-        let mut c = Command::new("mkfs.vfat");
-        c.args(["-F", "32", "-n", ESP_FS_LABEL]);
-        if is_regular(target) {
-            let _ = std::fs::remove_file(target);
-            c.arg("-C").arg(target).arg((size / 1024).to_string());
-        } else {
-            c.arg(target);
-        }
-        run(&mut c)?;
-        let mut entries: Vec<PathBuf> =
-            std::fs::read_dir(content)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
-        entries.sort();
-        if entries.is_empty() {
-            return Ok(());
-        }
-        run(Command::new("mcopy")
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .arg("-s")
-            .arg("-Q")
-            .arg("-i")
-            .arg(target)
-            .args(&entries)
-            .arg("::/"))
-    }
-
-    fn make_root(&self, target: &Path, size: u64, content: &Path, uuid: &str) -> Result<()> {
-        let mut c = Command::new("mkfs.ext4");
-        c.args(["-q", "-F", "-L", ROOT_FS_LABEL, "-U", uuid, "-d"]).arg(content).arg(target);
-        if is_regular(target) {
-            let _ = std::fs::remove_file(target);
-            c.arg(format!("{}k", size / 1024));
-        }
-        run(&mut c)
-    }
 }
 
 /// Copies the file `src` into `dst` at `offset`, skipping blocks of zeros (the disk image stays sparse).
