@@ -561,6 +561,17 @@ mod tests {
         }
     }
 
+    /// Like containers/image's `PolicyConfigurationNamespaces`, the oci
+    /// candidates stop before `/` (a scope that is refused anyway).
+    #[test]
+    fn oci_candidates_stop_before_the_root() {
+        let (transport, c) = scope_candidates(&"oci:/media/usb/os:v1".parse().unwrap());
+        assert_eq!(
+            (transport, c),
+            ("oci", vec!["/media/usb/os:v1".into(), "/media/usb/os".into(), "/media/usb".into(), "/media".into()])
+        );
+    }
+
     /// containers/image's `fixtures/policy.json` (as `policyFixtureContents`
     /// describes it) loads, except that its two docker scopes written as short
     /// names (`bogus/…`) are refused by hostctl: no image name can match them
