@@ -11,4 +11,5 @@ mod layout;
 mod pull;
 mod registry;
 mod store;
+mod tar_compat;
 mod trust;
