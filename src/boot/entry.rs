@@ -1,7 +1,6 @@
 //! Building a deployment's BLS entry: its kernel's paths on the boot
-//! partition (where [`kernel::install`](crate::boot::kernel::install) puts
-//! them) and its kernel command line, from plain inputs so that `boot/`
-//! knows nothing of deployments.
+//! partition (where [`kernel::install`] puts them) and its kernel command
+//! line, from plain inputs so that `boot/` knows nothing of deployments.
 
 use crate::boot::bls::BlsEntry;
 use crate::boot::kernel;
