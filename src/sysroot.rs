@@ -46,7 +46,8 @@ pub struct Sysroot {
 /// A deployment id, `<first 12 hex of the manifest digest>.<serial>`
 /// (`deploy/<stateroot>/<id>`): checked whenever one is made or parsed, so a
 /// value of this type is always safe as a path component.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct DeploymentId(String);
 
 impl DeploymentId {
@@ -97,6 +98,49 @@ impl std::str::FromStr for DeploymentId {
 impl From<DeploymentId> for String {
     fn from(id: DeploymentId) -> String {
         id.0
+    }
+}
+
+impl TryFrom<String> for DeploymentId {
+    type Error = anyhow::Error;
+    fn try_from(s: String) -> Result<Self> {
+        DeploymentId::parse(&s)
+    }
+}
+
+impl AsRef<str> for DeploymentId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for DeploymentId {
+    fn as_ref(&self) -> &Path {
+        Path::new(&self.0)
+    }
+}
+
+impl PartialEq<str> for DeploymentId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for DeploymentId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for DeploymentId {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
+impl PartialEq<DeploymentId> for String {
+    fn eq(&self, other: &DeploymentId) -> bool {
+        *self == other.0
     }
 }
 

@@ -42,7 +42,7 @@ pub struct Deployer {
 /// What staging produced.
 #[derive(Clone, Debug, Serialize)]
 pub struct Staged {
-    pub id: String,
+    pub id: DeploymentId,
     pub metadata: Metadata,
     /// /etc conflicts between the admin's changes and the new image, listed before staging.
     pub conflicts: Vec<Conflict>,
@@ -63,7 +63,7 @@ pub struct StageOptions {
 /// What finalising did.
 #[derive(Clone, Debug, Serialize)]
 pub struct Finalized {
-    pub id: String,
+    pub id: DeploymentId,
     /// The deployment whose /etc was merged (the booted one, else the default).
     pub merged_from: Option<String>,
     pub conflicts: Vec<Conflict>,
@@ -204,7 +204,7 @@ impl Deployer {
     /// finalised), with `opts` (tracked image, lock) in the same commit.
     pub fn stage(&self, image: &PulledImage, opts: StageOptions, booted: Option<&str>) -> Result<Staged> {
         let state = self.load_state()?;
-        let id = make_id(&image.manifest_digest, state.next_serial).to_string();
+        let id = make_id(&image.manifest_digest, state.next_serial);
         let tmp = self.layout.dir.join(format!("{}{id}", fsutil::TMP_PREFIX));
         std::fs::create_dir_all(&self.layout.dir)?;
         let result = self.stage_tree(image, &state, &id, &tmp, booted);
@@ -309,7 +309,8 @@ impl Deployer {
     /// the boot entries. `Ok(None)` when nothing is staged unfinalised.
     pub fn finalize_staged(&self, booted: Option<&str>) -> Result<Option<Finalized>> {
         let state = self.load_state()?;
-        let Some(id) = state.staged_unfinalized().map(str::to_string) else { return Ok(None) };
+        let Some(id) = state.staged_unfinalized() else { return Ok(None) };
+        let id = DeploymentId::parse(id).context("the staged deployment in state.json")?;
         let tree = self.layout.tree(&id);
         let mut meta = Metadata::load(&self.layout, &id)?;
         let src = self.merge_source(&state, booted, &id);

@@ -28,7 +28,7 @@ use oci_spec::image::ImageConfiguration;
 use serde::Serialize;
 
 use crate::deploy::cleanup::{self, CleanupReport};
-use crate::deploy::deployment::Metadata;
+use crate::deploy::deployment::{DeploymentId, Metadata};
 use crate::deploy::finalize::{self, Finalization};
 use crate::deploy::hooks::StageHook;
 use crate::deploy::preflight::{self, MissingLayer};
@@ -154,7 +154,7 @@ pub struct Update<'a> {
     before: State,
     booted: Option<String>,
     /// The deployment this update staged, undone if a later step fails.
-    staged_here: Option<String>,
+    staged_here: Option<DeploymentId>,
 }
 
 impl<'a> Update<'a> {

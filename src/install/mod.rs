@@ -80,7 +80,7 @@ pub async fn build_sysroot(root: &Path, boot: &Path, opts: &InstallOptions, pull
         d.save_state(&s)?;
     }
     install_systemd_boot(&d.layout.tree(&id), boot)?;
-    Ok(id)
+    Ok(id.into())
 }
 
 /// Copies systemd-boot from the deployment `tree` to `boot` and writes
