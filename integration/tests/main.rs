@@ -10,5 +10,6 @@ mod install;
 mod layout;
 mod pull;
 mod registry;
+mod sources;
 mod store;
 mod trust;

@@ -84,6 +84,8 @@ pub async fn check(d: &Deployer, imgref: &ImageRef, opts: &PullOptions) -> Resul
     let update_available = current.as_ref() != Some(&latest);
     let latest_version = if update_available {
         let config = fetch_config(source.as_ref(), &resolved).await?;
+        // An update built for another platform is not one this host can take.
+        crate::oci::platform::check_config(&config, &opts.platform).with_context(|| imgref.to_string())?;
         crate::oci::image_version(&config)
     } else {
         None
@@ -180,6 +182,9 @@ pub async fn deploy(
 
     // Preflight, before a byte of layer data is fetched.
     let config = fetch_config(source.as_ref(), &resolved).await?;
+    // The platform first: a wrong-architecture image is refused as such, not
+    // as one that does not fit.
+    crate::oci::platform::check_config(&config, &pull_opts.platform).with_context(|| imgref.to_string())?;
     let diff_ids = config.rootfs().diff_ids();
     let mut missing = Vec::new();
     for (i, desc) in resolved.manifest.layers().iter().enumerate() {
