@@ -1,6 +1,7 @@
 //! Where images come from, as a new user meets it (issue #11): an image for
-//! another platform is refused before anything is written. A real registry,
-//! images made by umoci and pushed by skopeo.
+//! another platform is refused before anything is written, and a truncated
+//! archive says so. A real registry, images made by umoci, pushed and
+//! archived by skopeo.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -147,4 +148,97 @@ fn switch_to_a_layout_built_for_another_architecture_is_refused_by_default() {
     // Asked for by its platform, it is pulled (an image for another machine).
     let wanted = wanted.to_string();
     ok(hc_in(work.path(), sys.path(), &[], &["--platform", &wanted, "image", "pull", &layout.oci_ref()]), "pull");
+}
+
+/// Members of a tar file as GNU tar lists them: (header offset, size, name).
+fn tar_members(archive: &Path) -> Vec<(u64, u64, String)> {
+    let out = run(Command::new("tar").args(["--list", "--verbose", "--block-number", "--file"]).arg(archive));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // block N: perms owner size date time name
+            let block: u64 = f.get(1)?.trim_end_matches(':').parse().ok()?;
+            Some((block * 512, f.get(4)?.parse().ok()?, f.get(7)?.trim_start_matches("./").to_string()))
+        })
+        .collect()
+}
+
+/// Issue #11 bug 6: a truncated `oci-archive:` was reported as "not an OCI
+/// image layout". Cut inside a blob, inside a header and at a member boundary.
+#[test]
+fn pull_of_a_truncated_oci_archive_says_it_is_truncated_and_where() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    // Incompressible, so the layer blob is the biggest member by far.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let noise: String = (0..300_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'!' + (x % 90) as u8)
+        })
+        .collect();
+    write_tree(&tree, &[("usr/share/noise", &noise), ("etc/motd", "one\n")]);
+    let layout = Layout::new(&work.path().join("layout"), "v1");
+    layout.add_layer(&tree);
+    let archive = work.path().join("os.tar");
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet"])
+        .arg(layout.oci_ref())
+        .arg(format!("oci-archive:{}:v1", archive.display())));
+    let whole = std::fs::read(&archive).unwrap();
+    let members = tar_members(&archive);
+    let (layer_at, layer_size, layer_name) = members.iter().max_by_key(|m| m.1).unwrap().clone();
+    assert!(layer_name.starts_with("blobs/sha256/") && layer_size > 200_000, "{members:?}");
+    let reference = format!("oci-archive:{}:v1", archive.display());
+    let pull = |cut: usize| {
+        std::fs::write(&archive, &whole[..cut]).unwrap();
+        let sys = tempfile::tempdir().unwrap();
+        let out = hc_in(work.path(), sys.path(), &[], &["image", "pull", &reference]);
+        if cut < whole.len() {
+            assert_eq!(object_count(sys.path()), 0, "cut at {cut}: nothing written");
+        }
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+
+    // Inside the layer blob.
+    let data_at = layer_at + 512;
+    let cut = (data_at + layer_size / 2) as usize;
+    let (code, err) = pull(cut);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(!err.contains("not an OCI image layout"), "{err}");
+    assert!(err.contains(&format!("reading OCI archive {}", archive.display())), "{err}");
+    let want = format!(
+        "truncated: it ends at byte {cut}, inside member {layer_name} ({layer_size} bytes at offset {data_at}; {} of them present)",
+        cut as u64 - data_at
+    );
+    assert!(err.contains(&want), "{err}\nwanted: {want}");
+
+    // Inside a header (the second member's).
+    let (second_at, _, _) = members[1].clone();
+    let first_name = members[0].2.clone();
+    let cut = second_at as usize + 100;
+    let (code, err) = pull(cut);
+    assert_eq!(code, Some(1), "{err}");
+    let want = format!(
+        "truncated: it ends at byte {cut}, inside the tar header at offset {second_at} after member {first_name}"
+    );
+    assert!(err.contains(&want), "{err}\nwanted: {want}");
+
+    // At the boundary before the last member (skopeo writes oci-layout last):
+    // read, but the file then missing says why it may be.
+    let (last_at, _, _) = members.last().unwrap().clone();
+    let before_last = &members[members.len() - 2].2;
+    let (code, err) = pull(last_at as usize);
+    assert_eq!(code, Some(1), "{err}");
+    let want = format!(
+        "the archive may be truncated: it ends at byte {last_at}, right after member {before_last}, without the end-of-archive marker"
+    );
+    assert!(err.contains(&want), "{err}\nwanted: {want}");
+
+    // The whole archive pulls.
+    let (code, err) = pull(whole.len());
+    assert_eq!(code, Some(0), "{err}");
 }
