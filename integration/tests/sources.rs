@@ -1,9 +1,10 @@
 //! Where images come from, as a new user meets it (issue #11): an image for
-//! another platform is refused before anything is written, and a truncated
-//! archive says so. A real registry, images made by umoci, pushed and
-//! archived by skopeo.
+//! another platform is refused before anything is written, a relative layout
+//! path and the transport options of `switch` are remembered for `upgrade`,
+//! and a truncated archive says so. Real registries (plain and TLS with Basic
+//! auth), images made by umoci, pushed and archived by skopeo.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use hostctl::oci::platform::Platform;
@@ -148,6 +149,134 @@ fn switch_to_a_layout_built_for_another_architecture_is_refused_by_default() {
     // Asked for by its platform, it is pulled (an image for another machine).
     let wanted = wanted.to_string();
     ok(hc_in(work.path(), sys.path(), &[], &["--platform", &wanted, "image", "pull", &layout.oci_ref()]), "pull");
+}
+
+/// Issue #11 bug 2: `switch oci:./layout:v1` recorded the path as typed, so
+/// `upgrade` from another directory (or the update timer) failed.
+#[test]
+fn switch_with_a_relative_oci_path_then_upgrade_check_from_another_directory() {
+    let work = tempfile::tempdir().unwrap();
+    let layout_dir = work.path().join("media/layout");
+    os_layout(work.path(), &layout_dir, "stable", "one\n");
+    let sys = tempfile::tempdir().unwrap();
+    let s = sys.path();
+    let elsewhere = tempfile::tempdir().unwrap();
+
+    ok(hc_in(work.path(), s, &[], &["switch", "oci:./media/layout:stable"]), "switch");
+    let absolute = format!("oci:{}:stable", layout_dir.display());
+    let st = json(hc_in(elsewhere.path(), s, &[], &["status", "--json"]), "status");
+    assert_eq!(st["spec"]["image"], absolute.as_str(), "{st}");
+    assert_eq!(st["status"]["booted"]["image"], absolute.as_str(), "{st}");
+
+    let c = json(hc_in(elsewhere.path(), s, &[], &["upgrade", "--check", "--json"]), "upgrade --check");
+    assert_eq!(c["update_available"], false, "{c}");
+    // A new release under the same tag is found from there, and deployed.
+    os_layout(work.path(), &layout_dir, "stable", "two\n");
+    let c = json(hc_in(elsewhere.path(), s, &[], &["upgrade", "--check", "--json"]), "upgrade --check");
+    assert_eq!(c["update_available"], true, "{c}");
+    let r = json(hc_in(Path::new("/"), s, &[], &["upgrade", "--json"]), "upgrade");
+    assert_eq!(r["changed"], true, "{r}");
+
+    // `image pull` records the absolute path too, and `image inspect` finds it by the relative one.
+    ok(hc_in(work.path(), s, &[], &["image", "pull", "oci:media/layout:stable"]), "image pull");
+    let list = ok(hc_in(elsewhere.path(), s, &[], &["image", "list"]), "image list");
+    assert!(list.contains(&absolute) && !list.contains("oci:media"), "{list}");
+    let v = json(hc_in(work.path(), s, &[], &["image", "inspect", "--json", "oci:media/layout:stable"]), "inspect");
+    assert_eq!(v["image"], absolute.as_str(), "{v}");
+}
+
+/// `auth.json` for `registry` with `user`/`password`, in `dir`.
+fn auth_json(dir: &Path, registry: &str, user: &str, password: &str) -> PathBuf {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let path = dir.join("auth.json");
+    std::fs::write(&path, format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#)).unwrap();
+    path
+}
+
+/// An HTTPS registry (a test CA nobody trusts, Basic auth) holding a
+/// deployable `os:latest`, and the work directory with `auth.json`.
+fn tls_registry_with_os() -> (Registry, tempfile::TempDir) {
+    let reg = Registry::start_tls_basic("alice", "pw");
+    let work = tempfile::tempdir().unwrap();
+    let layout = os_layout(work.path(), &work.path().join("layout"), "v1", "one\n");
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", "alice:pw"])
+        .arg(layout.oci_ref())
+        .arg(format!("docker://{}", reg.image("os:latest"))));
+    auth_json(work.path(), &reg.addr, "alice", "pw");
+    (reg, work)
+}
+
+/// Issue #11 bug 3: `switch --tls-verify=false REG/os` then `upgrade --check`
+/// failed on HTTPS: the option was not remembered with the tracked image.
+#[test]
+fn switch_with_tls_verify_false_then_upgrade_check_succeeds() {
+    let (reg, work) = tls_registry_with_os();
+    let image = reg.image("os:latest");
+    let sys = tempfile::tempdir().unwrap();
+    let s = sys.path();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let w = work.path();
+
+    // A relative --authfile, recorded absolute.
+    ok(hc_in(w, s, &[], &["switch", "--tls-verify=false", "--authfile", "auth.json", &image]), "switch");
+    let st = json(hc_in(elsewhere.path(), s, &[], &["status", "--json"]), "status");
+    let t = &st["spec"]["transportOptions"];
+    assert_eq!(t["tlsVerify"], false, "{st}");
+    assert_eq!(t["authfile"], w.join("auth.json").to_str().unwrap(), "{st}");
+    assert!(t["certDir"].is_null(), "{st}");
+    let human = ok(hc_in(elsewhere.path(), s, &[], &["status"]), "status");
+    assert!(human.contains("--tls-verify=false") && human.contains("--authfile="), "{human}");
+
+    // From another directory, without any option: as switch was told.
+    let c = json(hc_in(elsewhere.path(), s, &[], &["upgrade", "--check", "--json"]), "upgrade --check");
+    assert_eq!(c["update_available"], false, "{c}");
+    // An option given to upgrade wins for that run: verifying fails (the test
+    // CA is not trusted), which shows what made the run above pass.
+    let out = hc_in(elsewhere.path(), s, &[], &["--tls-verify=true", "upgrade", "--check"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    // So does --cert-dir with the CA: verified TLS, credentials still from the record.
+    let ca = reg.cert_dir.as_ref().unwrap().to_str().unwrap();
+    let c = json(
+        hc_in(elsewhere.path(), s, &[], &["--tls-verify=true", "--cert-dir", ca, "upgrade", "--check", "--json"]),
+        "upgrade --check --cert-dir",
+    );
+    assert_eq!(c["update_available"], false, "{c}");
+    // The record is unchanged by those runs, and a plain `upgrade` works.
+    let st = json(hc_in(elsewhere.path(), s, &[], &["status", "--json"]), "status");
+    assert_eq!(st["spec"]["transportOptions"]["tlsVerify"], false, "{st}");
+    let r = json(hc_in(elsewhere.path(), s, &[], &["upgrade", "--json"]), "upgrade");
+    assert_eq!(r["changed"], false, "{r}");
+
+    // A new switch records its own options: with --cert-dir instead.
+    ok(hc_in(w, s, &[], &["switch", "--cert-dir", ca, "--authfile", "auth.json", &image]), "switch --cert-dir");
+    let st = json(hc_in(elsewhere.path(), s, &[], &["status", "--json"]), "status");
+    let t = &st["spec"]["transportOptions"];
+    assert_eq!((t["tlsVerify"].as_bool(), t["certDir"].as_str()), (Some(true), Some(ca)), "{st}");
+    let c = json(hc_in(elsewhere.path(), s, &[], &["upgrade", "--check", "--json"]), "upgrade --check");
+    assert_eq!(c["update_available"], false, "{c}");
+}
+
+/// registries.conf `insecure = true` still works with nothing remembered.
+#[test]
+fn registries_conf_insecure_still_reaches_an_https_registry_for_switch_and_upgrade_check() {
+    let (reg, work) = tls_registry_with_os();
+    let image = reg.image("os:latest");
+    let conf = work.path().join("registries.conf");
+    std::fs::write(&conf, format!("[[registry]]\nlocation = \"{}\"\ninsecure = true\n", reg.addr)).unwrap();
+    let env = [("CONTAINERS_REGISTRIES_CONF", conf.to_str().unwrap())];
+    let sys = tempfile::tempdir().unwrap();
+    let s = sys.path();
+    let auth = work.path().join("auth.json");
+    let auth = auth.to_str().unwrap();
+    ok(hc_in(work.path(), s, &env, &["switch", "--authfile", auth, &image]), "switch");
+    let st = json(hc_in(work.path(), s, &env, &["status", "--json"]), "status");
+    assert_eq!(st["spec"]["transportOptions"]["tlsVerify"], true, "{st}");
+    let c = json(hc_in(work.path(), s, &env, &["upgrade", "--check", "--json"]), "upgrade --check");
+    assert_eq!(c["update_available"], false, "{c}");
 }
 
 /// Members of a tar file as GNU tar lists them: (header offset, size, name).

@@ -10,6 +10,8 @@ use crate::imgref::ImageRef;
 #[derive(Debug, Args)]
 pub struct SwitchArgs {
     /// The image to track: [registry:|docker://|oci:|oci-archive:]NAME[:TAG][@DIGEST].
+    /// A layout's path is recorded absolute; --tls-verify, --cert-dir and
+    /// --authfile are recorded with it for `upgrade`.
     pub image: ImageRef,
     #[command(flatten)]
     pub flow: FlowArgs,

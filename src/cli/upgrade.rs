@@ -42,8 +42,8 @@ pub async fn run(g: &GlobalArgs, a: UpgradeArgs) -> Result<()> {
     if a.check {
         let sysroot = g.open_sysroot()?;
         let d = Deployer::open(&sysroot, &g.boot_dir())?;
-        let imgref = tracked(&d)?;
-        let r = check(&d, &imgref, &pull_options(g)?).await?;
+        let (imgref, opts) = tracked(g, &d)?;
+        let r = check(&d, &imgref, &opts).await?;
         if a.flow.json {
             return print_json(&r);
         }
@@ -55,9 +55,8 @@ pub async fn run(g: &GlobalArgs, a: UpgradeArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let opts = pull_options(g)?;
     let (d, _lock) = open_locked(g)?;
-    let imgref = tracked(&d)?;
+    let (imgref, opts) = tracked(g, &d)?;
     run_flow(&d, &imgref, false, &opts, &a.flow).await
 }
 
@@ -73,10 +72,24 @@ pub async fn run_flow(d: &Deployer, imgref: &ImageRef, track: bool, opts: &PullO
     }
 }
 
-fn tracked(d: &Deployer) -> Result<ImageRef> {
+/// The tracked image, and the pull options for it: the command line's, with
+/// the transport options `switch` recorded filled in where it is silent.
+fn tracked(g: &GlobalArgs, d: &Deployer) -> Result<(ImageRef, PullOptions)> {
     let state = d.load_state()?;
     let spec = state.spec.context("no image is tracked yet; run `hostctl switch IMAGE` first")?;
-    spec.image.parse().with_context(|| format!("tracked image {:?} in state.json", spec.image))
+    let imgref: ImageRef =
+        spec.image.parse().with_context(|| format!("tracked image {:?} in state.json", spec.image))?;
+    if let ImageRef::OciDir { path, .. } | ImageRef::OciArchive { path, .. } = &imgref {
+        if path.is_relative() {
+            tracing::warn!(
+                "the tracked image {imgref} has a relative path (recorded by an older hostctl): it is read from \
+                 the current directory; run `hostctl switch` with it again to record it absolute"
+            );
+        }
+    }
+    let mut opts = pull_options(g)?;
+    spec.transport_options.apply(&mut opts.registry, g.tls_verify.is_some());
+    Ok((imgref, opts))
 }
 
 /// The human summary of a switch or upgrade.
