@@ -99,7 +99,7 @@ impl Platform {
 /// An image built for another platform than the one wanted (`--platform`,
 /// by default the host's).
 #[derive(Debug, thiserror::Error)]
-#[error("image is {image}, wanted {wanted}; hostctl refuses an image built for another platform (name its platform with --platform to pull it for another machine)")]
+#[error("image is {image}, wanted {wanted}; refused (to take it for a {image} machine, pass --platform {image})")]
 pub struct PlatformMismatch {
     /// The platform the image's config declares.
     pub image: Platform,
