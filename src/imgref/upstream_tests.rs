@@ -804,6 +804,13 @@ mod round_trip {
             prop_assert_eq!(stored, r);
         }
 
+        /// Any text at all is parsed or refused, never a panic (byte offsets
+        /// in multi-byte text, an unclosed '[', a lone ':').
+        #[test]
+        fn any_text_is_parsed_or_refused(s in any::<String>()) {
+            let _ = s.parse::<ImageRef>();
+        }
+
         /// Anything accepted is stored (`String::from`) in a form that parses back the same.
         #[test]
         fn whatever_parses_is_stored_as_the_same_reference(s in "[a-zA-Z0-9:/@._%\\[\\]-]{0,40}") {
