@@ -11,6 +11,7 @@ mod install;
 mod layout;
 mod pull;
 mod registry;
+mod sources;
 mod store;
 mod tar_compat;
 mod trust;
