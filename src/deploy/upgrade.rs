@@ -33,7 +33,7 @@ use crate::deploy::finalize::{self, Finalization};
 use crate::deploy::hooks::StageHook;
 use crate::deploy::preflight::{self, MissingLayer};
 use crate::deploy::stage::{remove_any, Deployer, Finalized, StageOptions, Staged};
-use crate::deploy::state::{self, Spec, State};
+use crate::deploy::state::{self, Spec, State, TransportOptions};
 use crate::digest::Digest;
 use crate::host::reboot::Reboot;
 use crate::imgref::ImageRef;
@@ -129,6 +129,8 @@ pub async fn check(d: &Deployer, imgref: &ImageRef, opts: &PullOptions) -> Resul
     let c = check_update(d, booted.as_deref(), imgref, opts).await?;
     let latest_version = if c.update_available() {
         let config = fetch_config(c.image.source.as_ref(), &c.image.manifest).await?;
+        // An update built for another platform is not one this host can take.
+        crate::oci::platform::check_config(&config, &opts.platform).with_context(|| imgref.to_string())?;
         crate::oci::image_version(&config)
     } else {
         None
@@ -290,8 +292,17 @@ pub async fn deploy_with(
     reboot: &dyn Reboot,
     hooks: &[&dyn StageHook],
 ) -> Result<FlowReport> {
+    // Recorded references name their layout by an absolute path, so that
+    // `upgrade` works from any directory and from the update timer.
+    let imgref = &crate::oci::absolute_path(imgref)?;
+    let spec = match track {
+        true => Some(Spec {
+            image: imgref.to_string(),
+            transport_options: TransportOptions::recorded(imgref, &pull_opts.registry)?,
+        }),
+        false => None,
+    };
     let mut u = Update::begin(d)?;
-    let spec = track.then(|| Spec { image: imgref.to_string() });
 
     // 1. Check.
     let check = u.check(imgref, pull_opts).await?;

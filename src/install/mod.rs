@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::boot::entry::DEFAULT_ROOT_KARG;
 use crate::deploy::stage::{Deployer, StageOptions};
-use crate::deploy::state::{Spec, State};
+use crate::deploy::state::{Spec, State, TransportOptions};
 use crate::deploy::upgrade::Update;
 use crate::fsutil;
 use crate::host::disk::DiskTools;
@@ -66,19 +66,34 @@ pub async fn build_sysroot(root: &Path, boot: &Path, opts: &InstallOptions, pull
     state.save(&sysroot.state_path())?;
     std::fs::create_dir_all(boot).with_context(|| format!("creating {}", boot.display()))?;
     let d = Deployer::open(&sysroot, boot)?;
-    // The update steps, without a reboot: check, pull, stage, finalize.
+    // The update steps, without a reboot: check, pull, stage, finalize. The
+    // source is recorded as `switch` records it (absolute layout paths).
+    let source = crate::oci::absolute_path(&opts.source)?;
     let mut u = Update::begin(&d)?;
-    let check = u.check(&opts.source, pull).await?;
+    let check = u.check(&source, pull).await?;
     let image = u.pull(check, pull).await?;
-    let spec = Some(Spec { image: opts.source.to_string() });
+    let spec = Some(Spec {
+        image: source.to_string(),
+        transport_options: TransportOptions::recorded(&source, &pull.registry)?,
+    });
     u.stage(&image, StageOptions { spec, locked: false }, &[])?;
     let id = u.finalize()?.now().map(|f| f.id).context("the deployment was not finalised")?;
+    let mut s = d.load_state()?;
     if let Some(t) = &opts.target_imgref {
-        t.parse::<ImageRef>().with_context(|| format!("--target-imgref {t}"))?;
-        let mut s = d.load_state()?;
-        s.spec = Some(Spec { image: t.clone() });
-        d.save_state(&s)?;
+        let parsed = t.parse::<ImageRef>().with_context(|| format!("--target-imgref {t}"))?;
+        let absolute = crate::oci::absolute_path(&parsed)?;
+        s.spec = Some(Spec {
+            image: if absolute == parsed { t.clone() } else { absolute.to_string() },
+            transport_options: TransportOptions::recorded(&absolute, &pull.registry)?,
+        });
     }
+    if let Some(spec) = &mut s.spec {
+        // --cert-dir and --authfile name files of the installing system, not
+        // of the installed one: only --tls-verify=false is kept for it.
+        spec.transport_options.cert_dir = None;
+        spec.transport_options.authfile = None;
+    }
+    d.save_state(&s)?;
     install_systemd_boot(&d.layout.tree(&id), boot)?;
     Ok(id.into())
 }
