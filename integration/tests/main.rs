@@ -6,6 +6,7 @@ mod support;
 mod checkout;
 mod cli;
 mod deploy;
+mod failures;
 mod install;
 mod layout;
 mod pull;

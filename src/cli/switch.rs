@@ -31,6 +31,11 @@ pub async fn run(g: &GlobalArgs, a: SwitchArgs) -> Result<()> {
     let (d, _lock) = open_locked(g)?;
     let flow = FlowOptions { download_only: a.download_only, apply: a.apply };
     let report = deploy(&d, &a.image, true, &opts, flow, &SystemctlReboot).await?;
+    // With --progress=json the result is the terminal `done` event (docs/cli.md).
+    if opts.progress.is_json() {
+        opts.progress.done(serde_json::to_value(&report)?);
+        return Ok(());
+    }
     if a.json {
         print_json(&report)
     } else {

@@ -52,6 +52,11 @@ pub async fn run(g: &GlobalArgs, a: UpgradeArgs) -> Result<()> {
     let imgref = tracked(&d)?;
     let flow = FlowOptions { download_only: a.download_only, apply: a.apply };
     let report = deploy(&d, &imgref, false, &opts, flow, &SystemctlReboot).await?;
+    // With --progress=json the result is the terminal `done` event (docs/cli.md).
+    if opts.progress.is_json() {
+        opts.progress.done(serde_json::to_value(&report)?);
+        return Ok(());
+    }
     if a.json {
         print_json(&report)
     } else {
