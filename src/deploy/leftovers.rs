@@ -1,7 +1,7 @@
 //! Every temporary a killed or failed hostctl command can leave, and their
 //! removal by `hostctl cleanup`.
 //!
-//! All of them carry the `.tmp-` prefix ([`fsutil::TMP_PREFIX`]) or live in
+//! All of them carry the `.tmp-` prefix ([`crate::fsutil::TMP_PREFIX`]) or live in
 //! the store's scratch directory:
 //!
 //! | where | what |

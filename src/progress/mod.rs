@@ -1,6 +1,6 @@
 //! Progress reporting: bars on stderr, JSON lines for machines, or nothing;
 //! and what the command is doing at each moment, so that a stall is named
-//! after a few seconds ([`watch`]) and an interrupt says what it cut short.
+//! after a few seconds (`watch`) and an interrupt says what it cut short.
 //!
 //! Two promises hold in every mode: each transfer that started gets exactly
 //! one final `finish` event (`done`, `exists`, `failed`, `cancelled` or
