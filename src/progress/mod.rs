@@ -33,7 +33,7 @@ pub enum ProgressMode {
     /// Bars on stderr, drawn with terminal control codes even when stderr is
     /// not a terminal (a log file, a CI console).
     Bar,
-    /// One JSON object per line on stdout.
+    /// One JSON object per line on stdout, the last always a `done` or `error` event.
     Json,
     /// Nothing.
     None,
