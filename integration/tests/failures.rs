@@ -212,25 +212,30 @@ impl Running {
 
 /// Regression (issue #11, bug 4): a full disk during `image pull` exited 1
 /// (the ENOSPC cause was lost on the way out of the layer import); every
-/// command that fills the disk must exit 6, say so, leave no temporaries and
+/// command that fills the disk (those that pull: `image pull`, `switch`,
+/// `upgrade`, `install`) must exit 6, say so, leave no temporaries and
 /// succeed once there is room.
 #[test]
-fn full_disk_during_pull_switch_or_upgrade_exits_6_and_the_next_try_succeeds() {
+fn full_disk_during_image_pull_switch_upgrade_or_install_exits_6_and_the_next_try_succeeds() {
     let reg = Registry::start();
     let pm = Podman::new();
     let small = push_small(&reg, &pm, "1", &[("etc/motd", "one\n")], "os:small");
     // 24 MiB that compress to almost nothing: the space preflight (which
     // counts compressed sizes three times) lets them through, the disk does not.
     let zeros = "0".repeat(24 << 20);
-    let big = push_small(&reg, &pm, "2", &[("etc/motd", "two\n"), ("usr/share/big", &zeros)], "os:big");
+    // (With a boot loader, so that `install` can finish once there is room.)
+    let efi = ("usr/lib/systemd/boot/efi/systemd-bootx64.efi", "an EFI program");
+    let big = push_small(&reg, &pm, "2", &[("etc/motd", "two\n"), ("usr/share/big", &zeros), efi], "os:big");
     let cur = reg.image("os:cur");
 
-    for command in ["image pull", "switch", "upgrade"] {
+    for command in ["image pull", "switch", "upgrade", "install to-filesystem"] {
         let fs = Tmpfs::mount("16m");
         let s = fs.path();
+        let root = s.to_str().unwrap();
         let args: Vec<&str> = match command {
             "image pull" => vec!["image", "pull", &big],
             "switch" => vec!["switch", &big],
+            "install to-filesystem" => vec!["install", "to-filesystem", root, "--source-imgref", &big],
             _ => {
                 retag(&small, &cur);
                 hc_ok(s, &["switch", &cur]);
