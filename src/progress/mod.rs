@@ -163,7 +163,6 @@ impl Progress {
 
     /// A tracker for one transfer of `total` bytes named `name`, read from `from`.
     pub fn transfer(&self, name: &str, total: u64, from: &str) -> Transfer {
-        self.start_watcher();
         let mut st = self.state();
         let bar = match &self.kind {
             Kind::Bars(m) if !st.closed => {
@@ -195,6 +194,8 @@ impl Progress {
         if !st.closed {
             self.emit("start", json!({ "name": name, "total": total }));
         }
+        drop(st);
+        self.start_watcher();
         Transfer { progress: self.clone(), id, last_event: Instant::now(), ended: false }
     }
 

@@ -45,11 +45,12 @@ impl Progress {
     /// Registers a wait for `what` (e.g. `registry 127.0.0.1:5000 (the manifest of os:v1)`)
     /// until the guard is dropped.
     pub fn wait(&self, what: impl Into<String>) -> WaitGuard {
-        self.start_watcher();
         let mut st = self.state();
         let id = st.next_id;
         st.next_id += 1;
         st.waits.insert(id, Wait { what: what.into(), since: Instant::now(), noted: None });
+        drop(st);
+        self.start_watcher();
         WaitGuard { progress: self.clone(), id }
     }
 
@@ -59,7 +60,10 @@ impl Progress {
         fut.await
     }
 
-    /// Starts the watcher thread once (it ends with the command's terminal event).
+    /// Starts the watcher thread unless it runs. Called after a wait or a
+    /// transfer is registered: the thread ends when it finds nothing under
+    /// way (clearing the flag under the state lock, so that a registration
+    /// either is seen by it or starts a new one), or with the terminal event.
     pub(super) fn start_watcher(&self) {
         if self.shared.watcher.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return;
@@ -76,10 +80,15 @@ impl Progress {
         }
     }
 
-    /// Reports the stalls due at `now`; false once the sink is closed.
+    /// Reports the stalls due at `now`; false (the watcher ends) once the
+    /// sink is closed or nothing is under way.
     fn tick(&self, now: Instant) -> bool {
         let mut st = self.state();
         if st.closed {
+            return false;
+        }
+        if st.waits.is_empty() && st.transfers.is_empty() {
+            self.shared.watcher.store(false, std::sync::atomic::Ordering::SeqCst);
             return false;
         }
         let mut notes = Vec::new();
@@ -150,6 +159,8 @@ mod tests {
         t.inc(1);
         assert!(p.state().transfers.values().all(|a| a.noted.is_none()), "a byte ends the stall");
         t.finish("done");
+        assert!(!p.tick(Instant::now()), "the watcher stops when nothing is under way");
+        let _g = p.wait("something");
         p.end_ok();
         assert!(!p.tick(Instant::now()), "the watcher stops with the terminal event");
     }
