@@ -194,7 +194,7 @@ impl Running {
     }
 
     /// Waits for the exit; returns the code and all of stdout and stderr.
-    fn finish(mut self) -> (Option<i32>, String, String) {
+    fn finish(&mut self) -> (Option<i32>, String, String) {
         let deadline = Instant::now() + Duration::from_secs(30);
         let status = loop {
             if let Some(s) = self.child.try_wait().unwrap() {
@@ -207,6 +207,14 @@ impl Running {
         self.out_lines.extend(self.stdout.try_iter());
         self.err_lines.extend(self.stderr.try_iter());
         (status.code(), self.out_lines.join("\n"), self.err_lines.join("\n"))
+    }
+}
+
+impl Drop for Running {
+    /// A test that failed half-way does not leave its hostctl running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
