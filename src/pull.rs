@@ -150,6 +150,10 @@ pub async fn pull_resolved(
         .context("fetching the image config")?;
     let config: ImageConfiguration =
         serde_json::from_slice(&config_bytes).with_context(|| format!("parsing image config {config_digest}"))?;
+    // Before any layer: an image built for another machine is refused here,
+    // for single manifests too (an index entry was chosen by its platform,
+    // but its config is what the binaries are built for).
+    crate::oci::platform::check_config(&config, &opts.platform).with_context(|| imgref.to_string())?;
     let diff_ids = config.rootfs().diff_ids();
     ensure!(
         diff_ids.len() == manifest.layers().len(),

@@ -688,3 +688,42 @@ fn upgrade_to_an_unsigned_image_is_refused_and_stages_nothing() {
     let status = String::from_utf8_lossy(&env.hostctl(&policy, &["status", "--json"]).stdout).to_string();
     assert!(status.contains(&v2), "{status}");
 }
+
+/// The attack of issue #10: a policy whose scope says `reject` and, with a
+/// second `type` key in the same requirement, `insecureAcceptAnything`. Read
+/// last-key-wins, as it once was, the image was accepted unsigned. Now the
+/// policy is refused as containers/image refuses it (exit 1, naming the file,
+/// the key and the scope) and nothing is pulled; the same policy with only the
+/// smuggled key does pull, so the refusal is the duplicate key's doing.
+#[test]
+fn duplicate_type_key_smuggling_accept_anything_past_reject_pulls_nothing() {
+    let env = Env::new();
+    env.push("os:v1", &[]);
+    let scope = env.reg.image("os");
+    let write = |name: &str, requirement: &str| {
+        let p = env.path(name);
+        let text = format!(
+            r#"{{"default": [{{"type": "reject"}}], "transports": {{"docker": {{"{scope}": [{requirement}]}}}}}}"#
+        );
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let smuggled = write("smuggled.json", r#"{"type": "reject", "type": "insecureAcceptAnything"}"#);
+    let out = env.hostctl(&smuggled, &["image", "pull", &env.reg.image("os:v1")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a malformed policy is exit 1 (docs/trust.md): {err}");
+    assert!(err.contains(smuggled.to_str().unwrap()), "the error names the file: {err}");
+    assert!(
+        err.contains(&format!(r#"duplicate key "type" in transport "docker" scope "{scope}", requirement 1"#)),
+        "the error names the key and where it is: {err}"
+    );
+    let list = env.hostctl(&smuggled, &["image", "list", "--json"]);
+    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(0), "nothing may be pulled: {listed}");
+
+    // The key that used to win, alone: the image is pulled.
+    let accepting = write("accepting.json", r#"{"type": "insecureAcceptAnything"}"#);
+    let v = env.pull_ok(&accepting, "os:v1");
+    assert_eq!(v["verdict"]["rule"], format!("docker scope \"{scope}\": insecureAcceptAnything"), "{v}");
+}

@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use crate::boot::disk::{self, DiskTools};
 use crate::deploy::reboot::SystemctlReboot;
 use crate::deploy::stage::Deployer;
-use crate::deploy::state::{Spec, State};
+use crate::deploy::state::{Spec, State, TransportOptions};
 use crate::deploy::upgrade::{deploy, FlowOptions};
 use crate::fsutil;
 use crate::imgref::ImageRef;
@@ -72,12 +72,22 @@ pub async fn build_sysroot(root: &Path, boot: &Path, opts: &InstallOptions, pull
     let d = Deployer::open(&sysroot, boot)?;
     let r = deploy(&d, &opts.source, true, pull, FlowOptions::default(), &SystemctlReboot).await?;
     let id = r.finalized.map(|f| f.id).context("the deployment was not finalised")?;
+    let mut s = d.load_state()?;
     if let Some(t) = &opts.target_imgref {
-        t.parse::<ImageRef>().with_context(|| format!("--target-imgref {t}"))?;
-        let mut s = d.load_state()?;
-        s.spec = Some(Spec { image: t.clone() });
-        d.save_state(&s)?;
+        let parsed = t.parse::<ImageRef>().with_context(|| format!("--target-imgref {t}"))?;
+        let absolute = crate::oci::absolute_path(&parsed)?;
+        s.spec = Some(Spec {
+            image: if absolute == parsed { t.clone() } else { absolute.to_string() },
+            transport_options: TransportOptions::recorded(&absolute, &pull.registry)?,
+        });
     }
+    if let Some(spec) = &mut s.spec {
+        // --cert-dir and --authfile name files of the installing system, not
+        // of the installed one: only --tls-verify=false is kept for it.
+        spec.transport_options.cert_dir = None;
+        spec.transport_options.authfile = None;
+    }
+    d.save_state(&s)?;
     install_systemd_boot(&d.layout.tree(&id), boot)?;
     Ok(id)
 }

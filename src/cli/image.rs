@@ -76,7 +76,9 @@ async fn pull(g: &GlobalArgs, a: PullArgs) -> Result<()> {
         verifier: g.verifier()?,
     };
     let started = std::time::Instant::now();
-    let pulled = crate::pull::pull(&sysroot, &a.image, &opts).await?;
+    // The store records the reference: a layout's path is recorded absolute.
+    let image = crate::oci::absolute_path(&a.image)?;
+    let pulled = crate::pull::pull(&sysroot, &image, &opts).await?;
     let secs = started.elapsed().as_secs_f64();
     let downloaded = pulled.layers.iter().filter(|l| l.downloaded).count();
     let summary = json!({
@@ -168,7 +170,9 @@ pub fn inspect_view(
 }
 
 async fn inspect(g: &GlobalArgs, a: InspectArgs) -> Result<()> {
-    let name = a.image.to_string();
+    // As `image pull` recorded it: a layout's path absolute.
+    let image = crate::oci::absolute_path(&a.image)?;
+    let name = image.to_string();
     let mut view = None;
     let sysroot = g.open_sysroot()?;
     // A sysroot without a store has nothing to show; don't create one to look.
@@ -185,7 +189,7 @@ async fn inspect(g: &GlobalArgs, a: InspectArgs) -> Result<()> {
     let view = match view {
         Some(v) => v,
         None => {
-            let source = open_source(&a.image, &g.registry_options())?;
+            let source = open_source(&image, &g.registry_options())?;
             let resolved = source.resolve(&g.platform()).await.with_context(|| format!("resolving {name}"))?;
             let bytes =
                 source.fetch_small_blob(resolved.manifest.config()).await.context("fetching the image config")?;

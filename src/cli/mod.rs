@@ -49,9 +49,10 @@ pub struct GlobalArgs {
     /// How to show progress.
     #[arg(long, global = true, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
-    /// Require HTTPS and verify registry certificates (`false` also allows plain HTTP).
-    #[arg(long, global = true, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub tls_verify: bool,
+    /// Require HTTPS and verify registry certificates (`false` also allows plain HTTP)
+    /// [default: true; for `upgrade`, what `switch` was given].
+    #[arg(long, global = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub tls_verify: Option<bool>,
     /// A TLS directory used for every registry instead of the certs.d lookup: `*.crt` CA
     /// certificates, `NAME.cert` + `NAME.key` a client certificate.
     #[arg(long, global = true, value_name = "DIR")]
@@ -87,7 +88,7 @@ impl std::fmt::Debug for ProgressSink {
 impl GlobalArgs {
     pub fn registry_options(&self) -> RegistryOptions {
         RegistryOptions {
-            insecure: !self.tls_verify,
+            insecure: self.tls_verify == Some(false),
             cert_dir: self.cert_dir.clone(),
             certs_d: certs_d_roots(),
             registries_conf: registries_conf_files(),

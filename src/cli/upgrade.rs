@@ -19,10 +19,18 @@ pub struct UpgradeArgs {
     /// Only fetch the manifest and say whether an update exists (exit 0 either way).
     #[arg(long, conflicts_with_all = ["download_only", "apply"])]
     pub check: bool,
-    /// Stage the update without finalising it.
+    #[command(flatten)]
+    pub flow: FlowArgs,
+}
+
+/// The options `switch` and `upgrade` share: how far the flow goes and how
+/// it reports.
+#[derive(Debug, Args)]
+pub struct FlowArgs {
+    /// Stage the deployment without finalising it (no /etc merge, no boot entry yet).
     #[arg(long)]
     pub download_only: bool,
-    /// Reboot into the update once it is staged.
+    /// Reboot into the new deployment once it is staged.
     #[arg(long, conflicts_with = "download_only")]
     pub apply: bool,
     /// Print the result as JSON.
@@ -34,9 +42,9 @@ pub async fn run(g: &GlobalArgs, a: UpgradeArgs) -> Result<()> {
     if a.check {
         let sysroot = g.open_sysroot()?;
         let d = Deployer::open(&sysroot, &g.boot_dir())?;
-        let imgref = tracked(&d)?;
-        let r = check(&d, &imgref, &pull_options(g)?).await?;
-        if a.json {
+        let (imgref, opts) = tracked(g, &d)?;
+        let r = check(&d, &imgref, &opts).await?;
+        if a.flow.json {
             return print_json(&r);
         }
         if r.update_available {
@@ -47,27 +55,46 @@ pub async fn run(g: &GlobalArgs, a: UpgradeArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let opts = pull_options(g)?;
     let (d, _lock) = open_locked(g)?;
-    let imgref = tracked(&d)?;
-    let flow = FlowOptions { download_only: a.download_only, apply: a.apply };
-    let report = deploy(&d, &imgref, false, &opts, flow, &SystemctlReboot).await?;
+    let (imgref, opts) = tracked(g, &d)?;
+    run_flow(&d, &imgref, false, &opts, &a.flow).await
+}
+
+/// Pulls and stages `imgref` as far as `flow` says and prints what happened
+/// (`track`: make it the tracked image, as `switch` does).
+pub async fn run_flow(d: &Deployer, imgref: &ImageRef, track: bool, opts: &PullOptions, flow: &FlowArgs) -> Result<()> {
+    let options = FlowOptions { download_only: flow.download_only, apply: flow.apply };
+    let report = deploy(d, imgref, track, opts, options, &SystemctlReboot).await?;
     // With --progress=json the result is the terminal `done` event (docs/cli.md).
     if opts.progress.is_json() {
         opts.progress.done(serde_json::to_value(&report)?);
         return Ok(());
     }
-    if a.json {
+    if flow.json {
         print_json(&report)
     } else {
         print_flow(&report)
     }
 }
 
-fn tracked(d: &Deployer) -> Result<ImageRef> {
+/// The tracked image, and the pull options for it: the command line's, with
+/// the transport options `switch` recorded filled in where it is silent.
+fn tracked(g: &GlobalArgs, d: &Deployer) -> Result<(ImageRef, PullOptions)> {
     let state = d.load_state()?;
     let spec = state.spec.context("no image is tracked yet; run `hostctl switch IMAGE` first")?;
-    spec.image.parse().with_context(|| format!("tracked image {:?} in state.json", spec.image))
+    let imgref: ImageRef =
+        spec.image.parse().with_context(|| format!("tracked image {:?} in state.json", spec.image))?;
+    if let ImageRef::OciDir { path, .. } | ImageRef::OciArchive { path, .. } = &imgref {
+        if path.is_relative() {
+            tracing::warn!(
+                "the tracked image {imgref} has a relative path (recorded by an older hostctl): it is read from \
+                 the current directory; run `hostctl switch` with it again to record it absolute"
+            );
+        }
+    }
+    let mut opts = pull_options(g)?;
+    spec.transport_options.apply(&mut opts.registry, g.tls_verify.is_some());
+    Ok((imgref, opts))
 }
 
 /// The human summary of a switch or upgrade.
@@ -120,4 +147,36 @@ pub fn pull_options(g: &GlobalArgs) -> Result<PullOptions> {
         progress: g.progress(),
         verifier: g.verifier()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use crate::cli::Cli;
+
+    /// One flag set: the same flags with the same help on both verbs, and
+    /// the same conflicts (`--check` is upgrade's own).
+    #[test]
+    fn switch_and_upgrade_share_one_flow_flag_set() {
+        let cmd = Cli::command();
+        let flags = |verb: &str| {
+            let sub = cmd.find_subcommand(verb).unwrap();
+            ["download-only", "apply", "json"].map(|f| {
+                let arg = sub.get_arguments().find(|a| a.get_long() == Some(f)).unwrap();
+                arg.get_help().unwrap().to_string()
+            })
+        };
+        assert_eq!(flags("switch"), flags("upgrade"));
+        for bad in [
+            &["hostctl", "switch", "reg/os", "--download-only", "--apply"][..],
+            &["hostctl", "upgrade", "--download-only", "--apply"],
+            &["hostctl", "upgrade", "--check", "--apply"],
+            &["hostctl", "upgrade", "--check", "--download-only"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+        Cli::try_parse_from(["hostctl", "upgrade", "--check", "--json"]).unwrap();
+        Cli::try_parse_from(["hostctl", "switch", "reg/os", "--apply", "--json"]).unwrap();
+    }
 }

@@ -14,6 +14,8 @@ pub mod reboot;
 pub mod stage;
 pub mod state;
 pub mod status;
+#[cfg(test)]
+mod tar_compat;
 pub mod tree;
 pub mod upgrade;
 pub mod var;

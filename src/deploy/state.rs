@@ -7,12 +7,14 @@
 //! reconciled to it by the next mutating command after a crash.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil;
+use crate::imgref::ImageRef;
+use crate::oci::RegistryOptions;
 
 /// Version of the `state.json` format.
 pub const STATE_VERSION: u32 = 1;
@@ -23,8 +25,109 @@ pub const DEFAULT_STATEROOT: &str = "default";
 /// What the host follows (bootc's `spec`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Spec {
-    /// The tracked image reference, as given to `switch`.
+    /// The tracked image reference, as given to `switch` (an `oci:` or
+    /// `oci-archive:` path made absolute).
     pub image: String,
+    /// How to reach the image's registry, as `switch` was told; `upgrade`
+    /// uses it again. Absent from `state.json` when it is the default.
+    #[serde(default, skip_serializing_if = "TransportOptions::is_default")]
+    pub transport_options: TransportOptions,
+}
+
+impl Spec {
+    /// Tracks `image` with the default transport options.
+    pub fn new(image: impl Into<String>) -> Spec {
+        Spec { image: image.into(), transport_options: TransportOptions::default() }
+    }
+}
+
+/// The registry transport options remembered with the tracked image, as
+/// bootc remembers the transport with its image: `switch --tls-verify=false`
+/// (or `--cert-dir`, `--authfile`) is what `upgrade` and the update timer use
+/// again, unless their own command line says otherwise. Paths are absolute.
+/// registries.conf `insecure = true` needs nothing here: it is read at every
+/// pull.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransportOptions {
+    /// False after `--tls-verify=false`: plain HTTP and unverified TLS allowed.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub tls_verify: bool,
+    /// `--cert-dir`: the TLS directory used instead of the certs.d lookup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_dir: Option<PathBuf>,
+    /// `--authfile` (or `REGISTRY_AUTH_FILE`): the auth.json to read credentials from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authfile: Option<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        TransportOptions { tls_verify: true, cert_dir: None, authfile: None }
+    }
+}
+
+impl TransportOptions {
+    /// Nothing but the defaults.
+    pub fn is_default(&self) -> bool {
+        *self == TransportOptions::default()
+    }
+
+    /// What a pull with `opts` of `imgref` leaves to remember: the options of
+    /// a registry image (layouts and archives have none), paths made absolute.
+    pub fn recorded(imgref: &ImageRef, opts: &RegistryOptions) -> Result<TransportOptions> {
+        if !matches!(imgref, ImageRef::Registry(_)) {
+            return Ok(TransportOptions::default());
+        }
+        let absolute = |p: &Option<PathBuf>| -> Result<Option<PathBuf>> {
+            p.as_deref()
+                .map(|p| std::path::absolute(p).with_context(|| format!("making {} absolute", p.display())))
+                .transpose()
+        };
+        Ok(TransportOptions {
+            tls_verify: !opts.insecure,
+            cert_dir: absolute(&opts.cert_dir)?,
+            authfile: absolute(&opts.authfile)?,
+        })
+    }
+
+    /// Fills in `opts` from what was remembered, where the command line left
+    /// it open: `tls_verify_given` says whether `--tls-verify` was given;
+    /// `--cert-dir` and `--authfile` count as given when `opts` has them.
+    pub fn apply(&self, opts: &mut RegistryOptions, tls_verify_given: bool) {
+        if !tls_verify_given {
+            opts.insecure = !self.tls_verify;
+        }
+        if opts.cert_dir.is_none() {
+            opts.cert_dir = self.cert_dir.clone();
+        }
+        if opts.authfile.is_none() {
+            opts.authfile = self.authfile.clone();
+        }
+    }
+
+    /// The options as command-line flags (`--tls-verify=false --cert-dir=…`),
+    /// for the human status; empty for the defaults.
+    pub fn as_flags(&self) -> String {
+        let mut v = Vec::new();
+        if !self.tls_verify {
+            v.push("--tls-verify=false".to_string());
+        }
+        if let Some(d) = &self.cert_dir {
+            v.push(format!("--cert-dir={}", d.display()));
+        }
+        if let Some(f) = &self.authfile {
+            v.push(format!("--authfile={}", f.display()));
+        }
+        v.join(" ")
+    }
 }
 
 /// Contents of `state.json`.
@@ -331,5 +434,53 @@ mod tests {
         std::fs::write(&p, "{ not json").unwrap();
         assert!(format!("{:#}", State::load(&p).unwrap_err()).contains("parsing"));
         assert!(st(&["a", "a"], None, &[]).save(&p).is_err());
+    }
+
+    #[test]
+    fn transport_options_are_recorded_for_registry_images_and_filled_in_where_the_command_line_is_silent() {
+        let reg: ImageRef = "127.0.0.1:5000/os".parse().unwrap();
+        let layout: ImageRef = "oci:/srv/os".parse().unwrap();
+        let given = RegistryOptions {
+            insecure: true,
+            cert_dir: Some("certs".into()),
+            authfile: Some("/etc/auth.json".into()),
+            ..Default::default()
+        };
+        let t = TransportOptions::recorded(&reg, &given).unwrap();
+        assert!(!t.tls_verify);
+        assert_eq!(t.cert_dir, Some(std::env::current_dir().unwrap().join("certs")), "made absolute");
+        assert_eq!(t.authfile.as_deref(), Some(Path::new("/etc/auth.json")));
+        assert_eq!(
+            t.as_flags(),
+            format!(
+                "--tls-verify=false --cert-dir={} --authfile=/etc/auth.json",
+                t.cert_dir.as_ref().unwrap().display()
+            )
+        );
+        assert!(TransportOptions::recorded(&layout, &given).unwrap().is_default(), "layouts have no transport options");
+        assert!(TransportOptions::recorded(&reg, &RegistryOptions::default()).unwrap().is_default());
+
+        // Nothing on the command line: the record. --tls-verify given: it wins.
+        let mut o = RegistryOptions::default();
+        t.apply(&mut o, false);
+        assert!(o.insecure && o.cert_dir == t.cert_dir && o.authfile == t.authfile);
+        let mut o = RegistryOptions { authfile: Some("/other.json".into()), ..Default::default() };
+        t.apply(&mut o, true);
+        assert!(!o.insecure, "--tls-verify=true given to upgrade");
+        assert_eq!(o.authfile.as_deref(), Some(Path::new("/other.json")), "--authfile given to upgrade");
+    }
+
+    #[test]
+    fn spec_without_transport_options_reads_and_writes_as_before() {
+        let old = r#"{"version":1,"stateroot":"default","spec":{"image":"registry:reg/os:latest"}}"#;
+        let s: State = serde_json::from_str(old).unwrap();
+        assert!(s.spec.as_ref().unwrap().transport_options.is_default());
+        let text = serde_json::to_string(&s.spec).unwrap();
+        assert_eq!(text, r#"{"image":"registry:reg/os:latest"}"#);
+        let mut spec = Spec::new("reg/os");
+        spec.transport_options.tls_verify = false;
+        let text = serde_json::to_string(&spec).unwrap();
+        assert_eq!(text, r#"{"image":"reg/os","transport_options":{"tls_verify":false}}"#);
+        assert_eq!(serde_json::from_str::<Spec>(&text).unwrap(), spec);
     }
 }

@@ -11,7 +11,7 @@ use crate::boot::counting::{self, Assessment, EntryAssessment};
 use crate::boot::health::HealthRecord;
 use crate::deploy::booted::BootedSource;
 use crate::deploy::deployment::Metadata;
-use crate::deploy::state::{self, State};
+use crate::deploy::state::{self, State, TransportOptions};
 use crate::trust::Verdict;
 
 /// `apiVersion` of the status document; bumped on incompatible changes.
@@ -31,6 +31,27 @@ pub struct HostStatus {
 pub struct HostSpec {
     /// The tracked image, `null` before the first `switch`.
     pub image: Option<String>,
+    /// The registry transport options remembered with it, `null` before the
+    /// first `switch`.
+    pub transport_options: Option<TransportOptionsStatus>,
+}
+
+/// The transport options `switch` recorded, which `upgrade` uses again
+/// ([`crate::deploy::state::TransportOptions`]).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransportOptionsStatus {
+    /// False after `switch --tls-verify=false`.
+    pub tls_verify: bool,
+    pub cert_dir: Option<String>,
+    pub authfile: Option<String>,
+}
+
+impl From<&TransportOptions> for TransportOptionsStatus {
+    fn from(t: &TransportOptions) -> Self {
+        let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        TransportOptionsStatus { tls_verify: t.tls_verify, cert_dir: path(&t.cert_dir), authfile: path(&t.authfile) }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -211,7 +232,10 @@ pub fn build(
     HostStatus {
         api_version: API_VERSION,
         kind: "Host",
-        spec: HostSpec { image: state.spec.as_ref().map(|s| s.image.clone()) },
+        spec: HostSpec {
+            image: state.spec.as_ref().map(|s| s.image.clone()),
+            transport_options: state.spec.as_ref().map(|s| (&s.transport_options).into()),
+        },
         status: HostState {
             stateroot: state.stateroot.clone(),
             booted: r.booted.as_deref().map(one),
@@ -233,6 +257,17 @@ pub fn build(
 pub fn render_human(h: &HostStatus) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "Tracking: {}", h.spec.image.as_deref().unwrap_or("(nothing; use `hostctl switch IMAGE`)"));
+    if let Some(t) = &h.spec.transport_options {
+        let flags = TransportOptions {
+            tls_verify: t.tls_verify,
+            cert_dir: t.cert_dir.as_ref().map(Into::into),
+            authfile: t.authfile.as_ref().map(Into::into),
+        }
+        .as_flags();
+        if !flags.is_empty() {
+            let _ = writeln!(s, "  with:   {flags}");
+        }
+    }
     let slots = [("Booted", &h.status.booted), ("Staged", &h.status.staged), ("Rollback", &h.status.rollback)];
     for (name, d) in slots {
         let _ = write!(s, "\n{name}:");
@@ -419,13 +454,14 @@ mod tests {
             deployments: vec!["b.2".into(), "a.1".into()],
             staged: Some("b.2".into()),
             pinned: ["a.1".to_string()].into(),
-            spec: Some(crate::deploy::state::Spec { image: "reg/os:latest".into() }),
+            spec: Some(crate::deploy::state::Spec::new("reg/os:latest")),
             ..State::default()
         };
         let h = build(&state, Some("a.1"), BootedSource::Environment, &meta, &BootFacts::none());
         let v = serde_json::to_value(&h).unwrap();
         assert_eq!(v["apiVersion"], API_VERSION);
         assert_eq!(v["spec"]["image"], "reg/os:latest");
+        assert_eq!(v["spec"]["transportOptions"]["tlsVerify"], true);
         assert_eq!(v["status"]["booted"]["id"], "a.1");
         assert_eq!(v["status"]["booted"]["pinned"], true);
         assert_eq!(v["status"]["staged"]["version"], "v-b.2");

@@ -7,7 +7,13 @@
 //! paths are resolved *inside the image*: an absolute target restarts at the
 //! image root and `..` never climbs above it. Resolution happens here, in
 //! memory, so that the materialising step only ever creates fresh names in
-//! directories it created itself and never follows a symlink.
+//! directories it created itself and never follows a symlink. It happens here
+//! and not when a layer is imported because where a path leads depends on the
+//! layers below, and a layer index is shared by every image that has the layer.
+//!
+//! A parent that is neither a directory nor a symlink (a file that a lower
+//! layer, or an earlier entry, left where this entry needs a directory) is
+//! replaced by a directory, as umoci does and as overlayfs shows it.
 
 use std::collections::BTreeMap;
 
@@ -131,8 +137,9 @@ impl Tree {
 
     /// Resolves `comps` as a directory path inside the tree, following
     /// symlinks confined to the root. Components past the first missing one
-    /// are returned literally (nothing below a missing name can be a symlink).
-    /// Fails if a component is neither a directory nor a symlink.
+    /// are returned literally (nothing below a missing name can be a symlink);
+    /// a component that is neither a directory nor a symlink counts as missing
+    /// ([`Tree::mkdir_p`] replaces it by a directory).
     fn resolve_dir(&self, comps: &[&str]) -> Result<Vec<String>> {
         let mut pending: Vec<String> = comps.iter().rev().map(|s| s.to_string()).collect();
         let mut out: Vec<String> = Vec::new();
@@ -145,7 +152,7 @@ impl Tree {
             }
             if c == ".." {
                 out.pop();
-                missing = self.lookup(&out).is_none();
+                missing = !self.is_dir(&out);
                 continue;
             }
             if missing {
@@ -173,7 +180,10 @@ impl Tree {
                             pending.push(t.to_string());
                         }
                     }
-                    _ => bail!("{} is not a directory", out.iter().chain([&c]).cloned().collect::<Vec<_>>().join("/")),
+                    _ => {
+                        missing = true;
+                        out.push(c);
+                    }
                 },
             }
         }
@@ -189,13 +199,20 @@ impl Tree {
         Some(n)
     }
 
-    /// The directory at the resolved `comps`, creating missing ones.
+    /// Whether the resolved `comps` name a directory.
+    fn is_dir(&self, comps: &[String]) -> bool {
+        matches!(self.lookup(comps), Some(Node { kind: NodeKind::Dir(_), .. }))
+    }
+
+    /// The directory at the resolved `comps`, creating missing ones and
+    /// replacing what is not a directory (a resolved path holds no symlink).
     fn mkdir_p<S: AsRef<str>>(&mut self, comps: &[S]) -> &mut BTreeMap<String, Node> {
         let mut n = &mut self.root;
         for c in comps {
             let c = c.as_ref();
             let ch = n.children_mut().expect("resolved path is made of directories");
-            if !ch.contains_key(c) {
+            if !matches!(ch.get(c), Some(Node { kind: NodeKind::Dir(_), .. })) {
+                debug_assert!(!matches!(ch.get(c), Some(Node { kind: NodeKind::Symlink { .. }, .. })));
                 ch.insert(c.to_string(), Node::dir(implied_dir_meta()));
             }
             n = ch.get_mut(c).expect("just ensured");
@@ -231,7 +248,9 @@ impl Tree {
         let comps = components(path)?;
         let Some((name, parent)) = comps.split_last() else { bail!("a whiteout cannot remove the root") };
         let resolved = self.resolve_dir(parent)?;
-        if self.lookup(&resolved).is_some() {
+        // Only an existing directory can hold what is whited out; nothing is
+        // created or replaced for a whiteout.
+        if self.is_dir(&resolved) {
             self.mkdir_p(&resolved).remove(*name);
         }
         Ok(())
@@ -307,7 +326,7 @@ impl Tree {
         let comps = components(target)?;
         let (name, parent) = comps.split_last().context("a hard link cannot point to the root")?;
         let resolved = self.resolve_dir(parent)?;
-        if self.lookup(&resolved).is_none() {
+        if !self.is_dir(&resolved) {
             bail!("hard link target {target} does not exist");
         }
         let group = self.next_group;
@@ -435,11 +454,34 @@ mod tests {
     }
 
     #[test]
-    fn symlink_loops_and_files_as_parents_are_errors() {
+    fn symlink_loops_are_errors() {
         let err = Tree::from_layers(&[layer(vec![sym("a", "b"), sym("b", "a"), file("a/x", "1")])]).unwrap_err();
         assert!(format!("{err:#}").contains("too many levels"), "{err:#}");
-        let err = Tree::from_layers(&[layer(vec![file("f", "1"), file("f/x", "2")])]).unwrap_err();
-        assert!(format!("{err:#}").contains("f is not a directory"), "{err:#}");
+    }
+
+    #[test]
+    fn file_as_a_parent_is_replaced_by_a_directory_as_umoci_unpacks_it() {
+        // umoci TestUnpackEntryNonDirParent (umoci#546): "nondir", then
+        // "nondir/foo/bar/baz" in the same layer. Before issue #10 this was
+        // the error "nondir is not a directory".
+        let t = Tree::from_layers(&[layer(vec![file("nondir", "1"), file("nondir/foo/bar/baz", "2")])]).unwrap();
+        assert_eq!(list(&t), ["nondir d", "nondir/foo d", "nondir/foo/bar d", "nondir/foo/bar/baz f:2"]);
+        // A later layer over a lower layer's file, and through a symlink to it.
+        let t = Tree::from_layers(&[
+            layer(vec![file("opt/app", "1"), sym("link", "/opt/app")]),
+            layer(vec![file("opt/app/bin/x", "2"), file("link/y", "3")]),
+        ])
+        .unwrap();
+        assert_eq!(
+            list(&t),
+            ["link l:/opt/app", "opt d", "opt/app d", "opt/app/bin d", "opt/app/bin/x f:2", "opt/app/y f:3"]
+        );
+        // A whiteout below a file removes nothing and makes no directory.
+        let t = Tree::from_layers(&[layer(vec![file("f", "1")]), layer(vec![e("f/x", EntryKind::Whiteout)])]).unwrap();
+        assert_eq!(list(&t), ["f f:1"]);
+        // A hard link below a file has no target.
+        let err = Tree::from_layers(&[layer(vec![file("f", "1"), link("l", "f/x")])]).unwrap_err();
+        assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
     }
 
     #[test]

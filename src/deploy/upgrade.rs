@@ -17,7 +17,7 @@ use crate::deploy::deployment::Metadata;
 use crate::deploy::preflight::{self, MissingLayer};
 use crate::deploy::reboot::Reboot;
 use crate::deploy::stage::{remove_any, Deployer, Finalized, StageOptions, Staged};
-use crate::deploy::state::{self, Spec};
+use crate::deploy::state::{self, Spec, TransportOptions};
 use crate::digest::Digest;
 use crate::imgref::ImageRef;
 use crate::oci::{open_source, ImageSource, ResolvedManifest};
@@ -93,6 +93,8 @@ pub async fn check(d: &Deployer, imgref: &ImageRef, opts: &PullOptions) -> Resul
     let update_available = current.as_ref() != Some(&latest);
     let latest_version = if update_available {
         let config = fetch_config(source.as_ref(), &resolved).await?;
+        // An update built for another platform is not one this host can take.
+        crate::oci::platform::check_config(&config, &opts.platform).with_context(|| imgref.to_string())?;
         crate::oci::image_version(&config)
     } else {
         None
@@ -120,6 +122,16 @@ pub async fn deploy(
     flow: FlowOptions,
     reboot: &dyn Reboot,
 ) -> Result<FlowReport> {
+    // Recorded references name their layout by an absolute path, so that
+    // `upgrade` works from any directory and from the update timer.
+    let imgref = &crate::oci::absolute_path(imgref)?;
+    let spec = match track {
+        true => Some(Spec {
+            image: imgref.to_string(),
+            transport_options: TransportOptions::recorded(imgref, &pull_opts.registry)?,
+        }),
+        false => None,
+    };
     let state0 = d.reconcile()?;
     let booted = d.booted()?;
     let progress = &pull_opts.progress;
@@ -131,7 +143,6 @@ pub async fn deploy(
         .await
         .with_context(|| format!("resolving {imgref}"))?;
     let digest = resolved.raw.digest.clone();
-    let spec = track.then(|| Spec { image: imgref.to_string() });
 
     // Already deployed as the staged or booted (or default) deployment:
     // nothing to fetch; a download-only staging of it is finalised now.
@@ -196,6 +207,9 @@ pub async fn deploy(
     // Preflight, before a byte of layer data is fetched.
     let what = format!("{} (the config of {imgref})", source_name(imgref));
     let config = progress.waiting(what, fetch_config(source.as_ref(), &resolved)).await?;
+    // The platform first: a wrong-architecture image is refused as such, not
+    // as one that does not fit.
+    crate::oci::platform::check_config(&config, &pull_opts.platform).with_context(|| imgref.to_string())?;
     let diff_ids = config.rootfs().diff_ids();
     let mut missing = Vec::new();
     for (i, desc) in resolved.manifest.layers().iter().enumerate() {

@@ -89,7 +89,13 @@ enum Backing {
     /// The layout directory, opened once; files are opened beneath it.
     Dir(OwnedFd),
     /// The archive file and where each regular file's bytes are in it.
-    Archive { file: Arc<File>, entries: HashMap<String, Section> },
+    Archive {
+        file: Arc<File>,
+        entries: HashMap<String, Section>,
+        /// Why the archive may be truncated (no end-of-archive marker), said
+        /// when a file the layout needs is missing from it.
+        unterminated: Option<String>,
+    },
 }
 
 /// A regular file's bytes inside an archive.
@@ -117,8 +123,9 @@ impl OciLayoutSource {
         let name = format!("oci-archive:{}", path.display());
         let file = File::open(path).with_context(|| format!("opening OCI archive {}", path.display()))?;
         ensure!(file.metadata()?.file_type().is_file(), "OCI archive {} is not a regular file", path.display());
-        let entries = scan_archive(&file).with_context(|| format!("reading OCI archive {}", path.display()))?;
-        Inner::load(name, tag, Backing::Archive { file: Arc::new(file), entries })
+        let scan = scan_archive(&file).with_context(|| format!("reading OCI archive {}", path.display()))?;
+        let backing = Backing::Archive { file: Arc::new(file), entries: scan.entries, unterminated: scan.unterminated };
+        Inner::load(name, tag, backing)
     }
 
     /// The tags `index.json` names, in its order.
@@ -127,14 +134,59 @@ impl OciLayoutSource {
     }
 }
 
+/// What the header scan found: each regular file's section, and, when the
+/// archive ends without its end-of-archive marker, where it ends.
+struct Scan {
+    entries: HashMap<String, Section>,
+    /// `Some(note)` when the file ends right after a member, without the two
+    /// zero blocks that close a tar: it may have been cut at a member
+    /// boundary. Not an error by itself (Go's archive/tar and Python's tarfile
+    /// read such archives too), but said when something is then missing.
+    unterminated: Option<String>,
+}
+
 /// Reads the headers of a tar file once (seeking over contents) and records
 /// the offset and size of each regular file under its normalised path.
-fn scan_archive(file: &File) -> Result<HashMap<String, Section>> {
+///
+/// A truncated archive is reported as such, with the member it ends in: the
+/// tar reader takes an end of file where a header should be for the end of
+/// the archive, so without this check a cut archive would look like a layout
+/// that lacks its last files.
+fn scan_archive(file: &File) -> Result<Scan> {
+    let len = file.metadata().context("reading the archive's size")?.len();
     let mut archive = tar::Archive::new(file);
     let mut entries = HashMap::new();
+    // The last member seen and where the next header should start.
+    let mut last: Option<String> = None;
+    let mut next_header = 0u64;
     for entry in archive.entries_with_seek().context("reading tar headers")? {
-        let mut entry = entry.context("reading a tar header")?;
+        let mut entry = match entry {
+            Ok(e) => e,
+            Err(e) if next_header + 512 > len => match &last {
+                Some(m) => bail!(
+                    "the archive is truncated: it ends at byte {len}, inside the tar header at offset \
+                     {next_header} after member {m} ({e})"
+                ),
+                None => bail!("not a tar archive: {len} bytes, less than one tar header"),
+            },
+            Err(e) => return Err(e).context("reading a tar header"),
+        };
         let kind = entry.header().entry_type();
+        let path = entry.path().context("reading a tar entry's name")?.into_owned();
+        // The bytes stored for this member (a sparse member stores its map and
+        // data chunks: the header's size, not the expanded one).
+        let stored = if kind.is_gnu_sparse() { entry.header().entry_size()? } else { entry.size() };
+        let data_at = entry.raw_file_position();
+        if data_at.saturating_add(stored) > len {
+            bail!(
+                "the archive is truncated: it ends at byte {len}, inside member {} ({stored} bytes at offset \
+                 {data_at}; {} of them present)",
+                path.display(),
+                len.saturating_sub(data_at)
+            );
+        }
+        next_header = (data_at + stored).div_ceil(512) * 512;
+        last = Some(path.display().to_string());
         if !(kind.is_file() || kind == tar::EntryType::Continuous || kind.is_gnu_sparse()) {
             continue; // directories, links and the rest are never blobs
         }
@@ -144,13 +196,24 @@ fn scan_archive(file: &File) -> Result<HashMap<String, Section>> {
                 Some(exts) => exts.flatten().any(|e| e.key().is_ok_and(|k| k.starts_with("GNU.sparse."))),
                 None => false,
             };
-        let path = entry.path().context("reading a tar entry's name")?.into_owned();
         let Some(key) = normalise_member(&path) else { continue };
         ensure!(entries.len() < MAX_ARCHIVE_ENTRIES, "more than {MAX_ARCHIVE_ENTRIES} files");
         let size = entry.size();
-        entries.insert(key, Section { offset: entry.raw_file_position(), size, sparse });
+        entries.insert(key, Section { offset: data_at, size, sparse });
     }
-    Ok(entries)
+    // The end-of-archive marker: two zero blocks where the next header would be.
+    let mut marker = [0u8; 1024];
+    let terminated = next_header + 1024 <= len
+        && file.read_exact_at(&mut marker, next_header).is_ok()
+        && marker.iter().all(|b| *b == 0);
+    let unterminated = (!terminated).then(|| match &last {
+        Some(m) => format!(
+            "the archive may be truncated: it ends at byte {len}, right after member {m}, without the \
+             end-of-archive marker"
+        ),
+        None => format!("the archive may be truncated: it ends at byte {len} and holds no member"),
+    });
+    Ok(Scan { entries, unterminated })
 }
 
 /// `./blobs/sha256/x` → `blobs/sha256/x`; names that climb out (`..`) are dropped.
@@ -192,9 +255,9 @@ impl Read for SectionReader {
 impl Inner {
     fn load(name: String, tag: Option<&str>, backing: Backing) -> Result<OciLayoutSource> {
         let mut inner = Inner { name, tag: tag.map(str::to_string), backing, index: ImageIndex::default() };
-        let marker = inner
-            .read_small("oci-layout", 4096)?
-            .with_context(|| format!("{} is not an OCI image layout: it has no oci-layout file", inner.name))?;
+        let marker = inner.read_small("oci-layout", 4096)?.with_context(|| {
+            format!("{} is not an OCI image layout: it has no oci-layout file{}", inner.name, inner.hint())
+        })?;
         let marker: serde_json::Value =
             serde_json::from_slice(&marker).with_context(|| format!("{}: oci-layout is not JSON", inner.name))?;
         let version = marker.get("imageLayoutVersion").and_then(|v| v.as_str()).unwrap_or("");
@@ -203,12 +266,21 @@ impl Inner {
             "{}: unsupported imageLayoutVersion {version:?} in oci-layout (expected 1.x)",
             inner.name
         );
-        let index = inner
-            .read_small("index.json", MAX_MANIFEST_SIZE)?
-            .with_context(|| format!("{} is not an OCI image layout: it has no index.json", inner.name))?;
+        let index = inner.read_small("index.json", MAX_MANIFEST_SIZE)?.with_context(|| {
+            format!("{} is not an OCI image layout: it has no index.json{}", inner.name, inner.hint())
+        })?;
         inner.index = serde_json::from_slice(&index)
             .with_context(|| format!("{}: index.json is not a valid OCI index", inner.name))?;
         Ok(OciLayoutSource { inner: Arc::new(inner) })
+    }
+
+    /// `"; the archive may be truncated: …"` for an archive without its
+    /// end-of-archive marker, else nothing: appended where a file is missing.
+    fn hint(&self) -> String {
+        match &self.backing {
+            Backing::Archive { unterminated: Some(note), .. } => format!("; {note}"),
+            _ => String::new(),
+        }
     }
 
     fn describe(&self) -> String {
@@ -263,7 +335,7 @@ impl Inner {
                 }
                 Ok(Some((Box::new(file), meta.len())))
             }
-            Backing::Archive { file, entries } => {
+            Backing::Archive { file, entries, .. } => {
                 let Some(s) = entries.get(rel) else { return Ok(None) };
                 ensure!(!s.sparse, "{}: {rel} is a sparse file in the archive; refused", self.name);
                 ensure!(offset <= s.size, "{}: offset {offset} is past the end of {rel}", self.name);
@@ -292,9 +364,9 @@ impl Inner {
             self.name,
             desc.size()
         );
-        let bytes = self
-            .read_small(&blob_path(&digest), MAX_MANIFEST_SIZE)?
-            .with_context(|| format!("{}: {what} {digest} is missing (no {})", self.name, blob_path(&digest)))?;
+        let bytes = self.read_small(&blob_path(&digest), MAX_MANIFEST_SIZE)?.with_context(|| {
+            format!("{}: {what} {digest} is missing (no {}){}", self.name, blob_path(&digest), self.hint())
+        })?;
         ensure!(
             bytes.len() as u64 == desc.size(),
             "{}: {what} {digest} is {} bytes but its descriptor says {}",
@@ -463,7 +535,7 @@ impl Inner {
         let path = blob_path(&digest);
         let (reader, size) = self
             .open_at(&path, offset.min(desc.size()))?
-            .with_context(|| format!("{}: blob {digest} is missing (no {path})", self.name))?;
+            .with_context(|| format!("{}: blob {digest} is missing (no {path}){}", self.name, self.hint()))?;
         ensure!(
             size == desc.size(),
             "{}: blob {digest} is {size} bytes but its descriptor says {}",
@@ -787,6 +859,39 @@ mod tests {
         assert!(String::from_utf8(config).unwrap().contains("diff_ids"));
         let missing = OciLayoutSource::open_archive(&f.dir.path().join("oci-layout"), None);
         assert!(missing.is_err(), "a non-tar must not open as an archive");
+    }
+
+    /// An archive cut anywhere is refused as truncated, naming where; one
+    /// that only lacks its end-of-archive marker is read (as Go's
+    /// archive/tar and Python's tarfile read it).
+    #[test]
+    fn truncated_archive_is_reported_as_truncated_with_the_member_and_offset() {
+        let mut f = Fixture::new();
+        let content: Vec<u8> = (0..20_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        let a = f.image(&content);
+        f.add(a, Some("v1"));
+        let tar = f.archive();
+        let whole = std::fs::read(tar.path()).unwrap();
+        let cut_to = |n: usize| {
+            std::fs::write(tar.path(), &whole[..n]).unwrap();
+            OciLayoutSource::open_archive(tar.path(), Some("v1")).map(|_| ()).map_err(|e| format!("{e:#}"))
+        };
+        // Find the layer's data by its first bytes.
+        let at = whole.windows(64).position(|w| w == &content[..64]).unwrap();
+        let e = cut_to(at + 5000).unwrap_err();
+        assert!(e.contains(&format!("the archive is truncated: it ends at byte {}, inside member ", at + 5000)), "{e}");
+        assert!(e.contains(&format!("(20000 bytes at offset {at}; 5000 of them present)")), "{e}");
+        // Inside the header that follows the layer.
+        let next = (at + 20_000).div_ceil(512) * 512;
+        let e = cut_to(next + 10).unwrap_err();
+        assert!(e.contains(&format!("inside the tar header at offset {next} after member ")), "{e}");
+        // Without the two zero blocks (and the builder's padding): complete, so read.
+        let end = whole.len() - whole.iter().rev().take_while(|b| **b == 0).count();
+        let end = end.div_ceil(512) * 512;
+        cut_to(end).unwrap();
+        cut_to(whole.len()).unwrap();
+        let e = cut_to(100).unwrap_err();
+        assert!(e.contains("not a tar archive"), "{e}");
     }
 
     #[test]

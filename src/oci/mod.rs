@@ -6,7 +6,7 @@ pub mod platform;
 pub mod registry;
 pub mod source;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::imgref::ImageRef;
 pub use source::{BlobReader, ImageSource, RawManifest, ResolvedManifest};
@@ -42,6 +42,38 @@ pub struct RegistryOptions {
     pub authfile: Option<std::path::PathBuf>,
     /// Layers downloaded at once.
     pub max_concurrent_downloads: Option<usize>,
+}
+
+/// `imgref` with a relative `oci:`/`oci-archive:` path made absolute against
+/// the current directory; other references unchanged.
+///
+/// Every reference that is recorded (the tracked image in `state.json`, a
+/// deployment's metadata, the store's image records) goes through this first,
+/// so that `upgrade` from another directory, or from the update timer, opens
+/// the same layout. The path is made absolute lexically, without resolving
+/// symlinks: a symlink the admin points at the next release is followed again
+/// by each `upgrade`, as the name typed meant.
+pub fn absolute_path(imgref: &ImageRef) -> Result<ImageRef> {
+    let absolute = |path: &std::path::Path| -> Result<std::path::PathBuf> {
+        if path.is_absolute() {
+            return Ok(path.to_path_buf());
+        }
+        let abs = std::path::absolute(path)
+            .with_context(|| format!("making {} absolute (is the current directory still there?)", path.display()))?;
+        // A reference ends its path at the first colon: a path with one could
+        // not be read back from where it is recorded.
+        anyhow::ensure!(
+            abs.to_str().is_some_and(|s| !s.contains(':')),
+            "{} cannot be recorded in an image reference (it holds a colon or is not UTF-8); give the path without them",
+            abs.display()
+        );
+        Ok(abs)
+    };
+    Ok(match imgref {
+        ImageRef::Registry(_) => imgref.clone(),
+        ImageRef::OciDir { path, tag } => ImageRef::OciDir { path: absolute(path)?, tag: tag.clone() },
+        ImageRef::OciArchive { path, tag } => ImageRef::OciArchive { path: absolute(path)?, tag: tag.clone() },
+    })
 }
 
 /// Opens the source an image reference names.

@@ -3,9 +3,12 @@
 //! pull pipeline (which writes indexes) and deployments (which check them out).
 //!
 //! Paths are relative, normalised (no leading `/` or `./`, no `.` or `..`
-//! components, no empty components) and checked when the index is built, so
-//! readers may join them beneath a root without further checks other than for
-//! symlinks in the tree being built.
+//! components, no empty components; an absolute tar name is recorded relative
+//! to the layer root) and checked when the index is built, so readers may join
+//! them beneath a root without further checks other than for symlinks in the
+//! tree being built: a path is recorded as written even where an ancestor is a
+//! symlink of the same or a lower layer, and the checkout resolves it inside
+//! the image (docs/store.md, "Where each resolution happens").
 
 use std::collections::BTreeMap;
 use std::fmt;

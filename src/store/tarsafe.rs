@@ -1,6 +1,13 @@
 //! Tar safety: normalising entry paths and refusing entries that could escape
-//! the root they are unpacked under, write through a symlink, or exhaust
-//! resources. Every refusal names the entry.
+//! the root they are unpacked under or exhaust resources. Every refusal names
+//! the entry.
+//!
+//! What is decided here depends on one layer alone, because a layer index is
+//! keyed by its diff_id and shared by every image that has the layer: an
+//! absolute name is taken relative to the layer root (as containerd, umoci and
+//! moby do); `..` is refused. Where a name leads through a symlink depends on
+//! the layers below, so paths beneath symlinks are recorded as written and
+//! resolved, inside the image, by the checkout (`deploy::tree`).
 
 use std::collections::HashMap;
 
@@ -35,18 +42,16 @@ impl Default for Limits {
     }
 }
 
-/// Normalises a tar path: strips `./` and leading-`./` noise, drops `.` and
-/// empty components; refuses absolute paths, `..`, non-UTF-8 and over-long
+/// Normalises a tar path: strips leading `/` (an absolute name is relative to
+/// the layer root, as GNU tar `-P` and other tools write it) and `./` noise,
+/// drops `.` and empty components; refuses `..`, NUL, non-UTF-8 and over-long
 /// names. The layer root itself normalises to `""`.
 pub fn normalise(raw: &[u8], limits: &Limits) -> Result<String> {
     let Ok(s) = std::str::from_utf8(raw) else {
         bail!("entry {:?}: path is not valid UTF-8", String::from_utf8_lossy(raw));
     };
-    // umoci writes the layer root as "/"; that one absolute name is the root
-    // itself, like "./". Any other absolute name is refused.
-    if s.starts_with('/') && !s.bytes().all(|b| b == b'/') {
-        bail!("entry {s:?}: absolute path refused");
-    }
+    // A leading "/" is dropped with the other empty components below: "/etc/x"
+    // is the layer's "etc/x" and "/" (umoci writes the root so) is the root.
     if s.contains('\0') {
         bail!("entry {s:?}: path contains a NUL byte");
     }
@@ -106,7 +111,9 @@ pub struct LayerPaths {
 
 impl LayerPaths {
     /// Refuses `path` if one of its ancestors is a symlink created earlier in
-    /// this layer (the entry would be written through it).
+    /// this layer. Only whiteouts are checked so: they are applied before the
+    /// layer's own entries (OCI image spec), so one placed beneath a symlink
+    /// of the same layer would be resolved against a tree without that symlink.
     pub fn check_no_symlink_ancestor(&self, path: &str, what: &str) -> Result<()> {
         if !self.any_symlink {
             return Ok(());
@@ -123,7 +130,8 @@ impl LayerPaths {
     }
 
     /// Checks a hardlink's normalised `target` for the entry at `path`.
-    /// A target the layer has not seen is a link into a lower layer: allowed.
+    /// A target the layer has not seen is a link into a lower layer, or through
+    /// a symlink: allowed here, resolved (inside the image) by the checkout.
     pub fn check_hardlink(&self, path: &str, target: &str) -> Result<()> {
         if target.is_empty() {
             bail!("entry {path:?}: hardlink to the layer root refused");
@@ -131,7 +139,6 @@ impl LayerPaths {
         if target == path {
             bail!("entry {path:?}: hardlink to itself refused");
         }
-        self.check_no_symlink_ancestor(target, "hardlink target resolves")?;
         match self.seen.get(target) {
             Some(Seen::Dir) => bail!("entry {path:?}: hardlink to directory {target:?} refused"),
             Some(Seen::Whiteout) => bail!("entry {path:?}: hardlink to {target:?}, which this layer deletes"),
@@ -177,11 +184,18 @@ mod tests {
     }
 
     #[test]
+    fn absolute_names_are_relative_to_the_layer_root_as_gnu_tar_p_writes_them() {
+        let l = Limits::default();
+        assert_eq!(normalise(b"/etc/passwd", &l).unwrap(), "etc/passwd");
+        assert_eq!(normalise(b"//usr/./bin/", &l).unwrap(), "usr/bin");
+    }
+
+    #[test]
     fn refuses_escapes_and_long_names() {
         let l = Limits::default();
-        assert!(normalise(b"/etc/passwd", &l).unwrap_err().to_string().contains("absolute"));
         // Regression: umoci's layers start with a "/" entry for the root.
         assert_eq!(normalise(b"/", &l).unwrap(), "");
+        assert!(normalise(b"/../etc", &l).unwrap_err().to_string().contains(".."));
         assert!(normalise(b"a/../../etc", &l).unwrap_err().to_string().contains(".."));
         assert!(normalise(&[b'a'; 256], &l).unwrap_err().to_string().contains("component"));
         let long = "a/".repeat(2100);

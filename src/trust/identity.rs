@@ -7,9 +7,9 @@
 //! `matchRepoDigestOrExact` then only accepts them when pulled by digest.
 
 use anyhow::{bail, ensure, Context, Result};
-use serde::Deserialize;
 use serde_json::Value;
 
+use super::policy::json::{Node, Obj};
 use crate::imgref::ImageRef;
 
 /// A docker reference as a signature states it, keeping whether a tag was written.
@@ -81,66 +81,62 @@ pub enum SignedIdentity {
     RemapIdentity { prefix: String, signed_prefix: String },
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawIdentity {
-    #[serde(rename = "type")]
-    ty: String,
-    docker_reference: Option<String>,
-    docker_repository: Option<String>,
-    prefix: Option<String>,
-    signed_prefix: Option<String>,
-}
-
 impl SignedIdentity {
-    /// Parses a `signedIdentity` object.
+    /// Parses a `signedIdentity` object held as a `serde_json::Value` (which
+    /// cannot hold duplicate keys; policy files are read through [`Node`]).
     pub fn parse(v: &Value) -> Result<SignedIdentity> {
-        let raw: RawIdentity = serde_json::from_value(v.clone()).context("invalid signedIdentity")?;
-        let no_fields = |raw: &RawIdentity| {
-            raw.docker_reference.is_none()
-                && raw.docker_repository.is_none()
-                && raw.prefix.is_none()
-                && raw.signed_prefix.is_none()
+        SignedIdentity::from_node(&Node::from_value(v))
+    }
+
+    /// Parses a `signedIdentity` (or `baseLayerIdentity`) object as
+    /// containers/image does: every field of its type present, no other field,
+    /// references valid.
+    pub fn from_node(node: &Node) -> Result<SignedIdentity> {
+        let obj = Obj::of(node, "signedIdentity")?;
+        let ty = match obj.get("type") {
+            Some(Node::String(t)) => t.as_str(),
+            Some(other) => bail!("signedIdentity \"type\" must be a string, not {}", other.kind()),
+            None => bail!("signedIdentity needs a string \"type\""),
         };
-        let id = match raw.ty.as_str() {
-            "matchExact" | "matchRepoDigestOrExact" | "matchRepository" => {
-                ensure!(no_fields(&raw), "signedIdentity {} takes no other fields", raw.ty);
-                match raw.ty.as_str() {
-                    "matchExact" => SignedIdentity::MatchExact,
-                    "matchRepoDigestOrExact" => SignedIdentity::MatchRepoDigestOrExact,
-                    _ => SignedIdentity::MatchRepository,
-                }
-            }
+        let fields: &[&str] = match ty {
+            "matchExact" | "matchRepoDigestOrExact" | "matchRepository" => &["type"],
+            "exactReference" => &["type", "dockerReference"],
+            "exactRepository" => &["type", "dockerRepository"],
+            "remapIdentity" => &["type", "prefix", "signedPrefix"],
+            other => bail!("unknown signedIdentity type {other:?}"),
+        };
+        if let Some(k) = obj.keys().find(|k| !fields.contains(k)) {
+            bail!("signedIdentity {ty} takes no field {k:?} (its fields: {})", fields.join(", "));
+        }
+        fn field<'a>(obj: Obj<'a>, ty: &str, name: &str) -> Result<&'a str> {
+            obj.str(name)?.with_context(|| format!("signedIdentity {ty} needs {name:?}"))
+        }
+        let field = |name: &str| field(obj, ty, name);
+        Ok(match ty {
+            "matchExact" => SignedIdentity::MatchExact,
+            "matchRepoDigestOrExact" => SignedIdentity::MatchRepoDigestOrExact,
+            "matchRepository" => SignedIdentity::MatchRepository,
             "exactReference" => {
-                let r = raw.docker_reference.context("exactReference needs dockerReference")?;
-                ensure!(raw.docker_repository.is_none() && raw.prefix.is_none() && raw.signed_prefix.is_none());
-                let id = DockerIdentity::parse(&r)?;
+                let r = field("dockerReference")?;
+                let id = DockerIdentity::parse(r).context("signedIdentity exactReference: dockerReference")?;
                 ensure!(!id.is_name_only(), "exactReference {r:?} needs a tag or digest");
                 SignedIdentity::ExactReference(id)
             }
             "exactRepository" => {
-                let r = raw.docker_repository.context("exactRepository needs dockerRepository")?;
-                ensure!(raw.docker_reference.is_none() && raw.prefix.is_none() && raw.signed_prefix.is_none());
-                let id = DockerIdentity::parse(&r)?;
-                ensure!(id.is_name_only(), "exactRepository {r:?} must not have a tag or digest");
+                // containers/image accepts a tag or digest here and compares
+                // repositories only; so does hostctl.
+                let r = field("dockerRepository")?;
+                let id = DockerIdentity::parse(r).context("signedIdentity exactRepository: dockerRepository")?;
                 SignedIdentity::ExactRepository(id.name)
             }
-            "remapIdentity" => {
-                let prefix = raw.prefix.context("remapIdentity needs prefix")?;
-                let signed_prefix = raw.signed_prefix.context("remapIdentity needs signedPrefix")?;
-                ensure!(raw.docker_reference.is_none() && raw.docker_repository.is_none());
-                for p in [&prefix, &signed_prefix] {
-                    let tagged = p.rsplit('/').next().is_some_and(|last| last.contains(':')) && p.contains('/');
-                    ensure!(
-                        !p.is_empty() && !p.contains('@') && !tagged,
-                        "remapIdentity prefix {p:?} must be a host[:port] or a repository namespace without tag or digest"
-                    );
-                }
-                SignedIdentity::RemapIdentity { prefix, signed_prefix }
+            _ => {
+                let prefix = field("prefix")?;
+                let signed_prefix = field("signedPrefix")?;
+                check_remap_prefix(prefix).context("signedIdentity remapIdentity: prefix")?;
+                check_remap_prefix(signed_prefix).context("signedIdentity remapIdentity: signedPrefix")?;
+                SignedIdentity::RemapIdentity { prefix: prefix.to_string(), signed_prefix: signed_prefix.to_string() }
             }
-            other => bail!("unknown signedIdentity type {other:?}"),
-        };
-        Ok(id)
+        })
     }
 
     /// Whether a signature claiming `signed` may stand for `image`; `Err` says why not.
@@ -204,6 +200,59 @@ fn repo_digest_or_exact(own: &DockerIdentity, signed: &DockerIdentity) -> Result
              use signedIdentity matchRepository, or deploy by digest)"
         ))
     }
+}
+
+/// Refuses what containers/image refuses as a `remapIdentity` `prefix` or
+/// `signedPrefix`: it must be a registry host (`host[:port]`, as in
+/// distribution/reference) or `host[:port]/path` with repository path
+/// components only (no tag, digest, upper case or trailing `/`).
+fn check_remap_prefix(s: &str) -> Result<()> {
+    let namespace =
+        || s.split_once('/').is_some_and(|(host, path)| is_domain(host) && path.split('/').all(is_path_component));
+    ensure!(
+        is_domain(s) || namespace(),
+        "{s:?} is neither a registry host[:port] nor a host/namespace without tag or digest"
+    );
+    Ok(())
+}
+
+/// distribution/reference's domain: DNS-like labels or a bracketed IPv6
+/// literal, then an optional `:port`.
+fn is_domain(s: &str) -> bool {
+    let (host, port) = if s.starts_with('[') {
+        match s.find(']') {
+            Some(i) => (&s[..=i], &s[i + 1..]),
+            None => return false,
+        }
+    } else {
+        s.split_at(s.find(':').unwrap_or(s.len()))
+    };
+    let port_ok = port.is_empty()
+        || port.strip_prefix(':').is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => !v6.is_empty() && v6.bytes().all(|b| b.is_ascii_hexdigit() || b == b':'),
+        None => host.split('.').all(|label| {
+            let b = label.as_bytes();
+            !b.is_empty()
+                && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+                && b[0] != b'-'
+                && b[b.len() - 1] != b'-'
+        }),
+    };
+    host_ok && port_ok
+}
+
+/// distribution/reference's path component: lowercase letters and digits,
+/// separated by `.`, `_`, `__` or runs of `-`.
+fn is_path_component(c: &str) -> bool {
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let b = c.as_bytes();
+    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+        return false;
+    }
+    c.split(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+        .filter(|sep| !sep.is_empty())
+        .all(|sep| matches!(sep, "." | "_" | "__") || sep.bytes().all(|x| x == b'-'))
 }
 
 /// `name` without `prefix` when `prefix` is the whole name or ends at a `/` boundary.
@@ -285,12 +334,138 @@ mod tests {
     fn bad_identities_are_errors() {
         for v in [
             json!({"type":"exactReference","dockerReference":"r.io/os"}),
-            json!({"type":"exactRepository","dockerRepository":"r.io/os:v1"}),
             json!({"type":"matchRepository","prefix":"x"}),
             json!({"type":"remapIdentity","prefix":"x"}),
             json!({"type":"matchAnything"}),
         ] {
             assert!(SignedIdentity::parse(&v).is_err(), "{v}");
+        }
+    }
+
+    /// Accepted by containers/image, refused by hostctl before this row was
+    /// dropped from `bad_identities_are_errors`: a tagged `dockerRepository`
+    /// names its repository, and only the repository is compared.
+    #[test]
+    fn exact_repository_with_a_tag_is_accepted_as_containers_image_does() {
+        let tagged = id(json!({"type":"exactRepository","dockerRepository":"r.io/os:v1"}));
+        assert_eq!(tagged, SignedIdentity::ExactRepository("r.io/os".into()));
+        assert!(ok(&tagged, "mirror.io/x:v1", "r.io/os:v9"));
+        assert!(!ok(&tagged, "mirror.io/x:v1", "r.io/other:v1"));
+        let digested = id(json!({"type":"exactRepository","dockerRepository":format!("r.io/os@{D}")}));
+        assert_eq!(digested, SignedIdentity::ExactRepository("r.io/os".into()));
+    }
+
+    /// containers/image's `TestValidateIdentityRemappingPrefix`, through a
+    /// whole `remapIdentity` (both `prefix` and `signedPrefix`).
+    #[test]
+    fn remap_prefixes_as_containers_image_checks_them() {
+        // (prefix, upstream accepts)
+        for (prefix, upstream) in [
+            ("localhost", true),
+            ("example.com", true),
+            ("example.com:80", true),
+            ("example.com/repo", true),
+            ("example.com/ns1/ns2/ns3/repo.with.dots-dashes_underscores", true),
+            ("example.com:80/ns1/ns2/ns3/repo.with.dots-dashes_underscores", true),
+            // Upstream notes these never match but accepts them; so does hostctl.
+            ("shortname", true),
+            ("ns/shortname", true),
+            ("[2001:db8::1]:5000/ns", true),
+            ("", false),
+            ("repo_with_underscores", false), // not a DNS name
+            ("example.com/", false),
+            ("example.com/UPPERCASEISINVALID", false),
+            ("example.com/repo/", false),
+            ("example.com/repo:tag", false),
+            ("example.com/repo@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", false),
+            ("example.com/repo:tag@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", false),
+            ("-example.com", false),
+            ("example.com:port", false),
+        ] {
+            for (p, sp) in [(prefix, "docker.io/library"), ("example.com/docker-library", prefix)] {
+                let v = json!({"type":"remapIdentity","prefix":p,"signedPrefix":sp});
+                let got = SignedIdentity::parse(&v);
+                assert_eq!(got.is_ok(), upstream, "{v}: {got:?}");
+                if let Err(e) = got {
+                    let field = if p == prefix { "prefix" } else { "signedPrefix" };
+                    assert!(format!("{e:#}").contains(&format!("remapIdentity: {field}")), "{v}: {e:#}");
+                }
+            }
+        }
+    }
+
+    /// containers/image's `policy_config_test.go` cases for each
+    /// `signedIdentity` type (`TestPRM*UnmarshalJSON`, `TestNewPRMExact*`,
+    /// `TestNewPRMRemapIdentity`), plus the duplicate-key rows, which the
+    /// policy reader refuses before any of this runs (see `policy::json`).
+    #[test]
+    fn signed_identity_objects_as_containers_image_reads_them() {
+        // (object, upstream accepts, a word the error must contain)
+        let cases: Vec<(Value, bool, &str)> = vec![
+            (json!({"type":"matchExact"}), true, ""),
+            (json!({"type":"matchRepoDigestOrExact"}), true, ""),
+            (json!({"type":"matchRepository"}), true, ""),
+            (json!({}), false, "needs a string \"type\""),
+            (json!({"type":1}), false, "must be a string, not a number"),
+            (json!({"type":"this is invalid"}), false, "unknown signedIdentity type"),
+            (json!({"type":"matchExact","unknown":"foo"}), false, "takes no field \"unknown\""),
+            (json!({"type":"matchRepoDigestOrExact","unknown":"foo"}), false, "\"unknown\""),
+            (json!({"type":"matchRepository","unknown":"foo"}), false, "\"unknown\""),
+            (json!(null), false, "not null"),
+            (json!("this is invalid"), false, "not a string"),
+            (json!({"type":"exactReference","dockerReference":"library/busybox:latest"}), true, ""),
+            (json!({"type":"exactReference","dockerReference":""}), false, "dockerReference"),
+            (json!({"type":"exactReference","dockerReference":"INVALIDUPPERCASE:latest"}), false, "dockerReference"),
+            (json!({"type":"exactReference","dockerReference":"library/busybox"}), false, "needs a tag or digest"),
+            (json!({"type":"exactReference"}), false, "needs \"dockerReference\""),
+            (json!({"type":"exactReference","dockerReference":1}), false, "\"dockerReference\" must be a string"),
+            (
+                json!({"type":"exactReference","dockerReference":"library/busybox:latest","unexpected":1}),
+                false,
+                "takes no field \"unexpected\"",
+            ),
+            (json!({"type":"exactRepository","dockerRepository":"library/busybox:latest"}), true, ""),
+            (json!({"type":"exactRepository","dockerRepository":""}), false, "dockerRepository"),
+            (json!({"type":"exactRepository","dockerRepository":"INVALIDUPPERCASE"}), false, "dockerRepository"),
+            (json!({"type":"exactRepository"}), false, "needs \"dockerRepository\""),
+            (json!({"type":"exactRepository","dockerRepository":1}), false, "must be a string"),
+            (
+                json!({"type":"exactRepository","dockerRepository":"library/busybox","unexpected":1}),
+                false,
+                "\"unexpected\"",
+            ),
+            (
+                json!({"type":"remapIdentity","prefix":"example.com/docker-library","signedPrefix":"docker.io/library"}),
+                true,
+                "",
+            ),
+            (json!({"type":"remapIdentity","signedPrefix":"docker.io/library"}), false, "needs \"prefix\""),
+            (json!({"type":"remapIdentity","prefix":"example.com/docker-library"}), false, "needs \"signedPrefix\""),
+            (json!({"type":"remapIdentity","prefix":1,"signedPrefix":"docker.io/library"}), false, "must be a string"),
+            (
+                json!({"type":"remapIdentity","prefix":"this is invalid","signedPrefix":"docker.io/library"}),
+                false,
+                "remapIdentity: prefix",
+            ),
+            (
+                json!({"type":"remapIdentity","prefix":"example.com/docker-library","signedPrefix":"this is invalid"}),
+                false,
+                "remapIdentity: signedPrefix",
+            ),
+            (
+                json!({"type":"remapIdentity","prefix":"example.com","signedPrefix":"docker.io","unexpected":1}),
+                false,
+                "\"unexpected\"",
+            ),
+        ];
+        for (v, upstream, word) in cases {
+            match SignedIdentity::parse(&v) {
+                Ok(_) => assert!(upstream, "{v} loaded; containers/image refuses it"),
+                Err(e) => {
+                    assert!(!upstream, "{v} refused; containers/image accepts it: {e:#}");
+                    assert!(format!("{e:#}").contains(word), "{v}: {e:#} should say {word:?}");
+                }
+            }
         }
     }
 }

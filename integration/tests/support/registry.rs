@@ -18,7 +18,7 @@ pub struct Registry {
     child: Child,
     pub port: u16,
     pub dir: tempfile::TempDir,
-    /// `127.0.0.1:PORT`.
+    /// `127.0.0.1:PORT` (`[::1]:PORT` for [`Registry::start_ipv6`]).
     pub addr: String,
     /// For TLS registries: a directory holding the test CA as `ca.crt`
     /// (what `--cert-dir` and skopeo's `--dest-cert-dir` take).
@@ -142,9 +142,19 @@ impl Registry {
         Registry::start_with_config(|_dir, port| format!("http:\n  addr: 127.0.0.1:{port}\n"))
     }
 
+    /// Plain HTTP, anonymous, on the IPv6 loopback: `addr` is `[::1]:PORT`.
+    pub fn start_ipv6() -> Registry {
+        Registry::start_on("[::1]", |_dir, port| format!("http:\n  addr: \"[::1]:{port}\"\n"))
+    }
+
     /// Starts a registry whose config gets the `storage` section from here and
     /// the rest (`http`, `auth`) from `extra(dir, port)`.
     pub fn start_with_config(extra: impl Fn(&std::path::Path, u16) -> String) -> Registry {
+        Registry::start_on("127.0.0.1", extra)
+    }
+
+    /// [`Registry::start_with_config`] for a registry listening on `host`.
+    fn start_on(host: &str, extra: impl Fn(&std::path::Path, u16) -> String) -> Registry {
         super::require_tool("docker-registry");
         for _attempt in 0..5 {
             let dir = tempfile::tempdir().unwrap();
@@ -169,7 +179,7 @@ impl Registry {
                 child,
                 port,
                 dir,
-                addr: format!("127.0.0.1:{port}"),
+                addr: format!("{host}:{port}"),
                 cert_dir: None,
                 client_cert_dir: None,
                 keys: None,
@@ -249,7 +259,7 @@ impl Registry {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false; // exited: port clash or bad config; the caller retries
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if std::net::TcpStream::connect(self.addr.as_str()).is_ok() {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(30));

@@ -2,11 +2,15 @@
 //!
 //! Transports: `registry:` (the default; `docker://` is a synonym), `oci:DIR[:TAG]`
 //! (an OCI image layout directory) and `oci-archive:FILE[:TAG]` (a tar of one).
-//! Registry names are normalised as podman and docker do: a first component that
-//! looks like a host (has a `.` or `:`, or is `localhost`) is the registry,
-//! otherwise the registry is `docker.io`, and a single-component name on
-//! `docker.io` gains `library/`. A reference with neither tag nor digest means
-//! `:latest`.
+//! A string that is a docker reference by itself (`registry:2`) is read as
+//! one, as podman does; `registry:` is a prefix only where it is not.
+//!
+//! Registry names are checked by distribution/reference's grammar
+//! (the `grammar` module) and normalised as its `ParseNormalizedNamed`, like podman
+//! and docker: a first component that looks like a host (has a `.` or `:`,
+//! is `localhost`, or has an uppercase letter) is the registry, otherwise the
+//! registry is `docker.io`, and a single-component name on `docker.io` gains
+//! `library/`. A reference with neither tag nor digest means `:latest`.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -15,6 +19,10 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+
+mod grammar;
+#[cfg(test)]
+mod upstream_tests;
 
 /// The registry used for names without a registry part.
 pub const DEFAULT_REGISTRY: &str = "docker.io";
@@ -44,7 +52,7 @@ pub struct RegistryRef {
     pub digest: Option<Digest>,
 }
 
-/// Why a string is not a valid image reference.
+/// Why a string is not a valid image reference; each names the part at fault.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RefError {
     #[error("empty image reference")]
@@ -53,10 +61,22 @@ pub enum RefError {
     UnknownTransport(String),
     #[error("{transport} reference needs a path")]
     MissingPath { transport: &'static str },
-    #[error("invalid repository name {name:?}: {why}")]
-    BadName { name: String, why: &'static str },
+    #[error("image reference {0:?} has no repository name")]
+    NoName(String),
+    #[error("image reference {0:?} names a registry host but no repository after it (HOST/REPOSITORY)")]
+    MissingRepository(String),
+    #[error("{0:?} is a 64-hex-digit image ID, not a repository name (docker and podman refuse it too)")]
+    ImageId(String),
+    #[error("invalid registry host {host:?}: {why}")]
+    BadHost { host: String, why: String },
+    #[error("invalid repository {repository:?}: {why}")]
+    BadRepository { repository: String, why: String },
     #[error("invalid tag {0:?}: a tag is 1-128 of [A-Za-z0-9_.-] and does not start with . or -")]
     BadTag(String),
+    #[error("invalid digest {0:?} in reference: a digest is ALGORITHM:HEX, e.g. sha256:<64 hex digits>")]
+    MalformedDigest(String),
+    #[error("digest algorithm {0:?} is not supported: hostctl pins images by sha256 digests only")]
+    UnsupportedDigest(String),
     #[error("invalid digest in reference: {0}")]
     BadDigest(#[from] crate::digest::DigestError),
 }
@@ -139,7 +159,13 @@ impl FromStr for ImageRef {
             return parse_registry(rest).map(ImageRef::Registry);
         }
         if let Some(rest) = s.strip_prefix("registry:") {
-            return parse_registry(rest.trim_start_matches("//")).map(ImageRef::Registry);
+            // `registry:2` is the `registry` image and `registry:5000/os` a
+            // host named `registry`, as podman reads them: the prefix is
+            // hostctl's transport only where the whole is no docker reference.
+            return match parse_registry(s) {
+                Ok(r) => Ok(ImageRef::Registry(r)),
+                Err(_) => parse_registry(rest.trim_start_matches("//")).map(ImageRef::Registry),
+            };
         }
         if let Some(rest) = s.strip_prefix("oci-archive:") {
             let (path, tag) = split_path_tag(rest, "oci-archive:")?;
@@ -149,13 +175,15 @@ impl FromStr for ImageRef {
             let (path, tag) = split_path_tag(rest, "oci:")?;
             return Ok(ImageRef::OciDir { path, tag });
         }
-        // `name:tag` also has a colon; a transport is a known word before `:` with
-        // no `/` or `.` in it and not followed by a valid tag of a bare name.
-        if let Some((word, _)) = s.split_once(':') {
-            let looks_like_transport = !word.contains(['/', '.'])
-                && word != "localhost"
-                && matches!(word, "containers-storage" | "docker-archive" | "dir" | "docker-daemon" | "ostree");
-            if looks_like_transport {
+        // `name:tag` also has a colon; a transport is a known word before `:`
+        // (containers-transports(5)), or any URL scheme before `://`.
+        if let Some((word, after)) = s.split_once(':') {
+            let transport =
+                matches!(word, "containers-storage" | "docker-archive" | "dir" | "docker-daemon" | "ostree")
+                    || !word.is_empty()
+                        && after.starts_with("//")
+                        && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b));
+            if transport {
                 return Err(RefError::UnknownTransport(word.to_string()));
             }
         }
@@ -180,22 +208,34 @@ fn split_path_tag(rest: &str, transport: &'static str) -> Result<(PathBuf, Optio
     Ok((PathBuf::from(path), tag))
 }
 
+/// `[HOST[:PORT]/]PATH[:TAG][@DIGEST]`, normalised as distribution/reference's
+/// `ParseNormalizedNamed` does, with `latest` for a reference without tag or digest.
 fn parse_registry(s: &str) -> Result<RegistryRef, RefError> {
     if s.is_empty() {
         return Err(RefError::Empty);
     }
+    if grammar::is_image_id(s) {
+        return Err(RefError::ImageId(s.to_string()));
+    }
     let (rest, digest) = match s.split_once('@') {
-        Some((r, d)) => (r, Some(d.parse::<Digest>()?)),
+        Some((r, d)) => (r, Some(grammar::parse_digest(d)?)),
         None => (s, None),
     };
+    // `[::1]:5000` alone would split at its last colon as `[:` and a tag.
+    if rest.starts_with('[') && !rest.contains('/') {
+        return Err(RefError::MissingRepository(s.to_string()));
+    }
     // A tag is after the last colon that comes after the last slash.
     let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
     let (name, tag) = match rest[last_slash..].rfind(':') {
         Some(i) => (&rest[..last_slash + i], Some(rest[last_slash + i + 1..].to_string())),
         None => (rest, None),
     };
+    if name.is_empty() {
+        return Err(RefError::NoName(s.to_string()));
+    }
     if let Some(t) = &tag {
-        validate_tag(t)?;
+        grammar::check_tag(t)?;
     }
     let (registry, repository) = match name.split_once('/') {
         Some((first, remainder))
@@ -204,92 +244,26 @@ fn parse_registry(s: &str) -> Result<RegistryRef, RefError> {
                 || first == "localhost"
                 || first.chars().any(|c| c.is_ascii_uppercase()) =>
         {
-            (first.to_string(), remainder.to_string())
+            (first, remainder)
         }
-        _ => (DEFAULT_REGISTRY.to_string(), name.to_string()),
+        _ => (DEFAULT_REGISTRY, name),
     };
-    let registry = if registry == "index.docker.io" { DEFAULT_REGISTRY.to_string() } else { registry };
-    validate_registry(&registry, name)?;
+    if repository.is_empty() {
+        return Err(RefError::MissingRepository(s.to_string()));
+    }
+    grammar::check_domain(registry)?;
+    let registry = if registry == "index.docker.io" { DEFAULT_REGISTRY } else { registry };
     let repository = if registry == DEFAULT_REGISTRY && !repository.contains('/') {
         format!("library/{repository}")
     } else {
-        repository
+        repository.to_string()
     };
-    validate_repository(&repository)?;
+    grammar::check_repository(&repository)?;
     let tag = match (&tag, &digest) {
         (None, None) => Some("latest".to_string()),
         _ => tag,
     };
-    Ok(RegistryRef { registry, repository, tag, digest })
-}
-
-fn validate_tag(t: &str) -> Result<(), RefError> {
-    let ok = !t.is_empty()
-        && t.len() <= 128
-        && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-        && !t.starts_with(['.', '-']);
-    if ok {
-        Ok(())
-    } else {
-        Err(RefError::BadTag(t.to_string()))
-    }
-}
-
-fn validate_registry(registry: &str, name: &str) -> Result<(), RefError> {
-    let (host, port) = match registry.rsplit_once(':') {
-        Some((h, p)) if !h.contains(']') || h.ends_with(']') => (h, Some(p)),
-        _ => (registry, None),
-    };
-    let host_ok = !host.is_empty()
-        && (host.starts_with('[') && host.ends_with(']')
-            || host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-')));
-    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
-    if host_ok && port_ok {
-        Ok(())
-    } else {
-        Err(RefError::BadName { name: name.to_string(), why: "registry host is not a valid host[:port]" })
-    }
-}
-
-fn validate_repository(repo: &str) -> Result<(), RefError> {
-    let bad = |why| Err(RefError::BadName { name: repo.to_string(), why });
-    if repo.is_empty() {
-        return bad("repository is empty");
-    }
-    if repo.len() > 255 {
-        return bad("longer than 255 characters");
-    }
-    for component in repo.split('/') {
-        if component.is_empty() {
-            return bad("empty path component");
-        }
-        if component.bytes().any(|b| b.is_ascii_uppercase()) {
-            return bad("repository names must be lowercase");
-        }
-        let b = component.as_bytes();
-        let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-        if !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-            return bad("components start and end with a lowercase letter or digit");
-        }
-        // Separators: `.`, `_`, `__`, or one or more `-`, each between alphanumerics.
-        let mut i = 0;
-        while i < b.len() {
-            if alnum(b[i]) {
-                i += 1;
-                continue;
-            }
-            let start = i;
-            while i < b.len() && !alnum(b[i]) {
-                i += 1;
-            }
-            let sep = &component[start..i];
-            let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|c| c == b'-');
-            if !ok {
-                return bad("only ., _, __ and - may separate letters and digits");
-            }
-        }
-    }
-    Ok(())
+    Ok(RegistryRef { registry: registry.to_string(), repository, tag, digest })
 }
 
 #[cfg(test)]
@@ -360,17 +334,19 @@ mod tests {
             ("containers-storage:foo", RefError::UnknownTransport("containers-storage".into())),
             ("alpine:", RefError::BadTag("".into())),
             ("alpine:-x", RefError::BadTag("-x".into())),
-            ("alpine:a/b", RefError::BadName { name: "docker.io/alpine:a/b".into(), why: "" }),
+            ("alpine:a/b", RefError::BadHost { host: "alpine:a".into(), why: String::new() }),
         ] {
             let got = input.parse::<ImageRef>().unwrap_err();
             match (&got, &want) {
-                (RefError::BadName { .. }, RefError::BadName { .. }) => {}
+                (RefError::BadHost { host: a, .. }, RefError::BadHost { host: b, .. }) => assert_eq!(a, b),
                 _ => assert_eq!(got, want, "{input:?}"),
             }
         }
-        for bad in ["a//b", "a/B", "a/-b", "a/b-", "a/b..c", "a/b___c", "host:99999999/x", "bad host/x"] {
-            assert!(matches!(bad.parse::<ImageRef>(), Err(RefError::BadName { .. })), "{bad} should be a bad name");
+        for bad in ["a//b", "a/B", "a/-b", "a/b-", "a/b..c", "a/b___c", "bad host/x"] {
+            let got = bad.parse::<ImageRef>();
+            assert!(matches!(got, Err(RefError::BadRepository { .. })), "{bad} should be a bad repository: {got:?}");
         }
+        assert!(matches!("host:99999999/x".parse::<ImageRef>(), Err(RefError::BadHost { .. })), "a bad host");
         assert!(matches!(format!("a@{}", "sha256:zz").parse::<ImageRef>(), Err(RefError::BadDigest(_))));
     }
 
