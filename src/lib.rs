@@ -11,6 +11,7 @@
 //! - [`deploy`]: deployments, state, /etc merge, /var.
 //! - [`boot`]: boot entries, kernels, installation, root set-up at boot.
 //! - [`sysroot`], [`fsutil`]: the physical root, its lock, crash-safe writes.
+//! - [`progress`], [`interrupt`]: what the user sees while a command runs, and how it ends early.
 
 pub mod boot;
 pub mod cli;
@@ -19,6 +20,7 @@ pub mod digest;
 pub mod error;
 pub mod fsutil;
 pub mod imgref;
+pub mod interrupt;
 pub mod oci;
 pub mod progress;
 pub mod pull;

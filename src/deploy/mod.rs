@@ -8,6 +8,7 @@ pub mod cleanup;
 pub mod deployment;
 pub mod etc_merge;
 mod fsat;
+pub mod leftovers;
 pub mod preflight;
 pub mod reboot;
 pub mod stage;

@@ -21,7 +21,11 @@ use crate::deploy::state::{self, Spec, TransportOptions};
 use crate::digest::Digest;
 use crate::imgref::ImageRef;
 use crate::oci::{open_source, ImageSource, ResolvedManifest};
-use crate::pull::{descriptor_digest, pull_resolved, PullOptions};
+use crate::pull::{descriptor_digest, pull_resolved, source_name, PullOptions, PULL_INTERRUPTED};
+
+/// What an interrupt leaves behind once the image is in the store (docs/cli.md).
+const DEPLOY_INTERRUPTED: &str = "the image is in the store; `hostctl status` shows whether the deployment \
+     was staged, and the next hostctl command removes a half-written one";
 
 /// How far `upgrade`/`switch` go.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -79,7 +83,12 @@ pub async fn check(d: &Deployer, imgref: &ImageRef, opts: &PullOptions) -> Resul
     let booted = d.booted()?;
     let current = current_digest(d, booted.as_deref())?;
     let source: Arc<dyn ImageSource> = Arc::from(open_source(imgref, &opts.registry)?);
-    let resolved = source.resolve(&opts.platform).await.with_context(|| format!("resolving {imgref}"))?;
+    let what = format!("{} (the manifest of {imgref})", source_name(imgref));
+    let resolved = opts
+        .progress
+        .waiting(what, source.resolve(&opts.platform))
+        .await
+        .with_context(|| format!("resolving {imgref}"))?;
     let latest = resolved.raw.digest.clone();
     let update_available = current.as_ref() != Some(&latest);
     let latest_version = if update_available {
@@ -125,8 +134,14 @@ pub async fn deploy(
     };
     let state0 = d.reconcile()?;
     let booted = d.booted()?;
+    let progress = &pull_opts.progress;
+    progress.set_phase(format!("pulling {imgref}"), PULL_INTERRUPTED);
     let source: Arc<dyn ImageSource> = Arc::from(open_source(imgref, &pull_opts.registry)?);
-    let resolved = source.resolve(&pull_opts.platform).await.with_context(|| format!("resolving {imgref}"))?;
+    let what = format!("{} (the manifest of {imgref})", source_name(imgref));
+    let resolved = progress
+        .waiting(what, source.resolve(&pull_opts.platform))
+        .await
+        .with_context(|| format!("resolving {imgref}"))?;
     let digest = resolved.raw.digest.clone();
 
     // Already deployed as the staged or booted (or default) deployment:
@@ -190,7 +205,8 @@ pub async fn deploy(
     }
 
     // Preflight, before a byte of layer data is fetched.
-    let config = fetch_config(source.as_ref(), &resolved).await?;
+    let what = format!("{} (the config of {imgref})", source_name(imgref));
+    let config = progress.waiting(what, fetch_config(source.as_ref(), &resolved)).await?;
     // The platform first: a wrong-architecture image is refused as such, not
     // as one that does not fit.
     crate::oci::platform::check_config(&config, &pull_opts.platform).with_context(|| imgref.to_string())?;
@@ -209,12 +225,16 @@ pub async fn deploy(
             });
         }
     }
-    let boot_need = current_kernel_size(d, &state0)?;
+    // The kernel is not counted here: which kernel the image has is only
+    // known once its layers are in, and a kernel already on the boot
+    // partition is not written again. Staging checks the boot partition for
+    // the kernel's real size, and only when it is new.
     let store_free = preflight::free(&d.sysroot.hostctl_dir())?;
     let boot_free = preflight::free(&d.boot)?;
-    preflight::check(preflight::store_need(&missing), &store_free, boot_need, &boot_free)?;
+    preflight::check(preflight::store_need(&missing), &store_free, 0, &boot_free)?;
 
     let pulled = pull_resolved(&d.store, imgref, source, resolved, pull_opts).await?;
+    progress.set_phase(format!("staging {imgref}"), DEPLOY_INTERRUPTED);
     let started = std::time::Instant::now();
     // A download-only staging is locked in the same state.json write: the
     // shutdown service must not finalise it behind the admin's back.
@@ -264,18 +284,4 @@ fn unstage(d: &Deployer, id: &str, before: &state::State) -> Result<()> {
     remove_any(&d.layout.tree(id))?;
     remove_any(&d.layout.metadata(id))?;
     d.write_boot_entries(&s)
-}
-
-/// Bytes of the default deployment's kernel on the boot partition (0 without one).
-fn current_kernel_size(d: &Deployer, state: &state::State) -> Result<u64> {
-    let Some(id) = state.deployments.first() else { return Ok(0) };
-    let m = Metadata::load(&d.layout, id)?;
-    let dir = crate::boot::kernel::kernels_dir(&d.boot, &state.stateroot).join(&m.kernel.checksum);
-    let mut total = 0;
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            total += e.metadata().map(|m| m.len()).unwrap_or(0);
-        }
-    }
-    Ok(total)
 }
