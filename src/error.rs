@@ -83,16 +83,32 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         if cause.is::<DigestMismatch>() {
             return code::INTEGRITY;
         }
-        if cause.is::<InsufficientSpace>() {
+        if cause.is::<InsufficientSpace>() || io_no_space(cause) {
             return code::NO_SPACE;
-        }
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            if io.raw_os_error() == Some(libc::ENOSPC) {
-                return code::NO_SPACE;
-            }
         }
     }
     code::FAILURE
+}
+
+/// Whether a write failed because its filesystem is full (ENOSPC) or a
+/// quota is used up (EDQUOT), anywhere in the chain. Wrappers that keep the
+/// error kind but not the errno (tempfile's) count too.
+pub fn is_no_space(err: &anyhow::Error) -> bool {
+    err.chain().any(io_no_space)
+}
+
+fn io_no_space(cause: &(dyn std::error::Error + 'static)) -> bool {
+    let Some(io) = cause.downcast_ref::<std::io::Error>() else { return false };
+    matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) || io.kind() == std::io::ErrorKind::StorageFull
+}
+
+/// A line of advice printed after some errors: what a full disk leaves and
+/// what to do about it.
+pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
+    is_no_space(err).then_some(
+        "the disk is full: free some space (`hostctl cleanup` removes what no deployment needs) and run the \
+         command again; what was written for it has been removed, layers it completed stay in the store",
+    )
 }
 
 #[cfg(test)]
@@ -110,6 +126,12 @@ mod tests {
         assert_eq!(exit_code(&e), code::INTEGRITY);
         let e = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::ENOSPC)).context("writing");
         assert_eq!(exit_code(&e), code::NO_SPACE);
+        // tempfile wraps the errno in an error of its own that keeps the kind.
+        let wrapped = std::io::Error::new(std::io::ErrorKind::StorageFull, "creating /x/.tmp-1");
+        assert_eq!(exit_code(&anyhow::Error::new(wrapped).context("writing")), code::NO_SPACE);
+        let quota = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::EDQUOT));
+        assert_eq!(exit_code(&quota), code::NO_SPACE);
+        assert!(hint(&quota).is_some() && hint(&anyhow::anyhow!("other")).is_none());
         assert_eq!(exit_code(&anyhow::anyhow!("other")), code::FAILURE);
     }
 

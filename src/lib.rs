@@ -13,6 +13,7 @@
 //! - [`install`]: new sysroots on disks and file systems.
 //! - [`host`]: the tools and kernel calls hostctl uses outside its store, each behind a trait.
 //! - [`sysroot`], [`fsutil`]: the physical root, its lock, crash-safe writes.
+//! - [`progress`], [`interrupt`]: what the user sees while a command runs, and how it ends early.
 
 pub mod boot;
 pub mod cli;
@@ -23,6 +24,7 @@ pub mod fsutil;
 pub mod host;
 pub mod imgref;
 pub mod install;
+pub mod interrupt;
 pub mod oci;
 pub mod progress;
 pub mod pull;

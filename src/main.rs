@@ -1,8 +1,20 @@
 //! The `hostctl` binary: parse arguments, set up logging and the runtime, run
-//! the command, print the error chain once and exit with its code.
+//! the command, print the error chain once and exit with its code. SIGINT and
+//! SIGTERM end the command with a message saying what they interrupted.
+
+use std::time::Duration;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
+
+/// How long threads still working when a command ends (layer imports cut
+/// short by a failure or an interrupt) get to remove what they wrote.
+const WIND_DOWN: Duration = Duration::from_secs(3);
+
+enum Outcome {
+    Finished(anyhow::Result<()>),
+    Interrupted(hostctl::interrupt::Signal),
+}
 
 fn main() {
     let cli = hostctl::cli::Cli::parse();
@@ -22,15 +34,55 @@ fn main() {
         .enable_all()
         .build()
         .expect("building the tokio runtime");
-    let result = runtime.block_on(hostctl::cli::run(cli));
-    // Do not wait for blocking threads still draining a failed pipeline.
-    runtime.shutdown_background();
-    if let Err(err) = result {
-        // A closed stdout (`hostctl status | head`) is not an error worth a message.
-        if hostctl::error::is_stdout_closed(&err) {
-            std::process::exit(hostctl::error::code::OK);
+    // Clones of the global arguments share the command's progress sink.
+    let global = cli.global.clone();
+    // The command runs on a thread of its own, so that a signal is noticed
+    // (here, on the main thread) even while the command is busy in
+    // synchronous work.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("command".into())
+        .spawn(move || {
+            let _ = tx.send(handle.block_on(hostctl::cli::run(cli)));
+        })
+        .expect("starting the command thread");
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            r = rx => Outcome::Finished(r.unwrap_or_else(|_| Err(anyhow::anyhow!("the command panicked")))),
+            signal = hostctl::interrupt::signalled() => Outcome::Interrupted(signal),
         }
-        eprintln!("error: {err:#}");
-        std::process::exit(hostctl::error::exit_code(&err));
+    });
+    let (message, code) = match outcome {
+        Outcome::Finished(Ok(())) => (None, hostctl::error::code::OK),
+        // A closed stdout (`hostctl status | head`) is not an error worth a message.
+        Outcome::Finished(Err(err)) if hostctl::error::is_stdout_closed(&err) => (None, hostctl::error::code::OK),
+        Outcome::Finished(Err(err)) => {
+            let mut message = format!("{err:#}");
+            if let Some(hint) = hostctl::error::hint(&err) {
+                message.push_str(&format!("\nhint: {hint}"));
+            }
+            (Some(message), hostctl::error::exit_code(&err))
+        }
+        Outcome::Interrupted(signal) => {
+            let message = global.progress().interrupted(signal.name, signal.exit_code);
+            (Some(message), signal.exit_code)
+        }
+    };
+    if code == hostctl::error::code::OK {
+        // Nothing is left running after a success.
+        runtime.shutdown_background();
+        std::process::exit(code);
     }
+    // Threads still importing layers for a failed or interrupted command see
+    // their downloads end with the runtime, give up without retrying, and
+    // remove what they wrote. A panic there (a timer of the shut-down
+    // runtime) is part of ending and not worth a message.
+    hostctl::interrupt::set_ending();
+    std::panic::set_hook(Box::new(|_| {}));
+    runtime.shutdown_timeout(WIND_DOWN);
+    if let Some(message) = message {
+        eprintln!("error: {message}");
+    }
+    std::process::exit(code);
 }

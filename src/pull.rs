@@ -85,18 +85,36 @@ pub struct Resolved {
     pub manifest: ResolvedManifest,
 }
 
+/// Where `imgref`'s bytes come from, for "waiting for …" messages:
+/// `registry HOST[:PORT]`, or the layout's path.
+pub fn source_name(imgref: &ImageRef) -> String {
+    match imgref {
+        ImageRef::Registry(r) => format!("registry {}", r.registry),
+        ImageRef::OciDir { path, .. } | ImageRef::OciArchive { path, .. } => path.display().to_string(),
+    }
+}
+
+/// What an interrupted pull leaves behind (docs/cli.md).
+pub const PULL_INTERRUPTED: &str =
+    "nothing was deployed; layers already pulled stay in the store and the next pull fetches only the rest";
+
 /// Resolves `imgref` to its platform manifest without pulling anything
 /// (`upgrade --check`: one round trip when the tag is a plain manifest).
 pub async fn resolve(imgref: &ImageRef, opts: &PullOptions) -> Result<Resolved> {
     let source: Arc<dyn ImageSource> = Arc::from(open_source(imgref, &opts.registry)?);
-    let manifest =
-        source.resolve(&opts.platform).await.with_context(|| format!("resolving {imgref} for {}", opts.platform))?;
+    let what = format!("{} (the manifest of {imgref})", source_name(imgref));
+    let manifest = opts
+        .progress
+        .waiting(what, source.resolve(&opts.platform))
+        .await
+        .with_context(|| format!("resolving {imgref} for {}", opts.platform))?;
     Ok(Resolved { imgref: imgref.clone(), source, manifest })
 }
 
 /// Pulls `imgref` into the store of `sysroot`: only the layers it lacks are downloaded.
 pub async fn pull(sysroot: &Sysroot, imgref: &ImageRef, opts: &PullOptions) -> Result<PulledImage> {
     let store = Store::open(sysroot)?;
+    opts.progress.set_phase(format!("pulling {imgref}"), PULL_INTERRUPTED);
     let resolved = resolve(imgref, opts).await?;
     let prepared = prepare(resolved, opts).await?;
     fetch_layers(&store, prepared, opts).await
@@ -127,12 +145,21 @@ pub async fn prepare(image: Resolved, opts: &PullOptions) -> Result<Prepared> {
                 "message": format!("Resolved {imgref} to {manifest_digest}") }),
     );
 
-    let verdict = opts.verifier.verify(imgref, resolved, source.as_ref()).await?;
+    let from = source_name(imgref);
+    let verdict = progress
+        .waiting(
+            format!("{from} (the signatures of {imgref})"),
+            opts.verifier.verify(imgref, resolved, source.as_ref()),
+        )
+        .await?;
 
     let manifest = resolved.manifest.clone();
     let config_desc = manifest.config();
     let config_digest = descriptor_digest(config_desc)?;
-    let config_bytes = source.fetch_small_blob(config_desc).await.context("fetching the image config")?;
+    let config_bytes = progress
+        .waiting(format!("{from} (the config of {imgref})"), source.fetch_small_blob(config_desc))
+        .await
+        .context("fetching the image config")?;
     let config: ImageConfiguration =
         serde_json::from_slice(&config_bytes).with_context(|| format!("parsing image config {config_digest}"))?;
     // Before any layer: an image built for another machine is refused here,
@@ -175,6 +202,7 @@ pub async fn fetch_layers(store: &Store, prepared: Prepared, opts: &PullOptions)
     let manifest_digest = resolved.raw.digest.clone();
     let manifest = resolved.manifest.clone();
     let progress = &opts.progress;
+    let from = source_name(imgref);
 
     // Before deciding which layers are present: layers an earlier boot
     // committed but never synced are checked (rare: after a crash).
@@ -217,12 +245,15 @@ pub async fn fetch_layers(store: &Store, prepared: Prepared, opts: &PullOptions)
             continue;
         }
         let (store, source, progress, limit) = (store.clone(), source.clone(), progress.clone(), limit.clone());
+        let from = from.clone();
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await.expect("semaphore never closed");
-            let reader =
-                source.open_blob(&desc, 0).await.with_context(|| format!("opening layer {}", spec.blob_digest))?;
+            let reader = progress
+                .waiting(format!("{from} (layer {})", spec.blob_digest), source.open_blob(&desc, 0))
+                .await
+                .with_context(|| format!("opening layer {}", spec.blob_digest))?;
             let handle = tokio::task::spawn_blocking(move || {
-                let mut transfer = progress.transfer(spec.blob_digest.short(), spec.size);
+                let mut transfer = progress.transfer(spec.blob_digest.short(), spec.size, &from);
                 let mut reader = reader.into_sync();
                 let result = store.import_layer(&spec, &mut reader, &mut |n| transfer.inc(n));
                 transfer.finish(if result.is_ok() { "done" } else { "failed" });

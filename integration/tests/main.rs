@@ -6,6 +6,7 @@ mod support;
 mod checkout;
 mod cli;
 mod deploy;
+mod failures;
 mod imgref;
 mod install;
 mod layout;

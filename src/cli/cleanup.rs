@@ -23,11 +23,12 @@ pub async fn run(g: &GlobalArgs, a: CleanupArgs) -> Result<()> {
         return print_json(&r);
     }
     outln!(
-        "Removed {} deployment(s), {} layer(s), {} object(s), {}",
+        "Removed {} deployment(s), {} layer(s), {} object(s), {}, {} temporary file(s)",
         r.deployments_removed.len(),
         r.store.layers,
         r.store.objects,
-        human_bytes(r.store.bytes)
+        human_bytes(r.store.bytes),
+        r.temporaries_removed
     )?;
     Ok(())
 }

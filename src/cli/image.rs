@@ -93,7 +93,7 @@ async fn pull(g: &GlobalArgs, a: PullArgs) -> Result<()> {
         "seconds": (secs * 1000.0).round() / 1000.0,
     });
     if progress.is_json() {
-        progress.event("done", summary);
+        progress.done(summary);
     } else if a.json {
         print_json(&summary)?;
     } else {

@@ -69,6 +69,20 @@ pub struct GlobalArgs {
     /// Refuse to work under a policy whose default accepts anything.
     #[arg(long, global = true)]
     pub enforce_signature_policy: bool,
+    /// The command's one progress sink, made on first use (clones share it).
+    #[arg(skip)]
+    pub sink: ProgressSink,
+}
+
+/// One [`Progress`] per command, shared by every clone of the [`GlobalArgs`]
+/// (so that `main` can end it when a signal interrupts the command).
+#[derive(Clone, Default)]
+pub struct ProgressSink(std::sync::Arc<std::sync::OnceLock<Progress>>);
+
+impl std::fmt::Debug for ProgressSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressSink")
+    }
 }
 
 impl GlobalArgs {
@@ -83,8 +97,9 @@ impl GlobalArgs {
         }
     }
 
+    /// The command's progress sink (one per command line: every caller shares it).
     pub fn progress(&self) -> Progress {
-        Progress::new(self.progress)
+        self.sink.0.get_or_init(|| Progress::new(self.progress)).clone()
     }
 
     pub fn platform(&self) -> Platform {
@@ -161,8 +176,20 @@ pub fn lock_wait() -> std::time::Duration {
     std::time::Duration::from_secs(secs)
 }
 
-/// Runs a parsed command line.
+/// Runs a parsed command line and ends its progress with the terminal event
+/// (`done`, or `error` with the message and exit code).
 pub async fn run(cli: Cli) -> Result<()> {
+    let progress = cli.global.progress();
+    let result = dispatch(cli).await;
+    match &result {
+        Ok(()) => progress.end_ok(),
+        Err(e) if crate::error::is_stdout_closed(e) => {}
+        Err(e) => progress.fail(&format!("{e:#}"), crate::error::exit_code(e), "cancelled", false),
+    }
+    result
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
     let g = &cli.global;
     match cli.command {
         Command::Image(c) => image::run(g, c).await,

@@ -65,6 +65,11 @@ pub async fn run(g: &GlobalArgs, a: UpgradeArgs) -> Result<()> {
 pub async fn run_flow(d: &Deployer, imgref: &ImageRef, track: bool, opts: &PullOptions, flow: &FlowArgs) -> Result<()> {
     let options = FlowOptions { download_only: flow.download_only, apply: flow.apply };
     let report = deploy(d, imgref, track, opts, options, &SystemctlReboot).await?;
+    // With --progress=json the result is the terminal `done` event (docs/cli.md).
+    if opts.progress.is_json() {
+        opts.progress.done(serde_json::to_value(&report)?);
+        return Ok(());
+    }
     if flow.json {
         print_json(&report)
     } else {

@@ -1,5 +1,6 @@
 //! `hostctl cleanup`: drop deployments nothing needs (keeping booted, staged,
-//! default, rollback and pinned ones), then garbage-collect the store.
+//! default, rollback and pinned ones), then garbage-collect the store, and
+//! remove every temporary a killed or failed command left ([`leftovers`]).
 //!
 //! Order: `state.json` first (the commit point), then boot entries, then the
 //! trees (renamed to `.tmp-` names before removal so a crash mid-delete leaves
@@ -11,6 +12,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::deploy::deployment::Metadata;
+use crate::deploy::leftovers;
 use crate::deploy::stage::{remove_any, Deployer};
 use crate::deploy::state;
 use crate::fsutil;
@@ -21,10 +23,14 @@ use crate::store::{GcRoots, GcStats};
 pub struct CleanupReport {
     pub deployments_removed: Vec<String>,
     pub store: GcStats,
+    /// Temporary files and directories left by killed or failed commands.
+    pub temporaries_removed: usize,
 }
 
 /// Runs a cleanup; the caller holds the sysroot lock.
 pub fn cleanup(d: &Deployer, booted: Option<&str>) -> Result<CleanupReport> {
+    // First, while nothing of this run is under way: every temporary now is a leftover.
+    let temporaries_removed = leftovers::remove(d)?;
     let before = d.reconcile()?;
     let after = state::after_cleanup(&before, booted);
     let removed: Vec<String> = before.all().into_iter().filter(|id| !after.all().contains(id)).collect();
@@ -53,5 +59,5 @@ pub fn cleanup(d: &Deployer, booted: Option<&str>) -> Result<CleanupReport> {
     roots.blobs = blobs.into_iter().collect();
     roots.diff_ids = diff_ids.into_iter().collect();
     let store = d.store.gc(&roots)?;
-    Ok(CleanupReport { deployments_removed: removed, store })
+    Ok(CleanupReport { deployments_removed: removed, store, temporaries_removed })
 }

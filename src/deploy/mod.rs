@@ -12,6 +12,7 @@ pub mod etc_merge;
 pub mod finalize;
 mod fsat;
 pub mod hooks;
+pub mod leftovers;
 pub mod preflight;
 pub mod rollback;
 pub mod stage;

@@ -38,7 +38,12 @@ use crate::digest::Digest;
 use crate::host::reboot::Reboot;
 use crate::imgref::ImageRef;
 use crate::oci::{ImageSource, ResolvedManifest};
-use crate::pull::{self, Prepared, PullOptions, PulledImage, Resolved};
+use crate::progress::Progress;
+use crate::pull::{self, Prepared, PullOptions, PulledImage, Resolved, PULL_INTERRUPTED};
+
+/// What an interrupt leaves behind once the image is in the store (docs/cli.md).
+const DEPLOY_INTERRUPTED: &str = "the image is in the store; `hostctl status` shows whether the deployment \
+     was staged, and the next hostctl command removes a half-written one";
 
 /// How far `upgrade`/`switch` go.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -157,6 +162,8 @@ pub struct Update<'a> {
     booted: Option<String>,
     /// The deployment this update staged, undone if a later step fails.
     staged_here: Option<DeploymentId>,
+    /// Where the steps report their phase (the pull options' sink from `check` on).
+    progress: Progress,
 }
 
 impl<'a> Update<'a> {
@@ -165,7 +172,7 @@ impl<'a> Update<'a> {
     pub fn begin(d: &'a Deployer) -> Result<Self> {
         let before = d.reconcile()?;
         let booted = d.booted()?;
-        Ok(Update { d, before, booted, staged_here: None })
+        Ok(Update { d, before, booted, staged_here: None, progress: Progress::hidden() })
     }
 
     /// The deployment running now, if known.
@@ -178,8 +185,11 @@ impl<'a> Update<'a> {
         self.before.staged_unfinalized()
     }
 
-    /// Step 1, check: see [`check_update`].
-    pub async fn check(&self, imgref: &ImageRef, opts: &PullOptions) -> Result<UpdateCheck> {
+    /// Step 1, check: see [`check_update`]. An interrupt from here until
+    /// [`stage`](Self::stage) says that nothing was deployed.
+    pub async fn check(&mut self, imgref: &ImageRef, opts: &PullOptions) -> Result<UpdateCheck> {
+        self.progress = opts.progress.clone();
+        self.progress.set_phase(format!("pulling {imgref}"), PULL_INTERRUPTED);
         check_update(self.d, self.booted(), imgref, opts).await
     }
 
@@ -215,10 +225,13 @@ impl<'a> Update<'a> {
                 });
             }
         }
-        let boot_need = current_kernel_size(d, &self.before)?;
+        // The kernel is not counted here: which kernel the image has is only
+        // known once its layers are in, and a kernel already on the boot
+        // partition is not written again. Staging checks the boot partition for
+        // the kernel's real size, and only when it is new.
         let store_free = preflight::free(&d.sysroot.hostctl_dir())?;
         let boot_free = preflight::free(&d.boot)?;
-        preflight::check(preflight::store_need(&missing), &store_free, boot_need, &boot_free)?;
+        preflight::check(preflight::store_need(&missing), &store_free, 0, &boot_free)?;
         Ok(())
     }
 
@@ -226,6 +239,7 @@ impl<'a> Update<'a> {
     /// staged with `opts`, then runs `hooks` on it; a failing hook undoes
     /// the staging.
     pub fn stage(&mut self, image: &PulledImage, opts: StageOptions, hooks: &[&dyn StageHook]) -> Result<Staged> {
+        self.progress.set_phase(format!("staging {}", image.imgref), DEPLOY_INTERRUPTED);
         let staged = self.d.stage(image, opts, self.booted())?;
         self.staged_here = Some(staged.id.clone());
         for h in hooks {
@@ -376,18 +390,4 @@ fn unstage(d: &Deployer, id: &str, before: &state::State) -> Result<()> {
     remove_any(&d.layout.tree(id))?;
     remove_any(&d.layout.metadata(id))?;
     d.write_boot_entries(&s)
-}
-
-/// Bytes of the default deployment's kernel on the boot partition (0 without one).
-fn current_kernel_size(d: &Deployer, state: &state::State) -> Result<u64> {
-    let Some(id) = state.deployments.first() else { return Ok(0) };
-    let m = Metadata::load(&d.layout, id)?;
-    let dir = crate::boot::kernel::kernels_dir(&d.boot, &state.stateroot).join(&m.kernel.checksum);
-    let mut total = 0;
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            total += e.metadata().map(|m| m.len()).unwrap_or(0);
-        }
-    }
-    Ok(total)
 }

@@ -52,8 +52,9 @@ const IN_FLIGHT: usize = 32;
 
 /// A decompressed chunk, shared by the unpack and hashing threads.
 type Chunk = Arc<Vec<u8>>;
-/// Progress is reported in steps of at least this many compressed bytes.
-const PROGRESS_STEP: u64 = 256 * 1024;
+/// Progress is reported in steps of at least this many compressed bytes (small
+/// enough that a slow download is not taken for a stalled one: progress::watch).
+const PROGRESS_STEP: u64 = 64 * 1024;
 
 /// How a layer blob is compressed, from its media type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -319,7 +320,11 @@ pub fn import_layer(
         // Read the rest of the blob (up to its declared size) so that
         // tampering is told apart from a layer that is authentic but
         // unusable; bytes after the end of the compressed stream count too.
-        blob.drain();
+        // Not when the disk is full: that is no fault of the content, and
+        // downloading the rest would only delay the error.
+        if !unpacked.entries.as_ref().is_err_and(crate::error::is_no_space) {
+            blob.drain();
+        }
         blob.finish();
         let panicked = Digest::of(b"the hashing thread panicked");
         let hashed = hash.join().unwrap_or_else(|_| Hashed { blob: panicked.clone(), diff_id: panicked, tar_size: 0 });
@@ -329,11 +334,12 @@ pub fn import_layer(
 
     let (actual_blob, uncompressed_size) = (hashed.blob, hashed.tar_size);
     let tar = (&hashed.diff_id, uncompressed_size);
-    let verdict = judge(spec, &what, &blob.state, blob.count, &actual_blob, decode_result, &unpacked, tar);
+    let Unpacked { entries, created } = unpacked;
+    let verdict = judge(spec, &what, &blob.state, blob.count, &actual_blob, decode_result, entries, tar);
     let entries = match verdict {
-        Ok(()) => unpacked.entries.expect("judge checked the entries"),
+        Ok(entries) => entries,
         Err(e) => {
-            claims.release(me, &unpacked.created, &repo.join("objects"), true);
+            claims.release(me, &created, &repo.join("objects"), true);
             return Err(e);
         }
     };
@@ -348,14 +354,16 @@ pub fn import_layer(
         entries,
     };
     let committed = crate::store::repo::commit_index(repo, &index);
-    claims.release(me, &unpacked.created, &repo.join("objects"), committed.is_err());
+    claims.release(me, &created, &repo.join("objects"), committed.is_err());
     committed.with_context(|| format!("committing the index of {what}"))?;
     Ok(index)
 }
 
-/// Decides whether an import may be committed, and which error to report
-/// if not: source failures first, then the blob's size and digest, then
-/// decoding and unsafe entries, then the diff_id.
+/// Decides whether an import may be committed (returning its entries), and
+/// which error to report if not: a full disk and source failures first, then
+/// the blob's size and digest, then decoding and unsafe entries, then the
+/// diff_id. The unpack thread's error is passed on whole (not as text), so
+/// that callers still find its cause (ENOSPC: exit code 6).
 #[allow(clippy::too_many_arguments)]
 fn judge(
     spec: &LayerSpec,
@@ -364,9 +372,13 @@ fn judge(
     count: u64,
     actual_blob: &Digest,
     decode_result: Result<u64>,
-    unpacked: &Unpacked,
+    entries: Result<Vec<Entry>>,
     (diff_id, uncompressed_size): (&Digest, u64),
-) -> Result<()> {
+) -> Result<Vec<Entry>> {
+    let entries = match entries {
+        Err(e) if crate::error::is_no_space(&e) => return Err(e.context(what.to_string())),
+        other => other,
+    };
     if let Some(e) = &state.source_error {
         bail!("{what}: reading the blob failed after {count} bytes: {e}");
     }
@@ -388,9 +400,7 @@ fn judge(
         bail!("{what}: the blob has {count} bytes but its descriptor declares {}", spec.size);
     }
     decode_result.with_context(|| format!("decompressing {what}"))?;
-    if let Err(e) = &unpacked.entries {
-        bail!("{what}: {e:#}");
-    }
+    let entries = entries.map_err(|e| e.context(what.to_string()))?;
     if *diff_id != spec.diff_id {
         return Err(anyhow::Error::new(DigestMismatch {
             what: format!("{what}: uncompressed tar ({uncompressed_size} bytes)"),
@@ -398,7 +408,7 @@ fn judge(
             actual: diff_id.clone(),
         }));
     }
-    Ok(())
+    Ok(entries)
 }
 
 /// Decompresses `blob` into chunks for the unpack and hashing threads;

@@ -313,6 +313,9 @@ pub struct Faults {
     /// Once those cuts are spent, answer `503` to every further matching
     /// request (a registry that goes down in the middle of a download).
     pub down_after_cuts: bool,
+    /// Instead of cutting, stop sending after `cut_after` bytes and hold the
+    /// connection open (a registry that hangs), until the proxy is dropped.
+    pub stall: bool,
     /// Remove `Range` headers from matching requests (a registry that ignores ranges).
     pub strip_range: bool,
     /// Replace the first string with the second in matching request lines
@@ -348,8 +351,8 @@ impl FaultProxy {
                 }
                 let Ok(client) = conn else { continue };
                 let Ok(server) = TcpStream::connect(&upstream) else { continue };
-                let (faults, seen) = (faults.clone(), seen.clone());
-                std::thread::spawn(move || proxy_connection(client, server, faults, seen));
+                let (faults, seen, stop) = (faults.clone(), seen.clone(), stop.clone());
+                std::thread::spawn(move || proxy_connection(client, server, faults, seen, stop));
             }
         });
         proxy
@@ -381,19 +384,34 @@ fn proxy_connection(
     mut server: TcpStream,
     faults: Arc<Mutex<Faults>>,
     seen: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
 ) {
     // Bytes of the current response still allowed through (NO_CUT: unlimited).
     let budget = Arc::new(AtomicU64::new(NO_CUT));
+    let stall = faults.lock().unwrap().stall;
     let (mut c2, mut s2, budget2) = (client.try_clone().unwrap(), server.try_clone().unwrap(), budget.clone());
     // Server → client, cutting both sides once the budget is spent.
     let down = std::thread::spawn(move || {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
+            let allowed = budget2.load(Ordering::SeqCst);
+            if stall && allowed == 0 {
+                // Hang: send nothing more, close nothing, until the proxy goes.
+                while !stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                break;
+            }
             let n = match s2.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
             let allowed = budget2.load(Ordering::SeqCst);
+            if stall && allowed != NO_CUT && n as u64 >= allowed {
+                let _ = c2.write_all(&buf[..allowed as usize]);
+                budget2.store(0, Ordering::SeqCst);
+                continue;
+            }
             if allowed != NO_CUT && n as u64 >= allowed {
                 let _ = c2.write_all(&buf[..allowed as usize]);
                 let _ = c2.shutdown(Shutdown::Both);

@@ -160,6 +160,10 @@ impl State {
     }
 
     fn note_failure(&mut self, why: &str) -> io::Result<()> {
+        if crate::interrupt::is_ending() {
+            // The command failed or was interrupted: no resume, no fallback.
+            return Err(io::Error::other(format!("blob {}: {why} (not resumed: the command is ending)", self.digest)));
+        }
         self.failures += 1;
         self.resumes += 1;
         if self.failures > MAX_RESUMES_WITHOUT_PROGRESS || self.resumes > MAX_RESUMES_TOTAL {

@@ -154,7 +154,7 @@ impl Client {
                 Ok(resp) => return Ok(resp),
                 Err(e) => format!("{:#}", anyhow::Error::new(e)),
             };
-            if attempt >= MAX_ATTEMPTS {
+            if attempt >= MAX_ATTEMPTS || crate::interrupt::is_ending() {
                 bail!("GET {url} failed {attempt} times; last: {retry_why}");
             }
             let delay = retry_delay(attempt, server_delay);
