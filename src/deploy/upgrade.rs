@@ -20,6 +20,7 @@ use crate::deploy::stage::{remove_any, Deployer, Finalized, StageOptions, Staged
 use crate::deploy::state::{self, Spec};
 use crate::digest::Digest;
 use crate::imgref::ImageRef;
+use crate::oci::identity::ImageReference;
 use crate::oci::{open_source, ImageSource, ResolvedManifest};
 use crate::pull::{descriptor_digest, pull_resolved, PullOptions};
 
@@ -34,8 +35,11 @@ pub struct FlowOptions {
 
 /// What a `switch` or `upgrade` did.
 #[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct FlowReport {
-    pub image: String,
+    pub image: ImageReference,
+    /// The manifest digest (`imageDigest`, as bootc and `status` call it).
+    #[serde(rename = "imageDigest")]
     pub manifest_digest: Digest,
     /// False when the image was already deployed (a no-op).
     pub changed: bool,
@@ -55,8 +59,9 @@ pub struct FlowReport {
 
 /// The result of `upgrade --check`.
 #[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CheckReport {
-    pub image: String,
+    pub image: ImageReference,
     pub update_available: bool,
     pub current_digest: Option<Digest>,
     pub latest_digest: Digest,
@@ -69,7 +74,7 @@ fn current_digest(d: &Deployer, booted: Option<&str>) -> Result<Option<Digest>> 
     let state = d.load_state()?;
     let r = state::roles(&state, booted);
     match r.staged.or(r.booted).or(r.default) {
-        Some(id) => Ok(Some(Metadata::load(&d.layout, &id)?.manifest_digest)),
+        Some(id) => Ok(Some(Metadata::load(&d.layout, &id)?.image.image_digest)),
         None => Ok(None),
     }
 }
@@ -89,7 +94,7 @@ pub async fn check(d: &Deployer, imgref: &ImageRef, opts: &PullOptions) -> Resul
         None
     };
     Ok(CheckReport {
-        image: imgref.to_string(),
+        image: imgref.into(),
         update_available,
         current_digest: current,
         latest_digest: latest,
@@ -130,7 +135,7 @@ pub async fn deploy(
         }
         // Nothing downloaded; the arms below say what else happened.
         let nothing = FlowReport {
-            image: imgref.to_string(),
+            image: imgref.into(),
             manifest_digest: digest,
             changed: false,
             layers_downloaded: 0,
@@ -227,7 +232,7 @@ pub async fn deploy(
         reboot.reboot()?;
     }
     Ok(FlowReport {
-        image: imgref.to_string(),
+        image: imgref.into(),
         manifest_digest: digest,
         changed: true,
         layers_downloaded: pulled.layers.iter().filter(|l| l.downloaded).count(),
