@@ -198,7 +198,7 @@ fn lifecycle_switch_edit_upgrade_merge_rollback_pin_cleanup() {
     assert!(text.lines().any(|l| l.starts_with("initrd /hostctl/default/")), "{text}");
     assert_entries_bootable(s, &boot);
     let st = status(s);
-    assert_eq!(st["apiVersion"], "hostctl.dev/v1");
+    assert_eq!(st["apiVersion"], "hostctl.dev/v2");
     assert_eq!(st["spec"]["image"]["image"], os.as_str());
     assert_eq!(st["spec"]["image"]["transport"], "registry");
     assert_eq!(st["status"]["booted"]["id"], v1.as_str());
@@ -208,7 +208,7 @@ fn lifecycle_switch_edit_upgrade_merge_rollback_pin_cleanup() {
     let human = hc_ok(s, &["status"]);
     assert!(human.contains("Booted: ") && human.contains("version:  1.0"), "{human}");
     let yaml = hc_ok(s, &["status", "--format", "yaml"]);
-    assert!(yaml.contains("apiVersion: hostctl.dev/v1"), "{yaml}");
+    assert!(yaml.contains("apiVersion: hostctl.dev/v2"), "{yaml}");
 
     // No update yet: --check says so in one round trip; upgrade is a no-op.
     let c = hc_json(s, &["upgrade", "--check", "--json"]);
