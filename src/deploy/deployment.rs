@@ -82,7 +82,7 @@ pub struct KernelInfo {
 }
 
 /// What hostctl knows about a deployment. Serialised (in `switch --json`)
-/// in camelCase; its file on disk keeps the version-1 layout of [`disk`].
+/// in camelCase; its file on disk keeps the version-1 layout (the private `disk` module).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Metadata {
