@@ -65,7 +65,7 @@ pub fn detect(sysroot: &Path, boot: &Path, layout: &Layout) -> Result<(Option<St
     } else {
         None
     };
-    decide(
+    let decided = decide(
         layout,
         &BootedInputs {
             env: env.as_deref(),
@@ -73,7 +73,11 @@ pub fn detect(sysroot: &Path, boot: &Path, layout: &Layout) -> Result<(Option<St
             cmdline: cmdline.as_deref(),
             default_entry: default_entry.as_deref(),
         },
-    )
+    );
+    if let Ok((id, source)) = &decided {
+        tracing::info!("booted deployment: {} (from {source:?})", id.as_deref().unwrap_or("none"));
+    }
+    decided
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use crate::deploy::stage::{remove_any, Deployer, Finalized, StageOptions, Staged
 use crate::deploy::state::{self, Spec, TransportOptions};
 use crate::digest::Digest;
 use crate::imgref::ImageRef;
+use crate::oci::identity::ImageReference;
 use crate::oci::{open_source, ImageSource, ResolvedManifest};
 use crate::pull::{descriptor_digest, pull_resolved, source_name, PullOptions, PULL_INTERRUPTED};
 
@@ -38,8 +39,11 @@ pub struct FlowOptions {
 
 /// What a `switch` or `upgrade` did.
 #[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct FlowReport {
-    pub image: String,
+    pub image: ImageReference,
+    /// The manifest digest (`imageDigest`, as bootc and `status` call it).
+    #[serde(rename = "imageDigest")]
     pub manifest_digest: Digest,
     /// False when the image was already deployed (a no-op).
     pub changed: bool,
@@ -59,8 +63,9 @@ pub struct FlowReport {
 
 /// The result of `upgrade --check`.
 #[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CheckReport {
-    pub image: String,
+    pub image: ImageReference,
     pub update_available: bool,
     pub current_digest: Option<Digest>,
     pub latest_digest: Digest,
@@ -73,7 +78,7 @@ fn current_digest(d: &Deployer, booted: Option<&str>) -> Result<Option<Digest>> 
     let state = d.load_state()?;
     let r = state::roles(&state, booted);
     match r.staged.or(r.booted).or(r.default) {
-        Some(id) => Ok(Some(Metadata::load(&d.layout, &id)?.manifest_digest)),
+        Some(id) => Ok(Some(Metadata::load(&d.layout, &id)?.image.image_digest)),
         None => Ok(None),
     }
 }
@@ -100,7 +105,7 @@ pub async fn check(d: &Deployer, imgref: &ImageRef, opts: &PullOptions) -> Resul
         None
     };
     Ok(CheckReport {
-        image: imgref.to_string(),
+        image: imgref.into(),
         update_available,
         current_digest: current,
         latest_digest: latest,
@@ -156,7 +161,7 @@ pub async fn deploy(
         }
         // Nothing downloaded; the arms below say what else happened.
         let nothing = FlowReport {
-            image: imgref.to_string(),
+            image: imgref.into(),
             manifest_digest: digest,
             changed: false,
             layers_downloaded: 0,
@@ -261,7 +266,7 @@ pub async fn deploy(
         reboot.reboot()?;
     }
     Ok(FlowReport {
-        image: imgref.to_string(),
+        image: imgref.into(),
         manifest_digest: digest,
         changed: true,
         layers_downloaded: pulled.layers.iter().filter(|l| l.downloaded).count(),
