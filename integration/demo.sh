@@ -15,9 +15,11 @@
 #      --console (implies --vm) then boots it once more with its console on
 #      this terminal, logged in as root, for you to look around.
 #
-# Environment: HOSTCTL_DEMO_CACHE (default /var/cache/hostctl-bench, shared with
-# the benchmark) keeps the debootstrap tree between runs; KEEP=1 keeps the work
-# directory.
+# What it changes on this machine is printed before it starts (see
+# machine_changes below). Environment: HOSTCTL_DEMO_CACHE (default
+# /var/cache/hostctl-bench, shared with the benchmark) keeps the debootstrap
+# tree between runs; KEEP=1 keeps the work directory (registry data and
+# sysroot) to explore afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -31,11 +33,53 @@ for a in "$@"; do
   esac
 done
 
+cache=${HOSTCTL_DEMO_CACHE:-/var/cache/hostctl-bench}
+# Bold headings on a terminal only.
+if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold= plain=; fi
+say() { printf '\n%s==> %s%s\n' "$bold" "$*" "$plain"; }
+
+# run_with_progress LABEL LOG CMD...: runs CMD with its output in LOG and,
+# while it runs, prints every 10 s how long it has taken and the last line of
+# LOG (or of $progress_log), so that a long build is never minutes of
+# silence. On failure, LOG's tail.
+run_with_progress() {
+  local label=$1 log=$2 start pid rc=0 last
+  shift 2
+  start=$(date +%s)
+  "$@" >"$log" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -0 "$pid" 2>/dev/null || break
+    last=$(tail -n 1 "${progress_log:-$log}" 2>/dev/null | tr -d '\r' | cut -c1-100)
+    printf '  ... %s: %ss%s\n' "$label" "$(( $(date +%s) - start ))" "${last:+ ($last)}"
+  done
+  wait "$pid" || rc=$?
+  if [ $rc != 0 ]; then tail -n 30 "$log" >&2; echo "$label failed (log: $log)" >&2; exit $rc; fi
+  echo "  $label: done in $(( $(date +%s) - start ))s"
+}
+
+say "What this does to this machine"
+cat <<EOT
+  - installs the Debian packages it lacks (docker-registry, skopeo, umoci, podman,
+    buildah, debootstrap, jq, ...; with --vm also QEMU, OVMF, systemd-boot, disk
+    tools) and, only if cosign is missing, adds the Debian trixie apt source
+    /etc/apt/sources.list.d/hostctl-trixie.sources pinned low
+    (/etc/apt/preferences.d/hostctl-trixie) to install cosign alone from it;
+  - mounts a cgroup v1 hugetlb hierarchy on /sys/fs/cgroup/hugetlb if there is
+    none (podman needs it on this kind of kernel) and writes
+    /etc/hostctl-test/containers.conf (podman's open-file limit);
+  - builds hostctl into $repo/target/release (cargo's cache in ~/.cargo);
+  - keeps a Debian root file system (about 800 MB, debootstrap) in $cache
+    for the next run (HOSTCTL_DEMO_CACHE=DIR to put it elsewhere);
+  - runs a registry on a random 127.0.0.1 port and works in /tmp/hostctl-demo.*:
+    both are removed at the end unless KEEP=1. Nothing is installed to boot:
+    hostctl deploys into that temporary directory, not onto this machine.
+EOT
+
+say "Installing what is missing (integration/setup.sh)"
 integration/setup.sh
 export CONTAINERS_CONF=/etc/hostctl-test/containers.conf
-cargo build --release --quiet
-hostctl="$repo/target/release/hostctl"
-
 W=$(mktemp -d /tmp/hostctl-demo.XXXXXX)
 reg_pid=
 cleanup() {
@@ -43,7 +87,10 @@ cleanup() {
   if [ "${KEEP:-0}" = 1 ]; then echo "work directory kept: $W"; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
-say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+say "Building hostctl (cargo build --release; a few minutes the first time)"
+run_with_progress "cargo build" "$W/cargo-build.log" cargo build --release
+hostctl="$repo/target/release/hostctl"
 
 say "Starting a registry on loopback"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -63,21 +110,31 @@ done
 reg="127.0.0.1:$port"
 echo "registry: http://$reg (pid $reg_pid)"
 
-cache=${HOSTCTL_DEMO_CACHE:-/var/cache/hostctl-bench}
 say "Building (or reusing) a Debian OS tree with debootstrap: kernel, systemd, udev (cached in $cache)"
-integration/fixtures/make-os-rootfs.sh "$cache"
+if [ -f "$cache/rootfs.done" ]; then
+  integration/fixtures/make-os-rootfs.sh "$cache"
+else
+  progress_log=$cache/debootstrap.log run_with_progress "debootstrap (1-2 minutes)" "$W/rootfs.log" \
+    integration/fixtures/make-os-rootfs.sh "$cache"
+fi
 rootfs="$cache/rootfs"
 
 podman=(podman --root "$W/containers/storage" --runroot "$W/containers/run")
 say "Publishing the base image $reg/hostctl/base:1 (podman import + podman push)"
-tar --numeric-owner --xattrs -C "$rootfs" -c . | "${podman[@]}" import -q \
-  --change 'LABEL org.opencontainers.image.version=1' - "$reg/hostctl/base:1" >/dev/null
-"${podman[@]}" push -q --tls-verify=false "$reg/hostctl/base:1"
+import_base() {
+  tar --numeric-owner --xattrs -C "$rootfs" -c . | "${podman[@]}" import \
+    --change 'LABEL org.opencontainers.image.version=1' - "$reg/hostctl/base:1" &&
+    "${podman[@]}" push --tls-verify=false "$reg/hostctl/base:1"
+}
+run_with_progress "podman import + push" "$W/base-image.log" import_base
 
 say "Building $reg/hostctl/my-os:2 from Containerfile.example (podman build + push)"
-"${podman[@]}" build -q --tls-verify=false --build-arg "BASE=$reg/hostctl/base:1" \
-  -t "$reg/hostctl/my-os:2" -f Containerfile.example "$W" >/dev/null
-"${podman[@]}" push -q --tls-verify=false "$reg/hostctl/my-os:2"
+build_derived() {
+  "${podman[@]}" build --tls-verify=false --build-arg "BASE=$reg/hostctl/base:1" \
+    -t "$reg/hostctl/my-os:2" -f Containerfile.example "$W" &&
+    "${podman[@]}" push --tls-verify=false "$reg/hostctl/my-os:2"
+}
+run_with_progress "podman build + push" "$W/derived-image.log" build_derived
 
 sysroot="$W/sysroot"; mkdir -p "$sysroot"
 hc() { echo "+ hostctl $*"; "$hostctl" --sysroot "$sysroot" --tls-verify=false "$@"; }
@@ -115,3 +172,22 @@ if [ $want_vm = 1 ]; then
   CONSOLE=$console integration/vm/e2e.sh "$hostctl"
 fi
 say "Done"
+if [ "${KEEP:-0}" = 1 ]; then
+  cat <<EOT
+The registry's data and the sysroot are kept in $W. To explore them:
+  docker-registry serve $W/registry/config.yml &      # the registry again, at $reg
+  $hostctl --sysroot $sysroot status
+  ls $sysroot/boot/loader/entries $sysroot/hostctl/deploy/default
+Remove $W when done.
+EOT
+else
+  echo "Run it as KEEP=1 integration/demo.sh to keep its registry and sysroot ($W, removed now) to explore."
+fi
+cat <<EOT
+What to try next:
+  - integration/demo.sh --vm       boot the result for real in QEMU: install to a disk image,
+                                   upgrade, reboot, roll back, watch broken releases fall back
+  - integration/demo.sh --console  the same, then a root console in the VM to look around
+  - $hostctl --help, and man pages: $hostctl man DIR
+  - docs/README.md: the user guide; Containerfile.example: how an OS image is made
+EOT

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use clap::Parser;
+use std::io::IsTerminal;
+
+use clap::FromArgMatches;
 use tracing_subscriber::EnvFilter;
 
 /// How long threads still working when a command ends (layer imports cut
@@ -17,7 +19,8 @@ enum Outcome {
 }
 
 fn main() {
-    let cli = hostctl::cli::Cli::parse();
+    let matches = hostctl::cli::command().get_matches();
+    let cli = hostctl::cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let level = match cli.global.verbose {
         0 => "warn",
         1 => "info",
@@ -25,7 +28,15 @@ fn main() {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("hostctl={level}")));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    // Colours only on a terminal (tracing-subscriber's default is always,
+    // unless NO_COLOR is set); clap's own help and errors decide the same way.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(ansi)
+        .init();
 
     // Async only pays for network I/O; disk work and hashing run on the blocking
     // pool. Two workers match the small machines hostctl mostly runs on.

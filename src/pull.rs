@@ -52,6 +52,7 @@ impl PullOptions {
 
 /// One layer of a pulled image.
 #[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PulledLayer {
     pub blob_digest: Digest,
     pub diff_id: Digest,
@@ -141,7 +142,7 @@ pub async fn prepare(image: Resolved, opts: &PullOptions) -> Result<Prepared> {
     let progress = &opts.progress;
     progress.event(
         "manifest",
-        json!({ "image": imgref.to_string(), "digest": manifest_digest.to_string(),
+        json!({ "image": crate::oci::identity::ImageReference::from(imgref), "digest": manifest_digest.to_string(),
                 "message": format!("Resolved {imgref} to {manifest_digest}") }),
     );
 
@@ -255,7 +256,13 @@ pub async fn fetch_layers(store: &Store, prepared: Prepared, opts: &PullOptions)
             let handle = tokio::task::spawn_blocking(move || {
                 let mut transfer = progress.transfer(spec.blob_digest.short(), spec.size, &from);
                 let mut reader = reader.into_sync();
+                let started = std::time::Instant::now();
                 let result = store.import_layer(&spec, &mut reader, &mut |n| transfer.inc(n));
+                if result.is_ok() {
+                    let secs = started.elapsed().as_secs_f64();
+                    let size = crate::util::human_bytes(spec.size);
+                    tracing::info!("layer {} ({size}, {}) imported in {secs:.1}s", spec.blob_digest, spec.media_type);
+                }
                 transfer.finish(if result.is_ok() { "done" } else { "failed" });
                 // The store's errors already name the layer and its digests.
                 result
@@ -285,6 +292,11 @@ pub async fn fetch_layers(store: &Store, prepared: Prepared, opts: &PullOptions)
         layers: layers.iter().map(|l| l.diff_id.clone()).collect(),
     })?;
     let bytes_downloaded = layers.iter().filter(|l| l.downloaded).map(|l| l.size).sum();
+    tracing::info!(
+        "{imgref}: manifest {manifest_digest}, config {config_digest}, {} layer(s), {} downloaded",
+        layers.len(),
+        layers.iter().filter(|l| l.downloaded).count()
+    );
     Ok(PulledImage {
         imgref: imgref.clone(),
         manifest_digest,

@@ -198,20 +198,21 @@ fn lifecycle_switch_edit_upgrade_merge_rollback_pin_cleanup() {
     assert!(text.lines().any(|l| l.starts_with("initrd /hostctl/default/")), "{text}");
     assert_entries_bootable(s, &boot);
     let st = status(s);
-    assert_eq!(st["apiVersion"], "hostctl.dev/v1");
-    assert_eq!(st["spec"]["image"], os.as_str());
+    assert_eq!(st["apiVersion"], "hostctl.dev/v2");
+    assert_eq!(st["spec"]["image"]["image"], os.as_str());
+    assert_eq!(st["spec"]["image"]["transport"], "registry");
     assert_eq!(st["status"]["booted"]["id"], v1.as_str());
-    assert_eq!(st["status"]["booted"]["version"], "1.0");
+    assert_eq!(st["status"]["booted"]["image"]["version"], "1.0");
     assert_eq!(st["status"]["booted"]["kernel"], "6.1.0-test");
     assert!(st["status"]["rollback"].is_null());
     let human = hc_ok(s, &["status"]);
     assert!(human.contains("Booted: ") && human.contains("version:  1.0"), "{human}");
     let yaml = hc_ok(s, &["status", "--format", "yaml"]);
-    assert!(yaml.contains("apiVersion: hostctl.dev/v1"), "{yaml}");
+    assert!(yaml.contains("apiVersion: hostctl.dev/v2"), "{yaml}");
 
     // No update yet: --check says so in one round trip; upgrade is a no-op.
     let c = hc_json(s, &["upgrade", "--check", "--json"]);
-    assert_eq!(c["update_available"], false, "{c}");
+    assert_eq!(c["updateAvailable"], false, "{c}");
     let r = hc_json(s, &["upgrade", "--json"]);
     assert_eq!(r["changed"], false, "{r}");
 
@@ -235,13 +236,13 @@ fn lifecycle_switch_edit_upgrade_merge_rollback_pin_cleanup() {
         &os,
     );
     let c = hc_json(s, &["upgrade", "--check", "--json"]);
-    assert_eq!(c["update_available"], true, "{c}");
-    assert_eq!(c["latest_version"], "2.0");
+    assert_eq!(c["updateAvailable"], true, "{c}");
+    assert_eq!(c["latestVersion"], "2.0");
     assert_eq!(status(s)["status"]["booted"]["id"], v1.as_str(), "--check changes nothing");
 
     let r = hc_json(s, &["upgrade", "--json"]);
     let v2 = r["staged"]["id"].as_str().unwrap().to_string();
-    assert_eq!(r["layers_downloaded"], 1, "only the new layer is fetched: {r}");
+    assert_eq!(r["layersDownloaded"], 1, "only the new layer is fetched: {r}");
     let conflicts: Vec<&str> =
         r["staged"]["conflicts"].as_array().unwrap().iter().map(|c| c["path"].as_str().unwrap()).collect();
     assert_eq!(conflicts, ["shared.conf"], "conflicts listed before staging: {r}");
@@ -303,7 +304,7 @@ fn lifecycle_switch_edit_upgrade_merge_rollback_pin_cleanup() {
     assert_eq!(ids, [v3.as_str(), v2.as_str(), v1.as_str()], "pinned v1 kept");
     hc_ok(s, &["unpin", &v1]);
     let r = hc_json(s, &["cleanup", "--json"]);
-    assert_eq!(r["deployments_removed"], serde_json::json!([v1]), "{r}");
+    assert_eq!(r["deploymentsRemoved"], serde_json::json!([v1]), "{r}");
     assert!(!deploy_dir(s).join(&v1).exists() && !deploy_dir(s).join(format!("{v1}.json")).exists());
     assert_eq!(entries(&boot).iter().map(|x| x.1.clone()).collect::<Vec<_>>(), [v3.clone(), v2.clone()]);
     assert_entries_bootable(s, &boot);
@@ -630,7 +631,7 @@ fn sigkill_at_random_instants_keeps_the_previous_default_bootable() {
         let before = status(s);
         let prev_default = entries(&boot)[0].1.clone();
         // Point os:cur at the image the default deployment is not.
-        let on = before["status"]["booted"]["manifestDigest"].as_str().unwrap().to_string();
+        let on = before["status"]["booted"]["image"]["imageDigest"].as_str().unwrap().to_string();
         let (want, img) = if on == da { (&db, &b) } else { (&da, &a) };
         if &tagged != want {
             retag(img);
@@ -680,7 +681,7 @@ fn sigkill_at_random_instants_keeps_the_previous_default_bootable() {
     eprintln!("sigkill: {killed} of {runs} runs killed while running (kill delays spread over {span:?})");
     assert!(killed >= 50, "only {killed} of {runs} runs were killed while running; the delays are too long");
     // The next upgrade succeeds and leaves a clean sysroot.
-    let on = status(s)["status"]["booted"]["manifestDigest"].as_str().unwrap().to_string();
+    let on = status(s)["status"]["booted"]["image"]["imageDigest"].as_str().unwrap().to_string();
     retag(if on == da { &b } else { &a });
     let r = hc_json(s, &["upgrade", "--json"]);
     assert_eq!(r["changed"], true, "{r}");
@@ -824,7 +825,7 @@ fn upgrade_check_is_one_manifest_request_when_nothing_changed() {
     hc_ok(s, &["switch", &image]);
     let before = proxy.matching_requests().len();
     let c = hc_json(s, &["upgrade", "--check", "--json"]);
-    assert_eq!(c["update_available"], false, "{c}");
+    assert_eq!(c["updateAvailable"], false, "{c}");
     let reqs: Vec<String> = proxy.matching_requests().into_iter().skip(before).collect();
     let manifest_gets = reqs.iter().filter(|r| r.contains("/manifests/")).count();
     let blob_gets = reqs.iter().filter(|r| r.contains("/blobs/")).count();
@@ -832,7 +833,7 @@ fn upgrade_check_is_one_manifest_request_when_nothing_changed() {
     // With an update: its version is reported, and nothing is staged.
     push_small(&reg, &pm, "2.0", &[("etc/motd", "two\n")], "os:latest");
     let c = hc_json(s, &["upgrade", "--check", "--json"]);
-    assert_eq!((c["update_available"].as_bool(), c["latest_version"].as_str()), (Some(true), Some("2.0")), "{c}");
+    assert_eq!((c["updateAvailable"].as_bool(), c["latestVersion"].as_str()), (Some(true), Some("2.0")), "{c}");
     assert_eq!(status(s)["status"]["deployments"].as_array().unwrap().len(), 1);
 }
 

@@ -264,7 +264,7 @@ fn full_disk_during_image_pull_switch_upgrade_or_install_exits_6_and_the_next_tr
         match command {
             "image pull" => {
                 let again = hc_json(s, &["image", "pull", "--json", &big]);
-                assert_eq!(again["layers_downloaded"], 0, "the store kept the layers: {again}");
+                assert_eq!(again["layersDownloaded"], 0, "the store kept the layers: {again}");
             }
             _ => {
                 let st = status(s);
@@ -322,7 +322,7 @@ fn progress_json_ends_with_one_error_event_when_the_registry_dies_mid_layer() {
     let ev = events(&out.stdout);
     let (terminal, finals) = check_outcome(&ev);
     assert_eq!(terminal["event"], "error", "{terminal}");
-    assert_eq!(terminal["exit_code"], 1, "{terminal}");
+    assert_eq!(terminal["exitCode"], 1, "{terminal}");
     assert!(terminal["message"].as_str().unwrap().contains("blob"), "{terminal}");
     assert!(finals.iter().any(|(_, s)| s == "failed"), "the cut layer failed: {finals:?}");
 }
@@ -356,7 +356,7 @@ fn progress_json_ends_with_one_error_event_on_a_digest_mismatch() {
     let out = hc(sys.path(), &[], &["--progress=json", "image", "pull", &image]);
     assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
     let (terminal, finals) = check_outcome(&events(&out.stdout));
-    assert_eq!((terminal["event"].as_str(), terminal["exit_code"].as_i64()), (Some("error"), Some(5)));
+    assert_eq!((terminal["event"].as_str(), terminal["exitCode"].as_i64()), (Some("error"), Some(5)));
     assert!(terminal["message"].as_str().unwrap().contains("digest mismatch"), "{terminal}");
     assert!(finals.iter().any(|(_, s)| s == "failed"), "{finals:?}");
 }
@@ -415,14 +415,14 @@ fn ctrl_c_during_a_stalled_pull_says_what_was_interrupted_and_exits_130() {
     assert!(last.starts_with("error: interrupted by SIGINT while pulling layer "), "{stderr}");
     assert!(last.contains(" of 4.0 MiB)") && last.contains("nothing was deployed"), "{stderr}");
     let (terminal, finals) = check_outcome(&events(stdout.as_bytes()));
-    assert_eq!((terminal["event"].as_str(), terminal["exit_code"].as_i64()), (Some("error"), Some(130)));
+    assert_eq!((terminal["event"].as_str(), terminal["exitCode"].as_i64()), (Some("error"), Some(130)));
     let statuses: Vec<&str> = finals.iter().map(|(_, s)| s.as_str()).collect();
     assert_eq!(statuses.iter().filter(|s| **s == "interrupted").count(), 1, "{finals:?}");
     assert!(statuses.iter().all(|s| *s == "interrupted" || *s == "done"), "{finals:?}");
 
     // The store is fine: the next pull (from the registry itself) succeeds.
     let v = hc_json(sys.path(), &["image", "pull", "--json", &h.image_direct]);
-    assert_eq!(v["layers_downloaded"], 1, "{v}");
+    assert_eq!(v["layersDownloaded"], 1, "{v}");
     drop(h.reg);
 }
 
@@ -471,9 +471,9 @@ fn kill_9_mid_layer_then_cleanup_leaves_no_temporaries_and_the_next_pull_succeed
     // (cleanup also collected the small layer the killed pull had committed:
     // no image was recorded for it.)
     let v = hc_json(s, &["image", "pull", "--json", &h.image_direct]);
-    assert_eq!(v["layers_downloaded"], 2, "{v}");
+    assert_eq!(v["layersDownloaded"], 2, "{v}");
     let v = hc_json(s, &["image", "pull", "--json", &h.image_direct]);
-    assert_eq!(v["layers_downloaded"], 0, "{v}");
+    assert_eq!(v["layersDownloaded"], 0, "{v}");
     assert_eq!(temporaries(s), Vec::<PathBuf>::new());
 }
 

@@ -34,7 +34,7 @@ fn pull_from_a_registry_at_an_ipv6_literal() {
         let sysroot = tempfile::tempdir().unwrap();
         let out = hostctl_ok(sysroot.path(), &["--tls-verify=false", "image", "pull", "--json", &reference]);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(v["manifest_digest"], expected, "{reference}: {out}");
+        assert_eq!(v["image"]["imageDigest"], expected, "{reference}: {out}");
         let list = hostctl_ok(sysroot.path(), &["image", "list", "--json"]);
         assert!(list.contains(&image), "{reference}: {list}");
     }

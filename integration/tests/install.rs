@@ -69,7 +69,10 @@ fn to_filesystem_sets_up_a_prepared_root() {
     let id = out["deployment"].as_str().unwrap().to_string();
     assert_installed(r, &r.join("boot"), &id, "root=LABEL=hostctl-root");
     let st = status(r);
-    assert_eq!(st["spec"]["image"], "registry.example.com/os:stable", "the installed host follows --target-imgref");
+    assert_eq!(
+        st["spec"]["image"]["image"], "registry.example.com/os:stable",
+        "the installed host follows --target-imgref"
+    );
     assert_eq!(st["status"]["deployments"][0]["id"], id.as_str());
 
     // A root that already holds deployments is refused, and left as it was.
@@ -141,7 +144,7 @@ fn install_to_disk_and_check(via_loopback: bool) {
     args.extend(["--source-imgref", &image, "--karg", "quiet", "--json"]);
     let out = hc_json(work.path(), &args);
     let id = out["deployment"].as_str().unwrap().to_string();
-    let uuid = out["root_uuid"].as_str().unwrap().to_string();
+    let uuid = out["rootUuid"].as_str().unwrap().to_string();
     assert_eq!(std::fs::metadata(&disk).unwrap().len(), 1 << 30);
     assert_eq!(loops_of(&disk), "", "no loop device is left attached");
     let leftovers: Vec<PathBuf> = std::fs::read_dir(work.path()).unwrap().map(|e| e.unwrap().path()).collect();

@@ -43,9 +43,9 @@ fn umoci_layout_with_two_tags_resolves_each_and_a_missing_tag_lists_them() {
     let dir = layout.dir.display();
     let v1 = inspect(sysroot.path(), &format!("oci:{dir}:v1"));
     let v2 = inspect(sysroot.path(), &format!("oci:{dir}:v2"));
-    assert_eq!(v1["version"], "1.0", "{v1}");
-    assert_eq!(v2["version"], "2.0", "{v2}");
-    assert_ne!(v1["manifest_digest"], v2["manifest_digest"]);
+    assert_eq!(v1["image"]["version"], "1.0", "{v1}");
+    assert_eq!(v2["image"]["version"], "2.0", "{v2}");
+    assert_ne!(v1["image"]["imageDigest"], v2["image"]["imageDigest"]);
 
     let out = hostctl(sysroot.path(), &["image", "inspect", "--remote", &format!("oci:{dir}:v3")]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -81,8 +81,8 @@ fn skopeo_layout_and_archive_resolve_to_the_same_manifest_and_stream_verified_la
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let from_archive: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(from_dir["manifest_digest"], from_archive["manifest_digest"]);
-    assert_eq!(from_archive["version"], "2.0");
+    assert_eq!(from_dir["image"]["imageDigest"], from_archive["image"]["imageDigest"]);
+    assert_eq!(from_archive["image"]["version"], "2.0");
     // Nothing was extracted: no temp files, nothing beside the archive.
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
     let beside: Vec<_> = std::fs::read_dir(&archive_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
@@ -96,7 +96,7 @@ fn skopeo_layout_and_archive_resolve_to_the_same_manifest_and_stream_verified_la
             OciLayoutSource::open_dir(&copied, None).unwrap(),
         ] {
             let resolved = src.resolve(&Platform::host()).await.unwrap();
-            assert_eq!(resolved.raw.digest.to_string(), from_dir["manifest_digest"]);
+            assert_eq!(resolved.raw.digest.to_string(), from_dir["image"]["imageDigest"]);
             for layer in resolved.manifest.layers() {
                 let reader = src.open_blob(layer, 0).await.unwrap();
                 let bytes = tokio::task::spawn_blocking(move || {
@@ -159,21 +159,33 @@ fn pull_from_layout_and_archive_end_to_end_then_again_downloads_nothing() {
     let dir_ref = format!("oci:{}:v1", layout.dir.display());
     let out = hostctl_ok(sysroot.path(), &["image", "pull", "--json", &dir_ref]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["layers_downloaded"], 1, "{out}");
+    assert_eq!(v["layersDownloaded"], 1, "{out}");
 
     let archive_ref = format!("oci-archive:{}:v2", archive.display());
     let out = hostctl_ok(sysroot.path(), &["image", "pull", "--json", &archive_ref]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["layers_downloaded"], 1, "{out}");
+    assert_eq!(v["layersDownloaded"], 1, "{out}");
     let out = hostctl_ok(sysroot.path(), &["image", "pull", "--json", &archive_ref]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["layers_downloaded"], 0, "second pull downloaded again: {out}");
+    assert_eq!(v["layersDownloaded"], 0, "second pull downloaded again: {out}");
 
     let list = hostctl_ok(sysroot.path(), &["image", "list", "--json"]);
-    assert!(list.contains(&dir_ref) && list.contains(&archive_ref), "{list}");
+    // Listed as bootc's {image, transport}.
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let listed: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{}:{}", r["image"]["transport"], r["image"]["image"]))
+        .collect();
+    assert!(
+        listed.contains(&format!("\"oci\":\"{}:v1\"", layout.dir.display()))
+            && listed.contains(&format!("\"oci-archive\":\"{}:v2\"", archive.display())),
+        "{listed:?}"
+    );
     let v: serde_json::Value =
         serde_json::from_str(&hostctl_ok(sysroot.path(), &["image", "inspect", "--json", &archive_ref])).unwrap();
-    assert_eq!(v["version"], "2.0");
+    assert_eq!(v["image"]["version"], "2.0");
 }
 
 #[test]

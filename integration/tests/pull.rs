@@ -18,19 +18,19 @@ fn pull_umoci_image_from_plain_registry_then_again_downloads_nothing() {
     let image = reg.image("os:v1");
     let out = hostctl_ok(sysroot.path(), &["--tls-verify=false", "image", "pull", "--json", &image]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["layers_downloaded"], 1, "{out}");
+    assert_eq!(v["layersDownloaded"], 1, "{out}");
 
     let out = hostctl_ok(sysroot.path(), &["--tls-verify=false", "image", "pull", "--json", &image]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["layers_downloaded"], 0, "second pull downloaded again: {out}");
-    assert_eq!(v["bytes_downloaded"], 0);
+    assert_eq!(v["layersDownloaded"], 0, "second pull downloaded again: {out}");
+    assert_eq!(v["bytesDownloaded"], 0);
 
     let list = hostctl_ok(sysroot.path(), &["image", "list", "--json"]);
     assert!(list.contains("os:v1"), "{list}");
     let inspect = hostctl(sysroot.path(), &["image", "inspect", "--json", &image]);
     assert!(inspect.status.success());
     let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
-    assert_eq!(v["version"], "1.0");
+    assert_eq!(v["image"]["version"], "1.0");
 }
 
 /// The same image pushed gzip-, zstd- and un-compressed: each pulls, the
@@ -59,9 +59,9 @@ fn gzip_zstd_and_plain_copies_pull_to_the_same_layers_and_dedupe_by_diff_id() {
         let sysroot = tempfile::tempdir().unwrap();
         let out = hostctl_ok(sysroot.path(), &["--tls-verify=false", "image", "pull", "--json", image]);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(v["layers_downloaded"], 1, "{image}: {out}");
-        diff_ids.push(v["layers"][0]["diff_id"].as_str().unwrap().to_string());
-        media_types.push(v["layers"][0]["media_type"].as_str().unwrap().to_string());
+        assert_eq!(v["layersDownloaded"], 1, "{image}: {out}");
+        diff_ids.push(v["layers"][0]["diffId"].as_str().unwrap().to_string());
+        media_types.push(v["layers"][0]["mediaType"].as_str().unwrap().to_string());
     }
     assert!(diff_ids.iter().all(|d| d == &diff_ids[0]), "{diff_ids:?}");
     assert!(
@@ -74,7 +74,7 @@ fn gzip_zstd_and_plain_copies_pull_to_the_same_layers_and_dedupe_by_diff_id() {
         let out = hostctl_ok(shared.path(), &["--tls-verify=false", "image", "pull", "--json", image]);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         let want = if i == 0 { 1 } else { 0 };
-        assert_eq!(v["layers_downloaded"], want, "{image}: {out}");
+        assert_eq!(v["layersDownloaded"], want, "{image}: {out}");
     }
 }
 
@@ -96,17 +96,16 @@ fn multi_layer_image_with_a_whiteout_pulls_every_layer_in_order() {
     let image = reg.image("multi:v1");
     let out = hostctl_ok(sysroot.path(), &["--tls-verify=false", "image", "pull", "--json", &image]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["layers_downloaded"], 3, "{out}");
+    assert_eq!(v["layersDownloaded"], 3, "{out}");
     let inspect: serde_json::Value =
         serde_json::from_str(&hostctl_ok(sysroot.path(), &["image", "inspect", "--json", &image])).unwrap();
     let listed: Vec<&str> =
         inspect["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap()).collect();
-    let pulled: Vec<&str> =
-        v["layers"].as_array().unwrap().iter().map(|l| l["blob_digest"].as_str().unwrap()).collect();
+    let pulled: Vec<&str> = v["layers"].as_array().unwrap().iter().map(|l| l["blobDigest"].as_str().unwrap()).collect();
     assert_eq!(listed, pulled);
 
     // The last layer's index records the deletion as a whiteout of etc/gone.conf.
-    let last_diff_id = v["layers"][2]["diff_id"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let last_diff_id = v["layers"][2]["diffId"].as_str().unwrap().trim_start_matches("sha256:").to_string();
     let index =
         std::fs::read_to_string(sysroot.path().join(format!("hostctl/repo/layers/{last_diff_id}.json"))).unwrap();
     let index: serde_json::Value = serde_json::from_str(&index).unwrap();

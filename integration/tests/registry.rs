@@ -594,8 +594,8 @@ fn cli_pull_over_tls_with_basic_auth_from_authfile() {
         sysroot.path(),
         &["--cert-dir", cd, "--authfile", authfile.to_str().unwrap(), "image", "pull", "--json", &image],
     );
-    assert_eq!(v["manifest_digest"], expected, "{v}");
-    assert_eq!(v["layers_downloaded"], 1, "{v}");
+    assert_eq!(v["image"]["imageDigest"], expected, "{v}");
+    assert_eq!(v["layersDownloaded"], 1, "{v}");
 
     // REGISTRY_AUTH_FILE names the auth file too.
     let sysroot2 = tempfile::tempdir().unwrap();
@@ -635,12 +635,12 @@ fn cli_pull_over_bearer_tokens() {
     let sysroot = tempfile::tempdir().unwrap();
     let args = ["--cert-dir", cd, "--authfile", authfile.to_str().unwrap(), "image", "pull", "--json", &image];
     let v = pull_json(sysroot.path(), &args);
-    assert_eq!(v["manifest_digest"], expected, "{v}");
-    assert_eq!(v["layers_downloaded"], 1, "{v}");
+    assert_eq!(v["image"]["imageDigest"], expected, "{v}");
+    assert_eq!(v["layersDownloaded"], 1, "{v}");
     let granted = tokens.requests().into_iter().skip(before).filter(|r| r.granted).count();
     assert_eq!(granted, 1, "one token for the whole pull");
     let v = pull_json(sysroot.path(), &args);
-    assert_eq!(v["layers_downloaded"], 0, "{v}");
+    assert_eq!(v["layersDownloaded"], 0, "{v}");
 }
 
 #[test]
@@ -654,7 +654,7 @@ fn cli_pull_chooses_platform_from_an_index() {
         sysroot.path(),
         &["--tls-verify=false", "--platform", "linux/arm64", "image", "pull", "--json", &image],
     );
-    assert_eq!(v["manifest_digest"], Digest::of(&m_arm).to_string(), "{v}");
+    assert_eq!(v["image"]["imageDigest"], Digest::of(&m_arm).to_string(), "{v}");
 
     let out = crate::support::hostctl(
         sysroot.path(),
@@ -832,7 +832,7 @@ fn cli_pull_with_client_certificate_from_cert_dir_or_certs_d() {
     let out = pull(&[], &["--cert-dir", client_cd]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["manifest_digest"], expected, "{v}");
+    assert_eq!(v["image"]["imageDigest"], expected, "{v}");
 
     // A certs.d root holding `127.0.0.1:PORT/` (the second root; the first lacks the registry).
     let roots = tempfile::tempdir().unwrap();
@@ -853,7 +853,7 @@ fn cli_pull_with_client_certificate_from_cert_dir_or_certs_d() {
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["manifest_digest"], expected, "{v}");
+    assert_eq!(v["image"]["imageDigest"], expected, "{v}");
 
     // A certificate without its key is a clear error naming the file.
     std::fs::rename(per_registry.join("client.key"), per_registry.join("other.name")).unwrap();
@@ -1385,7 +1385,7 @@ fn cli_pull_reads_containers_registries_conf() {
         crate::support::hostctl_env(sysroot.path(), &env, &["image", "pull", "--json", &format!("{primary}/os:v1")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["manifest_digest"], skopeo_digest(&mirror.image("os:v1"), &["--tls-verify=false"]), "{v}");
+    assert_eq!(v["image"]["imageDigest"], skopeo_digest(&mirror.image("os:v1"), &["--tls-verify=false"]), "{v}");
 
     let out = crate::support::hostctl_env(
         sysroot.path(),

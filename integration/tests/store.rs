@@ -98,7 +98,7 @@ fn tampered_registry_blob_is_refused_with_exit_5_then_untampered_pull_succeeds()
 
     fs::write(&layer_path, &original).unwrap();
     let v = pull_json(sysroot.path(), &image);
-    assert_eq!(v["layers_downloaded"], 1, "{v}");
+    assert_eq!(v["layersDownloaded"], 1, "{v}");
     assert_eq!(layer_indexes(sysroot.path()), 1);
     assert!(assert_store_verifies(sysroot.path()) >= 2);
 }
@@ -192,13 +192,13 @@ fn pull_killed_mid_layer_leaves_a_store_the_next_pull_completes() {
     assert_eq!(layer_indexes(sysroot.path()), 0, "a killed import commits nothing");
 
     let v = pull_json(sysroot.path(), &image);
-    assert_eq!(v["layers_downloaded"], 1, "{v}");
+    assert_eq!(v["layersDownloaded"], 1, "{v}");
     assert_eq!(count_files(&tmp), 0, "leftovers were cleared");
     assert_eq!(assert_store_verifies(sysroot.path()), 3);
 
     let v = pull_json(sysroot.path(), &image);
-    assert_eq!(v["layers_downloaded"], 0, "a second pull downloads nothing: {v}");
-    assert_eq!(v["bytes_downloaded"], 0);
+    assert_eq!(v["layersDownloaded"], 0, "a second pull downloads nothing: {v}");
+    assert_eq!(v["bytesDownloaded"], 0);
 }
 
 /// A crash of the machine (not of the process) after a pull: the layers it
@@ -220,12 +220,12 @@ fn layers_a_crash_left_unsynced_are_checked_and_the_damaged_one_is_pulled_again(
 
     let sysroot = tempfile::tempdir().unwrap();
     let v = pull_json(sysroot.path(), &image);
-    assert_eq!(v["layers_downloaded"], 2, "{v}");
+    assert_eq!(v["layersDownloaded"], 2, "{v}");
     let marks = repo(sysroot.path()).join("unsynced");
     assert_eq!(count_files(&marks), 2, "both layers wait for a sync");
 
     let store = Store::open_dir(&repo(sysroot.path())).unwrap();
-    let app_layer: Digest = v["layers"][1]["diff_id"].as_str().unwrap().parse().unwrap();
+    let app_layer: Digest = v["layers"][1]["diffId"].as_str().unwrap().parse().unwrap();
     for mark in fs::read_dir(&marks).unwrap() {
         fs::write(mark.unwrap().path(), "11111111-2222-3333-4444-555555555555\n").unwrap();
     }
@@ -244,15 +244,15 @@ fn layers_a_crash_left_unsynced_are_checked_and_the_damaged_one_is_pulled_again(
     let out = hostctl_ok(sysroot.path(), &["--tls-verify=false", "--progress=json", "image", "pull", &image]);
     let events: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let recovered = events.iter().find(|e| e["event"] == "recovered").unwrap_or_else(|| panic!("{out}"));
-    assert_eq!(recovered["recovery"]["layers_checked"], 2, "{out}");
-    assert_eq!(recovered["recovery"]["layers_dropped"], serde_json::json!([app_layer.to_string()]), "{out}");
-    assert_eq!(recovered["recovery"]["objects_lost"], 1, "{out}");
+    assert_eq!(recovered["recovery"]["layersChecked"], 2, "{out}");
+    assert_eq!(recovered["recovery"]["layersDropped"], serde_json::json!([app_layer.to_string()]), "{out}");
+    assert_eq!(recovered["recovery"]["objectsLost"], 1, "{out}");
     let done = events.iter().find(|e| e["event"] == "done").unwrap_or_else(|| panic!("{out}"));
-    assert_eq!(done["layers_downloaded"], 1, "only the damaged layer is downloaded again: {out}");
+    assert_eq!(done["layersDownloaded"], 1, "only the damaged layer is downloaded again: {out}");
     assert_eq!(assert_store_verifies(sysroot.path()), 3);
 
     let v = pull_json(sysroot.path(), &image);
-    assert_eq!(v["layers_downloaded"], 0, "{v}");
+    assert_eq!(v["layersDownloaded"], 0, "{v}");
 }
 
 /// Measures import throughput on a real gzip layer against decoding it with

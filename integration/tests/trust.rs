@@ -194,8 +194,8 @@ fn signed_and_trusted_deploys() {
     let policy = env.policy("policy.json", "os", key_policy(&pubkey, "matchRepository"));
 
     let v = env.pull_ok(&policy, "os:v1");
-    assert_eq!(v["manifest_digest"], digest.as_str());
-    assert_eq!(v["verdict"]["signature_verified"], true, "{v}");
+    assert_eq!(v["image"]["imageDigest"], digest.as_str());
+    assert_eq!(v["verdict"]["signatureVerified"], true, "{v}");
     assert_eq!(v["verdict"]["rule"], format!("docker scope \"{}\": sigstoreSigned", env.reg.image("os")));
     let signer = v["verdict"]["signers"][0].as_str().unwrap();
     assert!(signer.starts_with("key SHA256:") && signer.contains(pubkey.to_str().unwrap()), "{signer}");
@@ -205,7 +205,7 @@ fn signed_and_trusted_deploys() {
     let out = env.hostctl(&policy, &["status", "--json"]);
     let status = String::from_utf8_lossy(&out.stdout);
     assert!(
-        status.contains("\"signature_verified\": true") || status.contains("\"signature_verified\":true"),
+        status.contains("\"signatureVerified\": true") || status.contains("\"signatureVerified\":true"),
         "{status}"
     );
     assert!(status.contains(signer), "status should show the signer {signer}: {status}");
@@ -350,7 +350,7 @@ fn enforce_signature_policy_refuses_an_accept_anything_default() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is insecureAcceptAnything"));
     let v = env.pull_ok(&p, "os:v1");
-    assert_eq!(v["verdict"]["signature_verified"], false);
+    assert_eq!(v["verdict"]["signatureVerified"], false);
     assert_eq!(v["verdict"]["rule"], "default: insecureAcceptAnything");
 }
 
@@ -372,7 +372,7 @@ fn other_key_types_and_producers_verify() {
     env.cosign_sign("imported", "os", &digest);
     let policy = env.policy("ed25519.json", "os", key_policy(&env.path("imported.pub"), "matchRepository"));
     let v = env.pull_ok(&policy, "os:v1");
-    assert_eq!(v["verdict"]["signature_verified"], true);
+    assert_eq!(v["verdict"]["signatureVerified"], true);
 
     // ECDSA P-384 signed by openssl over cosign's own payload for this image.
     let d2 = env.push("other:v1", &[("etc/motd", "p384\n")]);
@@ -405,7 +405,7 @@ fn other_key_types_and_producers_verify() {
         .arg(env.reg.image(&format!("other@{d2}"))));
     let policy = env.policy("p384.json", "other", key_policy(&p384_pub, "matchRepository"));
     let v = env.pull_ok(&policy, "other:v1");
-    assert_eq!(v["verdict"]["signature_verified"], true, "{v}");
+    assert_eq!(v["verdict"]["signatureVerified"], true, "{v}");
     // The Ed25519 key does not vouch for it.
     let wrong = env.policy("wrong.json", "other", key_policy(&env.path("imported.pub"), "matchRepository"));
     let fresh = Env { sysroot: tempfile::tempdir().unwrap(), ..env };
@@ -541,7 +541,7 @@ fn keyless_signature_with_local_fulcio_and_rekor_verifies_offline() {
         .arg(format!("docker://{}", env.reg.image(&format!("os:{sig_tag}")))));
 
     let v = env.pull_ok(&policy, "os:v1");
-    assert_eq!(v["verdict"]["signature_verified"], true, "{v}");
+    assert_eq!(v["verdict"]["signatureVerified"], true, "{v}");
     let signer = v["verdict"]["signers"][0].as_str().unwrap();
     assert!(signer.starts_with("release@example.com (OIDC issuer https://issuer.example.com"), "{signer}");
 
@@ -577,7 +577,7 @@ fn signature_found_through_referrers() {
     assert!(env.raw_manifest(&format!("os:{sig_tag}")).is_none(), "cosign wrote a .sig tag in referrers mode");
     let policy = env.policy("policy.json", "os", key_policy(&pubkey, "matchRepository"));
     let v = env.pull_ok(&policy, "os:v1");
-    assert_eq!(v["verdict"]["signature_verified"], true, "{v}");
+    assert_eq!(v["verdict"]["signatureVerified"], true, "{v}");
     // Another key's policy still refuses it.
     let other = env.cosign_keys("other");
     let wrong = env.policy("wrong.json", "os", key_policy(&other, "matchRepository"));
@@ -622,7 +622,7 @@ fn oci_layouts_obey_the_same_policy() {
     let out = env.hostctl(&signed, &["image", "pull", "--json", &image]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["verdict"]["signature_verified"], true, "{v}");
+    assert_eq!(v["verdict"]["signatureVerified"], true, "{v}");
     assert_eq!(v["verdict"]["rule"], format!("oci scope \"{}\": sigstoreSigned", usb.display()));
 
     // Another repository's identity, and a rejecting scope, both refuse.

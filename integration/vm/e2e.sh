@@ -189,7 +189,7 @@ $common
 hostctl --tls-verify=false --progress=json image pull 10.0.2.100:5000/hostctl-e2e/os:v5 > /tmp/pull.json 2>&1
 echo "E2E-PULL-RC \$?"
 grep -a '"recovered"' /tmp/pull.json | sed 's/^/E2E-RECOVERY /'
-\$H image pull --json 10.0.2.100:5000/hostctl-e2e/os:v5 | tr -d ' \\n' | grep -q '"layers_downloaded":0' && echo "E2E-AGAIN-NOTHING"
+\$H image pull --json 10.0.2.100:5000/hostctl-e2e/os:v5 | tr -d ' \\n' | grep -q '"layersDownloaded":0' && echo "E2E-AGAIN-NOTHING"
 \$H upgrade && echo "E2E-UPGRADE-OK"
 sync; systemctl reboot
 EOF
@@ -199,8 +199,12 @@ sync; systemctl poweroff
 EOF
 cat > "$W/s5.sh" <<EOF
 $common
-hostctl status --json | tr -d ' \\n' | grep -q '"bootEntry":{"assessment":"bad"' \\
-  && hostctl status --json | tr -d ' \\n' | grep -q '"name":"90-broken","passed":false' && echo "E2E-JSON-BAD"
+hostctl status --json | tr -d ' \\n' > /tmp/status.json
+grep -q '"bootEntry":{"assessment":"bad"' /tmp/status.json \\
+  && grep -q '"name":"90-broken","passed":false' /tmp/status.json && echo "E2E-JSON-BAD"
+grep -q '"spec":{"image":{"image":"10.0.2.100:5000/hostctl-e2e/os:latest","transport":"registry"}' /tmp/status.json \\
+  && grep -q '"booted":{"image":{"image":{"image":"[^"]*","transport":"registry"},"imageDigest":"sha256:' /tmp/status.json \\
+  && grep -q '"rollbackQueued":[a-z]*,"type":"hostctlHost"' /tmp/status.json && echo "E2E-JSON-BOOTC"
 \$H upgrade && echo "E2E-UPGRADE-OK"
 sync; systemctl reboot
 EOF
@@ -241,6 +245,7 @@ boot "$W/s5.sh"
 need 5 "E2E-VERSION base-v1" "the machine came back on v1 by itself"
 need 5 "failed to boot" "hostctl status explains the automatic rollback"
 need 5 "E2E-JSON-BAD" "status --json marks v3's entry bad and carries its failed health check"
+need 5 "E2E-JSON-BOOTC" "status --json has bootc's structure (spec.image, booted.image.image, type)"
 need 5 "E2E-UPGRADE-OK" "upgrade to v4 staged"
 step "boot 5: back on v1 by itself; status explains; upgrade to v4 staged"
 
@@ -265,9 +270,9 @@ boot "$W/s9.sh"
 need 9 "E2E-VERSION base-v1" "the machine came back after the power cut"
 need 9 "E2E-PULL-RC 0" "the pull after the power cut succeeded"
 need 9 "E2E-RECOVERY " "the pull checked the layers an earlier boot left unsynced"
-grep -aq '"layers_checked":[1-9]' "$W/boot9.log.txt" || fail "boot 9: no layer was checked; see $W/boot9.log.txt"
+grep -aq '"layersChecked":[1-9]' "$W/boot9.log.txt" || fail "boot 9: no layer was checked; see $W/boot9.log.txt"
 need 9 "E2E-AGAIN-NOTHING" "a second pull downloads nothing"
-echo "after the power cut: $(grep -ao '"layers_dropped":\[[^]]*\],"objects_lost":[0-9]*' "$W/boot9.log.txt" | head -1)"
+echo "after the power cut: $(grep -ao '"layersDropped":\[[^]]*\],"objectsLost":[0-9]*' "$W/boot9.log.txt" | head -1)"
 need 9 "E2E-UPGRADE-OK" "upgrade to v6 staged"
 step "boot 9: after the power cut, the pull re-checked the unsynced layers and completed v5; upgrade to v6 staged"
 

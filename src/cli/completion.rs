@@ -1,12 +1,11 @@
-//! `hostctl completions SHELL` and `hostctl man DIR`: generated from the clap definitions.
+//! `hostctl completions SHELL` and `hostctl man DIR`: generated from the clap
+//! definitions and the examples of [`super::help`].
 
 use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{Args, CommandFactory};
-
-use super::Cli;
+use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
@@ -21,7 +20,7 @@ pub struct ManArgs {
 }
 
 pub fn completions(a: CompletionsArgs) -> Result<()> {
-    let mut cmd = Cli::command();
+    let mut cmd = super::command();
     // Into a buffer first: clap_complete panics on a write error.
     let mut script = Vec::new();
     clap_complete::generate(a.shell, &mut cmd, "hostctl", &mut script);
@@ -31,7 +30,6 @@ pub fn completions(a: CompletionsArgs) -> Result<()> {
 
 pub fn man(a: ManArgs) -> Result<()> {
     std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
-    clap_mangen::generate_to(Cli::command(), &a.dir)
-        .with_context(|| format!("writing man pages to {}", a.dir.display()))?;
+    super::help::write_man_pages(&a.dir).with_context(|| format!("writing man pages to {}", a.dir.display()))?;
     Ok(())
 }

@@ -12,10 +12,10 @@ use super::output::{outln, print_json};
 use super::GlobalArgs;
 use crate::digest::Digest;
 use crate::imgref::ImageRef;
-use crate::oci::descriptor_digest;
-use crate::oci::open_source;
+use crate::oci::identity::{ImageIdentity, ImageReference};
+use crate::oci::{descriptor_digest, open_source};
 use crate::pull::PullOptions;
-use crate::store::Store;
+use crate::store::{ImageRecord, Store};
 use crate::util::human_bytes;
 
 #[derive(Debug, Subcommand)]
@@ -82,13 +82,17 @@ async fn pull(g: &GlobalArgs, a: PullArgs) -> Result<()> {
     let pulled = crate::pull::pull(&sysroot, &image, &opts).await?;
     let secs = started.elapsed().as_secs_f64();
     let downloaded = pulled.layers.iter().filter(|l| l.downloaded).count();
+    let identity = ImageIdentity::new(
+        &pulled.imgref,
+        pulled.manifest_digest.clone(),
+        pulled.config_digest.clone(),
+        &pulled.config,
+    );
     let summary = json!({
-        "image": pulled.imgref.to_string(),
-        "manifest_digest": pulled.manifest_digest.to_string(),
-        "config_digest": pulled.config_digest.to_string(),
+        "image": identity,
         "layers": pulled.layers,
-        "layers_downloaded": downloaded,
-        "bytes_downloaded": pulled.bytes_downloaded,
+        "layersDownloaded": downloaded,
+        "bytesDownloaded": pulled.bytes_downloaded,
         "verdict": pulled.verdict,
         "seconds": (secs * 1000.0).round() / 1000.0,
     });
@@ -110,22 +114,20 @@ async fn pull(g: &GlobalArgs, a: PullArgs) -> Result<()> {
     Ok(())
 }
 
-/// What `image inspect` shows.
+/// What `image inspect` shows: the image's identity as `status` shows a
+/// deployment's (`image`), then what only inspect shows.
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct InspectOutput {
-    pub image: String,
-    pub manifest_digest: Digest,
-    pub config_digest: Digest,
+    pub image: ImageIdentity,
     pub media_type: Option<String>,
-    pub version: Option<String>,
-    pub created: Option<String>,
-    pub architecture: String,
     pub os: String,
     pub labels: std::collections::BTreeMap<String, String>,
     pub layers: Vec<InspectLayer>,
 }
 
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct InspectLayer {
     pub digest: Digest,
     pub diff_id: Option<String>,
@@ -135,7 +137,7 @@ pub struct InspectLayer {
 
 /// Builds the inspect view from a manifest and its config.
 pub fn inspect_view(
-    image: String,
+    image: &ImageRef,
     manifest_digest: Digest,
     manifest: &ImageManifest,
     config: &ImageConfiguration,
@@ -157,13 +159,8 @@ pub fn inspect_view(
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(InspectOutput {
-        image,
-        manifest_digest,
-        config_digest: descriptor_digest(manifest.config())?,
+        image: ImageIdentity::new(image, manifest_digest, descriptor_digest(manifest.config())?, config),
         media_type: manifest.media_type().as_ref().map(|m| m.to_string()),
-        version: labels.get(crate::oci::VERSION_LABEL).cloned(),
-        created: config.created().clone(),
-        architecture: config.architecture().to_string(),
         os: config.os().to_string(),
         labels,
         layers,
@@ -184,7 +181,7 @@ async fn inspect(g: &GlobalArgs, a: InspectArgs) -> Result<()> {
                 .with_context(|| format!("parsing stored manifest {}", rec.manifest_digest))?;
             let config: ImageConfiguration = serde_json::from_slice(&store.read_blob(&rec.config_digest)?)
                 .with_context(|| format!("parsing stored config {}", rec.config_digest))?;
-            view = Some(inspect_view(name.clone(), rec.manifest_digest, &manifest, &config)?);
+            view = Some(inspect_view(&a.image, rec.manifest_digest, &manifest, &config)?);
         }
     }
     let view = match view {
@@ -195,19 +192,20 @@ async fn inspect(g: &GlobalArgs, a: InspectArgs) -> Result<()> {
             let bytes =
                 source.fetch_small_blob(resolved.manifest.config()).await.context("fetching the image config")?;
             let config: ImageConfiguration = serde_json::from_slice(&bytes).context("parsing the image config")?;
-            inspect_view(name, resolved.raw.digest, &resolved.manifest, &config)?
+            inspect_view(&a.image, resolved.raw.digest, &resolved.manifest, &config)?
         }
     };
     if a.json {
         return print_json(&view);
     }
     let mut out = super::output::stdout();
-    writeln!(out, "Image:        {}", view.image)?;
-    writeln!(out, "Digest:       {}", view.manifest_digest)?;
-    writeln!(out, "Config:       {}", view.config_digest)?;
-    writeln!(out, "Version:      {}", view.version.as_deref().unwrap_or("-"))?;
-    writeln!(out, "Created:      {}", view.created.as_deref().unwrap_or("-"))?;
-    writeln!(out, "Platform:     {}/{}", view.os, view.architecture)?;
+    let id = &view.image;
+    writeln!(out, "Image:        {}", id.image)?;
+    writeln!(out, "Digest:       {}", id.image_digest)?;
+    writeln!(out, "Config:       {}", id.config_digest)?;
+    writeln!(out, "Version:      {}", id.version.as_deref().unwrap_or("-"))?;
+    writeln!(out, "Created:      {}", id.timestamp.as_deref().unwrap_or("-"))?;
+    writeln!(out, "Platform:     {}/{}", view.os, id.architecture.as_deref().unwrap_or("-"))?;
     writeln!(out, "Labels:")?;
     for (k, v) in &view.labels {
         writeln!(out, "  {k}={v}")?;
@@ -219,12 +217,40 @@ async fn inspect(g: &GlobalArgs, a: InspectArgs) -> Result<()> {
     Ok(())
 }
 
+/// One image of `image list --json`: the store's record, named as every
+/// other JSON output names things.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListedImage {
+    image: ImageReference,
+    image_digest: Digest,
+    config_digest: Digest,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index_digest: Option<Digest>,
+    pulled_at: String,
+    /// diff_ids in layer order.
+    layers: Vec<Digest>,
+}
+
+impl From<&ImageRecord> for ListedImage {
+    fn from(r: &ImageRecord) -> Self {
+        ListedImage {
+            image: ImageReference::from_text(&r.imgref),
+            image_digest: r.manifest_digest.clone(),
+            config_digest: r.config_digest.clone(),
+            index_digest: r.index_digest.clone(),
+            pulled_at: r.pulled_at.clone(),
+            layers: r.layers.clone(),
+        }
+    }
+}
+
 fn list(g: &GlobalArgs, a: ListArgs) -> Result<()> {
     let sysroot = g.open_sysroot()?;
     // A sysroot without a store holds no images; don't create one to say so.
     let images = if sysroot.repo_dir().is_dir() { Store::open(&sysroot)?.list_images()? } else { Vec::new() };
     if a.json {
-        return print_json(&images);
+        return print_json(&images.iter().map(ListedImage::from).collect::<Vec<_>>());
     }
     let mut out = super::output::stdout();
     writeln!(out, "{:<50} {:<19} {:<7} PULLED", "IMAGE", "DIGEST", "LAYERS")?;

@@ -4,6 +4,7 @@
 
 mod cleanup;
 mod completion;
+mod help;
 mod image;
 mod install;
 mod internal;
@@ -34,8 +35,10 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Options every command understands.
+/// Options every command understands. In a command's `--help` they come
+/// after its own options, under their own headings.
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// The physical root holding hostctl's store and deployments.
     #[arg(long, global = true, default_value = "/", env = "HOSTCTL_SYSROOT", value_name = "DIR")]
@@ -49,23 +52,29 @@ pub struct GlobalArgs {
     /// How to show progress.
     #[arg(long, global = true, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
+    #[arg(help_heading = REGISTRY_OPTIONS)]
     /// Require HTTPS and verify registry certificates (`false` also allows plain HTTP)
     /// [default: true; for `upgrade`, what `switch` was given].
     #[arg(long, global = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub tls_verify: Option<bool>,
+    #[arg(help_heading = REGISTRY_OPTIONS)]
     /// A TLS directory used for every registry instead of the certs.d lookup: `*.crt` CA
     /// certificates, `NAME.cert` + `NAME.key` a client certificate.
     #[arg(long, global = true, value_name = "DIR")]
     pub cert_dir: Option<PathBuf>,
+    #[arg(help_heading = REGISTRY_OPTIONS)]
     /// An auth.json to read registry credentials from instead of the default search path.
     #[arg(long, global = true, value_name = "FILE", env = "REGISTRY_AUTH_FILE")]
     pub authfile: Option<PathBuf>,
+    #[arg(help_heading = REGISTRY_OPTIONS)]
     /// The platform to pull from a multi-platform image [default: the host's].
     #[arg(long, global = true, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Option<Platform>,
+    #[arg(help_heading = TRUST_OPTIONS)]
     /// The trust policy [default: SYSROOT/etc/containers/policy.json].
     #[arg(long, global = true, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    #[arg(help_heading = TRUST_OPTIONS)]
     /// Refuse to work under a policy whose default accepts anything.
     #[arg(long, global = true)]
     pub enforce_signature_policy: bool,
@@ -83,6 +92,17 @@ impl std::fmt::Debug for ProgressSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ProgressSink")
     }
+}
+
+/// The help heading of the global options that say how to reach registries.
+const REGISTRY_OPTIONS: &str = "Global registry options";
+/// The help heading of the global options about the trust policy.
+const TRUST_OPTIONS: &str = "Global trust options";
+
+/// The command line's definition, with each command's examples (what `main`
+/// parses with; the man pages and completions are made from it too).
+pub fn command() -> clap::Command {
+    help::command()
 }
 
 impl GlobalArgs {
@@ -107,6 +127,7 @@ impl GlobalArgs {
     }
 
     pub fn open_sysroot(&self) -> Result<Sysroot> {
+        tracing::info!("sysroot {}, boot directory {}", self.sysroot.display(), self.boot_dir().display());
         Sysroot::open(&self.sysroot)
     }
 

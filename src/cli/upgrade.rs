@@ -105,7 +105,7 @@ pub fn print_flow(r: &FlowReport) -> Result<()> {
     }
     outln!("Fetched {}: {} layer(s), {}", r.image, r.layers_downloaded, human_bytes(r.bytes_downloaded))?;
     if let Some(s) = &r.staged {
-        let v = s.metadata.image_version.as_deref().unwrap_or("-");
+        let v = s.metadata.image.version.as_deref().unwrap_or("-");
         outln!("Staged deployment {} (version {v}, kernel {})", s.id, s.metadata.kernel.version)?;
         for c in &s.conflicts {
             outln!("  /etc conflict: {}: {}", c.path.display(), c.resolution)?;

@@ -66,7 +66,7 @@ pub fn detect(sysroot: &Sysroot, boot: &Path, layout: &Layout) -> Result<(Option
     } else {
         None
     };
-    decide(
+    let decided = decide(
         layout,
         &BootedInputs {
             env: env.as_deref(),
@@ -74,7 +74,11 @@ pub fn detect(sysroot: &Sysroot, boot: &Path, layout: &Layout) -> Result<(Option
             cmdline: cmdline.as_deref(),
             default_entry: default_entry.as_deref(),
         },
-    )
+    );
+    if let Ok((id, source)) = &decided {
+        tracing::info!("booted deployment: {} (from {source:?})", id.as_deref().unwrap_or("none"));
+    }
+    decided
 }
 
 #[cfg(test)]

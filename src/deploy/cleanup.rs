@@ -20,6 +20,7 @@ use crate::store::{GcRoots, GcStats};
 
 /// What a cleanup removed.
 #[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CleanupReport {
     pub deployments_removed: Vec<String>,
     pub store: GcStats,
@@ -52,8 +53,8 @@ pub fn cleanup(d: &Deployer, booted: Option<&str>) -> Result<CleanupReport> {
     let mut diff_ids = BTreeSet::new();
     for id in after.all() {
         let m = Metadata::load(&d.layout, &id)?;
-        blobs.insert(m.manifest_digest.clone());
-        blobs.insert(m.config_digest.clone());
+        blobs.insert(m.image.image_digest.clone());
+        blobs.insert(m.image.config_digest.clone());
         diff_ids.extend(m.layers.iter().cloned());
     }
     roots.blobs = blobs.into_iter().collect();

@@ -33,6 +33,7 @@ pub struct Conflict {
 
 /// What the merge will do; computed before anything is written.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct EtcMergePlan {
     /// Paths (relative to /etc) whose local version is carried over. For a
     /// directory, its ownership, mode and xattrs (its entries are listed on

@@ -27,6 +27,7 @@ use crate::deploy::state::{self, Spec, State};
 use crate::deploy::{booted, preflight, var};
 use crate::error::InsufficientSpace;
 use crate::fsutil;
+use crate::oci::identity::ImageIdentity;
 use crate::pull::PulledImage;
 use crate::store::Store;
 use crate::sysroot::Sysroot;
@@ -41,6 +42,7 @@ pub struct Deployer {
 
 /// What staging produced.
 #[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Staged {
     pub id: DeploymentId,
     pub metadata: Metadata,
@@ -62,6 +64,7 @@ pub struct StageOptions {
 
 /// What finalising did.
 #[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Finalized {
     pub id: DeploymentId,
     /// The deployment whose /etc was merged (the booted one, else the default).
@@ -248,9 +251,22 @@ impl Deployer {
         if tmp.symlink_metadata().is_ok() {
             remove_any(tmp)?;
         }
-        checkout(&self.store, &indexes, tmp, &CheckoutOptions { relocate_etc: true })
+        let started = std::time::Instant::now();
+        let stats = checkout(&self.store, &indexes, tmp, &CheckoutOptions { relocate_etc: true })
             .with_context(|| format!("checking out {} into {}", image.imgref, tmp.display()))?;
+        tracing::info!(
+            "checked out deployment {id} in {:.1}s: {} files, {} directories, {} symlinks",
+            started.elapsed().as_secs_f64(),
+            stats.files,
+            stats.dirs,
+            stats.symlinks
+        );
         let k = kernel::find(tmp)?;
+        tracing::info!(
+            "kernel {} ({})",
+            k.version,
+            if k.initramfs.is_some() { "with initramfs" } else { "no initramfs" }
+        );
         let (checksum, ksize) = k.checksum()?;
         // The kernel's real size is known now: check the boot partition before copying.
         if !kernel::kernels_dir(&self.boot, &state.stateroot).join(&checksum).is_dir() {
@@ -279,12 +295,13 @@ impl Deployer {
             version: METADATA_VERSION,
             id: id.to_string(),
             stateroot: state.stateroot.clone(),
-            image: image.imgref.to_string(),
-            manifest_digest: image.manifest_digest.clone(),
-            config_digest: image.config_digest.clone(),
+            image: ImageIdentity::new(
+                &image.imgref,
+                image.manifest_digest.clone(),
+                image.config_digest.clone(),
+                &image.config,
+            ),
             layers: image.layers.iter().map(|l| l.diff_id.clone()).collect(),
-            image_version: crate::oci::image_version(&image.config),
-            image_created: image.config.created().clone(),
             kernel: KernelInfo { version: k.version.clone(), checksum, has_initramfs: k.initramfs.is_some() },
             kargs: image_kargs,
             verdict: Some(image.verdict.clone()),
@@ -385,6 +402,7 @@ pub fn remove_any(p: &Path) -> Result<()> {
 mod tests {
     use super::*;
     use crate::digest::Digest;
+    use crate::oci::identity::ImageReference;
 
     fn fake_deployment(d: &Deployer, id: &str, kernel: &str) {
         std::fs::create_dir_all(d.layout.tree(id).join("etc")).unwrap();
@@ -392,12 +410,15 @@ mod tests {
             version: METADATA_VERSION,
             id: id.into(),
             stateroot: "default".into(),
-            image: "reg/os:latest".into(),
-            manifest_digest: Digest::of(id.as_bytes()),
-            config_digest: Digest::of(b"config"),
+            image: ImageIdentity {
+                image: ImageReference::from_text("reg/os:latest"),
+                image_digest: Digest::of(id.as_bytes()),
+                config_digest: Digest::of(b"config"),
+                version: None,
+                timestamp: None,
+                architecture: None,
+            },
             layers: vec![],
-            image_version: None,
-            image_created: None,
             kernel: KernelInfo { version: "6.1".into(), checksum: kernel.into(), has_initramfs: false },
             kargs: vec!["quiet".into()],
             verdict: None,

@@ -234,6 +234,7 @@ impl State {
 
 /// The roles of deployments, given the state and the booted deployment.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Roles {
     pub booted: Option<String>,
     pub staged: Option<String>,

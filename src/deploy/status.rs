@@ -1,6 +1,6 @@
-//! The host's status as a versioned, k8s-shaped document
-//! (`apiVersion: hostctl.dev/v1`, `kind: Host`), documented by
-//! `docs/status-schema.json`, and its human rendering.
+//! The host's status as a versioned, k8s-shaped document in the structure of
+//! bootc's `BootcHost` (`apiVersion: hostctl.dev/v2`, `kind: Host`),
+//! documented by `docs/status-schema.json`, and its human rendering.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -12,27 +12,42 @@ use crate::boot::health::HealthRecord;
 use crate::deploy::booted::BootedSource;
 use crate::deploy::deployment::Metadata;
 use crate::deploy::state::{self, State, TransportOptions};
+use crate::oci::identity::{ImageIdentity, ImageReference};
 use crate::trust::Verdict;
 
-/// `apiVersion` of the status document; bumped on incompatible changes.
-pub const API_VERSION: &str = "hostctl.dev/v1";
+/// `apiVersion` of the status document; bumped on incompatible changes
+/// (v2: the structure of bootc's `BootcHost`).
+pub const API_VERSION: &str = "hostctl.dev/v2";
 
+/// The document: bootc's `BootcHost` (`apiVersion`, `kind`, `metadata`,
+/// `spec`, `status`) with hostctl's own `apiVersion` and `kind`.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HostStatus {
     pub api_version: &'static str,
     pub kind: &'static str,
+    pub metadata: ObjectMeta,
     pub spec: HostSpec,
     pub status: HostState,
 }
 
+/// bootc's (k8s) object metadata: there is one object, `host`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ObjectMeta {
+    pub name: &'static str,
+}
+
+/// What the host is told to run (bootc's `HostSpec`).
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HostSpec {
     /// The tracked image, `null` before the first `switch`.
-    pub image: Option<String>,
-    /// The registry transport options remembered with it, `null` before the
-    /// first `switch`.
+    pub image: Option<ImageReference>,
+    /// `rollback` after `hostctl rollback` until the next boot or change,
+    /// else `default`.
+    pub boot_order: BootOrder,
+    /// The registry transport options remembered with it (hostctl's
+    /// addition), `null` before the first `switch`.
     pub transport_options: Option<TransportOptionsStatus>,
 }
 
@@ -54,15 +69,42 @@ impl From<&TransportOptions> for TransportOptionsStatus {
     }
 }
 
+/// bootc's `BootOrder`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BootOrder {
+    /// The staged or booted deployment boots next.
+    Default,
+    /// The rollback deployment boots next.
+    Rollback,
+}
+
+/// bootc's `HostType`, under hostctl's name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum HostType {
+    /// A deployment managed by hostctl is booted.
+    HostctlHost,
+}
+
+/// What the host runs (bootc's `HostStatus`, with hostctl's additions after
+/// `type`).
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HostState {
-    pub stateroot: String,
-    pub booted: Option<DeploymentStatus>,
     pub staged: Option<DeploymentStatus>,
+    pub booted: Option<DeploymentStatus>,
     pub rollback: Option<DeploymentStatus>,
+    /// Deployments in none of the three roles (pinned ones); left out when empty, as bootc does.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub other_deployments: Vec<DeploymentStatus>,
     /// The next boot goes to the rollback deployment.
     pub rollback_queued: bool,
+    /// `hostctlHost` when a hostctl deployment is booted, else `null`.
+    #[serde(rename = "type")]
+    pub ty: Option<HostType>,
+    // hostctl's additions.
+    pub stateroot: String,
     /// How the booted deployment was determined.
     pub booted_source: BootedSource,
     /// Every deployment, in boot order (an unfinalised staged one last).
@@ -153,21 +195,29 @@ impl BootFacts {
     }
 }
 
+/// One deployment: bootc's `BootEntry` (`image`, `cachedUpdate`,
+/// `incompatible`, `pinned`, `softRebootCapable`, `downloadOnly`), then
+/// hostctl's additions.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeploymentStatus {
+    /// The image it was deployed from; `null` when its metadata is unreadable.
+    pub image: Option<ImageIdentity>,
+    /// Always `null`: hostctl does not keep what `upgrade --check` saw.
+    pub cached_update: Option<ImageIdentity>,
+    /// Always `false`: hostctl has no origin settings it could fail to understand.
+    pub incompatible: bool,
+    pub pinned: bool,
+    /// Always `false`: hostctl has no soft reboot.
+    pub soft_reboot_capable: bool,
+    /// Staged with `--download-only` and not finalised yet.
+    pub download_only: bool,
+    // hostctl's additions.
     pub id: String,
-    pub image: Option<String>,
-    pub manifest_digest: Option<String>,
-    pub config_digest: Option<String>,
-    pub version: Option<String>,
-    /// The image's creation time.
-    pub timestamp: Option<String>,
     pub staged_at: Option<String>,
     pub finalized: bool,
     pub kernel: Option<String>,
     pub kargs: Vec<String>,
-    pub pinned: bool,
     pub verdict: Option<Verdict>,
     /// Its boot entry's assessment; `null` when it has no entry (not finalised).
     pub boot_entry: Option<BootEntryStatus>,
@@ -187,64 +237,56 @@ pub fn build(
     boot: &BootFacts,
 ) -> HostStatus {
     let r = state::roles(state, booted);
+    let locked = state.staged_locked.then(|| state.staged_unfinalized()).flatten();
     let one = |id: &str| -> DeploymentStatus {
-        let pinned = state.pinned.contains(id);
-        let finalized = state.deployments.iter().any(|d| d == id);
-        let boot_entry = boot.entries.iter().find(|e| e.deployment == id).map(|e| (&e.assessment).into());
-        let health = boot.health.get(id).cloned().map(HealthStatus::from);
-        match meta(id) {
-            Ok(m) => DeploymentStatus {
-                id: id.into(),
-                image: Some(m.image),
-                manifest_digest: Some(m.manifest_digest.to_string()),
-                config_digest: Some(m.config_digest.to_string()),
-                version: m.image_version,
-                timestamp: m.image_created,
-                staged_at: Some(m.staged_at),
-                finalized,
-                kernel: Some(m.kernel.version),
-                kargs: m.kargs,
-                pinned,
-                verdict: m.verdict,
-                boot_entry,
-                health,
-                error: None,
-            },
-            Err(e) => DeploymentStatus {
-                id: id.into(),
-                image: None,
-                manifest_digest: None,
-                config_digest: None,
-                version: None,
-                timestamp: None,
-                staged_at: None,
-                finalized,
-                kernel: None,
-                kargs: Vec::new(),
-                pinned,
-                verdict: None,
-                boot_entry,
-                health,
-                error: Some(e),
-            },
+        let (m, error) = match meta(id) {
+            Ok(m) => (Some(m), None),
+            Err(e) => (None, Some(e)),
+        };
+        DeploymentStatus {
+            cached_update: None,
+            incompatible: false,
+            pinned: state.pinned.contains(id),
+            soft_reboot_capable: false,
+            download_only: locked == Some(id),
+            id: id.into(),
+            staged_at: m.as_ref().map(|m| m.staged_at.clone()),
+            finalized: state.deployments.iter().any(|d| d == id),
+            kernel: m.as_ref().map(|m| m.kernel.version.clone()),
+            kargs: m.as_ref().map(|m| m.kargs.clone()).unwrap_or_default(),
+            verdict: m.as_ref().and_then(|m| m.verdict.clone()),
+            boot_entry: boot.entries.iter().find(|e| e.deployment == id).map(|e| (&e.assessment).into()),
+            health: boot.health.get(id).cloned().map(HealthStatus::from),
+            image: m.map(|m| m.image),
+            error,
         }
     };
+    let in_role = [&r.booted, &r.staged, &r.rollback];
     HostStatus {
         api_version: API_VERSION,
         kind: "Host",
+        metadata: ObjectMeta { name: "host" },
         spec: HostSpec {
-            image: state.spec.as_ref().map(|s| s.image.clone()),
+            image: state.spec.as_ref().map(|s| ImageReference::from_text(&s.image)),
+            boot_order: if r.rollback_queued { BootOrder::Rollback } else { BootOrder::Default },
             transport_options: state.spec.as_ref().map(|s| (&s.transport_options).into()),
         },
         status: HostState {
-            stateroot: state.stateroot.clone(),
-            booted: r.booted.as_deref().map(one),
             staged: r.staged.as_deref().map(one),
+            booted: r.booted.as_deref().map(one),
             rollback: r.rollback.as_deref().map(one),
+            other_deployments: state
+                .all()
+                .iter()
+                .filter(|id| !in_role.iter().any(|role| role.as_deref() == Some(id.as_str())))
+                .map(|id| one(id))
+                .collect(),
             rollback_queued: r.rollback_queued,
+            ty: r.booted.as_ref().map(|_| HostType::HostctlHost),
+            stateroot: state.stateroot.clone(),
             booted_source: source,
             deployments: state.all().iter().map(|id| one(id)).collect(),
-            staged_locked: state.staged_locked && state.staged_unfinalized().is_some(),
+            staged_locked: locked.is_some(),
             boot_notes: match &boot.entries_error {
                 Some(e) => vec![format!("the boot entries could not be read: {e}")],
                 None => counting::explain(&boot.entries, booted),
@@ -256,7 +298,8 @@ pub fn build(
 /// The human view.
 pub fn render_human(h: &HostStatus) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "Tracking: {}", h.spec.image.as_deref().unwrap_or("(nothing; use `hostctl switch IMAGE`)"));
+    let tracking = h.spec.image.as_ref().map(ImageReference::to_text);
+    let _ = writeln!(s, "Tracking: {}", tracking.as_deref().unwrap_or("(nothing; use `hostctl switch IMAGE`)"));
     if let Some(t) = &h.spec.transport_options {
         let flags = TransportOptions {
             tls_verify: t.tls_verify,
@@ -267,6 +310,18 @@ pub fn render_human(h: &HostStatus) -> String {
         if !flags.is_empty() {
             let _ = writeln!(s, "  with:   {flags}");
         }
+    }
+    match h.status.booted_source {
+        BootedSource::DefaultBootEntry => {
+            let _ = writeln!(
+                s,
+                "(This sysroot is not the running system: \"Booted\" means the deployment of the default boot entry.)"
+            );
+        }
+        BootedSource::Environment => {
+            let _ = writeln!(s, "(\"Booted\" is the deployment named by ${}.)", crate::deploy::booted::BOOTED_ENV);
+        }
+        BootedSource::KernelCmdline => {}
     }
     let slots = [("Booted", &h.status.booted), ("Staged", &h.status.staged), ("Rollback", &h.status.rollback)];
     for (name, d) in slots {
@@ -284,15 +339,15 @@ pub fn render_human(h: &HostStatus) -> String {
                     if d.pinned { " (pinned)" } else { "" },
                     if abandoned { " (failed to boot: abandoned)" } else { "" }
                 );
-                if let Some(e) = &d.error {
-                    let _ = writeln!(s, "    error:    {e}");
+                let Some(image) = &d.image else {
+                    let _ = writeln!(s, "    error:    {}", d.error.as_deref().unwrap_or("no metadata"));
                     continue;
-                }
+                };
                 let f = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
-                let _ = writeln!(s, "    image:    {}", f(&d.image));
-                let _ = writeln!(s, "    digest:   {}", f(&d.manifest_digest));
-                let _ = writeln!(s, "    version:  {}", f(&d.version));
-                let _ = writeln!(s, "    created:  {}", f(&d.timestamp));
+                let _ = writeln!(s, "    image:    {}", image.image.to_text());
+                let _ = writeln!(s, "    digest:   {}", image.image_digest);
+                let _ = writeln!(s, "    version:  {}", f(&image.version));
+                let _ = writeln!(s, "    created:  {}", f(&image.timestamp));
                 let _ = writeln!(s, "    kernel:   {}", f(&d.kernel));
                 if let Some(v) = &d.verdict {
                     let signed = if v.signature_verified { "signature verified" } else { "not signed" };
@@ -301,7 +356,7 @@ pub fn render_human(h: &HostStatus) -> String {
                         let _ = writeln!(s, "    signer:   {who}");
                     }
                 }
-                if !d.finalized && h.status.staged_locked && name == "Staged" {
+                if d.download_only {
                     let _ = writeln!(s, "    (downloaded with --download-only; `hostctl upgrade` finalises it)");
                 } else if !d.finalized {
                     let _ = writeln!(s, "    (downloaded, not finalised)");
@@ -344,12 +399,15 @@ mod tests {
             version: METADATA_VERSION,
             id: id.into(),
             stateroot: "default".into(),
-            image: "reg/os:latest".into(),
-            manifest_digest: Digest::of(id.as_bytes()),
-            config_digest: Digest::of(b"c"),
+            image: ImageIdentity {
+                image: ImageReference::from_text("r.io/os:latest"),
+                image_digest: Digest::of(id.as_bytes()),
+                config_digest: Digest::of(b"c"),
+                version: Some(format!("v-{id}")),
+                timestamp: Some("2026-01-01T00:00:00Z".into()),
+                architecture: Some("arm64".into()),
+            },
             layers: vec![],
-            image_version: Some(format!("v-{id}")),
-            image_created: Some("2026-01-01T00:00:00Z".into()),
             kernel: KernelInfo { version: "6.1".into(), checksum: "x".into(), has_initramfs: true },
             kargs: vec!["quiet".into()],
             verdict: None,
@@ -454,17 +512,17 @@ mod tests {
             deployments: vec!["b.2".into(), "a.1".into()],
             staged: Some("b.2".into()),
             pinned: ["a.1".to_string()].into(),
-            spec: Some(crate::deploy::state::Spec::new("reg/os:latest")),
+            spec: Some(crate::deploy::state::Spec::new("r.io/os:latest")),
             ..State::default()
         };
         let h = build(&state, Some("a.1"), BootedSource::Environment, &meta, &BootFacts::none());
         let v = serde_json::to_value(&h).unwrap();
         assert_eq!(v["apiVersion"], API_VERSION);
-        assert_eq!(v["spec"]["image"], "reg/os:latest");
+        assert_eq!(v["spec"]["image"], serde_json::json!({"image": "r.io/os:latest", "transport": "registry"}));
         assert_eq!(v["spec"]["transportOptions"]["tlsVerify"], true);
         assert_eq!(v["status"]["booted"]["id"], "a.1");
         assert_eq!(v["status"]["booted"]["pinned"], true);
-        assert_eq!(v["status"]["staged"]["version"], "v-b.2");
+        assert_eq!(v["status"]["staged"]["image"]["version"], "v-b.2");
         assert!(v["status"]["rollback"].is_null());
         assert_eq!(v["status"]["bootedSource"], "environment");
         assert_eq!(v["status"]["deployments"].as_array().unwrap().len(), 2);
@@ -475,6 +533,202 @@ mod tests {
         let h = build(&state, Some("bad.9"), BootedSource::DefaultBootEntry, &meta, &BootFacts::none());
         assert_eq!(h.status.booted.as_ref().unwrap().error.as_deref(), Some("unreadable"));
         assert!(render_human(&h).contains("error:    unreadable"));
+    }
+
+    /// `hostctl --sysroot /mnt status` on a disk that is not the running
+    /// system: "Booted" is the default boot entry's deployment, and says so.
+    #[test]
+    fn status_of_a_sysroot_that_is_not_running_says_what_booted_means() {
+        let state = State { deployments: vec!["a.1".into()], ..State::default() };
+        let text = render_human(&build(&state, Some("a.1"), BootedSource::DefaultBootEntry, &meta, &BootFacts::none()));
+        assert!(
+            text.contains("not the running system: \"Booted\" means the deployment of the default boot entry"),
+            "{text}"
+        );
+        let text = render_human(&build(&state, Some("a.1"), BootedSource::KernelCmdline, &meta, &BootFacts::none()));
+        assert!(!text.contains("default boot entry"), "{text}");
+        let text = render_human(&build(&state, Some("a.1"), BootedSource::Environment, &meta, &BootFacts::none()));
+        assert!(text.contains("named by $HOSTCTL_BOOTED"), "{text}");
+    }
+
+    /// A host in every role bootc has: booted b.2, rollback a.1, a pinned
+    /// p.0 in none of them, c.3 staged with --download-only.
+    fn every_role() -> HostStatus {
+        let state = State {
+            deployments: vec!["b.2".into(), "a.1".into(), "f.0".into()],
+            staged: Some("c.3".into()),
+            staged_locked: true,
+            pinned: ["f.0".to_string()].into(),
+            spec: Some(crate::deploy::state::Spec::new("r.io/os:latest")),
+            ..State::default()
+        };
+        build(&state, Some("b.2"), BootedSource::KernelCmdline, &meta, &BootFacts::none())
+    }
+
+    /// The JSON type of a value, as bootc's fixtures can show it.
+    fn kind(v: &serde_json::Value) -> &'static str {
+        match v {
+            serde_json::Value::Null => "null",
+            serde_json::Value::Bool(_) => "boolean",
+            serde_json::Value::Number(_) => "number",
+            serde_json::Value::String(_) => "string",
+            serde_json::Value::Array(_) => "array",
+            serde_json::Value::Object(_) => "object",
+        }
+    }
+
+    /// Every leaf and object path of `v` (arrays: their first item, as `[0]`).
+    fn paths(v: &serde_json::Value, at: &str, out: &mut Vec<(String, serde_json::Value)>) {
+        match v {
+            serde_json::Value::Object(o) => {
+                for (k, sub) in o {
+                    let p = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                    out.push((p.clone(), sub.clone()));
+                    paths(sub, &p, out);
+                }
+            }
+            serde_json::Value::Array(a) if !a.is_empty() => {
+                let p = format!("{at}[0]");
+                out.push((p.clone(), a[0].clone()));
+                paths(&a[0], &p, out);
+            }
+            _ => {}
+        }
+    }
+
+    fn get<'a>(v: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+        path.split('.').try_fold(v, |v, part| match part.strip_suffix("[0]") {
+            Some(k) => v.get(k)?.get(0),
+            None => v.get(part),
+        })
+    }
+
+    /// bootc's `BootcHost` (crates/lib/src/spec.rs), field by field: the
+    /// path, the JSON type bootc gives it, and where hostctl differs, why.
+    /// `-` in the type: bootc has the field and hostctl leaves it out.
+    const BOOTC_FIELDS: &[(&str, &str, &str)] = &[
+        ("apiVersion", "string", "hostctl.dev/v2, not org.containers.bootc/v1: hostctl's own API"),
+        ("kind", "string", "Host, not BootcHost"),
+        ("metadata.name", "string", ""),
+        ("spec.image", "object", "null before the first switch, as bootc"),
+        ("spec.image.image", "string", ""),
+        ("spec.image.transport", "string", "registry, oci or oci-archive"),
+        ("spec.image.signature", "-", "bootc's per-image verification setting; hostctl's is policy.json"),
+        ("spec.bootOrder", "string", ""),
+        ("status.staged", "object", ""),
+        ("status.booted", "object", ""),
+        ("status.rollback", "object", ""),
+        ("status.otherDeployments", "array", "left out when empty, as bootc"),
+        ("status.rollbackQueued", "boolean", ""),
+        ("status.type", "string", "hostctlHost, not bootcHost"),
+        ("status.booted.image", "object", ""),
+        ("status.booted.image.image.image", "string", ""),
+        ("status.booted.image.image.transport", "string", ""),
+        ("status.booted.image.version", "string", ""),
+        ("status.booted.image.timestamp", "string", ""),
+        ("status.booted.image.imageDigest", "string", ""),
+        ("status.booted.image.architecture", "string", "null for deployments staged before hostctl recorded it"),
+        ("status.booted.cachedUpdate", "null", "always null: hostctl does not keep what upgrade --check saw"),
+        ("status.booted.incompatible", "boolean", ""),
+        ("status.booted.pinned", "boolean", ""),
+        ("status.booted.softRebootCapable", "boolean", "always false"),
+        ("status.booted.downloadOnly", "boolean", ""),
+        ("status.booted.store", "-", "bootc's storage backend (ostreeContainer); hostctl has one store"),
+        ("status.booted.ostree", "-", "hostctl deployments are not ostree commits"),
+        ("status.booted.composefs", "-", "hostctl deployments are not composefs images"),
+        ("status.staged.downloadOnly", "boolean", ""),
+        ("status.otherDeployments[0].pinned", "boolean", ""),
+    ];
+
+    #[test]
+    fn status_json_has_bootc_fields_with_bootc_types() {
+        let doc = serde_json::to_value(every_role()).unwrap();
+        for (path, want, why) in BOOTC_FIELDS {
+            match (*want, get(&doc, path)) {
+                ("-", None) => {}
+                ("-", Some(v)) => panic!("{path}: bootc-only field present ({v}); {why}"),
+                (_, None) => panic!("{path}: missing from ours ({why})"),
+                (want, Some(v)) => assert_eq!(kind(v), want, "{path}: {v} ({why})"),
+            }
+        }
+        assert_eq!(doc["status"]["staged"]["downloadOnly"], true);
+        assert_eq!(doc["status"]["booted"]["downloadOnly"], false);
+        assert_eq!(doc["status"]["otherDeployments"][0]["id"], "f.0");
+        assert_eq!(doc["status"]["otherDeployments"].as_array().unwrap().len(), 1);
+        assert_eq!(doc["status"]["type"], "hostctlHost");
+        assert_eq!(doc["spec"]["bootOrder"], "default");
+        assert_eq!(doc["metadata"]["name"], "host");
+
+        // bootc's spec-v1-null.json: nothing deployed.
+        let empty = serde_json::to_value(build(
+            &State::default(),
+            None,
+            BootedSource::KernelCmdline,
+            &meta,
+            &BootFacts::none(),
+        ))
+        .unwrap();
+        let bootc: serde_json::Value = serde_json::from_str(include_str!("fixtures/bootc-spec-v1-null.json")).unwrap();
+        for (path, value) in [
+            ("spec.image", &bootc["spec"]["image"]),
+            ("spec.bootOrder", &bootc["spec"]["bootOrder"]),
+            ("status.staged", &bootc["status"]["staged"]),
+            ("status.booted", &bootc["status"]["booted"]),
+            ("status.rollback", &bootc["status"]["rollback"]),
+            ("status.rollbackQueued", &bootc["status"]["rollbackQueued"]),
+            ("status.type", &bootc["status"]["type"]),
+        ] {
+            assert_eq!(get(&empty, path), Some(value), "{path}");
+        }
+        assert!(empty["status"].get("otherDeployments").is_none(), "left out when empty, as bootc does");
+    }
+
+    /// Every path in bootc's own status fixtures is in our document with the
+    /// same JSON type (a null on either side stands for a value that can be
+    /// absent), except the bootc-only ones listed in [`BOOTC_FIELDS`] and
+    /// fields older bootc versions had.
+    #[test]
+    fn bootc_fixture_paths_exist_in_ours_with_the_same_type() {
+        let ours = serde_json::to_value(every_role()).unwrap();
+        let fixtures = [
+            ("spec-booted-with-update.yaml", include_str!("fixtures/bootc-spec-booted-with-update.yaml")),
+            ("spec-booted-pinned.yaml", include_str!("fixtures/bootc-spec-booted-pinned.yaml")),
+            ("spec-staged-download-only.yaml", include_str!("fixtures/bootc-spec-staged-download-only.yaml")),
+            ("spec-via-local-oci.yaml", include_str!("fixtures/bootc-spec-via-local-oci.yaml")),
+        ];
+        // Fields of bootc's v1alpha1 that its current spec.rs no longer has.
+        let retired = ["status.isContainer"];
+        let bootc_only: Vec<String> = BOOTC_FIELDS
+            .iter()
+            .filter(|f| f.1 == "-")
+            .map(|f| f.0.rsplit_once('.').map_or(f.0, |(_, last)| last).to_string())
+            .collect();
+        let mut checked = 0;
+        for (name, text) in fixtures {
+            let bootc: serde_json::Value = serde_yaml_ng::from_str(text).unwrap();
+            let mut all = Vec::new();
+            paths(&bootc, "", &mut all);
+            for (path, value) in all {
+                if retired.contains(&path.as_str()) || path.split('.').any(|p| bootc_only.iter().any(|b| b == p)) {
+                    continue;
+                }
+                // Below a value that is null in ours (cachedUpdate), nothing to compare.
+                let parents: Vec<&str> = path.match_indices('.').map(|(i, _)| &path[..i]).collect();
+                if parents.iter().any(|p| get(&ours, p).is_some_and(|v| v.is_null())) {
+                    continue;
+                }
+                let mine = get(&ours, &path).unwrap_or_else(|| panic!("{name}: {path} is missing from ours"));
+                if !value.is_null() && !mine.is_null() {
+                    // bootc's timestamps parse as YAML strings here too.
+                    assert_eq!(kind(mine), kind(&value), "{name}: {path}: ours {mine}, bootc's {value}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 60, "only {checked} paths checked");
+        // The oci transport spelled as bootc spells it.
+        let oci = ImageReference::from_text("oci:/var/mnt/osupdate:latest");
+        assert_eq!((oci.transport.as_str(), oci.image.as_str()), ("oci", "/var/mnt/osupdate:latest"));
     }
 
     /// Every object in the document has exactly the keys the schema allows
@@ -518,5 +772,8 @@ mod tests {
         }
         check(&doc, &schema, &schema, "$");
         assert_eq!(doc["apiVersion"], schema["properties"]["apiVersion"]["const"]);
+        let doc = serde_json::to_value(every_role()).unwrap();
+        assert!(doc["status"]["otherDeployments"].is_array());
+        check(&doc, &schema, &schema, "$");
     }
 }

@@ -37,6 +37,7 @@ use crate::deploy::state::{self, Spec, State, TransportOptions};
 use crate::digest::Digest;
 use crate::host::reboot::Reboot;
 use crate::imgref::ImageRef;
+use crate::oci::identity::ImageReference;
 use crate::oci::{ImageSource, ResolvedManifest};
 use crate::progress::Progress;
 use crate::pull::{self, Prepared, PullOptions, PulledImage, Resolved, PULL_INTERRUPTED};
@@ -56,8 +57,11 @@ pub struct FlowOptions {
 
 /// What a `switch` or `upgrade` did.
 #[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct FlowReport {
-    pub image: String,
+    pub image: ImageReference,
+    /// The manifest digest (`imageDigest`, as bootc and `status` call it).
+    #[serde(rename = "imageDigest")]
     pub manifest_digest: Digest,
     /// False when the image was already deployed (a no-op).
     pub changed: bool,
@@ -77,8 +81,9 @@ pub struct FlowReport {
 
 /// The result of `upgrade --check`.
 #[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CheckReport {
-    pub image: String,
+    pub image: ImageReference,
     pub update_available: bool,
     pub current_digest: Option<Digest>,
     pub latest_digest: Digest,
@@ -91,7 +96,7 @@ fn current_digest(d: &Deployer, booted: Option<&str>) -> Result<Option<Digest>> 
     let state = d.load_state()?;
     let r = state::roles(&state, booted);
     match r.staged.or(r.booted).or(r.default) {
-        Some(id) => Ok(Some(Metadata::load(&d.layout, &id)?.manifest_digest)),
+        Some(id) => Ok(Some(Metadata::load(&d.layout, &id)?.image.image_digest)),
         None => Ok(None),
     }
 }
@@ -141,7 +146,7 @@ pub async fn check(d: &Deployer, imgref: &ImageRef, opts: &PullOptions) -> Resul
         None
     };
     Ok(CheckReport {
-        image: imgref.to_string(),
+        image: imgref.into(),
         update_available: c.update_available(),
         latest_digest: c.latest().clone(),
         current_digest: c.current,
@@ -321,7 +326,7 @@ pub async fn deploy_with(
     // 1. Check.
     let check = u.check(imgref, pull_opts).await?;
     let mut report = FlowReport {
-        image: imgref.to_string(),
+        image: imgref.into(),
         manifest_digest: check.latest().clone(),
         changed: false,
         layers_downloaded: 0,

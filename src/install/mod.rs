@@ -46,6 +46,7 @@ pub struct InstallOptions {
 
 /// What was installed.
 #[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Installed {
     pub deployment: String,
     pub root_uuid: Option<String>,

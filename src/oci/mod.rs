@@ -1,6 +1,7 @@
 //! Getting images from where they are published: references' transports,
 //! registries (OCI distribution spec), OCI layout directories and archives.
 
+pub mod identity;
 pub mod layout;
 pub mod platform;
 pub mod registry;

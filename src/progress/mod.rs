@@ -215,7 +215,7 @@ impl Progress {
 
     /// The terminal event of a failure: every transfer still under way gets
     /// its final event with `status` (`cancelled`, `interrupted`), then an
-    /// `error` event with `message` and `exit_code`. `clear` removes the bars
+    /// `error` event with `message` and `exitCode`. `clear` removes the bars
     /// from the screen (an interrupt); otherwise they stay, marked.
     pub fn fail(&self, message: &str, exit_code: i32, status: &str, clear: bool) {
         let mut st = self.state();
@@ -239,7 +239,7 @@ impl Progress {
             }
         }
         if let Kind::Json(_) = &self.kind {
-            self.emit("error", json!({ "message": message, "exit_code": exit_code }));
+            self.emit("error", json!({ "message": message, "exitCode": exit_code }));
         }
     }
 

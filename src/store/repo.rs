@@ -58,6 +58,7 @@ pub struct GcStats {
 /// What [`Store::recover`] found of the layers an earlier boot committed but
 /// never synced.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Recovery {
     /// Layers whose objects were re-hashed.
     pub layers_checked: usize,

@@ -26,11 +26,13 @@ use crate::oci::{ImageSource, ResolvedManifest};
 
 /// The outcome of a successful verification, stored with the deployment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Verdict {
     /// The policy rule that accepted the image: the scope and its requirement
     /// types (e.g. `docker scope "r.io/os": sigstoreSigned`).
     pub rule: String,
     /// Whether a signature was checked (false for insecureAcceptAnything).
+    #[serde(alias = "signature_verified")]
     pub signature_verified: bool,
     /// Who signed: key fingerprint or certificate identity, and the identity
     /// signed, one per satisfied `sigstoreSigned` requirement.
@@ -79,8 +81,10 @@ pub fn verifier_from_policy(sysroot: &Path, policy: Option<&Path>, enforce: bool
     let path = policy.map(Path::to_path_buf).unwrap_or_else(|| sysroot.join("etc/containers/policy.json"));
     if !path.exists() && policy.is_none() {
         ensure!(!enforce, "--enforce-signature-policy: no policy file at {}", path.display());
+        tracing::info!("no trust policy at {}: any image is accepted", path.display());
         return Ok(Arc::new(AcceptAnything));
     }
+    tracing::info!("trust policy {}", path.display());
     let parsed = policy::Policy::load(&path)?;
     if enforce {
         ensure!(

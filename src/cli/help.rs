@@ -1,0 +1,285 @@
+//! What `--help` and the man pages add to the argument definitions: one or
+//! two examples per command (the end of each `--help`, the EXAMPLES section
+//! of each man page) and the exit codes of docs/cli.md (EXIT STATUS).
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use clap::Command;
+use clap_mangen::roff::{bold, roman, Roff};
+
+use crate::error::code;
+
+/// Examples by command path (`""` is `hostctl` itself): what it does, then
+/// the command line.
+const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
+    (
+        "",
+        &[
+            ("Follow an OS image and boot into it", "hostctl switch --apply quay.io/example/os:stable"),
+            ("See what is booted, staged and the rollback", "hostctl status"),
+        ],
+    ),
+    (
+        "image",
+        &[
+            ("Pull an image into the store", "hostctl image pull quay.io/example/os:stable"),
+            ("List what the store holds", "hostctl image list"),
+        ],
+    ),
+    (
+        "image pull",
+        &[
+            ("Pull an image from a registry", "hostctl image pull quay.io/example/os:stable"),
+            ("Pull an OCI layout directory's tag, as JSON", "hostctl image pull --json oci:/srv/os-layout:v2"),
+        ],
+    ),
+    (
+        "image inspect",
+        &[
+            ("Show the store's copy (or fetch manifest and config)", "hostctl image inspect quay.io/example/os:stable"),
+            ("Ask the registry, as JSON", "hostctl image inspect --remote --json quay.io/example/os:stable"),
+        ],
+    ),
+    ("image list", &[("List the store's images as JSON", "hostctl image list --json")]),
+    (
+        "switch",
+        &[
+            ("Track an image and stage it for the next boot", "hostctl switch quay.io/example/os:stable"),
+            ("Switch to a local OCI layout and reboot into it", "hostctl switch --apply oci:/srv/os-layout:v2"),
+        ],
+    ),
+    (
+        "upgrade",
+        &[
+            ("Say whether the tracked image has an update", "hostctl upgrade --check"),
+            ("Stage the update and reboot into it", "hostctl upgrade --apply"),
+        ],
+    ),
+    ("rollback", &[("Boot the previous deployment next time, then reboot", "hostctl rollback && systemctl reboot")]),
+    (
+        "status",
+        &[
+            ("Show the deployments", "hostctl status"),
+            (
+                "The booted image's digest, for scripts",
+                "hostctl status --json | jq -r .status.booted.image.imageDigest",
+            ),
+        ],
+    ),
+    ("cleanup", &[("Remove what no deployment needs, as JSON", "hostctl cleanup --json")]),
+    (
+        "pin",
+        &[
+            ("Keep the booted deployment", "hostctl pin"),
+            ("Keep a given deployment (ids from `hostctl status`)", "hostctl pin 3f1c2a9b0d4e.2"),
+        ],
+    ),
+    ("unpin", &[("Let a deployment be collected again", "hostctl unpin 3f1c2a9b0d4e.2")]),
+    (
+        "install",
+        &[(
+            "Install onto a disk image file",
+            "hostctl install to-disk --via-loopback --source-imgref quay.io/example/os:stable disk.img",
+        )],
+    ),
+    (
+        "install to-disk",
+        &[
+            (
+                "Install onto a disk (everything on it is lost)",
+                "hostctl install to-disk --source-imgref quay.io/example/os:stable /dev/vdb",
+            ),
+            (
+                "Make an 8 GiB disk image file",
+                "hostctl install to-disk --via-loopback --size 8G --source-imgref oci:/srv/os-layout disk.img",
+            ),
+        ],
+    ),
+    (
+        "install to-filesystem",
+        &[(
+            "Install into a mounted root with its ESP",
+            "hostctl install to-filesystem --boot-dir /mnt/boot/efi --source-imgref quay.io/example/os:stable /mnt",
+        )],
+    ),
+    (
+        "completions",
+        &[("Install bash completions", "hostctl completions bash > /usr/share/bash-completion/completions/hostctl")],
+    ),
+    ("man", &[("Install the man pages", "hostctl man /usr/share/man/man1")]),
+];
+
+/// The exit codes (docs/cli.md).
+const EXIT_STATUS: &[(i32, &str)] = &[
+    (code::OK, "success (also when the reader of stdout went away)"),
+    (code::FAILURE, "failure without a more specific code"),
+    (code::USAGE, "bad command line"),
+    (code::LOCKED, "another hostctl command holds the sysroot lock"),
+    (code::REJECTED, "the trust policy refused the image"),
+    (code::INTEGRITY, "content did not match its digest (tampered or corrupted data)"),
+    (code::NO_SPACE, "not enough disk space"),
+    (crate::interrupt::SIGINT.exit_code, "interrupted by SIGINT (Ctrl-C)"),
+    (crate::interrupt::SIGTERM.exit_code, "interrupted by SIGTERM"),
+];
+
+fn examples(path: &str) -> &'static [(&'static str, &'static str)] {
+    EXAMPLES.iter().find(|(p, _)| *p == path).map_or(&[], |(_, e)| e)
+}
+
+/// The `--help` ending of the command at `path`.
+fn after_help(path: &str) -> Option<String> {
+    let ex = examples(path);
+    if ex.is_empty() {
+        return None;
+    }
+    let mut s = String::from("Examples:\n");
+    for (what, line) in ex {
+        s.push_str(&format!("  # {what}\n  {line}\n"));
+    }
+    if path.is_empty() {
+        s.push_str(
+            "\n`hostctl COMMAND --help` shows a command's own options first; `hostctl man DIR` writes man pages.",
+        );
+    }
+    Some(s)
+}
+
+/// `cmd` (whose path is `path`) and its subcommands with their examples.
+fn with_examples(mut cmd: Command, path: &str) -> Command {
+    if let Some(text) = after_help(path) {
+        cmd = cmd.after_help(text);
+    }
+    let names: Vec<String> = cmd.get_subcommands().map(|s| s.get_name().to_string()).collect();
+    for name in names {
+        let sub_path = if path.is_empty() { name.clone() } else { format!("{path} {name}") };
+        cmd = cmd.mut_subcommand(&name, |s| with_examples(s, &sub_path));
+    }
+    cmd
+}
+
+/// The command line's definition with the examples added: what `main`
+/// parses with, and what the man pages and completions are made from.
+pub fn command() -> Command {
+    with_examples(<super::Cli as clap::CommandFactory>::command(), "")
+}
+
+/// Writes `hostctl.1` and one page per visible subcommand into `dir`, each
+/// with EXAMPLES and EXIT STATUS sections.
+pub fn write_man_pages(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut cmd = command().disable_help_subcommand(true);
+    cmd.build();
+    let mut written = Vec::new();
+    write_page(&cmd, "", dir, &mut written)?;
+    Ok(written)
+}
+
+fn write_page(cmd: &Command, path: &str, dir: &Path, written: &mut Vec<std::path::PathBuf>) -> Result<()> {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let sub_path = if path.is_empty() { sub.get_name().to_string() } else { format!("{path} {}", sub.get_name()) };
+        write_page(sub, &sub_path, dir, written)?;
+    }
+    // The examples are a section of their own here, not the after-help text.
+    let man = clap_mangen::Man::new(cmd.clone().after_help(None::<&str>));
+    let file = dir.join(man.get_filename());
+    let mut page = Vec::new();
+    man.render(&mut page)?;
+    let mut page = String::from_utf8(page).context("man page text")?;
+    // The sections go before VERSION (the last one); each rendering starts
+    // with the same preamble, which the page already has.
+    let extra = extra_sections(path).render();
+    let extra = extra.strip_prefix(&Roff::new().render()).unwrap_or(&extra).to_string();
+    let at = page.find("\n.SH VERSION").map_or(page.len(), |i| i + 1);
+    page.insert_str(at, &extra);
+    std::fs::write(&file, page).with_context(|| format!("writing {}", file.display()))?;
+    written.push(file);
+    Ok(())
+}
+
+/// EXAMPLES (when the command has some) and EXIT STATUS.
+fn extra_sections(path: &str) -> Roff {
+    let mut roff = Roff::new();
+    let ex = examples(path);
+    if !ex.is_empty() {
+        roff.control("SH", ["EXAMPLES"]);
+        for (what, line) in ex {
+            roff.control("TP", []);
+            roff.text([roman(*what)]);
+            roff.text([bold(*line)]);
+        }
+    }
+    roff.control("SH", ["EXIT STATUS"]);
+    for (c, meaning) in EXIT_STATUS {
+        roff.control("TP", []);
+        roff.text([bold(c.to_string())]);
+        roff.text([roman(*meaning)]);
+    }
+    roff
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every visible command has examples, and every example names a command that exists.
+    #[test]
+    fn every_command_ends_its_help_with_examples() {
+        fn walk(cmd: &Command, path: &str, seen: &mut Vec<String>) {
+            if !cmd.is_hide_set() {
+                assert!(!examples(path).is_empty(), "`hostctl {path}` has no examples");
+                seen.push(path.to_string());
+            }
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                let p = if path.is_empty() { sub.get_name().to_string() } else { format!("{path} {}", sub.get_name()) };
+                walk(sub, &p, seen);
+            }
+        }
+        let mut cmd = command();
+        cmd.build();
+        let mut seen = Vec::new();
+        walk(&cmd, "", &mut seen);
+        for (path, ex) in EXAMPLES {
+            assert!(seen.iter().any(|s| s == path), "examples for a command that does not exist: {path:?}");
+            for (_, line) in ex.iter() {
+                assert!(line.starts_with(&format!("hostctl {path}").trim_end().to_string()), "{path}: {line}");
+            }
+        }
+        let help = cmd.find_subcommand_mut("switch").unwrap().render_help().to_string();
+        assert!(help.trim_end().ends_with("hostctl switch --apply oci:/srv/os-layout:v2"), "{help}");
+    }
+
+    /// `hostctl man DIR`: a page per visible command, each with EXAMPLES
+    /// and EXIT STATUS before VERSION, and none for the hidden ones.
+    #[test]
+    fn man_pages_have_examples_and_exit_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = write_man_pages(dir.path()).unwrap();
+        let names: Vec<String> =
+            written.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        for want in ["hostctl.1", "hostctl-switch.1", "hostctl-image-pull.1", "hostctl-install-to-disk.1"] {
+            assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+        }
+        assert!(!names.iter().any(|n| n.contains("finalize") || n.contains("health")), "{names:?}");
+        for page in &written {
+            let text = std::fs::read_to_string(page).unwrap();
+            let (ex, exit, version) =
+                (text.find(".SH EXAMPLES"), text.find(".SH \"EXIT STATUS\""), text.find(".SH VERSION"));
+            assert!(ex.is_some() && exit.is_some() && version.is_some(), "{}: {text}", page.display());
+            assert!(ex < exit && exit < version, "{}", page.display());
+            assert!(!text.contains(".SH EXTRA"), "examples twice in {}", page.display());
+        }
+        let switch = std::fs::read_to_string(dir.path().join("hostctl-switch.1")).unwrap();
+        assert!(switch.contains("hostctl switch \\-\\-apply oci:/srv/os\\-layout:v2"), "{switch}");
+    }
+
+    /// The exit codes in the man pages are docs/cli.md's table.
+    #[test]
+    fn exit_status_matches_the_documented_table() {
+        let doc = include_str!("../../docs/cli.md");
+        for (c, _) in EXIT_STATUS {
+            assert!(doc.contains(&format!("\n| {c} | ")), "exit code {c} is not in docs/cli.md");
+        }
+        let documented = doc.lines().filter(|l| l.starts_with("| ") && l[2..3].parse::<u8>().is_ok()).count();
+        assert_eq!(documented, EXIT_STATUS.len());
+    }
+}
