@@ -181,7 +181,7 @@ async fn inspect(g: &GlobalArgs, a: InspectArgs) -> Result<()> {
                 .with_context(|| format!("parsing stored manifest {}", rec.manifest_digest))?;
             let config: ImageConfiguration = serde_json::from_slice(&store.read_blob(&rec.config_digest)?)
                 .with_context(|| format!("parsing stored config {}", rec.config_digest))?;
-            view = Some(inspect_view(&a.image, rec.manifest_digest, &manifest, &config)?);
+            view = Some(inspect_view(&image, rec.manifest_digest, &manifest, &config)?);
         }
     }
     let view = match view {
@@ -192,7 +192,7 @@ async fn inspect(g: &GlobalArgs, a: InspectArgs) -> Result<()> {
             let bytes =
                 source.fetch_small_blob(resolved.manifest.config()).await.context("fetching the image config")?;
             let config: ImageConfiguration = serde_json::from_slice(&bytes).context("parsing the image config")?;
-            inspect_view(&a.image, resolved.raw.digest, &resolved.manifest, &config)?
+            inspect_view(&image, resolved.raw.digest, &resolved.manifest, &config)?
         }
     };
     if a.json {
