@@ -2,6 +2,7 @@
 //! Output conventions: results on stdout (`--json` where offered), diagnostics
 //! and progress bars on stderr, exit codes from [`crate::error::code`].
 
+mod app;
 mod cleanup;
 mod completion;
 mod image;
@@ -106,6 +107,9 @@ impl GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Apps: containers as Podman Quadlet units, with health-gated updates that roll back.
+    #[command(subcommand)]
+    App(app::AppCommand),
     /// Work with images in the store (pull, inspect, list).
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -164,6 +168,7 @@ pub fn lock_wait() -> std::time::Duration {
 pub async fn run(cli: Cli) -> Result<()> {
     let g = &cli.global;
     match cli.command {
+        Command::App(c) => app::run(g, c).await,
         Command::Image(c) => image::run(g, c).await,
         Command::Switch(a) => switch::run(g, a).await,
         Command::Upgrade(a) => upgrade::run(g, a).await,
