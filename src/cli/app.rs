@@ -269,3 +269,48 @@ fn start(g: &GlobalArgs, podman: &PodmanCli, units: &Systemctl, a: NameWait, res
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn app_install_options_do_not_clash_with_global_ones() {
+        // `-v` was both --volume and the global --verbose: clap panicked on
+        // every `hostctl app install` before the short flag was dropped.
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "hostctl",
+            "-v",
+            "app",
+            "install",
+            "web",
+            "registry.example/web:1",
+            "-p",
+            "8080:80",
+            "-e",
+            "A=1",
+            "--volume",
+            "data:/data",
+            "--health-cmd",
+            "true",
+            "--no-start",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.verbose, 1);
+        let Command::App(AppCommand::Install(a)) = cli.command else { panic!("not app install") };
+        assert_eq!(
+            (a.publish, a.env, a.volume),
+            (vec!["8080:80".to_string()], vec!["A=1".to_string()], vec!["data:/data".to_string()])
+        );
+        assert!(a.no_start);
+        // --file excludes NAME IMAGE; update needs names or --all.
+        assert!(Cli::try_parse_from(["hostctl", "app", "install", "--file", "a.container", "web"]).is_err());
+        assert!(Cli::try_parse_from(["hostctl", "app", "update"]).is_err());
+        assert!(Cli::try_parse_from(["hostctl", "app", "update", "--all", "web"]).is_err());
+        assert!(Cli::try_parse_from(["hostctl", "app", "update", "--all", "--check"]).is_ok());
+    }
+}
