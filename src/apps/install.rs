@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::quadlet::{parse_publish, AppUnit, ContainerSpec};
 use super::record::AppRecord;
 use super::{check_name, Apps, QUADLET_EXTENSIONS};
-use crate::host::units::{start_and_wait, Outcome, UnitState};
+use crate::host::units::{Outcome, UnitState};
 
 /// What to install.
 pub enum Source {
@@ -155,7 +155,7 @@ pub fn install(apps: &Apps, source: Source, start: bool) -> Result<InstallReport
         apps.units.daemon_reload()?;
         if start {
             apps.units.reset_failed(&unit_name)?;
-            if let Outcome::Down { why, state } = start_and_wait(apps.units, &unit_name, false, &apps.wait)? {
+            if let Outcome::Down { why, state } = apps.come_up(&name, false)? {
                 let journal = apps.units.journal(&unit_name, apps.journal_lines).unwrap_or_default();
                 return Err(AppDown { name: name.clone(), unit: unit_name.clone(), why, state, journal }.into());
             }
@@ -354,6 +354,15 @@ mod tests {
     }
 
     #[test]
+    fn install_of_an_image_that_exits_at_start_is_undone_even_while_its_unit_looks_active() {
+        let f = fixture();
+        f.podman.state.lock().unwrap().containers.remove("web");
+        let err = install(&f.apps(), Source::Spec(spec()), true).unwrap_err();
+        assert!(format!("{err:#}").contains("its container web is gone (it exited)"), "{err:#}");
+        assert!(!f.apps().units_dir().join("web.container").exists());
+    }
+
+    #[test]
     fn an_image_that_was_there_before_is_kept_by_the_undo() {
         let f = fixture();
         f.podman.state.lock().unwrap().images.insert(IMG.into(), fake_image("id0", "sha256:d0"));
@@ -409,6 +418,8 @@ mod tests {
         assert_eq!(r.files, ["web.container", "web.volume"]);
         assert_eq!(r.state, "inactive");
         assert_eq!(f.podman.calls()[0], "quadlet -dryrun web.container web.volume");
+        // Stopping the unit removes its container (Quadlet runs it with --rm).
+        f.podman.state.lock().unwrap().containers.clear();
         let rm = remove(&apps, "web", true).unwrap();
         assert_eq!(rm.volumes_removed, ["systemd-web"]);
         assert_eq!(rm.image_removed.as_deref(), Some(IMG));

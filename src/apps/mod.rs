@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::host::podman::{Podman, PullSettings};
-use crate::host::units::{Units, WaitPolicy};
+use crate::host::units::{start_and_wait, Outcome, Units, WaitPolicy};
 use quadlet::AppUnit;
 
 /// The Quadlet file kinds an app may consist of.
@@ -102,6 +102,27 @@ impl Apps<'_> {
         Ok(out)
     }
 
+    /// Starts (or restarts) app `name` and decides whether it came up: its
+    /// unit must ([`start_and_wait`]), and then its container must be
+    /// running. The unit alone is not enough: it stays active for seconds
+    /// after its container died, while conmon (its main process) waits for
+    /// podman's clean-up of the container (seen in the VM: an image that
+    /// exits at start looked up for the whole settling time).
+    pub fn come_up(&self, name: &str, restart: bool) -> Result<Outcome> {
+        let service = Self::service(name);
+        let outcome = start_and_wait(self.units, &service, restart, &self.wait)?;
+        if outcome != Outcome::Up {
+            return Ok(outcome);
+        }
+        let ctr = self.unit(name)?.container_name;
+        let why = match self.podman.container(&ctr)? {
+            Some(c) if c.state.status == "running" => return Ok(Outcome::Up),
+            Some(c) => format!("its container {ctr} is {} (exit code {})", c.state.status, c.state.exit_code),
+            None => format!("its container {ctr} is gone (it exited)"),
+        };
+        Ok(Outcome::Down { why, state: self.units.state(&service)? })
+    }
+
     /// Reads the installed app `name`'s unit.
     pub fn unit(&self, name: &str) -> Result<AppUnit> {
         check_name(name)?;
@@ -123,9 +144,24 @@ pub(crate) mod testing {
     //! The fixture the apps' unit tests share: fakes and a temporary root.
 
     use super::*;
-    use crate::host::podman::FakePodman;
+    use crate::host::podman::{ContainerInfo, ContainerState, FakePodman};
     use crate::host::units::FakeUnits;
     use std::time::Duration;
+
+    /// A container of app `name` running image `id`, or in state `status`.
+    pub fn container(name: &str, id: &str, status: &str) -> ContainerInfo {
+        ContainerInfo {
+            id: "0123456789abcdef".into(),
+            name: name.into(),
+            image: id.into(),
+            state: ContainerState {
+                status: status.into(),
+                exit_code: if status == "running" { 0 } else { 3 },
+                health: None,
+            },
+            ..Default::default()
+        }
+    }
 
     pub struct Fixture {
         pub dir: tempfile::TempDir,
@@ -134,8 +170,11 @@ pub(crate) mod testing {
     }
 
     impl Fixture {
+        /// With app `web`'s container running image `id1`.
         pub fn new() -> Self {
-            Fixture { dir: tempfile::tempdir().unwrap(), podman: FakePodman::new(), units: FakeUnits::new() }
+            let f = Fixture { dir: tempfile::tempdir().unwrap(), podman: FakePodman::new(), units: FakeUnits::new() };
+            f.podman.state.lock().unwrap().containers.insert("web".into(), container("web", "id1", "running"));
+            f
         }
 
         pub fn apps(&self) -> Apps<'_> {

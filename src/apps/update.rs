@@ -19,6 +19,7 @@ use super::record::{now, AppRecord, UpdateRecord};
 use super::Apps;
 use crate::host::podman::ImageInfo;
 use crate::host::units::{start_and_wait, Outcome, UnitState};
+
 use crate::imgref::ImageRef;
 use crate::oci::registry::RegistrySource;
 use crate::oci::{ImageSource, RegistryOptions};
@@ -171,7 +172,7 @@ async fn update_one(
         return Ok(report);
     }
     apps.units.reset_failed(&service)?;
-    let Outcome::Down { why, state } = start_and_wait(apps.units, &service, true, &apps.wait)? else {
+    let Outcome::Down { why, state } = apps.come_up(name, true)? else {
         report.updated = "true".into();
         return finish(apps, name, report);
     };
@@ -181,7 +182,7 @@ async fn update_one(
         report.reason = Some(format!("{failed}; there is no previous image to go back to"));
         return finish(apps, name, report);
     };
-    report.reason = Some(match roll_back(apps, &service, &unit.image, &previous) {
+    report.reason = Some(match roll_back(apps, name, &unit.image, &previous) {
         Ok(notes) => {
             report.updated = "rolled back".into();
             format!("{failed}; rolled back to {}{notes}", previous.digest)
@@ -193,10 +194,11 @@ async fn update_one(
 
 /// Puts `previous` back under `reference`, restarts the app and then the
 /// units that depend on it. Returns notes on dependents that did not come up.
-fn roll_back(apps: &Apps<'_>, service: &str, reference: &str, previous: &ImageInfo) -> Result<String> {
+fn roll_back(apps: &Apps<'_>, name: &str, reference: &str, previous: &ImageInfo) -> Result<String> {
+    let service = &Apps::service(name);
     apps.podman.tag(&previous.id, reference).with_context(|| format!("tagging {} as {reference}", previous.id))?;
     apps.units.reset_failed(service)?;
-    if let Outcome::Down { why, state } = start_and_wait(apps.units, service, true, &apps.wait)? {
+    if let Outcome::Down { why, state } = apps.come_up(name, true)? {
         let journal = apps.units.journal(service, apps.journal_lines).unwrap_or_default();
         bail!("the previous image did not come up either: {}", down_text(&why, &state, &journal));
     }
@@ -233,8 +235,8 @@ mod tests {
     use super::*;
     use crate::apps::install::{install, Source};
     use crate::apps::quadlet::ContainerSpec;
-    use crate::apps::testing::Fixture;
-    use crate::host::podman::{fake_image, ContainerInfo, Podman};
+    use crate::apps::testing::{container, Fixture};
+    use crate::host::podman::{fake_image, Podman};
     use crate::host::units::{state, JobResult};
 
     const IMG: &str = "127.0.0.1:5000/apps/web:stable";
@@ -268,15 +270,7 @@ mod tests {
         let spec = ContainerSpec { name: "web".into(), image: IMG.into(), ..Default::default() };
         install(&f.apps(), Source::Spec(spec), true).unwrap();
         let mut st = f.podman.state.lock().unwrap();
-        st.containers.insert(
-            "web".into(),
-            ContainerInfo {
-                id: "0123456789abcdef".into(),
-                name: "web".into(),
-                image: "id1".into(),
-                ..Default::default()
-            },
-        );
+        st.containers.insert("web".into(), container("web", "id1", "running"));
         st.registry.insert(IMG.into(), fake_image("id2", "sha256:d2"));
         drop(st);
         f
@@ -359,6 +353,26 @@ mod tests {
         );
         let rec = AppRecord::load(&f.apps().records_dir(), "web").unwrap().last_update.unwrap();
         assert_eq!((rec.updated.as_str(), rec.reason.as_deref()), ("rolled back", r.reason.as_deref()));
+    }
+
+    #[tokio::test]
+    async fn update_to_an_image_whose_container_dies_while_its_unit_still_looks_active_rolls_back() {
+        // Seen in the VM: conmon keeps the unit active for seconds after the
+        // container exited, longer than the settling time.
+        let f = installed();
+        f.podman.state.lock().unwrap().container_next.insert(
+            "web".into(),
+            std::collections::VecDeque::from([
+                container("web", "id1", "running"), // before the update
+                container("web", "id2", "exited"),  // after the restart, the unit still active
+                container("web", "id1", "running"), // after the rollback
+            ]),
+        );
+        let r = update(&f.apps(), &remote("sha256:d2"), &names(), UpdateOptions::default()).await.unwrap();
+        assert_eq!(r[0].updated, "rolled back", "{:?}", r[0].reason);
+        let reason = r[0].reason.as_deref().unwrap();
+        assert!(reason.contains("its container web is exited (exit code 3)"), "{reason}");
+        assert_eq!(f.podman.image(IMG).unwrap().unwrap().id, "id1");
     }
 
     #[tokio::test]

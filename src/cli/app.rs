@@ -16,7 +16,7 @@ use crate::apps::status::{list, render, status};
 use crate::apps::update::{update, RegistryDigest, UpdateOptions};
 use crate::apps::Apps;
 use crate::host::podman::{PodmanCli, PullSettings};
-use crate::host::units::{start_and_wait, Outcome, Systemctl, Units, WaitPolicy};
+use crate::host::units::{Outcome, Systemctl, Units, WaitPolicy};
 
 #[derive(Debug, Subcommand)]
 pub enum AppCommand {
@@ -263,7 +263,7 @@ fn start(g: &GlobalArgs, podman: &PodmanCli, units: &Systemctl, a: NameWait, res
     ap.unit(&a.name)?;
     let service = Apps::service(&a.name);
     units.reset_failed(&service)?;
-    if let Outcome::Down { why, state } = start_and_wait(units, &service, restart, &ap.wait)? {
+    if let Outcome::Down { why, state } = ap.come_up(&a.name, restart)? {
         let journal = units.journal(&service, ap.journal_lines).unwrap_or_default();
         return Err(AppDown { name: a.name, unit: service, why, state, journal }.into());
     }

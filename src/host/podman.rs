@@ -375,6 +375,8 @@ pub struct FakePodmanState {
     /// reference -> message a pull fails with.
     pub pull_errors: HashMap<String, String>,
     pub containers: HashMap<String, ContainerInfo>,
+    /// name -> what the next inspections of it see, in turn (then `containers` again).
+    pub container_next: HashMap<String, std::collections::VecDeque<ContainerInfo>>,
     /// The dry-run's verdict: `Some(message)` fails it.
     pub quadlet_error: Option<String>,
 }
@@ -437,7 +439,11 @@ impl Podman for FakePodman {
     }
 
     fn container(&self, name: &str) -> Result<Option<ContainerInfo>> {
-        Ok(self.state.lock().unwrap().containers.get(name).cloned())
+        let mut st = self.state.lock().unwrap();
+        if let Some(next) = st.container_next.get_mut(name).and_then(|q| q.pop_front()) {
+            st.containers.insert(name.to_string(), next);
+        }
+        Ok(st.containers.get(name).cloned())
     }
 
     fn containers_of_image(&self, id: &str) -> Result<Vec<String>> {
