@@ -12,13 +12,17 @@
 //! - [`boot`]: boot entries, kernels, installation, root set-up at boot.
 //! - [`sysroot`], [`fsutil`]: the physical root, its lock, crash-safe writes.
 //! - [`progress`], [`interrupt`]: what the user sees while a command runs, and how it ends early.
+//! - [`apps`]: apps as Podman Quadlet units, installed, updated, rolled back.
+//! - [`host`]: the tools hostctl runs on the host (podman, systemd), behind traits.
 
+pub mod apps;
 pub mod boot;
 pub mod cli;
 pub mod deploy;
 pub mod digest;
 pub mod error;
 pub mod fsutil;
+pub mod host;
 pub mod imgref;
 pub mod interrupt;
 pub mod oci;
