@@ -21,7 +21,7 @@ LAYERS = [
     ["oci", "store"],
     ["trust"],
     ["pull", "boot"],
-    ["deploy"],
+    ["deploy", "apps"],
     ["install"],
     ["cli"],
     ["main", "lib"],

@@ -14,7 +14,10 @@
 //! - [`host`]: the tools and kernel calls hostctl uses outside its store, each behind a trait.
 //! - [`sysroot`], [`fsutil`]: the physical root, its lock, crash-safe writes.
 //! - [`progress`], [`interrupt`]: what the user sees while a command runs, and how it ends early.
+//! - [`apps`]: apps as Podman Quadlet units, installed, updated, rolled back.
+//! - [`host`]: the tools hostctl runs on the host (podman, systemd), behind traits.
 
+pub mod apps;
 pub mod boot;
 pub mod cli;
 pub mod deploy;

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod apps;
 mod checkout;
 mod cli;
 mod deploy;

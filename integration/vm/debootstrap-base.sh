@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds (or reuses) the Debian trixie root filesystem that hostctl's bootable
 # base image is made from: minbase + kernel 6.12, systemd 257, systemd-boot,
-# udev, initramfs-tools, and podman (Quadlet) unless HOSTCTL_VM_PODMAN=0.
+# udev, initramfs-tools, and podman (Quadlet; nftables for netavark's published
+# ports) unless HOSTCTL_VM_PODMAN=0.
 # Nothing hostctl-specific is added here (integration/vm/build-base.sh does
 # that), so this slow step (1-3 minutes) is cached across hostctl builds.
 #
@@ -33,7 +34,7 @@ if [ "$podman" = 1 ]; then
   mount -t proc proc "$out.tmp/proc"
   trap 'umount "$out.tmp/proc" 2>/dev/null || true' EXIT
   cp /etc/resolv.conf "$out.tmp/etc/resolv.conf" 2>/dev/null || true
-  if ! chroot "$out.tmp" sh -c 'apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends podman crun netavark passt' \
+  if ! chroot "$out.tmp" sh -c 'apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends podman crun netavark passt nftables' \
       >>"$cache/debootstrap.log" 2>&1; then
     tail -n 30 "$cache/debootstrap.log" >&2
     echo "base rootfs: installing podman failed (log: $cache/debootstrap.log)" >&2

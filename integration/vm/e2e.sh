@@ -25,11 +25,13 @@ W=$(mktemp -d /var/tmp/hostctl-vm-e2e.XXXXXX)
 T0=$(date +%s); TS=$T0
 step() { local t; t=$(date +%s); echo "E2E STEP ok: $1 ($((t - TS))s, total $((t - T0))s)"; TS=$t; }
 fail() { echo "E2E FAILED: $*" >&2; echo "logs in $W" >&2; KEEP=1; exit 1; }
-reg_pid=
+reg_pid=; probe_pid=
 cleanup() {
   [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null || true
   [ -n "$reg_pid" ] && wait "$reg_pid" 2>/dev/null || true
+  [ -n "$probe_pid" ] && kill "$probe_pid" 2>/dev/null || true
   for i in v1 v2 v3 v4 v5 v6; do podman rmi -f "localhost/hostctl-e2e-$$/os:$i" >/dev/null 2>&1 || true; done
+  for i in v1 v2; do podman rmi -f "localhost/hostctl-e2e-$$/web:$i" >/dev/null 2>&1 || true; done
   if [ "${KEEP:-0}" = 1 ]; then echo "work dir kept: $W" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
@@ -101,6 +103,19 @@ EOT
 podman build -q -t "$local_tag:v6" "$W/v6" >/dev/null || fail "podman build of v6"
 step "v2 (Containerfile.example), v3 (failing health check), v4 (never comes up), v5 built and pushed; v6 (hangs) built"
 
+# --- the app (docs/apps.md): busybox httpd in a from-scratch image, serving
+# /www (the image's page) and /www/data (a volume), pushed as web:stable.
+app_reg=127.0.0.1:$port/hostctl-e2e/web
+app_tag=localhost/hostctl-e2e-$$/web
+mkdir -p "$W/app/www/data"
+cp /bin/busybox "$W/app/busybox"
+echo "hostctl-e2e app v1" > "$W/app/www/index.html"
+printf 'FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\nCMD ["/bin/busybox", "httpd", "-f", "-v", "-p", "8080", "-h", "/www"]\n' \
+  > "$W/app/Containerfile"
+podman build -q -t "$app_tag:v1" "$W/app" >/dev/null || fail "podman build of the app"
+podman push -q --tls-verify=false "$app_tag:v1" "docker://$app_reg:stable"
+step "app image (busybox httpd) built and pushed"
+
 # --- install v1
 "$bin" --tls-verify=false --progress=none install to-disk "$W/disk.img" --size 6G \
   --source-imgref "$reg:latest" --target-imgref "10.0.2.100:5000/hostctl-e2e/os:latest" >"$W/install.log" 2>&1 \
@@ -118,20 +133,45 @@ cp /usr/share/OVMF/OVMF_VARS_4M.fd "$W/vars.fd"
 # rehearsal while the host was busy). The guest still has 2 CPUs.
 accel=(-accel tcg,thread=single)
 truncate -s 1M "$W/cmd.img"
+# The app's port 8080 in the guest is forwarded to this host port.
+appport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# app_probe N MARKER...: during boot N, each time the guest prints MARKER (it
+# then waits a few seconds), fetch the app's page and the file in its volume
+# from the host through the forwarded port, into $W/app-N-MARKER.txt.
+app_probe() {
+  local n=$1 m out; shift
+  for m in "$@"; do
+    until grep -aq -- "$m" "$W/boot$n.log" 2>/dev/null; do sleep 0.5; done
+    out=$W/app-$n-$m.txt
+    for _ in $(seq 8); do
+      { curl -sf --max-time 2 "http://127.0.0.1:$appport/index.html" \
+          && curl -sf --max-time 2 "http://127.0.0.1:$appport/data/note.txt"; } > "$out.tmp" 2>/dev/null && break
+      sleep 0.5
+    done
+    mv "$out.tmp" "$out"
+  done
+}
+# app_served N MARKER TEXT: whether the host got TEXT from the app at MARKER.
+app_served() { grep -q -- "$3" "$W/app-$1-$2.txt" 2>/dev/null; }
 nboot=0
-boot() { # boot SCRIPT_FILE -> log in $W/boot$nboot.log
+boot() { # boot SCRIPT_FILE [APP_PROBE_MARKER...] -> log in $W/boot$nboot.log
   nboot=$((nboot + 1))
   dd if=/dev/zero of="$W/cmd.img" bs=1M count=1 conv=notrunc status=none
   dd if="$1" of="$W/cmd.img" conv=notrunc status=none
+  shift
   local log=$W/boot$nboot.log t=$(date +%s)
+  : > "$log"
+  probe_pid=
+  [ $# -gt 0 ] && { app_probe "$nboot" "$@" & probe_pid=$!; }
   timeout "${BOOT_TIMEOUT:-420}" qemu-system-x86_64 "${accel[@]}" -M q35 -m 1536 -smp 2 -nographic -nodefaults -no-reboot \
     -serial "file:$log" \
     -drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
     -drive if=pflash,format=raw,unit=1,file="$W/vars.fd" \
     -drive file="$W/disk.img",format=raw,if=virtio \
     -drive file="$W/cmd.img",format=raw,if=none,id=cmd -device virtio-blk-pci,drive=cmd,serial=e2ecmd \
-    -nic "user,model=virtio-net-pci,restrict=on,guestfwd=tcp:10.0.2.100:5000-cmd:socat - TCP:127.0.0.1:$port" \
+    -nic "user,model=virtio-net-pci,restrict=on,guestfwd=tcp:10.0.2.100:5000-cmd:socat - TCP:127.0.0.1:$port,hostfwd=tcp:127.0.0.1:$appport-:8080" \
     </dev/null >"$W/qemu$nboot.out" 2>&1 && qemu_rc=0 || { qemu_rc=$?; echo "qemu exited with $qemu_rc (boot $nboot)"; }
+  if [ -n "$probe_pid" ]; then kill "$probe_pid" 2>/dev/null || true; wait "$probe_pid" 2>/dev/null || true; probe_pid=; fi
   echo "boot $nboot took $(( $(date +%s) - t ))s"
   tr -d '\r' < "$log" > "$log.txt"
 }
@@ -149,6 +189,10 @@ cat > "$W/s1.sh" <<EOF
 $common
 echo "edited after install" > /etc/hostctl-e2e-local.conf
 echo "state kept" > /var/lib/hostctl-e2e-data
+\$H app install web 10.0.2.100:5000/hostctl-e2e/web:stable --publish 8080:8080 --volume webdata:/www/data \\
+  && echo "E2E-APP-INSTALLED"
+podman exec web /bin/busybox sh -c 'echo "volume kept" > /www/data/note.txt' && echo "E2E-APP-DATA-WRITTEN"
+echo "E2E-APP-PROBE"; sleep 5
 \$H upgrade && echo "E2E-UPGRADE-OK"
 echo "edited after staging" > /etc/hostctl-e2e-late.conf
 sync; systemctl reboot
@@ -160,11 +204,13 @@ grep -q "edited after staging" /etc/hostctl-e2e-late.conf && echo "E2E-ETC-LATE-
 grep -q "state kept" /var/lib/hostctl-e2e-data && echo "E2E-VAR-KEPT"
 if touch /usr/hostctl-e2e 2>/dev/null; then echo "E2E-USR-WRITABLE"; else echo "E2E-USR-READONLY"; fi
 findmnt -n -o TARGET /sysroot >/dev/null && echo "E2E-SYSROOT-MOUNTED"
+echo "E2E-APP-PROBE"; sleep 5
 \$H rollback && echo "E2E-ROLLBACK-OK"
 sync; systemctl reboot
 EOF
 cat > "$W/s3.sh" <<EOF
 $common
+echo "E2E-APP-PROBE"; sleep 5
 \$H upgrade && echo "E2E-UPGRADE-OK"
 sync; systemctl reboot
 EOF
@@ -209,15 +255,19 @@ grep -q '"spec":{"image":{"image":"10.0.2.100:5000/hostctl-e2e/os:latest","trans
 sync; systemctl reboot
 EOF
 
-boot "$W/s1.sh"
+boot "$W/s1.sh" E2E-APP-PROBE
 need 1 "E2E-VERSION base-v1" "v1 booted"
 need 1 "Booted: " "hostctl status ran in the guest"
+need 1 "E2E-APP-INSTALLED" "hostctl app install (Quadlet unit, pull, start, wait)"
+need 1 "E2E-APP-DATA-WRITTEN" "a file written into the app's volume"
+app_served 1 E2E-APP-PROBE "hostctl-e2e app v1" && app_served 1 E2E-APP-PROBE "volume kept" \
+  || fail "boot 1: the app did not answer on the forwarded port 127.0.0.1:$appport ($(cat "$W/app-1-E2E-APP-PROBE.txt" 2>/dev/null))"
 need 1 "E2E-UPGRADE-OK" "hostctl upgrade in the guest"
 need 1 "finalised" "hostctl-finalize-staged.service ran at shutdown"
-step "boot 1: v1 booted, status, /etc and /var written, upgrade staged, finalised at shutdown"
+step "boot 1: v1 booted, status, /etc and /var written, app installed and served to the host, upgrade staged, finalised at shutdown"
 
 podman push -q --tls-verify=false "$local_tag:v3" "docker://$reg:latest"  # the next upgrade finds v3
-boot "$W/s2.sh"
+boot "$W/s2.sh" E2E-APP-PROBE
 need 2 "E2E-VERSION v2" "v2 booted after the upgrade"
 need 2 "E2E-ETC-MERGED" "/etc edit made before the upgrade kept"
 need 2 "E2E-ETC-LATE-MERGED" "/etc edit made after staging kept (finalised at shutdown)"
@@ -228,12 +278,17 @@ need 2 "E2E-ROLLBACK-OK" "hostctl rollback"
 initrd() { grep -a -m1 '^E2E-INITRD ' "$W/boot$1.log.txt" | cut -d' ' -f2; }
 [ -n "$(initrd 2)" ] && [ "$(initrd 1)" != "$(initrd 2)" ] \
   || fail "boot 2 did not boot v2's rebuilt initramfs (boot 1: $(initrd 1), boot 2: $(initrd 2))"
-step "boot 2: v2 booted, /etc merged, /var kept, /usr read-only; rollback"
+app_served 2 E2E-APP-PROBE "hostctl-e2e app v1" && app_served 2 E2E-APP-PROBE "volume kept" \
+  || fail "boot 2: the app did not serve its page and volume file after the OS upgrade ($(cat "$W/app-2-E2E-APP-PROBE.txt" 2>/dev/null))"
+step "boot 2: v2 booted, /etc merged, /var kept, /usr read-only, the app still served with its volume data; rollback"
 
-boot "$W/s3.sh"
+
+boot "$W/s3.sh" E2E-APP-PROBE
 need 3 "E2E-VERSION base-v1" "v1 booted after the rollback"
+app_served 3 E2E-APP-PROBE "hostctl-e2e app v1" && app_served 3 E2E-APP-PROBE "volume kept" \
+  || fail "boot 3: the app did not serve its page and volume file after the OS rollback ($(cat "$W/app-3-E2E-APP-PROBE.txt" 2>/dev/null))"
 need 3 "E2E-UPGRADE-OK" "upgrade to v3 staged"
-step "boot 3: v1 after rollback; upgrade to v3 staged"
+step "boot 3: v1 after rollback, the app still served with its volume data; upgrade to v3 staged"
 
 boot "$W/s4.sh"
 need 4 "90-broken FAILED" "v3's health check failed"

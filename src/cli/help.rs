@@ -108,6 +108,37 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
         &[("Install bash completions", "hostctl completions bash > /usr/share/bash-completion/completions/hostctl")],
     ),
     ("man", &[("Install the man pages", "hostctl man /usr/share/man/man1")]),
+    (
+        "app",
+        &[
+            ("Run a web server as an app on port 8080", "hostctl app install web --publish 8080:80 docker.io/library/nginx:stable"),
+            ("Update every app, rolling back those that do not come up", "hostctl app update --all"),
+        ],
+    ),
+    (
+        "app install",
+        &[
+            (
+                "An app with a named volume and a health check",
+                "hostctl app install web --publish 8080:80 --volume webdata:/usr/share/nginx/html --health-cmd 'curl -f http://localhost/' docker.io/library/nginx:stable",
+            ),
+            ("Install a Quadlet file you wrote", "hostctl app install --file ./web.container"),
+        ],
+    ),
+    ("app list", &[("The installed apps, as JSON", "hostctl app list --json")]),
+    ("app status", &[("An app's image, state, health and last update", "hostctl app status web")]),
+    ("app logs", &[("Follow an app's journal", "hostctl app logs -f web")]),
+    ("app start", &[("Start an app and wait until it is up", "hostctl app start web")]),
+    ("app stop", &[("Stop an app", "hostctl app stop web")]),
+    ("app restart", &[("Restart an app and wait until it is up", "hostctl app restart web")]),
+    ("app remove", &[("Remove an app with its volumes and image", "hostctl app remove --purge web")]),
+    (
+        "app update",
+        &[
+            ("Is there a new image for any app?", "hostctl app update --all --check"),
+            ("Update one app, as JSON", "hostctl app update --json web"),
+        ],
+    ),
 ];
 
 /// The exit codes (docs/cli.md).

@@ -2,6 +2,7 @@
 //! Output conventions: results on stdout (`--json` where offered), diagnostics
 //! and progress bars on stderr, exit codes from [`crate::error::code`].
 
+mod app;
 mod cleanup;
 mod completion;
 mod help;
@@ -143,6 +144,9 @@ impl GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Apps: containers as Podman Quadlet units, with health-gated updates that roll back.
+    #[command(subcommand)]
+    App(app::AppCommand),
     /// Work with images in the store (pull, inspect, list).
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -213,6 +217,7 @@ pub async fn run(cli: Cli) -> Result<()> {
 async fn dispatch(cli: Cli) -> Result<()> {
     let g = &cli.global;
     match cli.command {
+        Command::App(c) => app::run(g, c).await,
         Command::Image(c) => image::run(g, c).await,
         Command::Switch(a) => switch::run(g, a).await,
         Command::Upgrade(a) => upgrade::run(g, a).await,

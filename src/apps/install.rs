@@ -1,0 +1,432 @@
+//! `app install` and `app remove`.
+//!
+//! Install checks everything it can before it changes anything: the name
+//! (no installed app or existing unit by that name), the published host
+//! ports (free), the unit files (podman's Quadlet generator, dry-run, on a
+//! scratch copy), then pulls the image with podman. Only then are the files
+//! written, systemd reloaded and the unit started; if the app does not come
+//! up, the error says why (its state and last journal lines) and the install
+//! is undone: unit stopped, files removed, systemd reloaded, and the image
+//! removed when the install pulled it.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use super::quadlet::{parse_publish, AppUnit, ContainerSpec};
+use super::record::AppRecord;
+use super::{check_name, Apps, QUADLET_EXTENSIONS};
+use crate::host::units::{Outcome, UnitState};
+
+/// What to install.
+pub enum Source {
+    /// `app install NAME IMAGE [options]`: hostctl writes the unit.
+    Spec(ContainerSpec),
+    /// `app install --file F...`: Quadlet files the user wrote; exactly one `.container`.
+    Files(Vec<PathBuf>),
+}
+
+/// What `app install --json` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct InstallReport {
+    pub name: String,
+    pub unit: String,
+    pub image: String,
+    pub image_id: String,
+    pub digest: String,
+    pub files: Vec<String>,
+    /// `active` when started, `inactive` with `--no-start`.
+    pub state: String,
+}
+
+/// An app that did not come up: why, its unit's state and last journal lines.
+#[derive(Debug, thiserror::Error)]
+#[error("{name} did not come up: {why}; unit {unit}: {}{}", .state.summary(), journal_text(.journal))]
+pub struct AppDown {
+    pub name: String,
+    pub unit: String,
+    pub why: String,
+    pub state: UnitState,
+    pub journal: Vec<String>,
+}
+
+fn journal_text(lines: &[String]) -> String {
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!("; last journal lines:\n  {}", lines.join("\n  "))
+    }
+}
+
+/// The files of an install, as (file name, text), the `.container` first.
+fn files_of(source: &Source) -> Result<(String, Vec<(String, String)>)> {
+    match source {
+        Source::Spec(spec) => {
+            spec.validate()?;
+            Ok((spec.name.clone(), vec![(format!("{}.container", spec.name), spec.render())]))
+        }
+        Source::Files(paths) => {
+            let mut files = Vec::new();
+            for p in paths {
+                let file = p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+                let ext = file.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
+                if !QUADLET_EXTENSIONS.contains(&ext) {
+                    bail!("{}: a Quadlet file name ends in .container, .volume, .network or .image", p.display());
+                }
+                check_name(file.rsplit_once('.').map(|(s, _)| s).unwrap_or(""))
+                    .with_context(|| format!("{}", p.display()))?;
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                super::quadlet::UnitFile::parse(&text).with_context(|| format!("{}", p.display()))?;
+                if files.iter().any(|(f, _)| *f == file) {
+                    bail!("{file} is given twice");
+                }
+                files.push((file, text));
+            }
+            let containers: Vec<&String> = files.iter().map(|(f, _)| f).filter(|f| f.ends_with(".container")).collect();
+            let [container] = containers.as_slice() else {
+                bail!("--file: give exactly one .container file (got {})", containers.len());
+            };
+            let name = container.trim_end_matches(".container").to_string();
+            files.sort_by_key(|(f, _)| !f.ends_with(".container"));
+            Ok((name, files))
+        }
+    }
+}
+
+/// Refuses a published host port that something already listens on.
+fn check_port_free(publish: &str) -> Result<()> {
+    let p = parse_publish(publish)?;
+    let ip = p.host_ip.as_deref().unwrap_or("0.0.0.0");
+    let addr = (ip, p.host_port);
+    let free = if p.proto == "udp" {
+        std::net::UdpSocket::bind(addr).map(drop)
+    } else {
+        std::net::TcpListener::bind(addr).map(drop)
+    };
+    match free {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            bail!("port {}/{} is already in use on {ip} (--publish {publish})", p.host_port, p.proto)
+        }
+        Err(e) => Err(e).with_context(|| format!("checking that port {} is free", p.host_port)),
+    }
+}
+
+/// Installs an app and, unless `start` is false, starts it and waits until it is up.
+pub fn install(apps: &Apps, source: Source, start: bool) -> Result<InstallReport> {
+    let (name, files) = files_of(&source)?;
+    let unit_name = Apps::service(&name);
+    let dir = apps.units_dir();
+    for (file, _) in &files {
+        if dir.join(file).exists() {
+            if file.ends_with(".container") {
+                bail!("app {name} is already installed ({})", dir.join(file).display());
+            }
+            bail!("{} already exists", dir.join(file).display());
+        }
+    }
+    let existing = apps.units.state(&unit_name)?;
+    if existing.exists() {
+        bail!("a systemd unit {unit_name} already exists ({}); choose another app name", existing.load_state);
+    }
+    let images: Vec<(String, String)> = files.iter().filter(|(f, _)| f.ends_with(".image")).cloned().collect();
+    let unit = AppUnit::read(&name, &files[0].1, &images).with_context(|| format!("reading {}", files[0].0))?;
+    for p in &unit.publish {
+        check_port_free(p)?;
+    }
+    dry_run(apps, &files)?;
+
+    // The image, with podman's own registry and trust settings.
+    let had_image = apps.podman.image(&unit.image)?.is_some();
+    apps.podman.pull(&unit.image, &apps.pull).with_context(|| format!("pulling {}", unit.image))?;
+    let image = apps
+        .podman
+        .image(&unit.image)?
+        .with_context(|| format!("{} is not in podman's storage after the pull", unit.image))?;
+
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut written: Vec<String> = Vec::new();
+    let result = (|| -> Result<()> {
+        for (file, text) in &files {
+            crate::fsutil::write_atomic(&dir.join(file), text.as_bytes())?;
+            written.push(file.clone());
+        }
+        apps.units.daemon_reload()?;
+        if start {
+            apps.units.reset_failed(&unit_name)?;
+            if let Outcome::Down { why, state } = apps.come_up(&name, false)? {
+                let journal = apps.units.journal(&unit_name, apps.journal_lines).unwrap_or_default();
+                return Err(AppDown { name: name.clone(), unit: unit_name.clone(), why, state, journal }.into());
+            }
+        }
+        AppRecord { files: written.clone(), last_update: None }.save(&apps.records_dir(), &name)
+    })();
+    if let Err(err) = result {
+        let undo = undo_install(apps, &unit_name, &written, (!had_image).then_some(unit.image.as_str()));
+        return Err(match undo {
+            Ok(()) => err.context(format!("installing {name} (undone: nothing of it is left)")),
+            Err(u) => err.context(format!("installing {name} (undoing it failed too: {u:#})")),
+        });
+    }
+    Ok(InstallReport {
+        name,
+        unit: unit_name,
+        image: unit.image,
+        image_id: image.id.clone(),
+        digest: image.digest.clone(),
+        files: written,
+        state: if start { "active".into() } else { "inactive".into() },
+    })
+}
+
+/// Checks `files` with podman's Quadlet generator in dry-run mode, in a
+/// scratch directory with the `.volume`, `.network` and `.image` units
+/// already installed (a new `.container` may use them).
+fn dry_run(apps: &Apps, files: &[(String, String)]) -> Result<()> {
+    let scratch = tempfile::tempdir().context("creating a scratch directory for the Quadlet dry run")?;
+    if let Ok(entries) = std::fs::read_dir(apps.units_dir()) {
+        for entry in entries {
+            let entry = entry?;
+            let f = entry.file_name().to_string_lossy().into_owned();
+            if [".volume", ".network", ".image"].iter().any(|e| f.ends_with(e)) {
+                std::fs::copy(entry.path(), scratch.path().join(&f))?;
+            }
+        }
+    }
+    for (file, text) in files {
+        std::fs::write(scratch.path().join(file), text)?;
+    }
+    let verdict = apps.podman.quadlet_dryrun(scratch.path())?;
+    if !verdict.ok {
+        let msg = verdict.messages.replace(&scratch.path().display().to_string(), "");
+        bail!("podman's Quadlet generator refused the unit (nothing was written):\n{}", msg.trim());
+    }
+    Ok(())
+}
+
+/// Takes back what an install did: stops the unit, removes the files written
+/// and the image pulled (when the install pulled it).
+fn undo_install(apps: &Apps, unit: &str, written: &[String], pulled: Option<&str>) -> Result<()> {
+    let dir = apps.units_dir();
+    let stopped = apps.units.stop(unit);
+    for file in written {
+        crate::fsutil::remove_file_if_present(&dir.join(file))?;
+    }
+    apps.units.daemon_reload()?;
+    apps.units.reset_failed(unit)?;
+    stopped?;
+    if let Some(image) = pulled {
+        apps.podman.remove_image(image)?;
+    }
+    Ok(())
+}
+
+/// What `app remove --json` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct RemoveReport {
+    pub name: String,
+    pub files_removed: Vec<String>,
+    pub volumes_removed: Vec<String>,
+    pub image_removed: Option<String>,
+}
+
+/// Removes an app: stops it, removes its unit files and record; `purge`
+/// also removes its named volumes, and its image when no container uses it.
+pub fn remove(apps: &Apps, name: &str, purge: bool) -> Result<RemoveReport> {
+    let unit = apps.unit(name)?;
+    let service = Apps::service(name);
+    apps.units.stop(&service)?;
+    let record = AppRecord::load(&apps.records_dir(), name)?;
+    let mut files = record.files.clone();
+    let container = format!("{name}.container");
+    if !files.contains(&container) {
+        files.push(container);
+    }
+    let dir = apps.units_dir();
+    for f in &files {
+        crate::fsutil::remove_file_if_present(&dir.join(f))?;
+    }
+    apps.units.daemon_reload()?;
+    apps.units.reset_failed(&service)?;
+    AppRecord::remove(&apps.records_dir(), name)?;
+    let mut report =
+        RemoveReport { name: name.into(), files_removed: files, volumes_removed: vec![], image_removed: None };
+    if purge {
+        for v in &unit.volumes {
+            let src = v.split(':').next().unwrap_or("");
+            if src.starts_with('/') || src.is_empty() {
+                continue; // a bind mount: the host's files, never removed
+            }
+            // A `.volume` unit's volume is named systemd-NAME by Quadlet.
+            let vol = match src.strip_suffix(".volume") {
+                Some(stem) => format!("systemd-{stem}"),
+                None => src.to_string(),
+            };
+            apps.podman.remove_volume(&vol)?;
+            report.volumes_removed.push(vol);
+        }
+        if let Some(img) = apps.podman.image(&unit.image)? {
+            if apps.podman.containers_of_image(&img.id)?.is_empty() {
+                apps.podman.remove_image(&unit.image)?;
+                report.image_removed = Some(unit.image.clone());
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apps::testing::Fixture;
+    use crate::host::podman::fake_image;
+    use crate::host::units::{state, JobResult};
+
+    const IMG: &str = "127.0.0.1:5000/apps/web:1";
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            name: "web".into(),
+            image: IMG.into(),
+            volumes: vec!["webdata:/www/data".into()],
+            ..Default::default()
+        }
+    }
+
+    fn fixture() -> Fixture {
+        let f = Fixture::new();
+        f.podman.state.lock().unwrap().registry.insert(IMG.into(), fake_image("id1", "sha256:d1"));
+        f
+    }
+
+    #[test]
+    fn install_checks_pulls_writes_reloads_starts_and_records() {
+        let f = fixture();
+        let apps = f.apps();
+        let r = install(&apps, Source::Spec(spec()), true).unwrap();
+        assert_eq!((r.image_id.as_str(), r.digest.as_str(), r.state.as_str()), ("id1", "sha256:d1", "active"));
+        assert_eq!(f.podman.calls(), ["quadlet -dryrun web.container", &format!("pull {IMG}")]);
+        assert_eq!(f.units.calls(), ["daemon-reload", "reset-failed web.service", "start web.service"]);
+        assert!(apps.units_dir().join("web.container").is_file());
+        assert_eq!(AppRecord::load(&apps.records_dir(), "web").unwrap().files, ["web.container"]);
+        // A second install of the same name is refused, and changes nothing.
+        let err = install(&apps, Source::Spec(spec()), true).unwrap_err();
+        assert!(err.to_string().contains("app web is already installed"), "{err:#}");
+        assert_eq!(f.units.calls().len(), 3);
+    }
+
+    #[test]
+    fn an_app_that_does_not_come_up_is_explained_and_undone() {
+        let f = fixture();
+        let apps = f.apps();
+        f.units.on_next_start(
+            "web.service",
+            JobResult::Done,
+            vec![state("active", "running"), state("failed", "failed")],
+        );
+        f.units.set_journal(
+            "web.service",
+            &["httpd: bind: Address in use", "web.service: Failed with result 'exit-code'."],
+        );
+        let err = install(&apps, Source::Spec(spec()), true).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("web did not come up: it started but did not stay up"), "{msg}");
+        assert!(msg.contains("failed (failed, result exit-code, exit status 1)"), "{msg}");
+        assert!(msg.contains("httpd: bind: Address in use"), "{msg}");
+        assert!(msg.contains("undone"), "{msg}");
+        assert!(err.chain().any(|c| c.is::<AppDown>()));
+        assert!(!apps.units_dir().join("web.container").exists());
+        assert!(AppRecord::load(&apps.records_dir(), "web").unwrap().files.is_empty());
+        assert_eq!(
+            f.units.calls(),
+            [
+                "daemon-reload",
+                "reset-failed web.service",
+                "start web.service",
+                "stop web.service",
+                "daemon-reload",
+                "reset-failed web.service"
+            ]
+        );
+        // The install pulled the image, so the undo removes it.
+        assert_eq!(f.podman.calls().last().unwrap(), &format!("rmi {IMG}"));
+    }
+
+    #[test]
+    fn install_of_an_image_that_exits_at_start_is_undone_even_while_its_unit_looks_active() {
+        let f = fixture();
+        f.podman.state.lock().unwrap().containers.remove("web");
+        let err = install(&f.apps(), Source::Spec(spec()), true).unwrap_err();
+        assert!(format!("{err:#}").contains("its container web is gone (it exited)"), "{err:#}");
+        assert!(!f.apps().units_dir().join("web.container").exists());
+    }
+
+    #[test]
+    fn an_image_that_was_there_before_is_kept_by_the_undo() {
+        let f = fixture();
+        f.podman.state.lock().unwrap().images.insert(IMG.into(), fake_image("id0", "sha256:d0"));
+        f.units.on_next_start("web.service", JobResult::TimedOut, vec![state("activating", "start")]);
+        let err = install(&f.apps(), Source::Spec(spec()), true).unwrap_err();
+        assert!(format!("{err:#}").contains("did not come up within 1 s"), "{err:#}");
+        assert!(!f.podman.calls().iter().any(|c| c.starts_with("rmi")), "{:?}", f.podman.calls());
+    }
+
+    #[test]
+    fn refusals_before_anything_is_written() {
+        // The Quadlet generator refuses the unit.
+        let f = fixture();
+        f.podman.state.lock().unwrap().quadlet_error = Some("unsupported key 'Imgae' in group 'Container'".into());
+        let err = install(&f.apps(), Source::Spec(spec()), true).unwrap_err();
+        assert!(format!("{err:#}").contains("unsupported key 'Imgae'"), "{err:#}");
+        assert_eq!(f.podman.calls().len(), 1, "no pull after a refused dry run");
+        // The image does not exist.
+        let f = Fixture::new();
+        let err = install(&f.apps(), Source::Spec(spec()), true).unwrap_err();
+        assert!(format!("{err:#}").contains("manifest unknown"), "{err:#}");
+        // A unit by that name exists already.
+        let f = fixture();
+        f.units.set_state("web.service", state("active", "running"));
+        let err = install(&f.apps(), Source::Spec(spec()), true).unwrap_err();
+        assert!(err.to_string().contains("a systemd unit web.service already exists"), "{err:#}");
+        assert!(f.units.calls().is_empty());
+        assert!(!f.apps().units_dir().exists());
+    }
+
+    #[test]
+    fn a_port_already_in_use_is_refused() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let f = fixture();
+        let mut s = spec();
+        s.publish = vec![format!("127.0.0.1:{port}:80")];
+        let err = install(&f.apps(), Source::Spec(s), true).unwrap_err();
+        assert!(err.to_string().contains(&format!("port {port}/tcp is already in use")), "{err:#}");
+        assert!(f.podman.calls().is_empty());
+    }
+
+    #[test]
+    fn user_files_install_and_remove_with_purge() {
+        let f = fixture();
+        let apps = f.apps();
+        let src = tempfile::tempdir().unwrap();
+        let c = src.path().join("web.container");
+        std::fs::write(&c, format!("[Container]\nImage={IMG}\nVolume=web.volume:/data\n")).unwrap();
+        let v = src.path().join("web.volume");
+        std::fs::write(&v, "[Volume]\n").unwrap();
+        let r = install(&apps, Source::Files(vec![v.clone(), c.clone()]), false).unwrap();
+        assert_eq!(r.files, ["web.container", "web.volume"]);
+        assert_eq!(r.state, "inactive");
+        assert_eq!(f.podman.calls()[0], "quadlet -dryrun web.container web.volume");
+        // Stopping the unit removes its container (Quadlet runs it with --rm).
+        f.podman.state.lock().unwrap().containers.clear();
+        let rm = remove(&apps, "web", true).unwrap();
+        assert_eq!(rm.volumes_removed, ["systemd-web"]);
+        assert_eq!(rm.image_removed.as_deref(), Some(IMG));
+        assert!(!apps.units_dir().join("web.volume").exists());
+        assert!(remove(&apps, "web", false).unwrap_err().to_string().contains("no app web is installed"));
+        // Two .container files, or none, are refused.
+        let err = install(&apps, Source::Files(vec![v]), false).unwrap_err();
+        assert!(err.to_string().contains("exactly one .container"), "{err:#}");
+    }
+}

@@ -1,0 +1,448 @@
+//! `app update`: for each app that follows a tag, one manifest request to see
+//! whether the tag's digest moved; if so, pull it with podman, restart the
+//! unit and wait until it is up (active, or healthy with a health check). If
+//! it does not come up, the previous image is put back under the reference
+//! by its ID (re-tag), the unit is restarted, the units that depend on it
+//! (`Requires=`, `BindsTo=`) are restarted too, and the app is reported
+//! `rolled back` with the reason; the command then exits non-zero.
+//!
+//! The report keeps podman auto-update's JSON fields and values (`Unit`,
+//! `Container`, `ContainerName`, `ContainerID`, `Image`, `Policy`, `Updated`:
+//! `true`, `false`, `pending`, `failed`, `rolled back`) and adds `FromDigest`,
+//! `ToDigest` and `Reason`.
+
+use anyhow::{bail, Context, Result};
+use async_trait::async_trait;
+use serde::Serialize;
+
+use super::record::{now, AppRecord, UpdateRecord};
+use super::Apps;
+use crate::host::podman::ImageInfo;
+use crate::host::units::{start_and_wait, Outcome, UnitState};
+
+use crate::imgref::ImageRef;
+use crate::oci::registry::RegistrySource;
+use crate::oci::{ImageSource, RegistryOptions};
+
+/// Where the digest a tag points at now comes from.
+#[async_trait]
+pub trait RemoteDigest: Send + Sync {
+    /// The manifest digest `reference` names in its registry now.
+    async fn digest(&self, reference: &str) -> Result<String>;
+}
+
+/// The real thing: one manifest request to the registry, through hostctl's
+/// registry client (auth.json, certs.d, registries.conf, as for OS images).
+pub struct RegistryDigest(pub RegistryOptions);
+
+#[async_trait]
+impl RemoteDigest for RegistryDigest {
+    async fn digest(&self, reference: &str) -> Result<String> {
+        let ImageRef::Registry(r) = reference.parse::<ImageRef>()? else {
+            bail!("{reference} is not a registry reference");
+        };
+        let source = RegistrySource::new(r.clone(), &self.0)?;
+        match source.fetch_manifest(&r.reference()).await? {
+            Some(m) => Ok(m.digest.to_string()),
+            None => bail!("{reference}: manifest unknown to the registry"),
+        }
+    }
+}
+
+/// What `app update` does.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UpdateOptions {
+    /// Only look: `pending` when there is an update.
+    pub check: bool,
+    /// Pull, but do not restart (`pending`); the next `app update` applies it.
+    pub download_only: bool,
+}
+
+/// One app's result, with podman auto-update's field names.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct UpdateReport {
+    #[serde(rename = "Unit")]
+    pub unit: String,
+    /// `ID[:12] (NAME)`, as podman prints it.
+    #[serde(rename = "Container")]
+    pub container: String,
+    #[serde(rename = "ContainerName")]
+    pub container_name: String,
+    #[serde(rename = "ContainerID")]
+    pub container_id: String,
+    #[serde(rename = "Image")]
+    pub image: String,
+    #[serde(rename = "Policy")]
+    pub policy: String,
+    /// `true`, `false`, `pending`, `failed` or `rolled back`.
+    #[serde(rename = "Updated")]
+    pub updated: String,
+    #[serde(rename = "FromDigest", skip_serializing_if = "Option::is_none")]
+    pub from_digest: Option<String>,
+    #[serde(rename = "ToDigest", skip_serializing_if = "Option::is_none")]
+    pub to_digest: Option<String>,
+    #[serde(rename = "Reason", skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl UpdateReport {
+    /// Whether this app's update makes the command fail.
+    pub fn is_failure(&self) -> bool {
+        self.updated == "failed" || self.updated == "rolled back"
+    }
+}
+
+/// Updates the apps `names` in turn; one app's failure does not stop the others.
+pub async fn update(
+    apps: &Apps<'_>,
+    remote: &dyn RemoteDigest,
+    names: &[String],
+    opts: UpdateOptions,
+) -> Result<Vec<UpdateReport>> {
+    let mut reports = Vec::new();
+    for name in names {
+        reports.push(update_one(apps, remote, name, opts).await?);
+    }
+    Ok(reports)
+}
+
+fn down_text(why: &str, state: &UnitState, journal: &[String]) -> String {
+    let mut s = format!("{why} (unit {})", state.summary());
+    if !journal.is_empty() {
+        s.push_str(&format!("; last journal lines: {}", journal.join(" | ")));
+    }
+    s
+}
+
+async fn update_one(
+    apps: &Apps<'_>,
+    remote: &dyn RemoteDigest,
+    name: &str,
+    opts: UpdateOptions,
+) -> Result<UpdateReport> {
+    let unit = apps.unit(name)?;
+    let service = Apps::service(name);
+    let container = apps.podman.container(&unit.container_name)?;
+    // The image the app runs now: the container's, else what the name points at.
+    let current: Option<ImageInfo> = match &container {
+        Some(c) => apps.podman.image(&c.image)?,
+        None => apps.podman.image(&unit.image)?,
+    };
+    let (cid, cname) = container.as_ref().map(|c| (c.id.clone(), c.name.clone())).unwrap_or_default();
+    let mut report = UpdateReport {
+        unit: service.clone(),
+        container: format!("{} ({cname})", &cid[..cid.len().min(12)]),
+        container_name: cname,
+        container_id: cid,
+        image: unit.image.clone(),
+        policy: "registry".into(),
+        updated: "failed".into(),
+        from_digest: current.as_ref().map(|i| i.digest.clone()).filter(|d| !d.is_empty()),
+        to_digest: None,
+        reason: None,
+    };
+    if unit.image.contains('@') {
+        report.updated = "false".into();
+        report.reason = Some("pinned by digest: there is no tag to follow".into());
+        return Ok(report);
+    }
+    let latest = match remote.digest(&unit.image).await {
+        Ok(d) => d,
+        Err(e) => {
+            report.reason = Some(format!("checking {} (the app was left as it is): {e:#}", unit.image));
+            return Ok(report);
+        }
+    };
+    report.to_digest = Some(latest.clone());
+    if current.as_ref().is_some_and(|i| i.digests().contains(&latest)) {
+        report.updated = "false".into();
+        return Ok(report);
+    }
+    if opts.check {
+        report.updated = "pending".into();
+        return Ok(report);
+    }
+    if let Err(e) = apps.podman.pull(&unit.image, &apps.pull) {
+        report.reason = Some(format!("pulling {} (the app was left as it is): {e:#}", unit.image));
+        return finish(apps, name, report);
+    }
+    if opts.download_only {
+        report.updated = "pending".into();
+        report.reason = Some("downloaded; the next app update restarts the app on it".into());
+        return Ok(report);
+    }
+    apps.units.reset_failed(&service)?;
+    let Outcome::Down { why, state } = apps.come_up(name, true)? else {
+        report.updated = "true".into();
+        return finish(apps, name, report);
+    };
+    let journal = apps.units.journal(&service, apps.journal_lines).unwrap_or_default();
+    let failed = format!("{latest} did not come up: {}", down_text(&why, &state, &journal));
+    let Some(previous) = current else {
+        report.reason = Some(format!("{failed}; there is no previous image to go back to"));
+        return finish(apps, name, report);
+    };
+    report.reason = Some(match roll_back(apps, name, &unit.image, &previous) {
+        Ok(notes) => {
+            report.updated = "rolled back".into();
+            format!("{failed}; rolled back to {}{notes}", previous.digest)
+        }
+        Err(e) => format!("{failed}; rolling back to {} failed too: {e:#}", previous.digest),
+    });
+    finish(apps, name, report)
+}
+
+/// Puts `previous` back under `reference`, restarts the app and then the
+/// units that depend on it. Returns notes on dependents that did not come up.
+fn roll_back(apps: &Apps<'_>, name: &str, reference: &str, previous: &ImageInfo) -> Result<String> {
+    let service = &Apps::service(name);
+    apps.podman.tag(&previous.id, reference).with_context(|| format!("tagging {} as {reference}", previous.id))?;
+    apps.units.reset_failed(service)?;
+    if let Outcome::Down { why, state } = apps.come_up(name, true)? {
+        let journal = apps.units.journal(service, apps.journal_lines).unwrap_or_default();
+        bail!("the previous image did not come up either: {}", down_text(&why, &state, &journal));
+    }
+    let mut notes = String::new();
+    for dep in apps.units.dependents(service)? {
+        apps.units.reset_failed(&dep)?;
+        if let Outcome::Down { why, .. } = start_and_wait(apps.units, &dep, true, &apps.wait)? {
+            notes.push_str(&format!("; dependent {dep} did not come back: {why}"));
+        }
+    }
+    Ok(notes)
+}
+
+/// Records the result as the app's last update.
+fn finish(apps: &Apps<'_>, name: &str, report: UpdateReport) -> Result<UpdateReport> {
+    let dir = apps.records_dir();
+    let mut record = AppRecord::load(&dir, name)?;
+    record.last_update = Some(UpdateRecord {
+        time: now(),
+        updated: report.updated.clone(),
+        from_digest: report.from_digest.clone(),
+        to_digest: report.to_digest.clone(),
+        reason: report.reason.clone(),
+    });
+    record.save(&dir, name)?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::apps::install::{install, Source};
+    use crate::apps::quadlet::ContainerSpec;
+    use crate::apps::testing::{container, Fixture};
+    use crate::host::podman::{fake_image, Podman};
+    use crate::host::units::{state, JobResult};
+
+    const IMG: &str = "127.0.0.1:5000/apps/web:stable";
+
+    /// Digests by reference; a missing one is "registry unreachable". Counts requests.
+    #[derive(Default)]
+    struct FakeRemote {
+        digests: HashMap<String, String>,
+        requests: Mutex<usize>,
+    }
+
+    #[async_trait]
+    impl RemoteDigest for FakeRemote {
+        async fn digest(&self, reference: &str) -> Result<String> {
+            *self.requests.lock().unwrap() += 1;
+            self.digests.get(reference).cloned().context("connection refused")
+        }
+    }
+
+    fn remote(digest: &str) -> FakeRemote {
+        FakeRemote { digests: HashMap::from([(IMG.to_string(), digest.to_string())]), ..Default::default() }
+    }
+
+    /// `web` installed and running image id1 (digest d1); the registry now has id2 (d2).
+    fn installed() -> Fixture {
+        let f = Fixture::new();
+        {
+            let mut st = f.podman.state.lock().unwrap();
+            st.registry.insert(IMG.into(), fake_image("id1", "sha256:d1"));
+        }
+        let spec = ContainerSpec { name: "web".into(), image: IMG.into(), ..Default::default() };
+        install(&f.apps(), Source::Spec(spec), true).unwrap();
+        let mut st = f.podman.state.lock().unwrap();
+        st.containers.insert("web".into(), container("web", "id1", "running"));
+        st.registry.insert(IMG.into(), fake_image("id2", "sha256:d2"));
+        drop(st);
+        f
+    }
+
+    fn names() -> Vec<String> {
+        vec!["web".to_string()]
+    }
+
+    #[tokio::test]
+    async fn nothing_new_is_one_request_and_no_pull() {
+        let f = installed();
+        let r = remote("sha256:d1");
+        let reports = update(&f.apps(), &r, &names(), UpdateOptions::default()).await.unwrap();
+        assert_eq!(reports[0].updated, "false");
+        assert_eq!(reports[0].container, "0123456789ab (web)");
+        assert_eq!(*r.requests.lock().unwrap(), 1);
+        assert_eq!(f.podman.calls().iter().filter(|c| c.starts_with("pull")).count(), 1, "only the install's pull");
+    }
+
+    #[tokio::test]
+    async fn check_and_download_only_do_not_restart() {
+        let f = installed();
+        let before = f.units.calls().len();
+        let r = update(&f.apps(), &remote("sha256:d2"), &names(), UpdateOptions { check: true, ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!((r[0].updated.as_str(), r[0].to_digest.as_deref()), ("pending", Some("sha256:d2")));
+        let r = update(&f.apps(), &remote("sha256:d2"), &names(), UpdateOptions { download_only: true, check: false })
+            .await
+            .unwrap();
+        assert_eq!(r[0].updated, "pending");
+        assert_eq!(f.podman.calls().last().unwrap(), &format!("pull {IMG}"));
+        assert_eq!(f.units.calls().len(), before, "no unit touched");
+    }
+
+    #[tokio::test]
+    async fn a_new_image_that_comes_up_is_updated() {
+        let f = installed();
+        let r = update(&f.apps(), &remote("sha256:d2"), &names(), UpdateOptions::default()).await.unwrap();
+        assert_eq!(r[0].updated, "true");
+        assert_eq!((r[0].from_digest.as_deref(), r[0].to_digest.as_deref()), (Some("sha256:d1"), Some("sha256:d2")));
+        assert_eq!(f.units.calls().last().unwrap(), "restart web.service");
+        let rec = AppRecord::load(&f.apps().records_dir(), "web").unwrap();
+        assert_eq!(rec.last_update.unwrap().updated, "true");
+    }
+
+    #[tokio::test]
+    async fn update_to_an_image_that_exits_at_start_rolls_back_and_restarts_dependents() {
+        let f = installed();
+        f.units.on_next_start(
+            "web.service",
+            JobResult::Done,
+            vec![state("active", "running"), state("failed", "failed")],
+        );
+        f.units.set_journal("web.service", &["app v2 is broken on purpose"]);
+        f.units.set_dependents("web.service", &["web-client.service"]);
+        let r = update(&f.apps(), &remote("sha256:d2"), &names(), UpdateOptions::default()).await.unwrap();
+        let r = &r[0];
+        assert_eq!(r.updated, "rolled back");
+        assert!(r.is_failure());
+        let reason = r.reason.as_deref().unwrap();
+        assert!(reason.contains("sha256:d2 did not come up: it started but did not stay up"), "{reason}");
+        assert!(reason.contains("app v2 is broken on purpose"), "{reason}");
+        assert!(reason.contains("rolled back to sha256:d1"), "{reason}");
+        // The old image is back under the reference, by its ID.
+        assert_eq!(f.podman.image(IMG).unwrap().unwrap().id, "id1");
+        assert!(f.podman.calls().contains(&format!("tag id1 {IMG}")));
+        let calls = f.units.calls();
+        let tail: Vec<&str> = calls.iter().rev().take(5).rev().map(String::as_str).collect();
+        assert_eq!(
+            tail,
+            [
+                "restart web.service",
+                "reset-failed web.service",
+                "restart web.service",
+                "reset-failed web-client.service",
+                "restart web-client.service"
+            ]
+        );
+        let rec = AppRecord::load(&f.apps().records_dir(), "web").unwrap().last_update.unwrap();
+        assert_eq!((rec.updated.as_str(), rec.reason.as_deref()), ("rolled back", r.reason.as_deref()));
+    }
+
+    #[tokio::test]
+    async fn update_to_an_image_whose_container_dies_while_its_unit_still_looks_active_rolls_back() {
+        // Seen in the VM: conmon keeps the unit active for seconds after the
+        // container exited, longer than the settling time.
+        let f = installed();
+        f.podman.state.lock().unwrap().container_next.insert(
+            "web".into(),
+            std::collections::VecDeque::from([
+                container("web", "id1", "running"), // before the update
+                container("web", "id2", "exited"),  // after the restart, the unit still active
+                container("web", "id1", "running"), // after the rollback
+            ]),
+        );
+        let r = update(&f.apps(), &remote("sha256:d2"), &names(), UpdateOptions::default()).await.unwrap();
+        assert_eq!(r[0].updated, "rolled back", "{:?}", r[0].reason);
+        let reason = r[0].reason.as_deref().unwrap();
+        assert!(reason.contains("its container web is exited (exit code 3)"), "{reason}");
+        assert_eq!(f.podman.image(IMG).unwrap().unwrap().id, "id1");
+    }
+
+    #[tokio::test]
+    async fn update_to_an_image_whose_health_check_fails_rolls_back() {
+        // With Notify=healthy the restart job only completes once healthy: it times out.
+        let f = installed();
+        f.units.on_next_start("web.service", JobResult::TimedOut, vec![state("activating", "start")]);
+        let r = update(&f.apps(), &remote("sha256:d2"), &names(), UpdateOptions::default()).await.unwrap();
+        assert_eq!(r[0].updated, "rolled back");
+        assert!(r[0].reason.as_deref().unwrap().contains("did not come up within 1 s"), "{:?}", r[0].reason);
+    }
+
+    #[tokio::test]
+    async fn a_rollback_that_fails_too_is_failed() {
+        let f = installed();
+        for _ in 0..2 {
+            f.units.on_next_start(
+                "web.service",
+                JobResult::Failed("Job failed".into()),
+                vec![state("failed", "failed")],
+            );
+        }
+        let r = update(&f.apps(), &remote("sha256:d2"), &names(), UpdateOptions::default()).await.unwrap();
+        assert_eq!(r[0].updated, "failed");
+        assert!(r[0].reason.as_deref().unwrap().contains("previous image did not come up either"), "{:?}", r[0].reason);
+    }
+
+    #[tokio::test]
+    async fn registry_down_or_pull_failure_leaves_the_app_untouched() {
+        let f = installed();
+        let before = (f.units.calls().len(), f.podman.calls().len());
+        let r = update(&f.apps(), &FakeRemote::default(), &names(), UpdateOptions::default()).await.unwrap();
+        assert_eq!(r[0].updated, "failed");
+        assert!(r[0].reason.as_deref().unwrap().contains("connection refused"));
+        assert_eq!((f.units.calls().len(), f.podman.calls().len()), before);
+        f.podman.state.lock().unwrap().pull_errors.insert(IMG.into(), "no space left on device".into());
+        let r = update(&f.apps(), &remote("sha256:d2"), &names(), UpdateOptions::default()).await.unwrap();
+        assert_eq!(r[0].updated, "failed");
+        assert_eq!(f.units.calls().len(), before.0, "no restart after a failed pull");
+        assert_eq!(f.podman.image(IMG).unwrap().unwrap().id, "id1");
+    }
+
+    #[test]
+    fn report_uses_podman_auto_update_field_names() {
+        let r = UpdateReport {
+            unit: "web.service".into(),
+            container: "0123456789ab (web)".into(),
+            container_name: "web".into(),
+            container_id: "0123456789abcdef".into(),
+            image: IMG.into(),
+            policy: "registry".into(),
+            updated: "rolled back".into(),
+            from_digest: Some("sha256:d1".into()),
+            to_digest: Some("sha256:d2".into()),
+            reason: Some("x".into()),
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        for k in [
+            "Unit",
+            "Container",
+            "ContainerName",
+            "ContainerID",
+            "Image",
+            "Policy",
+            "Updated",
+            "FromDigest",
+            "ToDigest",
+            "Reason",
+        ] {
+            assert!(v.get(k).is_some(), "{k} missing from {v}");
+        }
+    }
+}
