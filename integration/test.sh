@@ -28,7 +28,11 @@ fi
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
+# With -D warnings this is also the MSRV check: clippy's incompatible_msrv
+# lint against clippy.toml's msrv (no 1.85 toolchain is installed; see `make msrv`).
 cargo clippy --all-targets --quiet -- -D warnings
+step "import graph (no upward import, no cycle)"
+integration/check-imports.py src
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 step "cargo test (unit + integration against a real registry)"

@@ -9,7 +9,9 @@
 //! - [`pull`]: the pull orchestration from a reference into the store.
 //! - [`trust`]: policies and signature verification.
 //! - [`deploy`]: deployments, state, /etc merge, /var.
-//! - [`boot`]: boot entries, kernels, installation, root set-up at boot.
+//! - [`boot`]: boot entries, kernels, boot counting and health checks, root set-up at boot.
+//! - [`install`]: new sysroots on disks and file systems.
+//! - [`host`]: the tools and kernel calls hostctl uses outside its store, each behind a trait.
 //! - [`sysroot`], [`fsutil`]: the physical root, its lock, crash-safe writes.
 //! - [`progress`], [`interrupt`]: what the user sees while a command runs, and how it ends early.
 //! - [`apps`]: apps as Podman Quadlet units, installed, updated, rolled back.
@@ -24,6 +26,7 @@ pub mod error;
 pub mod fsutil;
 pub mod host;
 pub mod imgref;
+pub mod install;
 pub mod interrupt;
 pub mod oci;
 pub mod progress;

@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use crate::digest::Digest;
 use crate::imgref::ImageRef;
 use crate::oci::platform::Platform;
-use crate::oci::{open_source, ImageSource, RegistryOptions, ResolvedManifest};
+use crate::oci::{descriptor_digest, open_source, ImageSource, RegistryOptions, ResolvedManifest};
 use crate::progress::Progress;
 use crate::store::{ImageRecord, LayerSpec, Store};
 use crate::sysroot::Sysroot;
@@ -77,9 +77,13 @@ pub struct PulledImage {
     pub verdict: Verdict,
 }
 
-/// Converts an oci-spec descriptor's digest into ours.
-pub fn descriptor_digest(desc: &Descriptor) -> Result<Digest> {
-    desc.digest().to_string().parse().with_context(|| format!("descriptor digest {}", desc.digest()))
+/// An image's source and its resolved platform manifest: nothing fetched
+/// beyond the manifest yet.
+#[derive(Clone)]
+pub struct Resolved {
+    pub imgref: ImageRef,
+    pub source: Arc<dyn ImageSource>,
+    pub manifest: ResolvedManifest,
 }
 
 /// Where `imgref`'s bytes come from, for "waiting for …" messages:
@@ -97,35 +101,43 @@ pub const PULL_INTERRUPTED: &str =
 
 /// Resolves `imgref` to its platform manifest without pulling anything
 /// (`upgrade --check`: one round trip when the tag is a plain manifest).
-pub async fn resolve(imgref: &ImageRef, opts: &PullOptions) -> Result<ResolvedManifest> {
-    let source = open_source(imgref, &opts.registry)?;
+pub async fn resolve(imgref: &ImageRef, opts: &PullOptions) -> Result<Resolved> {
+    let source: Arc<dyn ImageSource> = Arc::from(open_source(imgref, &opts.registry)?);
     let what = format!("{} (the manifest of {imgref})", source_name(imgref));
-    opts.progress.waiting(what, source.resolve(&opts.platform)).await.with_context(|| format!("resolving {imgref}"))
+    let manifest = opts
+        .progress
+        .waiting(what, source.resolve(&opts.platform))
+        .await
+        .with_context(|| format!("resolving {imgref} for {}", opts.platform))?;
+    Ok(Resolved { imgref: imgref.clone(), source, manifest })
 }
 
 /// Pulls `imgref` into the store of `sysroot`: only the layers it lacks are downloaded.
 pub async fn pull(sysroot: &Sysroot, imgref: &ImageRef, opts: &PullOptions) -> Result<PulledImage> {
     let store = Store::open(sysroot)?;
     opts.progress.set_phase(format!("pulling {imgref}"), PULL_INTERRUPTED);
-    let source: Arc<dyn ImageSource> = Arc::from(open_source(imgref, &opts.registry)?);
-    let what = format!("{} (the manifest of {imgref})", source_name(imgref));
-    let resolved = opts
-        .progress
-        .waiting(what, source.resolve(&opts.platform))
-        .await
-        .with_context(|| format!("resolving {imgref} for {}", opts.platform))?;
-    pull_resolved(&store, imgref, source, resolved, opts).await
+    let resolved = resolve(imgref, opts).await?;
+    let prepared = prepare(resolved, opts).await?;
+    fetch_layers(&store, prepared, opts).await
 }
 
-/// The rest of a pull once the manifest is known (shared with callers that
-/// resolved first, such as `upgrade`).
-pub async fn pull_resolved(
-    store: &Store,
-    imgref: &ImageRef,
-    source: Arc<dyn ImageSource>,
-    resolved: ResolvedManifest,
-    opts: &PullOptions,
-) -> Result<PulledImage> {
+/// A resolved image that the trust policy accepted, with its config fetched
+/// (once) and its layers listed: everything a caller needs to decide
+/// whether there is room for it before any layer data is fetched.
+pub struct Prepared {
+    resolved: Resolved,
+    pub verdict: Verdict,
+    pub config_digest: Digest,
+    config_bytes: Vec<u8>,
+    pub config: ImageConfiguration,
+    /// The layers in manifest order, with their descriptors.
+    pub layers: Vec<(Descriptor, LayerSpec)>,
+}
+
+/// Checks `resolved` against the trust policy, then fetches and checks its
+/// config. Nothing is written.
+pub async fn prepare(image: Resolved, opts: &PullOptions) -> Result<Prepared> {
+    let Resolved { imgref, source, manifest: resolved } = &image;
     let manifest_digest = resolved.raw.digest.clone();
     let progress = &opts.progress;
     progress.event(
@@ -138,7 +150,7 @@ pub async fn pull_resolved(
     let verdict = progress
         .waiting(
             format!("{from} (the signatures of {imgref})"),
-            opts.verifier.verify(imgref, &resolved, source.as_ref()),
+            opts.verifier.verify(imgref, resolved, source.as_ref()),
         )
         .await?;
 
@@ -179,6 +191,19 @@ pub async fn pull_resolved(
             },
         ));
     }
+    Ok(Prepared { resolved: image, verdict, config_digest, config_bytes, config, layers: specs })
+}
+
+/// The rest of a pull once the image is [`prepare`]d: every layer the store
+/// lacks is streamed into it, then the config, manifest and image record.
+pub async fn fetch_layers(store: &Store, prepared: Prepared, opts: &PullOptions) -> Result<PulledImage> {
+    let Prepared { resolved, verdict, config_digest, config_bytes, config, layers: specs } = prepared;
+    let Resolved { imgref, source, manifest: resolved } = resolved;
+    let imgref = &imgref;
+    let manifest_digest = resolved.raw.digest.clone();
+    let manifest = resolved.manifest.clone();
+    let progress = &opts.progress;
+    let from = source_name(imgref);
 
     // Before deciding which layers are present: layers an earlier boot
     // committed but never synced are checked (rare: after a crash).

@@ -739,9 +739,9 @@ fn finalize_staged_finishes_its_work_when_stdout_is_gone() {
 
 #[test]
 fn download_only_stages_without_entry_then_upgrade_apply_finalises_and_reboots_once() {
-    use hostctl::deploy::reboot::RecordingReboot;
     use hostctl::deploy::stage::Deployer;
     use hostctl::deploy::upgrade::{deploy, FlowOptions};
+    use hostctl::host::reboot::RecordingReboot;
     use hostctl::pull::PullOptions;
 
     let t = SwitchedToV1::new();
@@ -862,4 +862,109 @@ fn etc_kernel_tries_sets_the_boot_counter_of_new_entries() {
     t.push("4.0", &[("etc/motd", "four\n")]);
     hc_ok(s, &["upgrade"]);
     assert!(entries(&boot)[0].0.ends_with("+1.conf"), "{:?}", entries(&boot));
+}
+
+/// An upgrade through a counting proxy: every blob (the config above all,
+/// which the space check and the pull both need) is fetched once.
+#[test]
+fn upgrade_fetches_the_image_config_once() {
+    use crate::support::registry::{FaultProxy, Faults};
+    let reg = Registry::start();
+    let pm = Podman::new();
+    push_small(&reg, &pm, "1.0", &[("etc/motd", "one\n")], "os:latest");
+    let proxy = FaultProxy::start(&reg.addr, Faults { path_match: "/v2/".into(), ..Faults::default() });
+    let sys = tempfile::tempdir().unwrap();
+    let s = sys.path();
+    hc_ok(s, &["switch", &format!("{}/os:latest", proxy.addr)]);
+    push_small(&reg, &pm, "2.0", &[("etc/motd", "two\n")], "os:latest");
+    let before = proxy.matching_requests().len();
+    hc_ok(s, &["upgrade"]);
+    let mut blob_gets: Vec<String> = proxy
+        .matching_requests()
+        .into_iter()
+        .skip(before)
+        .filter_map(|r| r.lines().next().map(str::to_string))
+        .filter(|l| l.starts_with("get ") && l.contains("/blobs/"))
+        .collect();
+    assert!(!blob_gets.is_empty(), "the upgrade fetched its config and layers");
+    let all = blob_gets.clone();
+    blob_gets.sort();
+    blob_gets.dedup();
+    assert_eq!(blob_gets.len(), all.len(), "a blob was fetched twice: {all:#?}");
+}
+
+/// What the fleet agent does: the update steps one at a time with its own
+/// work between them, and the staging seam. A failing stage hook leaves the
+/// host on what it had; a working one sees the staged tree.
+#[test]
+fn update_steps_run_one_at_a_time_and_a_failing_stage_hook_undoes_the_staging() {
+    use hostctl::deploy::hooks::StageHook;
+    use hostctl::deploy::stage::{Deployer, StageOptions, Staged};
+    use hostctl::deploy::upgrade::Update;
+    use hostctl::host::reboot::RecordingReboot;
+    use hostctl::pull::PullOptions;
+    use std::sync::Mutex;
+
+    struct Hook(Option<&'static str>, Mutex<Vec<PathBuf>>);
+    impl StageHook for Hook {
+        fn name(&self) -> &str {
+            "pulling bound images"
+        }
+        fn staged(&self, d: &Deployer, staged: &Staged) -> anyhow::Result<()> {
+            self.1.lock().unwrap().push(d.layout.tree(&staged.id));
+            match self.0 {
+                Some(e) => anyhow::bail!("{e}"),
+                None => Ok(()),
+            }
+        }
+    }
+
+    let t = SwitchedToV1::new();
+    let s = t.sys.path();
+    let id1 = entries(&s.join("boot"))[0].1.clone();
+    t.push("2.0", &[("etc/motd", "two\n")]);
+    let sysroot = hostctl::sysroot::Sysroot::open(s).unwrap();
+    let _lock = sysroot.lock(Duration::ZERO).unwrap();
+    let d = Deployer::open(&sysroot, &s.join("boot")).unwrap();
+    let imgref = t.reg.image("os:latest").parse().unwrap();
+    let opts = PullOptions {
+        registry: hostctl::oci::RegistryOptions { insecure: true, ..Default::default() },
+        ..PullOptions::new(std::sync::Arc::new(hostctl::trust::AcceptAnything))
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let state_before = std::fs::read(s.join("hostctl/state.json")).unwrap();
+
+    // A hook that fails: the staging is undone.
+    let failing = Hook(Some("registry unreachable"), Mutex::default());
+    let mut u = Update::begin(&d).unwrap();
+    let c = rt.block_on(u.check(&imgref, &opts)).unwrap();
+    assert!(c.update_available());
+    let image = rt.block_on(u.pull(c, &opts)).unwrap();
+    let e = format!("{:#}", u.stage(&image, StageOptions::default(), &[&failing]).unwrap_err());
+    assert!(e.contains("pulling bound images") && e.contains("registry unreachable"), "{e}");
+    let seen = failing.1.lock().unwrap()[0].clone();
+    assert!(!seen.exists(), "the failed staging's tree is gone");
+    let state: Value = serde_json::from_slice(&std::fs::read(s.join("hostctl/state.json")).unwrap()).unwrap();
+    let old: Value = serde_json::from_slice(&state_before).unwrap();
+    for key in ["deployments", "staged", "pinned", "spec"] {
+        assert_eq!(state[key], old[key], "{key}: {state}");
+    }
+    assert_eq!(entries(&s.join("boot"))[0].1, id1);
+
+    // Step by step with a working hook, the caller's own work between.
+    let working = Hook(None, Mutex::default());
+    let mut u = Update::begin(&d).unwrap();
+    let c = rt.block_on(u.check(&imgref, &opts)).unwrap();
+    let image = rt.block_on(u.pull(c, &opts)).unwrap();
+    assert!(image.layers.iter().all(|l| !l.downloaded), "the failed attempt's layers stayed in the store");
+    let staged = u.stage(&image, StageOptions::default(), &[&working]).unwrap();
+    assert_eq!(*working.1.lock().unwrap(), [deploy_dir(s).join(&staged.id)]);
+    assert!(deploy_dir(s).join(&staged.id).join("usr/etc/motd").is_file());
+    // (Here the agent takes its reboot lock.)
+    let f = u.finalize().unwrap();
+    assert!(f.boots_next());
+    assert_eq!(entries(&s.join("boot"))[0].1, staged.id);
+    let reboot = RecordingReboot::default();
+    u.reboot(&reboot).unwrap();
+    assert_eq!(*reboot.calls.lock().unwrap(), 1);
 }

@@ -9,16 +9,18 @@
 //! the entry good. When one fails, the result is recorded in
 //! `<sysroot>/hostctl/health/<deployment>.json`, the entry is marked bad and
 //! the machine reboots, so the boot loader picks the previous deployment.
-//! The boot-loader and reboot calls go through [`BootControl`].
+//! The boot-loader and reboot calls go through [`BootControl`] and the
+//! checks through [`ScriptRunner`], both in `host/`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil;
+use crate::host::scripts::{ProcessRunner, ScriptRunner};
+use crate::host::systemd::BootControl;
 
 /// Where checks live, relative to `/`.
 pub const CHECK_DIRS: [&str; 2] = ["usr/lib/hostctl/health.d", "etc/hostctl/health.d"];
@@ -55,43 +57,6 @@ pub struct HealthRecord {
     pub checks: Vec<CheckResult>,
 }
 
-/// The boot loader and power actions taken on failure.
-pub trait BootControl {
-    /// Whether this boot is on trial (its entry has a boot counter): only then
-    /// does a failure mark it bad and reboot (an uncounted boot has nothing to fall back to).
-    fn counting(&self) -> bool;
-    /// Marks the booted entry bad (the boot loader will not pick it again).
-    fn mark_bad(&self) -> Result<()>;
-    fn reboot(&self) -> Result<()>;
-}
-
-/// `systemd-bless-boot bad` and `systemctl reboot`.
-pub struct SystemdBootControl;
-
-/// The EFI variable systemd-boot sets when it boots a counted entry.
-pub const BOOT_COUNT_EFIVAR: &str =
-    "/sys/firmware/efi/efivars/LoaderBootCountPath-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
-
-impl BootControl for SystemdBootControl {
-    fn counting(&self) -> bool {
-        Path::new(BOOT_COUNT_EFIVAR).exists()
-    }
-    fn mark_bad(&self) -> Result<()> {
-        let tool = ["/usr/lib/systemd/systemd-bless-boot", "/lib/systemd/systemd-bless-boot"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .context("systemd-bless-boot is not installed")?;
-        let st = Command::new(tool).arg("bad").status().with_context(|| format!("running {tool} bad"))?;
-        if !st.success() {
-            bail!("{tool} bad failed ({st}); is the entry counted (LoaderBootCountPath)?");
-        }
-        Ok(())
-    }
-    fn reboot(&self) -> Result<()> {
-        crate::deploy::reboot::Reboot::reboot(&crate::deploy::reboot::SystemctlReboot)
-    }
-}
-
 /// The checks under `root`, in file-name order (across both directories).
 pub fn find_checks(root: &Path) -> Result<Vec<PathBuf>> {
     let mut out: Vec<(String, PathBuf)> = Vec::new();
@@ -119,44 +84,14 @@ pub fn find_checks(root: &Path) -> Result<Vec<PathBuf>> {
 
 /// Runs one check with a time limit.
 pub fn run_check(path: &Path, timeout: Duration) -> CheckResult {
+    check_with(&ProcessRunner, path, timeout)
+}
+
+/// Runs one check through `runner`.
+pub fn check_with(runner: &dyn ScriptRunner, path: &Path, timeout: Duration) -> CheckResult {
     let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-    let mut log = match tempfile::tempfile() {
-        Ok(f) => f,
-        Err(e) => return CheckResult::failed(name, path, format!("temp file: {e}")),
-    };
-    let spawn = log.try_clone().and_then(|f| {
-        let f2 = f.try_clone()?;
-        Command::new(path).stdin(std::process::Stdio::null()).stdout(f).stderr(f2).spawn()
-    });
-    let mut child = match spawn {
-        Ok(c) => c,
-        Err(e) => return CheckResult::failed(name, path, format!("could not run: {e}")),
-    };
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break Ok(st),
-            Ok(None) if start.elapsed() > timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break Err(format!("timed out after {}s", timeout.as_secs()));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => break Err(format!("waiting: {e}")),
-        }
-    };
-    let mut output = String::new();
-    {
-        use std::io::{Read, Seek};
-        let _ = log.seek(std::io::SeekFrom::Start(0));
-        let mut buf = Vec::new();
-        let _ = log.take(4096).read_to_end(&mut buf);
-        output.push_str(String::from_utf8_lossy(&buf).trim_end());
-    }
-    match status {
-        Ok(st) => CheckResult { name, path: path.into(), passed: st.success(), detail: st.to_string(), output },
-        Err(d) => CheckResult { name, path: path.into(), passed: false, detail: d, output },
-    }
+    let r = runner.run(path, timeout);
+    CheckResult { name, path: path.into(), passed: r.passed, detail: r.detail, output: r.output }
 }
 
 /// Where the record of `deployment` is kept.
@@ -185,13 +120,24 @@ pub fn read_record(sysroot: &Path, deployment: &str) -> Option<HealthRecord> {
 /// (a full or read-only sysroot) is a warning, so that neither keeps a
 /// deployment on trial booted without a decision.
 pub fn run(root: &Path, sysroot: &Path, deployment: Option<&str>, ctl: &dyn BootControl) -> Result<HealthRecord> {
+    run_with(root, sysroot, deployment, ctl, &ProcessRunner)
+}
+
+/// [`run`] with the checks run through `runner`.
+pub fn run_with(
+    root: &Path,
+    sysroot: &Path,
+    deployment: Option<&str>,
+    ctl: &dyn BootControl,
+    runner: &dyn ScriptRunner,
+) -> Result<HealthRecord> {
     let mut results = Vec::new();
     let checks = find_checks(root).unwrap_or_else(|e| {
         results.push(CheckResult::failed("(listing the checks)".into(), root, format!("{e:#}")));
         Vec::new()
     });
     for c in &checks {
-        let r = run_check(c, CHECK_TIMEOUT);
+        let r = check_with(runner, c, CHECK_TIMEOUT);
         eprintln!("hostctl health-check: {} {} ({})", r.name, if r.passed { "passed" } else { "FAILED" }, r.detail);
         let failed = !r.passed;
         results.push(r);
@@ -306,6 +252,25 @@ mod tests {
         let r = run(unreadable.path(), unreadable.path(), Some("abc.1"), &ctl).unwrap();
         assert!(!r.passed && r.checks[0].name == "(listing the checks)", "{r:?}");
         assert_eq!(*ctl.0.lock().unwrap(), ["bad", "reboot"]);
+    }
+
+    #[test]
+    fn checks_run_through_the_runner_and_a_failure_reaches_the_boot_loader() {
+        use crate::host::scripts::{RecordingRunner, ScriptRun};
+        use crate::host::systemd::RecordingBootControl;
+        let t = tempfile::tempdir().unwrap();
+        for name in ["10-disk", "20-network", "30-app"] {
+            script(&t.path().join(CHECK_DIRS[0]), name, "exit 0");
+        }
+        let failed = ScriptRun { passed: false, detail: "exit status: 1".into(), output: "no route".into() };
+        let runner = RecordingRunner { results: [("20-network".to_string(), failed)].into(), ..Default::default() };
+        let ctl = RecordingBootControl::counted();
+        let r = run_with(t.path(), t.path(), Some("abc.1"), &ctl, &runner).unwrap();
+        assert!(!r.passed);
+        assert_eq!((r.checks[1].name.as_str(), r.checks[1].output.as_str()), ("20-network", "no route"));
+        let dir = t.path().join(CHECK_DIRS[0]);
+        assert_eq!(*runner.calls.lock().unwrap(), [dir.join("10-disk"), dir.join("20-network")]);
+        assert_eq!(*ctl.calls.lock().unwrap(), ["bad", "reboot"]);
     }
 
     #[test]

@@ -100,6 +100,16 @@ pub struct InstalledKernel {
     pub copied: bool,
 }
 
+/// The kernel's and initramfs' file names in a kernel directory.
+pub const VMLINUZ: &str = "vmlinuz";
+pub const INITRAMFS: &str = "initramfs.img";
+
+/// `/hostctl/<stateroot>/<checksum>/<file>`: a kernel file's path relative to
+/// the boot directory, as boot entries name it.
+pub fn boot_path(stateroot: &str, checksum: &str, file: &str) -> String {
+    format!("/hostctl/{stateroot}/{checksum}/{file}")
+}
+
 /// `<boot>/hostctl/<stateroot>`.
 pub fn kernels_dir(boot: &Path, stateroot: &str) -> PathBuf {
     boot.join("hostctl").join(stateroot)
@@ -110,12 +120,12 @@ pub fn install(k: &KernelSource, boot: &Path, stateroot: &str) -> Result<Install
     let (checksum, _) = k.checksum()?;
     let parent = kernels_dir(boot, stateroot);
     std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
-    let rel = |f: &str| format!("/hostctl/{stateroot}/{checksum}/{f}");
+    let rel = |f: &str| boot_path(stateroot, &checksum, f);
     let dest = parent.join(&checksum);
     let out = InstalledKernel {
         checksum: checksum.clone(),
-        linux: rel("vmlinuz"),
-        initrd: k.initramfs.as_ref().map(|_| rel("initramfs.img")),
+        linux: rel(VMLINUZ),
+        initrd: k.initramfs.as_ref().map(|_| rel(INITRAMFS)),
         copied: false,
     };
     if dest.is_dir() {
@@ -126,9 +136,9 @@ pub fn install(k: &KernelSource, boot: &Path, stateroot: &str) -> Result<Install
         std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
     }
     std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    copy_synced(&k.vmlinuz, &tmp.join("vmlinuz"))?;
+    copy_synced(&k.vmlinuz, &tmp.join(VMLINUZ))?;
     if let Some(i) = &k.initramfs {
-        copy_synced(i, &tmp.join("initramfs.img"))?;
+        copy_synced(i, &tmp.join(INITRAMFS))?;
     }
     fsutil::sync_dir(&tmp)?;
     std::fs::rename(&tmp, &dest).with_context(|| format!("renaming {} into place", dest.display()))?;

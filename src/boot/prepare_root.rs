@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::boot::bls;
-use crate::boot::mount::{MountOp, Mounter};
+use crate::host::mount::{MountOp, Mounter};
 
 /// Where the physical root is parked while the deployment is mounted at `ROOT`
 /// (in the initramfs's own root file system).
@@ -55,7 +55,7 @@ pub fn plan(cmdline: &str, root: &Path, park: &Path) -> Result<Option<Plan>> {
         bail!("hostctl={value}: expected hostctl=/hostctl/deploy/<stateroot>/<deployment id>");
     }
     let (stateroot, id) = (parts[3], parts[4]);
-    crate::deploy::deployment::check_id(id).with_context(|| format!("hostctl={value}"))?;
+    crate::sysroot::DeploymentId::parse(id).with_context(|| format!("hostctl={value}"))?;
     if stateroot.is_empty() || stateroot.starts_with('.') {
         bail!("hostctl={value}: bad stateroot name {stateroot:?}");
     }
@@ -134,7 +134,7 @@ pub fn run(cmdline: &str, root: &Path, m: &dyn Mounter) -> Result<Option<Plan>> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::boot::mount::RecordingMounter;
+    use crate::host::mount::RecordingMounter;
 
     fn fake_root(finalised: bool) -> tempfile::TempDir {
         let t = tempfile::tempdir().unwrap();

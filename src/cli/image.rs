@@ -13,8 +13,8 @@ use super::GlobalArgs;
 use crate::digest::Digest;
 use crate::imgref::ImageRef;
 use crate::oci::identity::{ImageIdentity, ImageReference};
-use crate::oci::open_source;
-use crate::pull::{descriptor_digest, PullOptions};
+use crate::oci::{descriptor_digest, open_source};
+use crate::pull::PullOptions;
 use crate::store::{ImageRecord, Store};
 use crate::util::human_bytes;
 

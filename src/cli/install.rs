@@ -3,15 +3,16 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use super::output::{outln, print_json};
 use super::upgrade::pull_options;
 use super::GlobalArgs;
-use crate::boot::disk::ExternalTools;
-use crate::boot::install::{self, InstallOptions, Installed, Target};
+use crate::host::disk::ExternalTools;
+use crate::host::loopdev::Losetup;
 use crate::imgref::ImageRef;
+use crate::install::{self, InstallOptions, Installed, Target};
 
 #[derive(Debug, Subcommand)]
 pub enum InstallCommand {
@@ -67,7 +68,12 @@ pub struct ToFilesystemArgs {
 }
 
 fn options(s: &SourceArgs) -> InstallOptions {
-    InstallOptions { source: s.source_imgref.clone(), target_imgref: s.target_imgref.clone(), kargs: s.kargs.clone() }
+    InstallOptions {
+        source: s.source_imgref.clone(),
+        target_imgref: s.target_imgref.clone(),
+        kargs: s.kargs.clone(),
+        lock_wait: super::lock_wait(),
+    }
 }
 
 fn report(json: bool, r: &Installed) -> Result<()> {
@@ -94,28 +100,6 @@ pub async fn run(g: &GlobalArgs, c: InstallCommand) -> Result<()> {
                 use std::os::unix::fs::FileTypeExt;
                 m.file_type().is_block_device()
             });
-            let mut loopdev = None;
-            let target = if is_block {
-                Target::Device {
-                    path: a.device.clone(),
-                    esp: install::partition_path(&a.device, 1),
-                    root: install::partition_path(&a.device, 2),
-                }
-            } else if a.via_loopback {
-                let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&a.device)?;
-                if f.metadata()?.len() < size {
-                    f.set_len(size)?;
-                }
-                let dev = losetup(&a.device)?;
-                loopdev = Some(dev.clone());
-                Target::Device {
-                    esp: install::partition_path(&dev, 1),
-                    root: install::partition_path(&dev, 2),
-                    path: dev,
-                }
-            } else {
-                Target::File { path: a.device.clone(), size }
-            };
             let parent = a.device.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
             let base = a.work_dir.clone().unwrap_or_else(|| {
                 if is_block {
@@ -128,25 +112,21 @@ pub async fn run(g: &GlobalArgs, c: InstallCommand) -> Result<()> {
                 .prefix(".hostctl-install-")
                 .tempdir_in(&base)
                 .with_context(|| format!("creating a work directory in {}", base.display()))?;
-            let r = install::to_disk(&target, work.path(), a.esp_size_mib, &options(&a.source), &pull, &ExternalTools)
-                .await;
-            if let Some(dev) = loopdev {
-                let _ = std::process::Command::new("losetup").arg("-d").arg(&dev).status();
-            }
+            let (o, w, esp) = (&options(&a.source), work.path(), a.esp_size_mib);
+            let r = if is_block {
+                let target = Target::Device {
+                    path: a.device.clone(),
+                    esp: install::partition_path(&a.device, 1),
+                    root: install::partition_path(&a.device, 2),
+                };
+                install::to_disk(&target, w, esp, o, &pull, &ExternalTools, &Losetup).await
+            } else if a.via_loopback {
+                install::to_disk_via_loopback(&a.device, size, w, esp, o, &pull, &ExternalTools, &Losetup).await
+            } else {
+                let target = Target::File { path: a.device.clone(), size };
+                install::to_disk(&target, w, esp, o, &pull, &ExternalTools, &Losetup).await
+            };
             report(a.source.json, &r?)
         }
     }
-}
-
-/// Attaches `file` to a new loop device with partition scanning.
-fn losetup(file: &std::path::Path) -> Result<PathBuf> {
-    let out = std::process::Command::new("losetup")
-        .args(["--show", "-f", "-P"])
-        .arg(file)
-        .output()
-        .context("running losetup")?;
-    if !out.status.success() {
-        bail!("losetup failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }

@@ -11,7 +11,10 @@ use clap::Subcommand;
 use super::output::outln;
 use super::upgrade::open_locked;
 use super::GlobalArgs;
-use crate::boot::{health, mount, prepare_root};
+use crate::boot::{health, prepare_root};
+use crate::deploy::finalize::{self, ShutdownOutcome};
+use crate::host::mount;
+use crate::host::systemd::{BootControl, SystemdBootControl};
 
 #[derive(Debug, Subcommand)]
 pub enum InternalCommand {
@@ -39,7 +42,7 @@ pub enum InternalCommand {
 
 struct DryRun;
 
-impl health::BootControl for DryRun {
+impl BootControl for DryRun {
     fn counting(&self) -> bool {
         true
     }
@@ -71,25 +74,16 @@ pub async fn run(g: &GlobalArgs, c: InternalCommand) -> Result<()> {
         }
         InternalCommand::FinalizeStaged => {
             let (d, _lock) = open_locked(g)?;
-            // A clean shutdown: layers pulled since the last sync reach the
-            // disk now, so the next boot's first pull has nothing to re-check
-            // (only a crash leaves marks behind; store::durability).
-            match d.store.sync() {
-                Ok(0) => {}
-                Ok(n) => say!("hostctl finalize-staged: {n} layer(s) pulled since the last sync are on disk"),
-                Err(e) => tracing::warn!("hostctl finalize-staged: syncing the store: {e:#}"),
+            let done = finalize::at_shutdown(&d)?;
+            if done.layers_synced > 0 {
+                say!("hostctl finalize-staged: {} layer(s) pulled since the last sync are on disk", done.layers_synced);
             }
-            let booted = d.booted()?;
-            let state = d.load_state()?;
-            if let Some(id) = state.staged_unfinalized().filter(|_| state.staged_locked) {
-                say!(
+            match done.outcome {
+                ShutdownOutcome::LeftLocked { id } => say!(
                     "hostctl finalize-staged: deployment {id} was downloaded with --download-only; \
                      left unfinalised (run `hostctl upgrade` to finalise it)"
-                );
-                return Ok(());
-            }
-            match d.finalize_staged(booted.as_deref())? {
-                Some(f) => {
+                ),
+                ShutdownOutcome::Finalized(f) => {
                     say!(
                         "hostctl finalize-staged: deployment {} finalised (/etc merged from {}, {} conflict(s)); it boots next",
                         f.id,
@@ -100,7 +94,7 @@ pub async fn run(g: &GlobalArgs, c: InternalCommand) -> Result<()> {
                         say!("  /etc conflict: {}: {}", c.path.display(), c.resolution);
                     }
                 }
-                None => say!("hostctl finalize-staged: nothing staged"),
+                ShutdownOutcome::NothingStaged => say!("hostctl finalize-staged: nothing staged"),
             }
             Ok(())
         }
@@ -108,7 +102,7 @@ pub async fn run(g: &GlobalArgs, c: InternalCommand) -> Result<()> {
             let sysroot = g.open_sysroot()?;
             let d = crate::deploy::stage::Deployer::open(&sysroot, &g.boot_dir())?;
             let booted = d.booted()?;
-            let ctl: &dyn health::BootControl = if dry_run { &DryRun } else { &health::SystemdBootControl };
+            let ctl: &dyn BootControl = if dry_run { &DryRun } else { &SystemdBootControl };
             let rec = health::run(std::path::Path::new("/"), sysroot.root(), booted.as_deref(), ctl)?;
             if rec.passed {
                 say!("hostctl health-check: {} check(s) passed", rec.checks.len());

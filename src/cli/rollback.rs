@@ -7,7 +7,7 @@ use serde_json::json;
 use super::output::{outln, print_json};
 use super::upgrade::open_locked;
 use super::GlobalArgs;
-use crate::deploy::state;
+use crate::deploy::rollback;
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
@@ -18,11 +18,7 @@ pub struct RollbackArgs {
 
 pub async fn run(g: &GlobalArgs, a: RollbackArgs) -> Result<()> {
     let (d, _lock) = open_locked(g)?;
-    let before = d.reconcile()?;
-    let booted = d.booted()?;
-    let after = state::after_rollback(&before, booted.as_deref())?;
-    d.save_state(&after)?;
-    d.write_boot_entries(&after)?;
+    let after = rollback::rollback(&d)?;
     let default = after.deployments.first().cloned();
     if a.json {
         return print_json(&json!({ "default": default, "order": after.deployments }));

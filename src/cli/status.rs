@@ -33,7 +33,7 @@ pub async fn run(g: &GlobalArgs, a: StatusArgs) -> Result<()> {
     let sysroot = g.open_sysroot()?;
     let state = State::load(&sysroot.state_path())?;
     let layout = Layout::new(&sysroot, &state.stateroot);
-    let (booted, source) = booted::detect(sysroot.root(), &g.boot_dir(), &layout)?;
+    let (booted, source) = booted::detect(&sysroot, &g.boot_dir(), &layout)?;
     let meta = |id: &str| Metadata::load(&layout, id).map_err(|e| format!("{e:#}"));
     let facts = boot_facts(g, &layout, &state);
     let h = status::build(&state, booted.as_deref(), source, &meta, &facts);

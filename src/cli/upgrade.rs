@@ -6,9 +6,9 @@ use clap::Args;
 
 use super::output::{outln, print_json};
 use super::GlobalArgs;
-use crate::deploy::reboot::SystemctlReboot;
 use crate::deploy::stage::Deployer;
 use crate::deploy::upgrade::{check, deploy, FlowOptions, FlowReport};
+use crate::host::reboot::SystemctlReboot;
 use crate::imgref::ImageRef;
 use crate::pull::PullOptions;
 use crate::sysroot::SysrootLock;

@@ -12,7 +12,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::boot::bls;
-use crate::deploy::deployment::{check_id, Layout};
+use crate::deploy::deployment::{DeploymentId, Layout};
+use crate::sysroot::Sysroot;
 
 /// The environment variable that overrides booted detection.
 pub const BOOTED_ENV: &str = "HOSTCTL_BOOTED";
@@ -41,20 +42,20 @@ pub fn decide(layout: &Layout, i: &BootedInputs) -> Result<(Option<String>, Boot
         if v == "none" || v.is_empty() {
             return Ok((None, BootedSource::Environment));
         }
-        check_id(v).with_context(|| format!("${BOOTED_ENV}"))?;
+        DeploymentId::parse(v).with_context(|| format!("${BOOTED_ENV}"))?;
         return Ok((Some(v.to_string()), BootedSource::Environment));
     }
     if i.sysroot_is_root {
-        let id = i.cmdline.and_then(|c| bls::karg(c, "hostctl")).and_then(|v| layout.id_from_karg(v));
+        let id = i.cmdline.and_then(|c| bls::karg(c, "hostctl")).and_then(|v| layout.id_from_karg(v)).map(String::from);
         return Ok((id, BootedSource::KernelCmdline));
     }
     Ok((i.default_entry.map(str::to_string), BootedSource::DefaultBootEntry))
 }
 
 /// Finds the booted deployment of `layout`'s stateroot.
-pub fn detect(sysroot: &Path, boot: &Path, layout: &Layout) -> Result<(Option<String>, BootedSource)> {
+pub fn detect(sysroot: &Sysroot, boot: &Path, layout: &Layout) -> Result<(Option<String>, BootedSource)> {
     let env = std::env::var(BOOTED_ENV).ok();
-    let is_root = std::fs::canonicalize(sysroot).map(|p| p == Path::new("/")).unwrap_or(false);
+    let is_root = sysroot.is_running_root();
     let cmdline = if is_root && env.is_none() {
         Some(std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?)
     } else {
@@ -83,7 +84,6 @@ pub fn detect(sysroot: &Path, boot: &Path, layout: &Layout) -> Result<(Option<St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sysroot::Sysroot;
 
     #[test]
     fn decide_table() {

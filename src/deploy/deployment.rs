@@ -15,24 +15,11 @@ use crate::trust::Verdict;
 /// Version of the metadata format.
 pub const METADATA_VERSION: u32 = 1;
 
-/// A deployment id: `<first 12 hex of the manifest digest>.<serial>`.
-pub fn make_id(manifest: &Digest, serial: u64) -> String {
-    let hex = manifest.hex();
-    format!("{}.{serial}", &hex[..hex.len().min(12)])
-}
+pub use crate::sysroot::DeploymentId;
 
-/// Checks that `id` looks like one hostctl made (so it is safe in paths).
-pub fn check_id(id: &str) -> Result<()> {
-    let ok = id.split_once('.').is_some_and(|(h, s)| {
-        !h.is_empty()
-            && h.bytes().all(|b| b.is_ascii_hexdigit())
-            && !s.is_empty()
-            && s.bytes().all(|b| b.is_ascii_digit())
-    });
-    if !ok {
-        bail!("{id:?} is not a deployment id (expected <hex>.<serial>, see `hostctl status`)");
-    }
-    Ok(())
+/// A deployment id: `<first 12 hex of the manifest digest>.<serial>`.
+pub fn make_id(manifest: &Digest, serial: u64) -> DeploymentId {
+    DeploymentId::new(manifest.hex(), serial)
 }
 
 /// Paths of a stateroot's deployments.
@@ -64,10 +51,9 @@ impl Layout {
         format!("/{}/deploy/{}/{id}", crate::sysroot::HOSTCTL_DIR, self.stateroot)
     }
     /// The deployment id named by a `hostctl=` value, if it is of this stateroot.
-    pub fn id_from_karg(&self, value: &str) -> Option<String> {
+    pub fn id_from_karg(&self, value: &str) -> Option<DeploymentId> {
         let prefix = format!("/{}/deploy/{}/", crate::sysroot::HOSTCTL_DIR, self.stateroot);
-        let id = value.strip_prefix(&prefix)?.trim_end_matches('/');
-        check_id(id).ok().map(|_| id.to_string())
+        DeploymentId::parse(value.strip_prefix(&prefix)?.trim_end_matches('/')).ok()
     }
 }
 
@@ -302,9 +288,9 @@ mod tests {
         let id = make_id(&d, 7);
         assert_eq!(id.len(), 12 + 2);
         assert!(id.ends_with(".7"));
-        check_id(&id).unwrap();
+        DeploymentId::parse(&id).unwrap();
         for bad in ["", "abc", "abc.", ".1", "../x.1", "abc.1/..", "xyz.1", "abc.1a"] {
-            assert!(check_id(bad).is_err(), "{bad}");
+            assert!(DeploymentId::parse(bad).is_err(), "{bad}");
         }
         let tmp = tempfile::tempdir().unwrap();
         let l = Layout::new(&Sysroot::open(tmp.path()).unwrap(), "default");

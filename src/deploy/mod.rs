@@ -1,16 +1,20 @@
 //! Deployments: root trees checked out from the store, their metadata, the
 //! deployment set's state (booted, staged, rollback, pins), the three-way /etc
-//! merge and the persistent /var of each stateroot.
+//! merge and the persistent /var of each stateroot; the update flow as
+//! explicit steps ([`upgrade`]), rollback and pins ([`rollback`]) and the
+//! finalize-at-shutdown policy ([`finalize`]).
 
 pub mod booted;
 pub mod checkout;
 pub mod cleanup;
 pub mod deployment;
 pub mod etc_merge;
+pub mod finalize;
 mod fsat;
+pub mod hooks;
 pub mod leftovers;
 pub mod preflight;
-pub mod reboot;
+pub mod rollback;
 pub mod stage;
 pub mod state;
 pub mod status;

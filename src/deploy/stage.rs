@@ -18,9 +18,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use crate::boot::entry::{self, DEFAULT_ROOT_KARG};
 use crate::boot::{bls, kargs, kernel};
 use crate::deploy::checkout::{checkout, CheckoutOptions};
-use crate::deploy::deployment::{make_id, KernelInfo, Layout, Metadata, METADATA_VERSION};
+use crate::deploy::deployment::{make_id, DeploymentId, KernelInfo, Layout, Metadata, METADATA_VERSION};
 use crate::deploy::etc_merge::{self, Conflict};
 use crate::deploy::state::{self, Spec, State};
 use crate::deploy::{booted, preflight, var};
@@ -30,9 +31,6 @@ use crate::oci::identity::ImageIdentity;
 use crate::pull::PulledImage;
 use crate::store::Store;
 use crate::sysroot::Sysroot;
-
-/// Kernel argument used for `root=` when nothing better is known (see docs/deployments.md).
-pub const DEFAULT_ROOT_KARG: &str = "root=LABEL=hostctl-root";
 
 /// Everything needed to change a stateroot's deployments. Callers hold the sysroot lock.
 pub struct Deployer {
@@ -46,7 +44,7 @@ pub struct Deployer {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Staged {
-    pub id: String,
+    pub id: DeploymentId,
     pub metadata: Metadata,
     /// /etc conflicts between the admin's changes and the new image, listed before staging.
     pub conflicts: Vec<Conflict>,
@@ -68,7 +66,7 @@ pub struct StageOptions {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Finalized {
-    pub id: String,
+    pub id: DeploymentId,
     /// The deployment whose /etc was merged (the booted one, else the default).
     pub merged_from: Option<String>,
     pub conflicts: Vec<Conflict>,
@@ -97,7 +95,7 @@ impl Deployer {
 
     /// The booted deployment (see [`booted`]).
     pub fn booted(&self) -> Result<Option<String>> {
-        Ok(booted::detect(self.sysroot.root(), &self.boot, &self.layout)?.0)
+        Ok(booted::detect(&self.sysroot, &self.boot, &self.layout)?.0)
     }
 
     /// Brings the disk in line with `state.json` after an interrupted run:
@@ -133,7 +131,7 @@ impl Deployer {
                 continue;
             }
             let id = name.strip_suffix(".json").unwrap_or(&name);
-            if crate::deploy::deployment::check_id(id).is_ok() && !known.iter().any(|k| k == id) {
+            if DeploymentId::parse(id).is_ok() && !known.iter().any(|k| k == id) {
                 tracing::info!("removing {} (not in state.json: left by an interrupted run)", e.path().display());
                 remove_any(&e.path())?;
                 removed = true;
@@ -187,19 +185,15 @@ impl Deployer {
     }
 
     fn entry_for(&self, state: &State, m: &Metadata) -> bls::BlsEntry {
-        let rel = |f: &str| format!("/hostctl/{}/{}/{f}", state.stateroot, m.kernel.checksum);
-        let mut opts: Vec<String> = state.local_kargs.clone();
-        if !opts.iter().any(|k| k.starts_with("root=")) {
-            opts.insert(0, DEFAULT_ROOT_KARG.to_string());
-        }
-        opts.push(format!("hostctl={}", self.layout.karg_path(&m.id)));
-        opts.extend(m.kargs.iter().cloned());
-        bls::BlsEntry {
+        entry::build(&entry::EntryInputs {
             title: m.title(),
-            linux: rel("vmlinuz"),
-            initrd: m.kernel.has_initramfs.then(|| rel("initramfs.img")),
-            options: opts.join(" "),
-        }
+            stateroot: &state.stateroot,
+            kernel_checksum: &m.kernel.checksum,
+            has_initramfs: m.kernel.has_initramfs,
+            local_kargs: &state.local_kargs,
+            deployment_path: self.layout.karg_path(&m.id),
+            image_kargs: &m.kargs,
+        })
     }
 
     /// The deployment whose /etc is merged into a new one: the booted one,
@@ -235,7 +229,7 @@ impl Deployer {
         }
         next.staged_locked = opts.locked;
         if state.deployments.is_empty() && state.local_kargs.is_empty() {
-            next.local_kargs = initial_local_kargs(self.sysroot.root());
+            next.local_kargs = initial_local_kargs(&self.sysroot);
         }
         self.save_state(&next)?;
         tracing::debug!("staged {id}; order {:?}", next.deployments);
@@ -332,7 +326,8 @@ impl Deployer {
     /// the boot entries. `Ok(None)` when nothing is staged unfinalised.
     pub fn finalize_staged(&self, booted: Option<&str>) -> Result<Option<Finalized>> {
         let state = self.load_state()?;
-        let Some(id) = state.staged_unfinalized().map(str::to_string) else { return Ok(None) };
+        let Some(id) = state.staged_unfinalized() else { return Ok(None) };
+        let id = DeploymentId::parse(id).context("the staged deployment in state.json")?;
         let tree = self.layout.tree(&id);
         let mut meta = Metadata::load(&self.layout, &id)?;
         let src = self.merge_source(&state, booted, &id);
@@ -381,9 +376,8 @@ impl Deployer {
 
 /// `root=` for a new sysroot: the running system's when the sysroot is `/`,
 /// else [`DEFAULT_ROOT_KARG`] (an installer records its own choice).
-fn initial_local_kargs(sysroot: &Path) -> Vec<String> {
-    let is_root = std::fs::canonicalize(sysroot).map(|p| p == Path::new("/")).unwrap_or(false);
-    if is_root {
+fn initial_local_kargs(sysroot: &Sysroot) -> Vec<String> {
+    if sysroot.is_running_root() {
         if let Ok(c) = std::fs::read_to_string("/proc/cmdline") {
             if let Some(r) = bls::karg(&c, "root") {
                 return vec![format!("root={r}")];

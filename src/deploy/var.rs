@@ -6,67 +6,27 @@
 //! (the deployment trees keep it, but at boot the persistent `/var` is mounted
 //! over it). The copy is made in a `.tmp-` directory and renamed into place.
 
-use std::os::unix::fs::{lchown, symlink, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
-use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps, CWD};
+use anyhow::{Context, Result};
 
+use crate::deploy::fsat;
 use crate::fsutil;
 
 /// Copies `src` (a directory) to `dest` (must not exist) with ownership,
-/// permissions and modification times; files are real copies, so writes to
-/// the copy never reach the store's shared objects. Symlinks are copied as
-/// links, never followed.
+/// permissions, xattrs (SELinux labels, security capabilities) and
+/// modification times; files are real copies, so writes to the copy never
+/// reach the store's shared objects. Symlinks are copied as links, never
+/// followed. The work is fd-relative, as for `/etc` (see `fsat`).
 pub fn copy_tree(src: &Path, dest: &Path) -> Result<()> {
-    let md = src.symlink_metadata().with_context(|| format!("reading {}", src.display()))?;
-    copy_entry(src, dest, &md)
-}
-
-fn copy_entry(src: &Path, dest: &Path, md: &std::fs::Metadata) -> Result<()> {
-    let ft = md.file_type();
     let ctx = || format!("copying {} to {}", src.display(), dest.display());
-    if ft.is_dir() {
-        std::fs::create_dir(dest).with_context(ctx)?;
-        let mut names: Vec<_> = std::fs::read_dir(src)
-            .with_context(ctx)?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<std::io::Result<_>>()
-            .with_context(ctx)?;
-        names.sort();
-        for n in names {
-            let s = src.join(&n);
-            let m = s.symlink_metadata().with_context(|| format!("reading {}", s.display()))?;
-            copy_entry(&s, &dest.join(&n), &m)?;
-        }
-    } else if ft.is_symlink() {
-        let target = std::fs::read_link(src).with_context(ctx)?;
-        symlink(&target, dest).with_context(ctx)?;
-    } else if ft.is_file() {
-        let mut from = std::fs::File::open(src).with_context(ctx)?;
-        let mut to = std::fs::File::create_new(dest).with_context(ctx)?;
-        std::io::copy(&mut from, &mut to).with_context(ctx)?;
-    } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
-        let kind = if ft.is_fifo() {
-            FileType::Fifo
-        } else if ft.is_char_device() {
-            FileType::CharacterDevice
-        } else {
-            FileType::BlockDevice
-        };
-        rustix::fs::mknodat(CWD, dest, kind, Mode::from_raw_mode(md.mode() & 0o7777), md.rdev()).with_context(ctx)?;
-    } else {
-        bail!("{} has an unsupported file type", src.display());
-    }
-    lchown(dest, Some(md.uid()), Some(md.gid())).with_context(ctx)?;
-    if !ft.is_symlink() {
-        // After chown, which clears setuid/setgid bits.
-        std::fs::set_permissions(dest, std::fs::Permissions::from_mode(md.mode() & 0o7777)).with_context(ctx)?;
-    }
-    let t = Timespec { tv_sec: md.mtime(), tv_nsec: md.mtime_nsec() as _ };
-    rustix::fs::utimensat(CWD, dest, &Timestamps { last_access: t, last_modification: t }, AtFlags::SYMLINK_NOFOLLOW)
-        .with_context(ctx)?;
-    Ok(())
+    let from = fsat::open_dir(src)?;
+    std::fs::create_dir(dest).with_context(ctx)?;
+    let to = fsat::open_dir(dest)?;
+    fsat::copy_tree_contents(from.as_fd(), to.as_fd()).with_context(ctx)?;
+    fsat::copy_dir_meta(from.as_fd(), to.as_fd(), Path::new(".")).with_context(ctx)
 }
 
 /// Creates `var_dir` from the deployment tree's `var` (or empty) unless it exists.
@@ -96,7 +56,8 @@ pub fn seed(var_dir: &Path, tree: &Path) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
+    use rustix::fs::{FileType, Mode, CWD};
+    use std::os::unix::fs::{lchown, symlink, FileTypeExt, MetadataExt};
 
     #[test]
     fn copy_is_real_and_keeps_metadata() {
@@ -137,5 +98,40 @@ mod tests {
         std::fs::create_dir_all(d.path().join("sr2")).unwrap();
         assert!(seed(&var2, &d.path().join("none")).unwrap());
         assert_eq!(std::fs::read_dir(&var2).unwrap().count(), 0);
+    }
+
+    /// The first deployment of an image whose /var holds SELinux-labelled
+    /// files: the stateroot's /var kept the labels (it lost them, and every
+    /// other xattr, while /etc kept them).
+    #[test]
+    fn seeding_var_from_an_image_keeps_selinux_labels_and_security_xattrs() {
+        let d = tempfile::tempdir().unwrap();
+        let (tree, var) = (d.path().join("tree"), d.path().join("sr/var"));
+        std::fs::create_dir_all(tree.join("var/lib/app")).unwrap();
+        std::fs::write(tree.join("var/lib/app/db"), "x").unwrap();
+        std::fs::create_dir_all(d.path().join("sr")).unwrap();
+        let label = b"system_u:object_r:var_lib_t:s0".as_slice();
+        // security.* and trusted.* need CAP_SYS_ADMIN; without it user.* stands in.
+        let set = |p: &Path, names: [&str; 2], v: &[u8]| -> String {
+            let [privileged, fallback] = names;
+            match rustix::fs::lsetxattr(p, privileged, v, rustix::fs::XattrFlags::empty()) {
+                Ok(()) => privileged.to_string(),
+                Err(_) => {
+                    rustix::fs::lsetxattr(p, fallback, v, rustix::fs::XattrFlags::empty()).unwrap();
+                    fallback.to_string()
+                }
+            }
+        };
+        let file_key = set(&tree.join("var/lib/app/db"), ["security.selinux", "user.selinux"], label);
+        let dir_key = set(&tree.join("var/lib/app"), ["trusted.origin", "user.origin"], b"image");
+        assert!(seed(&var, &tree).unwrap());
+        let get = |p: &Path, k: &str| {
+            let mut v = vec![0u8; 256];
+            let n = rustix::fs::lgetxattr(p, k, &mut v).unwrap_or_else(|e| panic!("{k} on {}: {e}", p.display()));
+            v.truncate(n);
+            v
+        };
+        assert_eq!(get(&var.join("lib/app/db"), &file_key), label);
+        assert_eq!(get(&var.join("lib/app"), &dir_key), b"image");
     }
 }

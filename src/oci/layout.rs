@@ -30,10 +30,10 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use crate::digest::Digest;
 use crate::error::DigestMismatch;
+use crate::oci::descriptor_digest;
 use crate::oci::platform::Platform;
 use crate::oci::source::MAX_MANIFEST_SIZE;
 use crate::oci::{BlobReader, ImageSource, RawManifest, ResolvedManifest};
-use crate::pull::descriptor_digest;
 
 /// The annotation that names a tag in a layout's `index.json`.
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";

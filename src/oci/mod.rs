@@ -10,7 +10,7 @@ pub mod source;
 use anyhow::{Context, Result};
 
 use crate::imgref::ImageRef;
-pub use source::{BlobReader, ImageSource, RawManifest, ResolvedManifest};
+pub use source::{descriptor_digest, BlobReader, ImageSource, RawManifest, ResolvedManifest};
 
 /// The config label that carries an image's version (shown by `status`, boot menus, `inspect`).
 pub const VERSION_LABEL: &str = "org.opencontainers.image.version";

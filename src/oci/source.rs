@@ -8,7 +8,7 @@
 use std::io::Read;
 use std::pin::Pin;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use async_trait::async_trait;
 use oci_spec::image::{Descriptor, ImageManifest};
 use tokio::io::AsyncRead;
@@ -18,6 +18,11 @@ use crate::oci::platform::Platform;
 
 /// Largest manifest or config accepted (the distribution spec suggests 4 MiB).
 pub const MAX_MANIFEST_SIZE: u64 = 4 * 1024 * 1024;
+
+/// Converts an oci-spec descriptor's digest into ours.
+pub fn descriptor_digest(desc: &Descriptor) -> Result<Digest> {
+    desc.digest().to_string().parse().with_context(|| format!("descriptor digest {}", desc.digest()))
+}
 
 /// A manifest as fetched: its raw bytes (what digests and signatures cover) and its media type.
 #[derive(Clone, Debug)]

@@ -19,12 +19,9 @@ pub fn hostctl_bin() -> PathBuf {
 /// Runs `hostctl` with `args` and its stdout a pipe whose reader has gone
 /// (`hostctl … | head -0`); returns the exit status and stderr.
 pub fn hostctl_with_stdout_gone(args: &[&str]) -> Output {
-    use std::os::fd::{FromRawFd as _, OwnedFd};
-    // libc rather than std::io::pipe, which is newer than the crate's rust-version.
-    let mut fds = [0; 2];
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0, "pipe2");
-    // SAFETY: pipe2 just returned these two descriptors, owned by nobody else.
-    let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // rustix rather than std::io::pipe, which is newer than the crate's
+    // rust-version, or libc::pipe2, which needs unsafe (forbidden crate-wide).
+    let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe2");
     drop(reader);
     Command::new(hostctl_bin())
         .args(args)

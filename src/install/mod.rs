@@ -1,3 +1,5 @@
+//! Installation, an orchestrator above `deploy/` and `boot/`.
+//!
 //! `hostctl install`: a new sysroot with one deployment of an image, its boot
 //! entry and systemd-boot, either on a disk (or disk image file) that is
 //! partitioned for it (`to-disk`), or in a root file system another tool has
@@ -10,30 +12,22 @@
 //! installed as the removable-media path `EFI/BOOT/BOOTX64.EFI`, so no EFI
 //! variable has to be written).
 
+pub mod disk;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::boot::disk::{self, DiskTools};
-use crate::deploy::reboot::SystemctlReboot;
-use crate::deploy::stage::Deployer;
+use crate::boot::entry::DEFAULT_ROOT_KARG;
+use crate::deploy::stage::{Deployer, StageOptions};
 use crate::deploy::state::{Spec, State, TransportOptions};
-use crate::deploy::upgrade::{deploy, FlowOptions};
+use crate::deploy::upgrade::Update;
 use crate::fsutil;
+use crate::host::disk::DiskTools;
+use crate::host::loopdev::LoopDevices;
 use crate::imgref::ImageRef;
 use crate::pull::PullOptions;
 use crate::sysroot::Sysroot;
-
-/// Created by `hostctl-finalize-staged.service` when it starts: from then on
-/// `upgrade`/`switch` on this running system leave the staged deployment for
-/// the service to finalise at shutdown.
-pub const FINALIZE_ARMED_FLAG: &str = "/run/hostctl/finalize-at-shutdown";
-
-/// True when `sysroot` is the running system's `/` and the shutdown service is armed.
-pub fn finalize_at_shutdown_armed(sysroot: &Path) -> bool {
-    let is_root = std::fs::canonicalize(sysroot).map(|p| p == Path::new("/")).unwrap_or(false);
-    is_root && Path::new(FINALIZE_ARMED_FLAG).exists()
-}
 
 /// Where systemd-boot lives in an image.
 pub const SYSTEMD_BOOT_EFI: &str = "usr/lib/systemd/boot/efi/systemd-bootx64.efi";
@@ -46,6 +40,8 @@ pub struct InstallOptions {
     pub target_imgref: Option<String>,
     /// Kernel arguments of this host (before the image's kargs.d ones).
     pub kargs: Vec<String>,
+    /// How long to wait for another hostctl holding the new sysroot's lock.
+    pub lock_wait: std::time::Duration,
 }
 
 /// What was installed.
@@ -62,7 +58,7 @@ pub struct Installed {
 /// already has deployments.
 pub async fn build_sysroot(root: &Path, boot: &Path, opts: &InstallOptions, pull: &PullOptions) -> Result<String> {
     let sysroot = Sysroot::open(root)?;
-    let _lock = sysroot.lock(std::time::Duration::from_secs(0))?;
+    let _lock = sysroot.lock(opts.lock_wait)?;
     let mut state = State::load(&sysroot.state_path())?;
     if !state.all().is_empty() {
         bail!("{} already holds deployments; install only sets up new sysroots", root.display());
@@ -71,8 +67,18 @@ pub async fn build_sysroot(root: &Path, boot: &Path, opts: &InstallOptions, pull
     state.save(&sysroot.state_path())?;
     std::fs::create_dir_all(boot).with_context(|| format!("creating {}", boot.display()))?;
     let d = Deployer::open(&sysroot, boot)?;
-    let r = deploy(&d, &opts.source, true, pull, FlowOptions::default(), &SystemctlReboot).await?;
-    let id = r.finalized.map(|f| f.id).context("the deployment was not finalised")?;
+    // The update steps, without a reboot: check, pull, stage, finalize. The
+    // source is recorded as `switch` records it (absolute layout paths).
+    let source = crate::oci::absolute_path(&opts.source)?;
+    let mut u = Update::begin(&d)?;
+    let check = u.check(&source, pull).await?;
+    let image = u.pull(check, pull).await?;
+    let spec = Some(Spec {
+        image: source.to_string(),
+        transport_options: TransportOptions::recorded(&source, &pull.registry)?,
+    });
+    u.stage(&image, StageOptions { spec, locked: false }, &[])?;
+    let id = u.finalize()?.now().map(|f| f.id).context("the deployment was not finalised")?;
     let mut s = d.load_state()?;
     if let Some(t) = &opts.target_imgref {
         let parsed = t.parse::<ImageRef>().with_context(|| format!("--target-imgref {t}"))?;
@@ -90,7 +96,7 @@ pub async fn build_sysroot(root: &Path, boot: &Path, opts: &InstallOptions, pull
     }
     d.save_state(&s)?;
     install_systemd_boot(&d.layout.tree(&id), boot)?;
-    Ok(id)
+    Ok(id.into())
 }
 
 /// Copies systemd-boot from the deployment `tree` to `boot` and writes
@@ -121,7 +127,7 @@ pub fn install_systemd_boot(tree: &Path, boot: &Path) -> Result<()> {
 pub async fn to_filesystem(root: &Path, boot: &Path, opts: &InstallOptions, pull: &PullOptions) -> Result<Installed> {
     let mut opts = opts.clone();
     if !opts.kargs.iter().any(|k| k.starts_with("root=")) {
-        opts.kargs.insert(0, crate::deploy::stage::DEFAULT_ROOT_KARG.to_string());
+        opts.kargs.insert(0, DEFAULT_ROOT_KARG.to_string());
     }
     if !opts.kargs.iter().any(|k| k == "rw" || k == "ro") {
         opts.kargs.push("rw".into());
@@ -164,6 +170,7 @@ pub async fn to_disk(
     opts: &InstallOptions,
     pull: &PullOptions,
     tools: &dyn DiskTools,
+    loops: &dyn LoopDevices,
 ) -> Result<Installed> {
     let disk_size = match target {
         Target::File { path, size } => {
@@ -208,7 +215,7 @@ pub async fn to_disk(
         }
         Target::Device { path, esp, root } => {
             tools.partition(path, &l)?;
-            settle(path, &[esp, root])?;
+            settle(path, &[esp, root], loops)?;
             tools.make_esp(esp, l.esp_size, &esp_dir)?;
             tools.make_root(root, l.root_size, &root_dir, &uuid)?;
         }
@@ -216,10 +223,41 @@ pub async fn to_disk(
     Ok(Installed { deployment: id, root_uuid: Some(uuid), kargs: o.kargs })
 }
 
+/// `to-disk --via-loopback`: grows `file` to `size`, attaches it to a loop
+/// device, installs through the device and detaches it whatever happened.
+#[allow(clippy::too_many_arguments)]
+pub async fn to_disk_via_loopback(
+    file: &Path,
+    size: u64,
+    work: &Path,
+    esp_mib: u64,
+    opts: &InstallOptions,
+    pull: &PullOptions,
+    tools: &dyn DiskTools,
+    loops: &dyn LoopDevices,
+) -> Result<Installed> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(file)
+        .with_context(|| format!("opening {}", file.display()))?;
+    if f.metadata()?.len() < size {
+        f.set_len(size)?;
+    }
+    let dev = loops.attach(file)?;
+    let target = Target::Device { esp: partition_path(&dev, 1), root: partition_path(&dev, 2), path: dev.clone() };
+    let r = to_disk(&target, work, esp_mib, opts, pull, tools, loops).await;
+    if let Err(e) = loops.detach(&dev) {
+        tracing::warn!("{e:#}");
+    }
+    r
+}
+
 /// Waits for the partition device nodes of `dev` to appear. Without udev (a
 /// container, an installer environment) the kernel may not have re-read the
 /// new table: after 2 s, `partx -u` tells it, then it waits up to 10 s more.
-fn settle(dev: &Path, paths: &[&PathBuf]) -> Result<()> {
+fn settle(dev: &Path, paths: &[&PathBuf], loops: &dyn LoopDevices) -> Result<()> {
     let wait = |limit: std::time::Duration| {
         let start = std::time::Instant::now();
         while !paths.iter().all(|p| p.exists()) {
@@ -234,11 +272,7 @@ fn settle(dev: &Path, paths: &[&PathBuf]) -> Result<()> {
         return Ok(());
     }
     tracing::info!("partition devices of {} did not appear; asking the kernel with partx", dev.display());
-    let out = std::process::Command::new("partx").arg("-u").arg(dev).output().context("running partx")?;
-    if !out.status.success() {
-        // `-u` fails on a table the kernel never read; `-a` adds the partitions.
-        let _ = std::process::Command::new("partx").arg("-a").arg(dev).output();
-    }
+    loops.rescan_partitions(dev)?;
     if !wait(std::time::Duration::from_secs(10)) {
         bail!("partition devices {paths:?} of {} did not appear", dev.display());
     }
