@@ -27,10 +27,13 @@ pub struct Digest {
 /// Why a string is not a digest hostctl accepts.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DigestError {
+    /// No `algorithm:` prefix.
     #[error("digest {0:?} has no algorithm prefix (expected sha256:<hex>)")]
     NoAlgorithm(String),
+    /// An algorithm other than sha256.
     #[error("digest algorithm {0:?} is not supported (only sha256)")]
     UnsupportedAlgorithm(String),
+    /// The hex part is not 64 lowercase hex digits.
     #[error("digest {0:?} must have 64 lowercase hex characters after sha256:")]
     BadHex(String),
 }
@@ -111,6 +114,7 @@ pub struct Hasher {
 }
 
 impl Hasher {
+    /// A hasher with nothing hashed yet.
     pub fn new() -> Self {
         Hasher::default()
     }
@@ -152,6 +156,7 @@ pub struct HashingReader<R> {
 }
 
 impl<R: Read> HashingReader<R> {
+    /// Hashes what is read from `inner`.
     pub fn new(inner: R) -> Self {
         HashingReader { inner, hasher: Hasher::new() }
     }
@@ -183,6 +188,7 @@ pub struct HashingWriter<W> {
 }
 
 impl<W: Write> HashingWriter<W> {
+    /// Hashes what is written to `inner`.
     pub fn new(inner: W) -> Self {
         HashingWriter { inner, hasher: Hasher::new() }
     }

@@ -30,8 +30,11 @@ pub mod code {
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: digest mismatch: expected {expected}, got {actual}")]
 pub struct DigestMismatch {
+    /// What was checked (a blob, a manifest, a layer), for the message.
     pub what: String,
+    /// The digest it should have.
     pub expected: Digest,
+    /// The digest it has.
     pub actual: Digest,
 }
 
@@ -39,9 +42,11 @@ pub struct DigestMismatch {
 #[derive(Debug, thiserror::Error)]
 #[error("{image} was refused by the trust policy ({rule}): {reason}")]
 pub struct PolicyRejected {
+    /// The image reference rejected.
     pub image: String,
     /// Which policy rule refused (e.g. `docker scope "127.0.0.1:5000/os": sigstoreSigned`).
     pub rule: String,
+    /// Why, in a sentence.
     pub reason: String,
 }
 
@@ -49,8 +54,11 @@ pub struct PolicyRejected {
 #[derive(Debug, thiserror::Error)]
 #[error("not enough space on {path}: {needed} bytes needed, {available} available")]
 pub struct InsufficientSpace {
+    /// Where the space is needed.
     pub path: PathBuf,
+    /// Bytes needed.
     pub needed: u64,
+    /// Bytes available.
     pub available: u64,
 }
 

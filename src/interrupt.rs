@@ -14,7 +14,9 @@ pub struct Signal {
     pub exit_code: i32,
 }
 
+/// Ctrl-C: exit status 130.
 pub const SIGINT: Signal = Signal { name: "SIGINT", exit_code: 128 + libc::SIGINT };
+/// A stop request: exit status 143.
 pub const SIGTERM: Signal = Signal { name: "SIGTERM", exit_code: 128 + libc::SIGTERM };
 
 static ENDING: AtomicBool = AtomicBool::new(false);

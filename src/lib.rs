@@ -17,6 +17,10 @@
 //! - [`apps`]: apps as Podman Quadlet units, installed, updated, rolled back.
 //! - [`host`]: the tools hostctl runs on the host (podman, systemd), behind traits.
 
+// Here rather than in Cargo.toml's [lints.rust]: that table applies to every
+// target, so it would also demand docs in main.rs and the integration tests.
+#![warn(missing_docs)]
+
 pub mod apps;
 pub mod boot;
 pub mod cli;

@@ -29,8 +29,11 @@ pub const DEFAULT_CONCURRENT_DOWNLOADS: usize = 3;
 /// Options for one pull.
 #[derive(Clone)]
 pub struct PullOptions {
+    /// How to reach registries.
     pub registry: RegistryOptions,
+    /// The platform to pick from an index.
     pub platform: Platform,
+    /// Where progress goes.
     pub progress: Progress,
     /// Checked after the manifest is fetched, before any layer is committed.
     /// Required, so that no caller can skip the trust policy by omission
@@ -54,9 +57,13 @@ impl PullOptions {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PulledLayer {
+    /// The compressed blob's digest.
     pub blob_digest: Digest,
+    /// The uncompressed tar's digest (`rootfs.diff_ids`).
     pub diff_id: Digest,
+    /// The blob's size, in bytes.
     pub size: u64,
+    /// The blob's media type.
     pub media_type: String,
     /// False when the store already had it.
     pub downloaded: bool,
@@ -65,15 +72,23 @@ pub struct PulledLayer {
 /// An image now held by the store.
 #[derive(Clone, Debug)]
 pub struct PulledImage {
+    /// The image pulled.
     pub imgref: ImageRef,
+    /// The manifest's digest.
     pub manifest_digest: Digest,
+    /// The index's digest, when the reference named an index.
     pub index_digest: Option<Digest>,
+    /// The manifest.
     pub manifest: ImageManifest,
+    /// The config's digest.
     pub config_digest: Digest,
+    /// The image config.
     pub config: ImageConfiguration,
+    /// The layers, in order.
     pub layers: Vec<PulledLayer>,
     /// Compressed bytes fetched for layers in this pull.
     pub bytes_downloaded: u64,
+    /// What the trust policy said.
     pub verdict: Verdict,
 }
 
@@ -81,8 +96,11 @@ pub struct PulledImage {
 /// beyond the manifest yet.
 #[derive(Clone)]
 pub struct Resolved {
+    /// The image reference.
     pub imgref: ImageRef,
+    /// Where its blobs come from.
     pub source: Arc<dyn ImageSource>,
+    /// The manifest it resolved to.
     pub manifest: ResolvedManifest,
 }
 
@@ -126,9 +144,12 @@ pub async fn pull(sysroot: &Sysroot, imgref: &ImageRef, opts: &PullOptions) -> R
 /// whether there is room for it before any layer data is fetched.
 pub struct Prepared {
     resolved: Resolved,
+    /// What the trust policy said.
     pub verdict: Verdict,
+    /// The config's digest.
     pub config_digest: Digest,
     config_bytes: Vec<u8>,
+    /// The image config.
     pub config: ImageConfiguration,
     /// The layers in manifest order, with their descriptors.
     pub layers: Vec<(Descriptor, LayerSpec)>,

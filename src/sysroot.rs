@@ -70,6 +70,7 @@ impl DeploymentId {
         Ok(DeploymentId(id.to_string()))
     }
 
+    /// The id, as written (`<hex>.<serial>`).
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -148,7 +149,9 @@ impl PartialEq<DeploymentId> for String {
 #[derive(Debug, thiserror::Error)]
 #[error("another hostctl command holds the lock on {path} (pid {holder}); try again when it has finished")]
 pub struct LockHeld {
+    /// The lock file.
     pub path: PathBuf,
+    /// The holder's process id, as it wrote it in the lock file.
     pub holder: String,
 }
 

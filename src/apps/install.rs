@@ -30,11 +30,17 @@ pub enum Source {
 /// What `app install --json` prints.
 #[derive(Clone, Debug, Serialize)]
 pub struct InstallReport {
+    /// The app's name (its container's name too).
     pub name: String,
+    /// The systemd unit Quadlet made of it (`NAME.service`).
     pub unit: String,
+    /// The image reference, as given.
     pub image: String,
+    /// The pulled image's ID.
     pub image_id: String,
+    /// The pulled image's manifest digest (`sha256:…`).
     pub digest: String,
+    /// The unit files written (file names in the units directory), the `.container` first.
     pub files: Vec<String>,
     /// `active` when started, `inactive` with `--no-start`.
     pub state: String,
@@ -44,10 +50,15 @@ pub struct InstallReport {
 #[derive(Debug, thiserror::Error)]
 #[error("{name} did not come up: {why}; unit {unit}: {}{}", .state.summary(), journal_text(.journal))]
 pub struct AppDown {
+    /// The app's name.
     pub name: String,
+    /// Its systemd unit.
     pub unit: String,
+    /// What went wrong, in a sentence.
     pub why: String,
+    /// The unit's state when hostctl gave up on it.
     pub state: UnitState,
+    /// The unit's last journal lines, oldest first.
     pub journal: Vec<String>,
 }
 
@@ -225,9 +236,13 @@ fn undo_install(apps: &Apps, unit: &str, written: &[String], pulled: Option<&str
 /// What `app remove --json` prints.
 #[derive(Clone, Debug, Serialize)]
 pub struct RemoveReport {
+    /// The app's name.
     pub name: String,
+    /// The unit files removed (file names in the units directory).
     pub files_removed: Vec<String>,
+    /// The named volumes removed (with `--purge`; bind mounts are never removed).
     pub volumes_removed: Vec<String>,
+    /// The image removed (with `--purge`, when no other container used it).
     pub image_removed: Option<String>,
 }
 

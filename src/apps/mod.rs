@@ -29,7 +29,9 @@ pub const QUADLET_EXTENSIONS: [&str; 4] = ["container", "volume", "network", "im
 pub struct Apps<'a> {
     /// The running root (`--sysroot`): units under `etc/`, records under `var/`.
     pub root: PathBuf,
+    /// The podman the apps' images and containers go through.
     pub podman: &'a dyn Podman,
+    /// The systemd the apps' units run under.
     pub units: &'a dyn Units,
     /// Registry settings for pulls (the same files as for OS images).
     pub pull: PullSettings,

@@ -13,7 +13,9 @@ pub const APP_LABEL: &str = "io.hostctl.app";
 /// What `hostctl app install NAME IMAGE [options]` asks for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ContainerSpec {
+    /// The app's name: its unit is `NAME.service`, its container `NAME`.
     pub name: String,
+    /// The image reference the container runs.
     pub image: String,
     /// `[IP:]HOST:CONTAINER[/PROTO]`, as podman's `--publish`.
     pub publish: Vec<String>,
@@ -21,16 +23,22 @@ pub struct ContainerSpec {
     pub env: Vec<String>,
     /// `SRC:DST[:OPTS]`, as podman's `--volume`.
     pub volumes: Vec<String>,
+    /// The container's health check command (`HealthCmd=`).
     pub health_cmd: Option<String>,
+    /// Whether podman auto-update may update it (`AutoUpdate=registry`).
     pub auto_update: bool,
 }
 
 /// A published port, parsed: the host side hostctl checks is free.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Publish {
+    /// The host address to bind; `None`: all addresses.
     pub host_ip: Option<String>,
+    /// The port on the host.
     pub host_port: u16,
+    /// The port in the container.
     pub container_port: u16,
+    /// `tcp` or `udp`.
     pub proto: String,
 }
 
@@ -142,6 +150,7 @@ impl ContainerSpec {
 /// A unit file read as (section, key, value) entries, in order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UnitFile {
+    /// (section, key, value), in the order written.
     pub entries: Vec<(String, String, String)>,
 }
 
@@ -199,11 +208,17 @@ impl UnitFile {
 /// What hostctl needs to know of an app, read back from its `.container` file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AppUnit {
+    /// `Image=`: the image reference.
     pub image: String,
+    /// `ContainerName=`.
     pub container_name: String,
+    /// `PublishPort=` values, in order.
     pub publish: Vec<String>,
+    /// `Volume=` values, in order.
     pub volumes: Vec<String>,
+    /// `HealthCmd=`, when set.
     pub health_cmd: Option<String>,
+    /// `AutoUpdate=`, when set (`registry` or `local`).
     pub auto_update: Option<String>,
 }
 

@@ -14,6 +14,7 @@ pub struct AppRecord {
     /// The unit files the install wrote (file names in the units directory).
     #[serde(default)]
     pub files: Vec<String>,
+    /// The app's last update, if it had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_update: Option<UpdateRecord>,
 }
@@ -25,10 +26,13 @@ pub struct UpdateRecord {
     pub time: String,
     /// podman auto-update's `Updated` value: `true`, `rolled back`, `failed`...
     pub updated: String,
+    /// The manifest digest before the update.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_digest: Option<String>,
+    /// The manifest digest after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_digest: Option<String>,
+    /// Why it failed or was rolled back, in a sentence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }

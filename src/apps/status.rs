@@ -12,21 +12,29 @@ use super::Apps;
 /// One app, as `app status --json` prints it.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct AppStatus {
+    /// The app's name.
     pub name: String,
+    /// Its systemd unit.
     pub unit: String,
     /// The reference in the unit's `Image=`.
     pub image: String,
     /// The image the container runs (or, when it is not running, the one the reference names).
     pub image_id: Option<String>,
+    /// The image's manifest digest, when known.
     pub digest: Option<String>,
     /// The unit's `ActiveState` and `SubState`.
     pub state: String,
+    /// The unit's `SubState` (`running`, `dead`, …).
     pub sub_state: String,
     /// `healthy`, `unhealthy`, `starting`; `None` without a health check.
     pub health: Option<String>,
+    /// Published ports, as in `PublishPort=`.
     pub ports: Vec<String>,
+    /// Volumes, as in `Volume=`.
     pub volumes: Vec<String>,
+    /// `AutoUpdate=`, when set.
     pub auto_update: Option<String>,
+    /// The app's last update, if it had one.
     pub last_update: Option<UpdateRecord>,
     /// When the unit is not active: its state and last journal lines.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -61,26 +61,34 @@ pub struct UpdateOptions {
 /// One app's result, with podman auto-update's field names.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct UpdateReport {
+    /// The app's systemd unit.
     #[serde(rename = "Unit")]
     pub unit: String,
     /// `ID[:12] (NAME)`, as podman prints it.
     #[serde(rename = "Container")]
     pub container: String,
+    /// The container's name.
     #[serde(rename = "ContainerName")]
     pub container_name: String,
+    /// The container's full ID.
     #[serde(rename = "ContainerID")]
     pub container_id: String,
+    /// The image reference in the unit.
     #[serde(rename = "Image")]
     pub image: String,
+    /// The `AutoUpdate=` policy (`registry` or `local`).
     #[serde(rename = "Policy")]
     pub policy: String,
     /// `true`, `false`, `pending`, `failed` or `rolled back`.
     #[serde(rename = "Updated")]
     pub updated: String,
+    /// The manifest digest before the update.
     #[serde(rename = "FromDigest", skip_serializing_if = "Option::is_none")]
     pub from_digest: Option<String>,
+    /// The manifest digest after it (or that a check found).
     #[serde(rename = "ToDigest", skip_serializing_if = "Option::is_none")]
     pub to_digest: Option<String>,
+    /// Why it failed or was rolled back, in a sentence.
     #[serde(rename = "Reason", skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }

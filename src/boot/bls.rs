@@ -25,9 +25,11 @@ pub fn entries_dir(boot: &Path) -> PathBuf {
 /// One BLS type 1 entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlsEntry {
+    /// The entry's line in the boot menu.
     pub title: String,
     /// Path of the kernel relative to the boot directory, starting with `/`.
     pub linux: String,
+    /// Path of the initramfs relative to the boot directory, starting with `/`; `None`: no `initrd` line.
     pub initrd: Option<String>,
     /// The kernel command line.
     pub options: String,
@@ -86,12 +88,16 @@ pub fn karg<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
 /// A hostctl entry file name, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryName {
+    /// The stateroot the deployment belongs to.
     pub stateroot: String,
+    /// Higher sorts first: the highest is the default, the next the fallback.
     pub priority: u64,
+    /// The deployment's id.
     pub deployment: String,
 }
 
 impl EntryName {
+    /// The entry's file name under `loader/entries/`.
     pub fn file_name(&self) -> String {
         format!("hostctl-{}-{}-{}.conf", self.stateroot, self.priority, self.deployment)
     }

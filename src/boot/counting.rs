@@ -60,15 +60,25 @@ pub enum Assessment {
     /// No counter: booted successfully (blessed), or written without counting.
     Good,
     /// Counting: `left` tries remain, `done` were used.
-    Pending { left: u32, done: u32 },
+    Pending {
+        /// Tries remaining.
+        left: u32,
+        /// Tries used.
+        done: u32,
+    },
     /// The counter reached zero: the boot loader no longer picks it by default.
-    Bad { done: u32 },
+    Bad {
+        /// Tries used.
+        done: u32,
+    },
 }
 
 /// One entry's assessment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EntryAssessment {
+    /// The deployment's id.
     pub deployment: String,
+    /// How its entry stands.
     pub assessment: Assessment,
 }
 

@@ -11,10 +11,13 @@ pub const DEFAULT_ROOT_KARG: &str = "root=LABEL=hostctl-root";
 /// What an entry is made of.
 #[derive(Clone, Debug)]
 pub struct EntryInputs<'a> {
+    /// The menu title.
     pub title: String,
+    /// The stateroot the deployment belongs to.
     pub stateroot: &'a str,
     /// The kernel's checksum: its directory on the boot partition.
     pub kernel_checksum: &'a str,
+    /// Whether the kernel comes with an initramfs (an `initrd` line).
     pub has_initramfs: bool,
     /// The host's own arguments (`root=` among them, else [`DEFAULT_ROOT_KARG`] is used).
     pub local_kargs: &'a [String],

@@ -31,8 +31,11 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
 /// One check's outcome.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckResult {
+    /// The check's file name.
     pub name: String,
+    /// The check's executable.
     pub path: PathBuf,
+    /// It passed.
     pub passed: bool,
     /// Exit status or why it could not run.
     pub detail: String,
@@ -51,9 +54,13 @@ impl CheckResult {
 /// The record written for `status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthRecord {
+    /// The deployment checked; `None` when the booted one is unknown.
     pub deployment: Option<String>,
+    /// Every check passed.
     pub passed: bool,
+    /// When the checks ran (RFC 3339, UTC).
     pub checked_at: String,
+    /// Each check's result, in the order run.
     pub checks: Vec<CheckResult>,
 }
 

@@ -17,8 +17,11 @@ use crate::fsutil;
 /// A kernel found in a deployment tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelSource {
+    /// The kernel version (its `/usr/lib/modules/` directory name).
     pub version: String,
+    /// The kernel image in the deployment's tree.
     pub vmlinuz: PathBuf,
+    /// Its initramfs, when the image ships one.
     pub initramfs: Option<PathBuf>,
 }
 
@@ -92,9 +95,11 @@ impl KernelSource {
 /// Where a kernel lives on the boot partition, as paths relative to `<boot>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstalledKernel {
+    /// [`KernelSource::checksum`]'s hex digest: the kernel directory's name.
     pub checksum: String,
     /// `/hostctl/<stateroot>/<checksum>/vmlinuz`.
     pub linux: String,
+    /// `/hostctl/<stateroot>/<checksum>/initramfs.img`, when there is one.
     pub initrd: Option<String>,
     /// Whether this call copied it (false: already there).
     pub copied: bool,
@@ -102,6 +107,7 @@ pub struct InstalledKernel {
 
 /// The kernel's and initramfs' file names in a kernel directory.
 pub const VMLINUZ: &str = "vmlinuz";
+/// The initramfs's file name, next to `vmlinuz`.
 pub const INITRAMFS: &str = "initramfs.img";
 
 /// `/hostctl/<stateroot>/<checksum>/<file>`: a kernel file's path relative to

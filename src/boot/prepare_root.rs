@@ -34,7 +34,9 @@ pub const PARK_DIR: &str = "/run/hostctl-sysroot";
 pub struct Plan {
     /// The `hostctl=` value: the deployment's path inside the physical root.
     pub deployment: String,
+    /// The stateroot of the deployment to boot.
     pub stateroot: String,
+    /// The deployment's id.
     pub id: String,
     /// Mount operations, in order.
     pub ops: Vec<MountOp>,

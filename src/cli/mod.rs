@@ -30,8 +30,10 @@ use crate::sysroot::Sysroot;
 #[derive(Debug, Parser)]
 #[command(name = "hostctl", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
+    /// Options for every command.
     #[command(flatten)]
     pub global: GlobalArgs,
+    /// The command to run.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -107,6 +109,7 @@ pub fn command() -> clap::Command {
 }
 
 impl GlobalArgs {
+    /// How to reach registries: `--tls-verify`, `--cert-dir`, `--authfile`, and the host's certs.d and registries.conf files.
     pub fn registry_options(&self) -> RegistryOptions {
         RegistryOptions {
             insecure: self.tls_verify == Some(false),
@@ -123,10 +126,12 @@ impl GlobalArgs {
         self.sink.0.get_or_init(|| Progress::new(self.progress)).clone()
     }
 
+    /// The platform to pull: `--platform`, else the host's.
     pub fn platform(&self) -> Platform {
         self.platform.clone().unwrap_or_else(Platform::host)
     }
 
+    /// Opens the sysroot at `--sysroot`.
     pub fn open_sysroot(&self) -> Result<Sysroot> {
         tracing::info!("sysroot {}, boot directory {}", self.sysroot.display(), self.boot_dir().display());
         Sysroot::open(&self.sysroot)
@@ -137,11 +142,13 @@ impl GlobalArgs {
         crate::trust::verifier_from_policy(&self.sysroot, self.policy.as_deref(), self.enforce_signature_policy)
     }
 
+    /// The boot partition's mount point (`--boot-dir`).
     pub fn boot_dir(&self) -> PathBuf {
         self.boot_dir.clone().unwrap_or_else(|| self.sysroot.join("boot"))
     }
 }
 
+/// A hostctl command.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Apps: containers as Podman Quadlet units, with health-gated updates that roll back.
@@ -171,6 +178,7 @@ pub enum Command {
     Completions(completion::CompletionsArgs),
     /// Write man pages to a directory.
     Man(completion::ManArgs),
+    /// Commands the host's units run, hidden from help.
     #[command(flatten)]
     Internal(internal::InternalCommand),
 }

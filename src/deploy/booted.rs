@@ -22,17 +22,24 @@ pub const BOOTED_ENV: &str = "HOSTCTL_BOOTED";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BootedSource {
+    /// From `HOSTCTL_BOOTED` in the environment.
     Environment,
+    /// From the `hostctl=` argument of `/proc/cmdline` (the sysroot is `/`).
     KernelCmdline,
+    /// From the default boot entry (any other sysroot).
     DefaultBootEntry,
 }
 
 /// The inputs of the decision, gathered by [`detect`].
 #[derive(Clone, Debug, Default)]
 pub struct BootedInputs<'a> {
+    /// `HOSTCTL_BOOTED`'s value, if set.
     pub env: Option<&'a str>,
+    /// The sysroot is `/`.
     pub sysroot_is_root: bool,
+    /// `/proc/cmdline`, read when the sysroot is `/`.
     pub cmdline: Option<&'a str>,
+    /// The default boot entry's deployment id, for any other sysroot.
     pub default_entry: Option<&'a str>,
 }
 

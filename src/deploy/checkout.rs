@@ -38,7 +38,9 @@ pub struct CheckoutOptions {
 pub struct CheckoutStats {
     /// Regular files (every name, hard-linked ones included).
     pub files: u64,
+    /// Directories created.
     pub dirs: u64,
+    /// Symbolic links created.
     pub symlinks: u64,
     /// Names that the image declares as hard links to another name.
     pub hardlinks: u64,

@@ -22,7 +22,9 @@ use crate::store::{GcRoots, GcStats};
 #[derive(Clone, Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CleanupReport {
+    /// Ids of the deployments removed.
     pub deployments_removed: Vec<String>,
+    /// What the store's garbage collection freed.
     pub store: GcStats,
     /// Temporary files and directories left by killed or failed commands.
     pub temporaries_removed: usize,

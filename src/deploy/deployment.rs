@@ -27,10 +27,12 @@ pub fn make_id(manifest: &Digest, serial: u64) -> DeploymentId {
 pub struct Layout {
     /// `<sysroot>/hostctl/deploy/<stateroot>`.
     pub dir: PathBuf,
+    /// The stateroot's name.
     pub stateroot: String,
 }
 
 impl Layout {
+    /// The layout of `stateroot` in `sysroot`.
     pub fn new(sysroot: &Sysroot, stateroot: &str) -> Layout {
         Layout { dir: sysroot.deploy_dir().join(stateroot), stateroot: stateroot.into() }
     }
@@ -61,9 +63,11 @@ impl Layout {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KernelInfo {
+    /// The kernel version (its `/usr/lib/modules/` directory name).
     pub version: String,
     /// sha256 over vmlinuz and initramfs: the directory name on the boot partition.
     pub checksum: String,
+    /// Whether the image ships an initramfs.
     pub has_initramfs: bool,
 }
 
@@ -72,13 +76,17 @@ pub struct KernelInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Metadata {
+    /// Format version of this file.
     pub version: u32,
+    /// The deployment's id (`<short digest>.<serial>`).
     pub id: String,
+    /// The stateroot it belongs to.
     pub stateroot: String,
     /// The image it was deployed from.
     pub image: ImageIdentity,
     /// diff_ids in layer order (what the tree was built from; GC roots).
     pub layers: Vec<Digest>,
+    /// The image's kernel.
     pub kernel: KernelInfo,
     /// Kernel arguments from the image's kargs.d.
     pub kargs: Vec<String>,
@@ -91,6 +99,7 @@ pub struct Metadata {
 }
 
 impl Metadata {
+    /// Reads deployment `id`'s metadata.
     pub fn load(layout: &Layout, id: &str) -> Result<Metadata> {
         let p = layout.metadata(id);
         let bytes = std::fs::read(&p).with_context(|| format!("reading deployment metadata {}", p.display()))?;
@@ -101,6 +110,7 @@ impl Metadata {
         Ok(m.into())
     }
 
+    /// Writes the metadata next to its deployment, crash-safely.
     pub fn save(&self, layout: &Layout) -> Result<()> {
         fsutil::write_json_atomic(&layout.metadata(&self.id), &disk::MetadataV1::from(self))
     }

@@ -41,19 +41,26 @@ pub struct EtcMergePlan {
     pub keep_local: Vec<PathBuf>,
     /// Paths the admin deleted, which stay deleted (with everything below).
     pub keep_deleted: Vec<PathBuf>,
+    /// Paths changed both locally and in the new image; the local version wins.
     pub conflicts: Vec<Conflict>,
 }
 
 /// What a node is, for comparison.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// A directory.
     Dir,
     /// The digest of the content.
     File(Digest),
+    /// A symbolic link to the target.
     Symlink(OsString),
+    /// A character device with this device number.
     CharDevice(u64),
+    /// A block device with this device number.
     BlockDevice(u64),
+    /// A named pipe.
     Fifo,
+    /// A Unix socket.
     Socket,
 }
 
@@ -73,11 +80,15 @@ impl Kind {
 /// Everything the merge compares about one node (mtimes and inode numbers are not).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Item {
+    /// What the item is.
     pub kind: Kind,
     /// Permission bits (`mode & 0o7777`); 0 for symlinks.
     pub mode: u32,
+    /// Owner user id.
     pub uid: u32,
+    /// Owner group id.
     pub gid: u32,
+    /// Extended attributes, as (name, value).
     pub xattrs: Vec<(OsString, Vec<u8>)>,
 }
 

@@ -27,7 +27,10 @@ pub enum Finalization {
     Now(Finalized),
     /// Left to the shutdown service (and unlocked, if a download-only
     /// staging was locked): it boots next after a clean shutdown.
-    AtShutdown { id: String },
+    AtShutdown {
+        /// The deployment's id.
+        id: String,
+    },
     /// Nothing was staged unfinalised.
     NothingStaged,
 }
@@ -73,6 +76,7 @@ pub fn finalize(d: &Deployer, booted: Option<&str>) -> Result<Finalization> {
 pub struct AtShutdown {
     /// Layers pulled since the last sync that are now on disk.
     pub layers_synced: usize,
+    /// What became of the staged deployment.
     pub outcome: ShutdownOutcome,
 }
 
@@ -81,9 +85,12 @@ pub struct AtShutdown {
 pub enum ShutdownOutcome {
     /// Staged with `--download-only`: left unfinalised.
     LeftLocked {
+        /// The deployment's id.
         id: String,
     },
+    /// Finalised: it is the default for the next boot.
     Finalized(Finalized),
+    /// Nothing was staged unfinalised.
     NothingStaged,
 }
 

@@ -23,6 +23,7 @@ pub const MARGIN: u64 = 4 * 1024 * 1024;
 /// A layer the store lacks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MissingLayer {
+    /// Its size as downloaded, in bytes.
     pub compressed_size: u64,
     /// False for plain (uncompressed) tar layers.
     pub compressed: bool,
@@ -31,9 +32,11 @@ pub struct MissingLayer {
 /// Free space on one filesystem.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Free {
+    /// A path on the file system.
     pub path: PathBuf,
     /// Filesystem id (st_dev), to notice two paths on one filesystem.
     pub dev: u64,
+    /// Bytes free for hostctl there.
     pub available: u64,
 }
 

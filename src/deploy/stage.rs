@@ -34,9 +34,13 @@ use crate::sysroot::Sysroot;
 
 /// Everything needed to change a stateroot's deployments. Callers hold the sysroot lock.
 pub struct Deployer {
+    /// The physical root.
     pub sysroot: Sysroot,
+    /// The boot partition's mount point.
     pub boot: PathBuf,
+    /// Where the stateroot's deployments live.
     pub layout: Layout,
+    /// The content store the trees are checked out from.
     pub store: Store,
 }
 
@@ -44,10 +48,13 @@ pub struct Deployer {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Staged {
+    /// The new deployment's id.
     pub id: DeploymentId,
+    /// Its metadata, as written.
     pub metadata: Metadata,
     /// /etc conflicts between the admin's changes and the new image, listed before staging.
     pub conflicts: Vec<Conflict>,
+    /// The stateroot's /var was created from the image's `var` (it did not exist).
     pub var_created: bool,
 }
 
@@ -66,10 +73,13 @@ pub struct StageOptions {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Finalized {
+    /// The deployment finalised.
     pub id: DeploymentId,
     /// The deployment whose /etc was merged (the booted one, else the default).
     pub merged_from: Option<String>,
+    /// /etc paths changed both locally and in the image; the local version won.
     pub conflicts: Vec<Conflict>,
+    /// The kernel was copied to the boot partition (false: a copy was there).
     pub kernel_copied: bool,
 }
 
@@ -85,10 +95,12 @@ impl Deployer {
         })
     }
 
+    /// Reads the stateroot's state.
     pub fn load_state(&self) -> Result<State> {
         State::load(&self.sysroot.state_path())
     }
 
+    /// Writes the stateroot's state, crash-safely.
     pub fn save_state(&self, s: &State) -> Result<()> {
         s.save(&self.sysroot.state_path())
     }

@@ -134,8 +134,11 @@ impl TransportOptions {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct State {
+    /// Format version of this file.
     pub version: u32,
+    /// The stateroot it describes.
     pub stateroot: String,
+    /// The image the host follows; `None` before the first deployment.
     #[serde(default)]
     pub spec: Option<Spec>,
     /// Bootable (finalised) deployments in boot order: `[0]` is the default,
@@ -147,6 +150,7 @@ pub struct State {
     /// otherwise it awaits `finalize_staged`.
     #[serde(default)]
     pub staged: Option<String>,
+    /// Deployments `cleanup` keeps (`hostctl pin`).
     #[serde(default)]
     pub pinned: BTreeSet<String>,
     /// Serial of the next deployment (ids are `<short digest>.<serial>`).
@@ -236,8 +240,11 @@ impl State {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Roles {
+    /// The deployment running now.
     pub booted: Option<String>,
+    /// The deployment prepared for the next boot.
     pub staged: Option<String>,
+    /// The deployment to go back to.
     pub rollback: Option<String>,
     /// The default boot entry's deployment.
     pub default: Option<String>,

@@ -24,16 +24,22 @@ pub const API_VERSION: &str = "hostctl.dev/v2";
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HostStatus {
+    /// [`API_VERSION`].
     pub api_version: &'static str,
+    /// `Host`.
     pub kind: &'static str,
+    /// The object's metadata.
     pub metadata: ObjectMeta,
+    /// What the host is set to follow.
     pub spec: HostSpec,
+    /// What the host has.
     pub status: HostState,
 }
 
 /// bootc's (k8s) object metadata: there is one object, `host`.
 #[derive(Clone, Debug, Serialize)]
 pub struct ObjectMeta {
+    /// `host`.
     pub name: &'static str,
 }
 
@@ -58,7 +64,9 @@ pub struct HostSpec {
 pub struct TransportOptionsStatus {
     /// False after `switch --tls-verify=false`.
     pub tls_verify: bool,
+    /// The certificate directory pulls use, if set.
     pub cert_dir: Option<String>,
+    /// The auth file pulls use, if set.
     pub authfile: Option<String>,
 }
 
@@ -92,8 +100,11 @@ pub enum HostType {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HostState {
+    /// The deployment prepared for the next boot.
     pub staged: Option<DeploymentStatus>,
+    /// The deployment running now.
     pub booted: Option<DeploymentStatus>,
+    /// The deployment to go back to.
     pub rollback: Option<DeploymentStatus>,
     /// Deployments in none of the three roles (pinned ones); left out when empty, as bootc does.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -104,6 +115,7 @@ pub struct HostState {
     #[serde(rename = "type")]
     pub ty: Option<HostType>,
     // hostctl's additions.
+    /// The stateroot described.
     pub stateroot: String,
     /// How the booted deployment was determined.
     pub booted_source: BootedSource,
@@ -146,16 +158,21 @@ impl From<&Assessment> for BootEntryStatus {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthStatus {
+    /// Every check passed.
     pub passed: bool,
+    /// When the checks ran (RFC 3339, UTC).
     pub checked_at: String,
     /// The checks that ran, in order; the first failure ends the run.
     pub checks: Vec<HealthCheckStatus>,
 }
 
+/// One health check's result.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthCheckStatus {
+    /// The check's file name.
     pub name: String,
+    /// It passed.
     pub passed: bool,
     /// Exit status, or why it could not run.
     pub detail: String,
@@ -207,17 +224,24 @@ pub struct DeploymentStatus {
     pub cached_update: Option<ImageIdentity>,
     /// Always `false`: hostctl has no origin settings it could fail to understand.
     pub incompatible: bool,
+    /// `cleanup` keeps it (`hostctl pin`).
     pub pinned: bool,
     /// Always `false`: hostctl has no soft reboot.
     pub soft_reboot_capable: bool,
     /// Staged with `--download-only` and not finalised yet.
     pub download_only: bool,
     // hostctl's additions.
+    /// The deployment's id (`<short digest>.<serial>`).
     pub id: String,
+    /// When it was staged (RFC 3339, UTC).
     pub staged_at: Option<String>,
+    /// Its /etc is merged and its boot entry written.
     pub finalized: bool,
+    /// Its kernel version.
     pub kernel: Option<String>,
+    /// Its boot entry's kernel arguments.
     pub kargs: Vec<String>,
+    /// What the trust policy said of its image at pull time.
     pub verdict: Option<Verdict>,
     /// Its boot entry's assessment; `null` when it has no entry (not finalised).
     pub boot_entry: Option<BootEntryStatus>,

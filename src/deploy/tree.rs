@@ -27,7 +27,9 @@ const MAX_SYMLINKS: usize = 40;
 /// One node of the merged tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Node {
+    /// What the node is.
     pub kind: NodeKind,
+    /// Its owner, mode and extended attributes.
     pub meta: Meta,
     /// Hard-link group of a non-regular node (symlink, device, fifo) that the
     /// image hard-links; regular files share the object's inode instead.
@@ -39,11 +41,35 @@ pub struct Node {
 /// What a node is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeKind {
+    /// A directory and its entries, by name.
     Dir(BTreeMap<String, Node>),
-    File { object: ObjectId, size: u64 },
-    Symlink { target: String },
-    CharDevice { major: u32, minor: u32 },
-    BlockDevice { major: u32, minor: u32 },
+    /// A regular file, stored as an object.
+    File {
+        /// The object holding its bytes.
+        object: ObjectId,
+        /// Its size, in bytes.
+        size: u64,
+    },
+    /// A symbolic link.
+    Symlink {
+        /// What it points to, as written.
+        target: String,
+    },
+    /// A character device.
+    CharDevice {
+        /// Major device number.
+        major: u32,
+        /// Minor device number.
+        minor: u32,
+    },
+    /// A block device.
+    BlockDevice {
+        /// Major device number.
+        major: u32,
+        /// Minor device number.
+        minor: u32,
+    },
+    /// A named pipe.
     Fifo,
 }
 
@@ -77,6 +103,7 @@ fn implied_dir_meta() -> Meta {
 /// The merged tree of one image.
 #[derive(Clone, Debug)]
 pub struct Tree {
+    /// The root directory.
     pub root: Node,
     next_group: u64,
 }

@@ -59,17 +59,24 @@ pub struct FlowOptions {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FlowReport {
+    /// The image followed.
     pub image: ImageReference,
     /// The manifest digest (`imageDigest`, as bootc and `status` call it).
     #[serde(rename = "imageDigest")]
     pub manifest_digest: Digest,
     /// False when the image was already deployed (a no-op).
     pub changed: bool,
+    /// Layers downloaded (those not in the store already).
     pub layers_downloaded: usize,
+    /// Bytes downloaded, compressed.
     pub bytes_downloaded: u64,
+    /// The deployment staged; `None` when the image was already deployed.
     pub staged: Option<Staged>,
+    /// The deployment finalised now; `None` when none was, or it is left to shutdown.
     pub finalized: Option<Finalized>,
+    /// What cleanup removed; `None` when it did not run.
     pub cleanup: Option<CleanupReport>,
+    /// `--apply` and the new deployment boots next: the host reboots now.
     pub rebooting: bool,
     /// Staged on a running system whose `hostctl-finalize-staged.service`
     /// finalises at shutdown (so /etc edits made until then are kept).
@@ -83,9 +90,13 @@ pub struct FlowReport {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckReport {
+    /// The image followed.
     pub image: ImageReference,
+    /// The latest manifest differs from the deployed one.
     pub update_available: bool,
+    /// The deployed manifest's digest, when known.
     pub current_digest: Option<Digest>,
+    /// The latest manifest's digest.
     pub latest_digest: Digest,
     /// The update's version label (only fetched when there is an update).
     pub latest_version: Option<String>,
@@ -104,7 +115,9 @@ fn current_digest(d: &Deployer, booted: Option<&str>) -> Result<Option<Digest>> 
 /// What step 1 found: the image resolved to its platform manifest, and the
 /// digest the host is on. Only the manifest has been fetched.
 pub struct UpdateCheck {
+    /// The image resolved to its latest manifest.
     pub image: Resolved,
+    /// The deployed manifest's digest, when known.
     pub current: Option<Digest>,
 }
 

@@ -14,17 +14,25 @@ use anyhow::{bail, Context, Result};
 
 /// Partition names (GPT) and file system labels.
 pub const ESP_PARTLABEL: &str = "hostctl-esp";
+/// The root partition's GPT partition label.
 pub const ROOT_PARTLABEL: &str = "hostctl-root";
+/// The ESP's FAT volume label.
 pub const ESP_FS_LABEL: &str = "HOSTCTL-ESP";
+/// The root file system's label.
 pub const ROOT_FS_LABEL: &str = "hostctl-root";
 
 /// Where the partitions go, in bytes (computed by `install::disk::layout`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
+    /// The whole disk.
     pub disk_size: u64,
+    /// Where the ESP starts.
     pub esp_offset: u64,
+    /// The ESP's size.
     pub esp_size: u64,
+    /// Where the root partition starts.
     pub root_offset: u64,
+    /// The root partition's size.
     pub root_size: u64,
 }
 
@@ -110,14 +118,39 @@ impl DiskTools for ExternalTools {
 /// One call to [`DiskTools`], as [`RecordingDiskTools`] writes it down.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DiskCall {
-    Partition { target: PathBuf, layout: Layout },
-    MakeEsp { target: PathBuf, size: u64, content: PathBuf },
-    MakeRoot { target: PathBuf, size: u64, content: PathBuf, uuid: String },
+    /// [`DiskTools::partition`].
+    Partition {
+        /// The disk or disk image file.
+        target: PathBuf,
+        /// Where the partitions go.
+        layout: Layout,
+    },
+    /// [`DiskTools::make_esp`].
+    MakeEsp {
+        /// The partition or image file.
+        target: PathBuf,
+        /// Its size, in bytes.
+        size: u64,
+        /// The directory whose files are copied in.
+        content: PathBuf,
+    },
+    /// [`DiskTools::make_root`].
+    MakeRoot {
+        /// The partition or image file.
+        target: PathBuf,
+        /// Its size, in bytes.
+        size: u64,
+        /// The directory the file system is made from.
+        content: PathBuf,
+        /// The file system UUID.
+        uuid: String,
+    },
 }
 
 /// Records the calls and creates each target file at its size, empty (tests).
 #[derive(Default)]
 pub struct RecordingDiskTools {
+    /// The calls made, in order.
     pub calls: Mutex<Vec<DiskCall>>,
 }
 

@@ -51,14 +51,18 @@ impl LoopDevices for Losetup {
 /// One call to [`LoopDevices`], as [`RecordingLoopDevices`] writes it down.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LoopCall {
+    /// [`LoopDevices::attach`] of this file.
     Attach(PathBuf),
+    /// [`LoopDevices::detach`] of this device.
     Detach(PathBuf),
+    /// [`LoopDevices::rescan_partitions`] of this device.
     Rescan(PathBuf),
 }
 
 /// Records the calls; `attach` hands out `/dev/loopN` names in order (tests).
 #[derive(Default)]
 pub struct RecordingLoopDevices {
+    /// The calls made, in order.
     pub calls: Mutex<Vec<LoopCall>>,
 }
 

@@ -12,15 +12,29 @@ use rustix::mount::{mount_bind, mount_move, mount_remount, MountFlags};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MountOp {
     /// Bind-mount `src` at `dst`.
-    Bind { src: PathBuf, dst: PathBuf },
+    Bind {
+        /// The path to bind.
+        src: PathBuf,
+        /// The mount point.
+        dst: PathBuf,
+    },
     /// Make the bind mount at `path` read-only.
-    ReadOnly { path: PathBuf },
+    ReadOnly {
+        /// The bind mount.
+        path: PathBuf,
+    },
     /// Move the mount at `src` to `dst`.
-    Move { src: PathBuf, dst: PathBuf },
+    Move {
+        /// The mount point now.
+        src: PathBuf,
+        /// The new mount point.
+        dst: PathBuf,
+    },
 }
 
 /// Something that mounts.
 pub trait Mounter {
+    /// Performs `op`.
     fn apply(&self, op: &MountOp) -> Result<()>;
 }
 
@@ -45,6 +59,7 @@ impl Mounter for SyscallMounter {
 /// Records operations instead of mounting (tests).
 #[derive(Default)]
 pub struct RecordingMounter {
+    /// The operations asked for, in order.
     pub ops: Mutex<Vec<MountOp>>,
 }
 

@@ -28,6 +28,7 @@ pub struct ImageInfo {
     /// The manifest digest the image was pulled by (`sha256:...`).
     #[serde(default)]
     pub digest: String,
+    /// `RepoTags`: the names it has.
     #[serde(default)]
     pub repo_tags: Option<Vec<String>>,
     /// `name@sha256:...` for each manifest digest podman knows the image by.
@@ -60,6 +61,7 @@ pub struct Health {
     /// `starting`, `healthy`, `unhealthy` (empty without a health check).
     #[serde(default)]
     pub status: String,
+    /// `FailingStreak`: consecutive failed checks.
     #[serde(default)]
     pub failing_streak: i64,
 }
@@ -71,8 +73,10 @@ pub struct ContainerState {
     /// `created`, `running`, `exited`, `stopped`...
     #[serde(default)]
     pub status: String,
+    /// `ExitCode`: the main process's exit status, once it exited.
     #[serde(default)]
     pub exit_code: i64,
+    /// `Health`, when the container has a health check.
     #[serde(default)]
     pub health: Option<Health>,
 }
@@ -81,8 +85,10 @@ pub struct ContainerState {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
 pub struct PortBinding {
+    /// `HostIp`: the host address; empty for all.
     #[serde(default)]
     pub host_ip: String,
+    /// `HostPort`, as a decimal string.
     #[serde(default)]
     pub host_port: String,
 }
@@ -97,22 +103,28 @@ pub struct Mount {
     /// The volume's name (volumes only).
     #[serde(default)]
     pub name: String,
+    /// `Source`: the path on the host (for a volume, its directory).
     #[serde(default)]
     pub source: String,
+    /// `Destination`: the path in the container.
     #[serde(default)]
     pub destination: String,
 }
 
+/// A container's `HostConfig`, the parts hostctl reads.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
 pub struct HostConfig {
+    /// `PortBindings`: container port (`80/tcp`) to its host bindings.
     #[serde(default)]
     pub port_bindings: Option<HashMap<String, Option<Vec<PortBinding>>>>,
 }
 
+/// A container's `Config`, the parts hostctl reads.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
 pub struct ContainerConfig {
+    /// `Labels`.
     #[serde(default)]
     pub labels: Option<HashMap<String, String>>,
 }
@@ -121,19 +133,25 @@ pub struct ContainerConfig {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
 pub struct ContainerInfo {
+    /// `Id`: the container's full ID.
     pub id: String,
+    /// `Name`.
     pub name: String,
     /// The image ID the container runs.
     pub image: String,
     /// The reference the container was created from.
     #[serde(default)]
     pub image_name: String,
+    /// `State`.
     #[serde(default)]
     pub state: ContainerState,
+    /// `Config`.
     #[serde(default)]
     pub config: ContainerConfig,
+    /// `HostConfig`.
     #[serde(default)]
     pub host_config: HostConfig,
+    /// `Mounts`.
     #[serde(default)]
     pub mounts: Vec<Mount>,
 }
@@ -166,7 +184,9 @@ struct PsEntry {
 pub struct PullSettings {
     /// `false` allows plain HTTP and unverified certificates (`--tls-verify=false`).
     pub tls_verify: bool,
+    /// `--authfile`, if set.
     pub authfile: Option<PathBuf>,
+    /// `--cert-dir`, if set.
     pub cert_dir: Option<PathBuf>,
     /// The trust policy (`--signature-policy`); podman's default when `None`.
     pub policy: Option<PathBuf>,
@@ -207,9 +227,11 @@ pub trait Podman: Send + Sync {
 /// (`/usr/libexec/podman/quadlet`, or `HOSTCTL_QUADLET`).
 #[derive(Clone, Debug)]
 pub struct PodmanCli {
+    /// The podman executable.
     pub program: PathBuf,
     /// Options put before every podman command (tests: `--root`, `--runroot`).
     pub global: Vec<String>,
+    /// The Quadlet generator, for dry runs.
     pub quadlet: PathBuf,
 }
 
@@ -362,6 +384,7 @@ impl Podman for PodmanCli {
 #[derive(Default)]
 pub struct FakePodman {
     calls: Mutex<Vec<String>>,
+    /// Its storage and registry, for tests to set up and inspect.
     pub state: Mutex<FakePodmanState>,
 }
 
@@ -374,6 +397,7 @@ pub struct FakePodmanState {
     pub registry: HashMap<String, ImageInfo>,
     /// reference -> message a pull fails with.
     pub pull_errors: HashMap<String, String>,
+    /// name -> container.
     pub containers: HashMap<String, ContainerInfo>,
     /// name -> what the next inspections of it see, in turn (then `containers` again).
     pub container_next: HashMap<String, std::collections::VecDeque<ContainerInfo>>,
@@ -387,10 +411,12 @@ pub fn fake_image(id: &str, digest: &str) -> ImageInfo {
 }
 
 impl FakePodman {
+    /// A fake with no images, containers or calls.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// The calls made so far, in order.
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
     }

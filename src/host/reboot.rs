@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 
 /// Something that can reboot the machine.
 pub trait Reboot: Send + Sync {
+    /// Reboots the host.
     fn reboot(&self) -> Result<()>;
 }
 
@@ -27,6 +28,7 @@ impl Reboot for SystemctlReboot {
 /// Records reboot requests (tests).
 #[derive(Default)]
 pub struct RecordingReboot {
+    /// Reboots asked for.
     pub calls: Mutex<u32>,
 }
 

@@ -79,7 +79,9 @@ impl ScriptRunner for ProcessRunner {
 /// not in the table passes (tests).
 #[derive(Default)]
 pub struct RecordingRunner {
+    /// Script file name -> what running it gives.
     pub results: HashMap<String, ScriptRun>,
+    /// The scripts run, in order.
     pub calls: Mutex<Vec<PathBuf>>,
 }
 

@@ -17,6 +17,7 @@ pub trait BootControl {
     fn counting(&self) -> bool;
     /// Marks the booted entry bad (the boot loader will not pick it again).
     fn mark_bad(&self) -> Result<()>;
+    /// Reboots the host.
     fn reboot(&self) -> Result<()>;
 }
 
@@ -53,6 +54,7 @@ impl BootControl for SystemdBootControl {
 pub struct RecordingBootControl {
     /// False: this boot is not on trial.
     pub counted: bool,
+    /// The calls made, in order.
     pub calls: Mutex<Vec<&'static str>>,
 }
 

@@ -132,7 +132,9 @@ impl Default for WaitPolicy {
 /// Whether a unit came up, and if not, why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
+    /// The unit became active and stayed so for the settle time.
     Up,
+    /// The unit did not come up, or did not stay up.
     Down {
         /// The unit's state when hostctl gave up on it.
         state: UnitState,
@@ -348,6 +350,7 @@ pub fn state(active: &str, sub: &str) -> UnitState {
 }
 
 impl FakeUnits {
+    /// A fake with no units scripted.
     pub fn new() -> Self {
         Self::default()
     }
@@ -362,11 +365,13 @@ impl FakeUnits {
         self.script.lock().unwrap().entry(unit.to_string()).or_default().current = VecDeque::from([st]);
     }
 
+    /// `unit`'s dependents are `deps`.
     pub fn set_dependents(&self, unit: &str, deps: &[&str]) {
         self.script.lock().unwrap().entry(unit.to_string()).or_default().dependents =
             deps.iter().map(|s| s.to_string()).collect();
     }
 
+    /// `unit`'s journal is `lines`.
     pub fn set_journal(&self, unit: &str, lines: &[&str]) {
         self.script.lock().unwrap().entry(unit.to_string()).or_default().journal =
             lines.iter().map(|s| s.to_string()).collect();

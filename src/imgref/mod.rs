@@ -34,9 +34,19 @@ pub enum ImageRef {
     /// A repository in an OCI distribution registry.
     Registry(RegistryRef),
     /// An OCI image layout directory; `tag` selects by `org.opencontainers.image.ref.name`.
-    OciDir { path: PathBuf, tag: Option<String> },
+    OciDir {
+        /// The layout directory.
+        path: PathBuf,
+        /// The `org.opencontainers.image.ref.name` to select; `None`: the only image, or every platform's.
+        tag: Option<String>,
+    },
     /// A tar archive of an OCI image layout.
-    OciArchive { path: PathBuf, tag: Option<String> },
+    OciArchive {
+        /// The archive.
+        path: PathBuf,
+        /// The `org.opencontainers.image.ref.name` to select; `None`: the only image, or every platform's.
+        tag: Option<String>,
+    },
 }
 
 /// A fully qualified registry reference.
@@ -55,28 +65,53 @@ pub struct RegistryRef {
 /// Why a string is not a valid image reference; each names the part at fault.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RefError {
+    /// An empty string.
     #[error("empty image reference")]
     Empty,
+    /// A `transport:` prefix hostctl does not know.
     #[error("unknown transport {0:?} (supported: registry:, docker://, oci:, oci-archive:)")]
     UnknownTransport(String),
+    /// A transport without its path.
     #[error("{transport} reference needs a path")]
-    MissingPath { transport: &'static str },
+    MissingPath {
+        /// The transport, with its colon (`oci:`, `oci-archive:`).
+        transport: &'static str,
+    },
+    /// No image name.
     #[error("image reference {0:?} has no repository name")]
     NoName(String),
+    /// A domain with no repository after it.
     #[error("image reference {0:?} names a registry host but no repository after it (HOST/REPOSITORY)")]
     MissingRepository(String),
+    /// A bare image ID, which names no source.
     #[error("{0:?} is a 64-hex-digit image ID, not a repository name (docker and podman refuse it too)")]
     ImageId(String),
+    /// A domain that is not a valid host name.
     #[error("invalid registry host {host:?}: {why}")]
-    BadHost { host: String, why: String },
+    BadHost {
+        /// The domain, as written.
+        host: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A repository path that is not valid.
     #[error("invalid repository {repository:?}: {why}")]
-    BadRepository { repository: String, why: String },
+    BadRepository {
+        /// The path, as written.
+        repository: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A tag that is not `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
     #[error("invalid tag {0:?}: a tag is 1-128 of [A-Za-z0-9_.-] and does not start with . or -")]
     BadTag(String),
+    /// An `@` not followed by `algorithm:hex`.
     #[error("invalid digest {0:?} in reference: a digest is ALGORITHM:HEX, e.g. sha256:<64 hex digits>")]
     MalformedDigest(String),
+    /// A digest algorithm other than sha256.
     #[error("digest algorithm {0:?} is not supported: hostctl pins images by sha256 digests only")]
     UnsupportedDigest(String),
+    /// A digest that does not parse.
     #[error("invalid digest in reference: {0}")]
     BadDigest(#[from] crate::digest::DigestError),
 }

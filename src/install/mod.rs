@@ -35,6 +35,7 @@ pub const SYSTEMD_BOOT_EFI: &str = "usr/lib/systemd/boot/efi/systemd-bootx64.efi
 /// What to install.
 #[derive(Clone, Debug)]
 pub struct InstallOptions {
+    /// The image to install.
     pub source: ImageRef,
     /// What the installed system follows for upgrades [default: `source`].
     pub target_imgref: Option<String>,
@@ -48,8 +49,11 @@ pub struct InstallOptions {
 #[derive(Clone, Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Installed {
+    /// The deployment's id.
     pub deployment: String,
+    /// The root file system's UUID, when hostctl made the file system (`to-disk`).
     pub root_uuid: Option<String>,
+    /// Kernel arguments of this host (before the image's kargs.d ones).
     pub kargs: Vec<String>,
 }
 
@@ -146,9 +150,21 @@ pub fn random_uuid() -> Result<String> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
     /// A disk image file (created or grown to `size`).
-    File { path: PathBuf, size: u64 },
+    File {
+        /// The image file.
+        path: PathBuf,
+        /// Its size, in bytes.
+        size: u64,
+    },
     /// A block device and its two partition devices.
-    Device { path: PathBuf, esp: PathBuf, root: PathBuf },
+    Device {
+        /// The whole disk.
+        path: PathBuf,
+        /// Its ESP partition.
+        esp: PathBuf,
+        /// Its root partition.
+        root: PathBuf,
+    },
 }
 
 /// The partition device `n` of `dev` (`/dev/sda` → `/dev/sda1`, `/dev/loop0` → `/dev/loop0p1`).

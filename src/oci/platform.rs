@@ -16,8 +16,11 @@ use serde::{Deserialize, Serialize};
 /// An image platform as written in OCI indexes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Platform {
+    /// The OS, as in `GOOS` (`linux`).
     pub os: String,
+    /// The CPU architecture, as in `GOARCH` (`amd64`, `arm64`).
     pub architecture: String,
+    /// The CPU variant (`v8`), when one matters.
     pub variant: Option<String>,
 }
 

@@ -27,8 +27,11 @@ pub fn descriptor_digest(desc: &Descriptor) -> Result<Digest> {
 /// A manifest as fetched: its raw bytes (what digests and signatures cover) and its media type.
 #[derive(Clone, Debug)]
 pub struct RawManifest {
+    /// The digest of `bytes`.
     pub digest: Digest,
+    /// Its media type.
     pub media_type: String,
+    /// The manifest, exactly as served.
     pub bytes: Vec<u8>,
 }
 
@@ -46,7 +49,9 @@ pub struct ResolvedManifest {
 /// A blob's bytes as a stream. Registry blobs arrive asynchronously; local ones
 /// are plain files read on the blocking pool.
 pub enum BlobReader {
+    /// From a registry or other async source.
     Async(Pin<Box<dyn AsyncRead + Send>>),
+    /// From a file (layout or archive).
     Sync(Box<dyn Read + Send>),
 }
 

@@ -94,6 +94,7 @@ pub struct Phase {
 }
 
 impl Progress {
+    /// A sink that reports in `mode`.
     pub fn new(mode: ProgressMode) -> Self {
         let kind = match mode {
             ProgressMode::Auto if std::io::stderr().is_terminal() => Kind::Bars(MultiProgress::new()),

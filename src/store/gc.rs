@@ -21,8 +21,11 @@ use crate::store::{EntryKind, GcRoots, GcStats, ImageRecord, ObjectId};
 /// What must be kept.
 #[derive(Debug, Default)]
 pub struct Reachable {
+    /// Blobs to keep, by digest.
     pub blobs: HashSet<Digest>,
+    /// Layer indexes to keep, by diff ID.
     pub diff_ids: HashSet<Digest>,
+    /// Objects to keep.
     pub objects: HashSet<ObjectId>,
 }
 

@@ -55,6 +55,7 @@ fn truncated(what: &str) -> io::Error {
 }
 
 impl<R: BufRead> GzipDecoder<R> {
+    /// Decompresses `inner`.
     pub fn new(inner: R) -> Self {
         GzipDecoder { inner, inflate: Decompress::new(false), state: State::Start, member_out: 0, members: 0 }
     }

@@ -59,12 +59,16 @@ const PROGRESS_STEP: u64 = 64 * 1024;
 /// How a layer blob is compressed, from its media type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
+    /// Uncompressed.
     None,
+    /// gzip.
     Gzip,
+    /// zstd.
     Zstd,
 }
 
 impl Compression {
+    /// The compression of an OCI or Docker layer media type; an error for any other.
     pub fn from_media_type(media_type: &str) -> Result<Self> {
         Ok(match media_type {
             "application/vnd.oci.image.layer.v1.tar" | "application/vnd.docker.image.rootfs.diff.tar" => {

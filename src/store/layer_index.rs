@@ -41,13 +41,17 @@ impl fmt::Debug for ObjectId {
 /// Everything known about one pulled layer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerIndex {
+    /// Format version of this file.
     pub version: u32,
     /// Digest of the uncompressed tar (the config's `rootfs.diff_ids` entry).
     pub diff_id: Digest,
     /// Digest of the blob as it was downloaded (compressed).
     pub blob_digest: Digest,
+    /// The blob's media type.
     pub media_type: String,
+    /// The blob's size, in bytes.
     pub compressed_size: u64,
+    /// The tar's size, in bytes.
     pub uncompressed_size: u64,
     /// Entries in tar order.
     pub entries: Vec<Entry>,
@@ -56,8 +60,11 @@ pub struct LayerIndex {
 /// One tar entry, checked and normalised.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
+    /// The path in the image, normalised (relative, no `.`/`..`).
     pub path: String,
+    /// What the entry is.
     pub kind: EntryKind,
+    /// Its owner, mode and extended attributes.
     #[serde(flatten)]
     pub meta: Meta,
 }
@@ -67,7 +74,9 @@ pub struct Entry {
 pub struct Meta {
     /// Permission bits including setuid/setgid/sticky (`mode & 0o7777`).
     pub mode: u32,
+    /// Owner user id.
     pub uid: u32,
+    /// Owner group id.
     pub gid: u32,
     /// Seconds since the epoch, as in the tar header.
     pub mtime: i64,
@@ -80,27 +89,40 @@ pub struct Meta {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum EntryKind {
+    /// A directory.
     Dir,
     /// A regular file; its bytes and metadata are the object.
     File {
+        /// The object holding its bytes and metadata.
         object: ObjectId,
+        /// Its size, in bytes.
         size: u64,
     },
+    /// A symbolic link.
     Symlink {
+        /// What it points to, as written.
         target: String,
     },
     /// A hard link to an earlier path of the same image (normalised like `path`).
     Hardlink {
+        /// The earlier path, normalised.
         target: String,
     },
+    /// A character device.
     CharDevice {
+        /// Major device number.
         major: u32,
+        /// Minor device number.
         minor: u32,
     },
+    /// A block device.
     BlockDevice {
+        /// Major device number.
         major: u32,
+        /// Minor device number.
         minor: u32,
     },
+    /// A named pipe.
     Fifo,
     /// `.wh.NAME`: `path` (with the prefix removed) is deleted from lower layers.
     Whiteout,

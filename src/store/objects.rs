@@ -36,7 +36,9 @@ const HEADER_MAGIC: &[u8] = b"hostctl-object-v1\0";
 pub struct ObjectMeta {
     /// Permission bits (`mode & 0o7777`).
     pub mode: u32,
+    /// Owner user id.
     pub uid: u32,
+    /// Owner group id.
     pub gid: u32,
     /// Extended attributes, name → raw value (sorted by name).
     pub xattrs: BTreeMap<String, Vec<u8>>,
@@ -80,6 +82,7 @@ pub struct Claims {
 }
 
 impl Claims {
+    /// A number for a new import, unique among this store's.
     pub fn new_import(&self) -> u64 {
         self.next_import.fetch_add(1, Ordering::Relaxed)
     }
@@ -143,6 +146,7 @@ pub struct ObjectWriter<'a> {
 }
 
 impl<'a> ObjectWriter<'a> {
+    /// A writer for import `me` (from [`Claims::new_import`]) into the store at `repo`.
     pub fn new(repo: &Path, claims: &'a Arc<Claims>, me: u64) -> Self {
         ObjectWriter {
             objects: repo.join("objects"),

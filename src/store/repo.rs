@@ -19,18 +19,26 @@ use crate::sysroot::Sysroot;
 /// What the pipeline needs to know about a layer before reading it.
 #[derive(Clone, Debug)]
 pub struct LayerSpec {
+    /// The compressed blob's digest.
     pub blob_digest: Digest,
+    /// The blob's size, in bytes.
     pub size: u64,
+    /// The blob's media type.
     pub media_type: String,
+    /// The uncompressed tar's digest.
     pub diff_id: Digest,
 }
 
 /// An image the store holds, by the reference it was pulled as.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageRecord {
+    /// The reference it was pulled by.
     pub imgref: String,
+    /// The manifest's digest.
     pub manifest_digest: Digest,
+    /// The config's digest.
     pub config_digest: Digest,
+    /// The index's digest, when pulled through one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index_digest: Option<Digest>,
     /// RFC 3339.
@@ -42,16 +50,22 @@ pub struct ImageRecord {
 /// Roots for garbage collection: everything reachable from these stays.
 #[derive(Clone, Debug, Default)]
 pub struct GcRoots {
+    /// Blobs to keep, by digest.
     pub blobs: Vec<Digest>,
+    /// Layers to keep, by diff ID.
     pub diff_ids: Vec<Digest>,
 }
 
 /// What a garbage collection removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct GcStats {
+    /// Blobs removed.
     pub blobs: u64,
+    /// Layer indexes removed.
     pub layers: u64,
+    /// Objects removed.
     pub objects: u64,
+    /// Bytes freed.
     pub bytes: u64,
 }
 

@@ -44,6 +44,7 @@ pub struct TarGuard<R> {
 }
 
 impl<R: Read> TarGuard<R> {
+    /// Guards the tar stream read from `inner`.
     pub fn new(inner: R) -> Self {
         TarGuard {
             inner,

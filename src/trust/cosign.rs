@@ -18,8 +18,11 @@ pub const SIMPLESIGNING_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesig
 pub const SIGNATURE_ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
 /// Layer annotations cosign writes.
 pub const ANN_SIGNATURE: &str = "dev.cosignproject.cosign/signature";
+/// Annotation holding the signing certificate (PEM).
 pub const ANN_CERTIFICATE: &str = "dev.sigstore.cosign/certificate";
+/// Annotation holding the certificate's chain (PEM).
 pub const ANN_CHAIN: &str = "dev.sigstore.cosign/chain";
+/// Annotation holding the Rekor bundle (JSON).
 pub const ANN_BUNDLE: &str = "dev.sigstore.cosign/bundle";
 /// The `critical.type` of an image signature payload.
 pub const PAYLOAD_TYPE: &str = "cosign container image signature";
@@ -55,7 +58,9 @@ pub fn referrers_tag(digest: &Digest) -> String {
 
 /// Signatures found for `digest`, and what was searched (for "unsigned" messages).
 pub struct Found {
+    /// The signatures found.
     pub candidates: Vec<Candidate>,
+    /// The signature tags looked at, for messages.
     pub searched: Vec<String>,
 }
 
@@ -136,7 +141,9 @@ async fn fetch_payload(source: &dyn ImageSource, layer: &Descriptor) -> Result<V
 /// The parts of a simple-signing payload hostctl checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Payload {
+    /// `critical.identity.docker-reference`: the reference signed.
     pub docker_reference: String,
+    /// `critical.image.docker-manifest-digest`: the manifest digest signed.
     pub manifest_digest: String,
 }
 

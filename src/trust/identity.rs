@@ -17,7 +17,9 @@ use crate::imgref::ImageRef;
 pub struct DockerIdentity {
     /// `registry/repository`, normalised like image references.
     pub name: String,
+    /// The tag, if any.
     pub tag: Option<String>,
+    /// The digest, if any.
     pub digest: Option<String>,
 }
 
@@ -73,12 +75,23 @@ impl std::fmt::Display for DockerIdentity {
 /// How the signed identity must relate to the image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SignedIdentity {
+    /// `matchExact`: the same reference, tag or digest included.
     MatchExact,
+    /// `matchRepoDigestOrExact`: the same repository when pulled by digest, else the same reference.
     MatchRepoDigestOrExact,
+    /// `matchRepository`: the same repository.
     MatchRepository,
+    /// `exactReference`: this reference.
     ExactReference(DockerIdentity),
+    /// `exactRepository`: this repository.
     ExactRepository(String),
-    RemapIdentity { prefix: String, signed_prefix: String },
+    /// `remapIdentity`: as `matchRepoDigestOrExact`, after replacing `prefix` with `signed_prefix`.
+    RemapIdentity {
+        /// The prefix of the image's reference.
+        prefix: String,
+        /// What it is in the signed reference.
+        signed_prefix: String,
+    },
 }
 
 impl SignedIdentity {

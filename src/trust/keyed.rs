@@ -58,6 +58,7 @@ pub fn fingerprint(der: &[u8]) -> String {
 
 /// Accepts candidates signed by any one of a set of keys.
 pub struct KeySet {
+    /// The trusted keys: any one of them may have signed.
     pub keys: Vec<TrustedKey>,
 }
 

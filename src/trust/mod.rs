@@ -43,6 +43,7 @@ pub struct Verdict {
 /// [`crate::error::PolicyRejected`] when the policy refuses it.
 #[async_trait]
 pub trait ImageVerifier: Send + Sync {
+    /// Checks `resolved` against the policy for `imgref`; an error when it is rejected.
     async fn verify(&self, imgref: &ImageRef, resolved: &ResolvedManifest, source: &dyn ImageSource)
         -> Result<Verdict>;
 }
@@ -50,6 +51,7 @@ pub trait ImageVerifier: Send + Sync {
 /// The cryptographic check of one found signature: `Ok(who signed)` or
 /// `Err(why not)`. Payload contents (digest, identity) are checked by the caller.
 pub trait SignatureCheck: Send + Sync {
+    /// The signer's identity if `candidate`'s signature checks out, else why not.
     fn check(&self, candidate: &cosign::Candidate) -> Result<String, String>;
 }
 

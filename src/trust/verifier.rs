@@ -25,6 +25,7 @@ pub struct PolicyVerifier {
 }
 
 impl PolicyVerifier {
+    /// A verifier enforcing `policy`.
     pub fn new(policy: Policy) -> PolicyVerifier {
         PolicyVerifier { policy }
     }

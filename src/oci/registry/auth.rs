@@ -61,6 +61,7 @@ struct TokenResponse {
 }
 
 impl Auth {
+    /// Authenticates to `repository` on `registry`, with credentials found by `search`.
     pub fn new(registry: &str, repository: &str, search: AuthSearch) -> Self {
         Auth {
             registry: registry.to_string(),

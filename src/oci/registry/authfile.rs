@@ -31,6 +31,7 @@ use super::credhelper::{self, IDENTITY_TOKEN_USER};
 pub struct Credentials {
     /// [`IDENTITY_TOKEN_USER`] when `password` is an identity token.
     pub username: String,
+    /// The password or token.
     pub password: String,
     /// Where the credentials came from: the file, or the helper and the file
     /// naming it (for messages).
@@ -58,6 +59,7 @@ impl fmt::Debug for Credentials {
 /// The auth files consulted, in order.
 #[derive(Clone, Debug)]
 pub struct AuthSearch {
+    /// The auth files, searched in order.
     pub files: Vec<PathBuf>,
     /// True when the file was named explicitly: then it must exist.
     pub explicit: bool,

@@ -25,6 +25,7 @@ use crate::oci::RegistryOptions;
 pub const MAX_ATTEMPTS: u32 = 5;
 /// First retry delay; it doubles with each retry up to [`MAX_BACKOFF`].
 pub const BASE_BACKOFF: Duration = Duration::from_millis(200);
+/// The longest wait between retries.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Longest wait a registry's `Retry-After` (seconds or date) can impose on a retry.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
@@ -43,7 +44,9 @@ pub fn retry_delay(retry: u32, retry_after: Option<Duration>) -> Duration {
 /// A repository in a registry, reachable over HTTP(S).
 pub struct Client {
     pub(super) http: reqwest::Client,
+    /// The registry's host (`host[:port]`).
     pub registry: String,
+    /// The repository's path in it.
     pub repository: String,
     insecure: bool,
     /// The TLS files in use (for messages).
@@ -54,6 +57,7 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client for `repository` on `registry`.
     pub fn new(registry: &str, repository: &str, opts: &RegistryOptions) -> Result<Arc<Self>> {
         let (http, tls_note) = super::tls::http_client(opts, registry)?;
         Ok(Arc::new(Client {
@@ -227,9 +231,11 @@ async fn error_detail(resp: Response) -> String {
 #[derive(Debug, thiserror::Error)]
 #[error("{what} is {size} bytes, more than the {cap} bytes allowed")]
 pub struct TooLarge {
+    /// What was being read, for the message.
     pub what: String,
     /// Bytes known so far (the Content-Length, or what was read before giving up).
     pub size: u64,
+    /// The most allowed, in bytes.
     pub cap: u64,
 }
 
@@ -254,7 +260,14 @@ pub async fn read_capped(resp: Response, cap: u64, what: &str) -> Result<Vec<u8>
 
 /// A small document's reply: its capped body on 200, else the reply itself.
 pub enum Small {
-    Body { headers: HeaderMap, bytes: Vec<u8> },
+    /// A 200 reply and its body.
+    Body {
+        /// The reply's headers.
+        headers: HeaderMap,
+        /// The body, at most the cap.
+        bytes: Vec<u8>,
+    },
+    /// Any other reply, unread.
     Other(Response),
 }
 

@@ -35,6 +35,7 @@ pub fn program(name: &str) -> String {
 #[derive(Debug, thiserror::Error)]
 #[error("credential helper {program} is not installed (not found on PATH)")]
 pub struct HelperMissing {
+    /// The helper's program name (`docker-credential-…`).
     pub program: String,
 }
 

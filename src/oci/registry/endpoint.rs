@@ -21,6 +21,7 @@ use crate::oci::{RawManifest, RegistryOptions};
 pub struct Endpoint {
     /// The image here: the name after registries.conf rewrites, the tag or digest asked for.
     pub reference: RegistryRef,
+    /// The client for this repository, with this location's TLS setting.
     pub client: Arc<Client>,
     /// A mirror rather than the primary location.
     pub mirror: bool,

@@ -8,9 +8,13 @@ use serde::Deserialize;
 
 use crate::oci::platform::Platform;
 
+/// The OCI image manifest media type.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// The OCI image index media type.
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// The Docker schema 2 manifest media type.
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// The Docker schema 2 manifest list media type.
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// The `Accept` list for manifest requests (image manifests and indexes, OCI and Docker).
@@ -19,7 +23,9 @@ pub const ACCEPT: &[&str] = &[OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_L
 /// What a manifest is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// An image manifest.
     Image,
+    /// An index (manifest list) of per-platform manifests.
     Index,
 }
 

@@ -54,16 +54,22 @@ fn drop_ins(dir: &Path) -> Vec<PathBuf> {
 /// When a mirror may serve a pull.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PullFrom {
+    /// Any pull (the default).
     All,
+    /// `digest-only`: only pulls by digest.
     DigestOnly,
+    /// `tag-only`: only pulls by tag.
     TagOnly,
 }
 
 /// One `[[registry.mirror]]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mirror {
+    /// Where the mirror is (`host[:port][/ns…]`).
     pub location: String,
+    /// `insecure`: plain HTTP or unverified TLS are allowed.
     pub insecure: bool,
+    /// Which pulls may use it (`pull-from-mirror`).
     pub pull_from: PullFrom,
 }
 
@@ -74,8 +80,11 @@ pub struct Entry {
     pub prefix: String,
     /// Where the prefix's images really are (empty: where the name says).
     pub location: String,
+    /// `insecure`: plain HTTP or unverified TLS are allowed.
     pub insecure: bool,
+    /// `blocked`: pulls of the prefix's images are refused.
     pub blocked: bool,
+    /// `[[registry.mirror]]`s, tried in order before `location`.
     pub mirrors: Vec<Mirror>,
     /// The file it came from (for messages).
     pub origin: PathBuf,
@@ -84,6 +93,7 @@ pub struct Entry {
 /// The merged configuration.
 #[derive(Clone, Debug, Default)]
 pub struct RegistriesConf {
+    /// The `[[registry]]` entries of every file read.
     pub entries: Vec<Entry>,
 }
 

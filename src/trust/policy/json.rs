@@ -18,11 +18,15 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 /// A JSON value whose objects have no duplicate keys.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Node {
+    /// `null`.
     Null,
+    /// `true` or `false`.
     Bool(bool),
     /// A number, as serde_json printed it (policies use none; kept for messages).
     Number(String),
+    /// A string.
     String(String),
+    /// An array.
     Array(Vec<Node>),
     /// Members in the order written; keys are unique.
     Object(Vec<(String, Node)>),
@@ -245,6 +249,7 @@ impl<'a> Obj<'a> {
         Ok(())
     }
 
+    /// The member `key`, if present.
     pub fn get(&self, key: &str) -> Option<&'a Node> {
         self.members.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }

@@ -27,6 +27,7 @@ use crate::imgref::ImageRef;
 /// A parsed policy file.
 #[derive(Clone, Debug)]
 pub struct Policy {
+    /// Requirements for images no scope matches.
     pub default: Vec<Requirement>,
     /// transport name → scope → requirements.
     pub transports: BTreeMap<String, BTreeMap<String, Vec<Requirement>>>,
@@ -35,8 +36,11 @@ pub struct Policy {
 /// One requirement; a scope's requirements must all be satisfied.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Requirement {
+    /// `insecureAcceptAnything`: no check.
     InsecureAcceptAnything,
+    /// `reject`: never.
     Reject,
+    /// `sigstoreSigned`: a valid sigstore signature.
     SigstoreSigned(SigstoreSigned),
     /// A requirement type hostctl does not implement (named): refuses every image.
     Unsupported(String),
@@ -57,7 +61,9 @@ impl Requirement {
 /// Bytes given in the policy either inline (base64) or by path.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Material {
+    /// A file to read.
     Path(PathBuf),
+    /// Bytes given inline (base64-decoded).
     Data(Vec<u8>),
 }
 
@@ -86,13 +92,24 @@ pub enum Trust {
     Keys(Vec<Material>),
     /// Fulcio certificates chaining to `ca`, for this issuer and email, logged in
     /// a Rekor whose key is one of `rekor_keys`.
-    Fulcio { ca: Material, oidc_issuer: String, subject_email: String, rekor_keys: Vec<Material> },
+    Fulcio {
+        /// The Fulcio CA certificate.
+        ca: Material,
+        /// The OIDC issuer the certificate must name.
+        oidc_issuer: String,
+        /// The email the certificate must name.
+        subject_email: String,
+        /// The Rekor public keys.
+        rekor_keys: Vec<Material>,
+    },
 }
 
 /// A `sigstoreSigned` requirement.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SigstoreSigned {
+    /// Who may have signed.
     pub trust: Trust,
+    /// How the signed reference must relate to the image.
     pub signed_identity: SignedIdentity,
 }
 
