@@ -104,7 +104,8 @@ podman build -q -t "$local_tag:v6" "$W/v6" >/dev/null || fail "podman build of v
 step "v2 (Containerfile.example), v3 (failing health check), v4 (never comes up), v5 built and pushed; v6 (hangs) built"
 
 # --- the app (docs/apps.md): busybox httpd in a from-scratch image, serving
-# /www (the image's page) and /www/data (a volume), pushed as web:stable.
+# /www (the image's page) and /www/data (a volume); its "broken" update exits
+# at start. Both go out as web:stable, the broken one before boot 3.
 app_reg=127.0.0.1:$port/hostctl-e2e/web
 app_tag=localhost/hostctl-e2e-$$/web
 mkdir -p "$W/app/www/data"
@@ -112,9 +113,12 @@ cp /bin/busybox "$W/app/busybox"
 echo "hostctl-e2e app v1" > "$W/app/www/index.html"
 printf 'FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\nCMD ["/bin/busybox", "httpd", "-f", "-v", "-p", "8080", "-h", "/www"]\n' \
   > "$W/app/Containerfile"
+printf 'FROM scratch\nCOPY busybox /bin/busybox\nCMD ["/bin/busybox", "sh", "-c", "echo E2E app v2 is broken on purpose; exit 3"]\n' \
+  > "$W/app/Containerfile.broken"
 podman build -q -t "$app_tag:v1" "$W/app" >/dev/null || fail "podman build of the app"
+podman build -q -t "$app_tag:v2" -f "$W/app/Containerfile.broken" "$W/app" >/dev/null || fail "podman build of the broken app"
 podman push -q --tls-verify=false "$app_tag:v1" "docker://$app_reg:stable"
-step "app image (busybox httpd) built and pushed"
+step "app image (busybox httpd) built and pushed; its broken update built"
 
 # --- install v1
 "$bin" --tls-verify=false --progress=none install to-disk "$W/disk.img" --size 6G \
@@ -211,6 +215,9 @@ EOF
 cat > "$W/s3.sh" <<EOF
 $common
 echo "E2E-APP-PROBE"; sleep 5
+\$H app update web; echo "E2E-APP-UPDATE-RC \$?"
+echo "E2E-APP-STATUS-BEGIN"; \$H app status web; echo "E2E-APP-STATUS-END"
+echo "E2E-APP-PROBE-AFTER-UPDATE"; sleep 5
 \$H upgrade && echo "E2E-UPGRADE-OK"
 sync; systemctl reboot
 EOF
@@ -282,13 +289,21 @@ app_served 2 E2E-APP-PROBE "hostctl-e2e app v1" && app_served 2 E2E-APP-PROBE "v
   || fail "boot 2: the app did not serve its page and volume file after the OS upgrade ($(cat "$W/app-2-E2E-APP-PROBE.txt" 2>/dev/null))"
 step "boot 2: v2 booted, /etc merged, /var kept, /usr read-only, the app still served with its volume data; rollback"
 
+podman push -q --tls-verify=false "$app_tag:v2" "docker://$app_reg:stable"  # the app update in boot 3 finds the broken one
 
-boot "$W/s3.sh" E2E-APP-PROBE
+boot "$W/s3.sh" E2E-APP-PROBE E2E-APP-PROBE-AFTER-UPDATE
 need 3 "E2E-VERSION base-v1" "v1 booted after the rollback"
 app_served 3 E2E-APP-PROBE "hostctl-e2e app v1" && app_served 3 E2E-APP-PROBE "volume kept" \
   || fail "boot 3: the app did not serve its page and volume file after the OS rollback ($(cat "$W/app-3-E2E-APP-PROBE.txt" 2>/dev/null))"
+grep -aq 'E2E-APP-UPDATE-RC [1-9]' "$W/boot3.log.txt" || fail "boot 3: app update to the broken image did not exit non-zero; see $W/boot3.log.txt"
+sed -n '/^E2E-APP-STATUS-BEGIN/,/^E2E-APP-STATUS-END/p' "$W/boot3.log.txt" > "$W/app-status3.txt"
+grep -q "Last update: rolled back" "$W/app-status3.txt" && grep -q "did not" "$W/app-status3.txt" \
+  || fail "boot 3: app status does not say the update was rolled back and why: $(cat "$W/app-status3.txt")"
+sed 's/^/  /' "$W/app-status3.txt"
+app_served 3 E2E-APP-PROBE-AFTER-UPDATE "hostctl-e2e app v1" && app_served 3 E2E-APP-PROBE-AFTER-UPDATE "volume kept" \
+  || fail "boot 3: the app did not serve the old page after its rollback ($(cat "$W/app-3-E2E-APP-PROBE-AFTER-UPDATE.txt" 2>/dev/null))"
 need 3 "E2E-UPGRADE-OK" "upgrade to v3 staged"
-step "boot 3: v1 after rollback, the app still served with its volume data; upgrade to v3 staged"
+step "boot 3: v1 after rollback, the app still served with its volume data; app update to a broken image rolled back by itself (non-zero exit, status says why, old page served); upgrade to v3 staged"
 
 boot "$W/s4.sh"
 need 4 "90-broken FAILED" "v3's health check failed"
