@@ -58,16 +58,21 @@ pub fn remove_file_if_present(path: &Path) -> Result<()> {
     }
 }
 
+/// The entries directly inside `dir`, none if it does not exist; an error
+/// names the directory.
+pub fn read_dir_if_present(dir: &Path) -> Result<Vec<fs::DirEntry>> {
+    match fs::read_dir(dir) {
+        Ok(rd) => rd.collect::<std::io::Result<Vec<_>>>(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+    .with_context(|| format!("listing {}", dir.display()))
+}
+
 /// Removes `.tmp-*` leftovers of an interrupted run directly inside `dir`.
 pub fn remove_tmp_leftovers(dir: &Path) -> Result<usize> {
     let mut removed = 0;
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
-    };
-    for entry in entries {
-        let entry = entry?;
+    for entry in read_dir_if_present(dir)? {
         if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
             let p = entry.path();
             let r = if entry.file_type()?.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };

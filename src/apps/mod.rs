@@ -73,14 +73,9 @@ impl Apps<'_> {
     /// The installed apps: every `.container` file in the units directory, by name.
     pub fn names(&self) -> Result<Vec<String>> {
         let dir = self.units_dir();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
-        };
         let mut names = Vec::new();
-        for entry in entries {
-            let file = entry?.file_name().to_string_lossy().into_owned();
+        for entry in crate::fsutil::read_dir_if_present(&dir)? {
+            let file = entry.file_name().to_string_lossy().into_owned();
             if let Some(stem) = file.strip_suffix(".container") {
                 names.push(stem.to_string());
             }

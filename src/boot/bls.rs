@@ -119,14 +119,8 @@ impl EntryName {
 
 /// hostctl's entries for `stateroot` in `dir`, highest priority (the default) first.
 pub fn list(dir: &Path, stateroot: &str) -> Result<Vec<(EntryName, PathBuf)>> {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
-    };
     let mut out = Vec::new();
-    for e in rd {
-        let e = e.with_context(|| format!("listing {}", dir.display()))?;
+    for e in crate::fsutil::read_dir_if_present(dir)? {
         if let Some(n) = EntryName::parse(&e.file_name().to_string_lossy()) {
             if n.stateroot == stateroot {
                 out.push((n, e.path()));

@@ -46,14 +46,7 @@ pub fn read_image_kargs(root: &Path) -> Result<Vec<String>> {
 
 /// Reads every `*.toml` file of `dir` in name order for `arch`; a missing directory means none.
 pub fn read_kargs_dir(dir: &Path, arch: &str) -> Result<Vec<String>> {
-    let mut names = match std::fs::read_dir(dir) {
-        Ok(rd) => rd
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<std::io::Result<Vec<_>>>()
-            .with_context(|| format!("listing {}", dir.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
-    };
+    let mut names: Vec<_> = crate::fsutil::read_dir_if_present(dir)?.iter().map(|e| e.file_name()).collect();
     names.retain(|n| n.to_string_lossy().ends_with(".toml"));
     names.sort();
     let mut out = Vec::new();

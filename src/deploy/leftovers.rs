@@ -54,14 +54,8 @@ fn places(d: &Deployer) -> Result<(Vec<PathBuf>, PathBuf)> {
 
 /// Directories directly inside `dir` (none if it does not exist).
 fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
-    };
     let mut out = Vec::new();
-    for e in rd {
-        let e = e.with_context(|| format!("listing {}", dir.display()))?;
+    for e in crate::fsutil::read_dir_if_present(dir)? {
         if e.file_type()?.is_dir() {
             out.push(e.path());
         }

@@ -29,7 +29,6 @@
 //! committed, as before.
 
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -64,14 +63,8 @@ pub fn mark(repo: &Path, diff_id: &Digest) -> Result<bool> {
 /// The layers marked, with the boot id each mark holds (empty if unreadable).
 fn marks(repo: &Path) -> Result<Vec<(Digest, String)>> {
     let dir = repo.join(DIR);
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
-    };
     let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+    for entry in crate::fsutil::read_dir_if_present(&dir)? {
         let name = entry.file_name().to_string_lossy().into_owned();
         // Leftover temporary files of an interrupted mark are not marks.
         let Ok(diff_id) = format!("sha256:{name}").parse::<Digest>() else { continue };
