@@ -67,11 +67,13 @@ podman build -q -t "$local_tag:v3" "$W/v3" >/dev/null || fail "podman build of v
 podman push -q --tls-verify=false "$local_tag:v3" "docker://$reg:v3"
 # v4 never comes up: its init exits, the kernel panics and (panic=10) reboots.
 # It asks for 2 tries (/etc/kernel/tries), so it is attempted twice, then abandoned.
+# Its init waits 2 s before it exits: the panic does not flush what the tty
+# layer still holds, and once (a CI run, boot 7) the marker was lost with it.
 mkdir -p "$W/v4"
 cat > "$W/v4/Containerfile" <<EOT
 FROM $local_tag:v2
 RUN echo v4 > /usr/share/my-os/version && echo 2 > /etc/kernel/tries \
- && printf '#!/bin/sh\necho "E2E-V4-INIT: v4 is broken on purpose"\nexit 1\n' > /usr/lib/systemd/systemd
+ && printf '#!/bin/sh\necho "E2E-V4-INIT: v4 is broken on purpose"\nsleep 2\nexit 1\n' > /usr/lib/systemd/systemd
 LABEL org.opencontainers.image.version=v4
 EOT
 podman build -q -t "$local_tag:v4" "$W/v4" >/dev/null || fail "podman build of v4"
