@@ -20,9 +20,9 @@ LAYERS = [
     ["host"],
     ["oci", "store"],
     ["trust"],
-    ["pull", "boot"],
+    ["pull", "boot", "fleet"],
     ["deploy", "apps"],
-    ["install"],
+    ["install", "agent"],
     ["cli"],
     ["main", "lib"],
 ]

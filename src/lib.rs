@@ -15,7 +15,7 @@
 //! - [`sysroot`], [`fsutil`]: the physical root, its lock, crash-safe writes.
 //! - [`progress`], [`interrupt`]: what the user sees while a command runs, and how it ends early.
 //! - [`apps`]: apps as Podman Quadlet units, installed, updated, rolled back.
-//! - [`host`]: the tools hostctl runs on the host (podman, systemd), behind traits.
+//! - [`fleet`]: the FleetLock protocol, rollout metadata and waves.
 
 // Here rather than in Cargo.toml's [lints.rust]: that table applies to every
 // target, so it would also demand docs in main.rs and the integration tests.
@@ -27,6 +27,7 @@ pub mod cli;
 pub mod deploy;
 pub mod digest;
 pub mod error;
+pub mod fleet;
 pub mod fsutil;
 pub mod host;
 pub mod imgref;
