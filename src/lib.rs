@@ -16,6 +16,7 @@
 //! - [`progress`], [`interrupt`]: what the user sees while a command runs, and how it ends early.
 //! - [`apps`]: apps as Podman Quadlet units, installed, updated, rolled back.
 //! - [`fleet`]: the FleetLock protocol, rollout metadata and waves.
+//! - [`lint`]: `container lint`, the checks of an OS image's tree at build time.
 
 // Here rather than in Cargo.toml's [lints.rust]: that table applies to every
 // target, so it would also demand docs in main.rs and the integration tests.
@@ -33,6 +34,7 @@ pub mod host;
 pub mod imgref;
 pub mod install;
 pub mod interrupt;
+pub mod lint;
 pub mod oci;
 pub mod progress;
 pub mod pull;

@@ -5,8 +5,11 @@
 mod app;
 mod cleanup;
 mod completion;
+mod config_diff;
+mod container;
 mod help;
 mod image;
+mod image_rm;
 mod install;
 mod internal;
 mod output;
@@ -174,6 +177,11 @@ pub enum Command {
     /// Install an OS image to a disk or a prepared filesystem.
     #[command(subcommand)]
     Install(install::InstallCommand),
+    /// Build-time commands for OS images (`container lint`).
+    #[command(subcommand)]
+    Container(container::ContainerCommand),
+    /// Show what the booted /etc changed against its image's defaults.
+    ConfigDiff(config_diff::ConfigDiffArgs),
     /// Print shell completions.
     Completions(completion::CompletionsArgs),
     /// Write man pages to a directory.
@@ -235,6 +243,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Pin(a) => pin::run(g, a, true).await,
         Command::Unpin(a) => pin::run(g, a, false).await,
         Command::Install(c) => install::run(g, c).await,
+        Command::Container(c) => container::run(g, c).await,
+        Command::ConfigDiff(a) => config_diff::run(g, a).await,
         Command::Completions(a) => completion::completions(a),
         Command::Man(a) => completion::man(a),
         Command::Internal(c) => internal::run(g, c).await,
