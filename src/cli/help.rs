@@ -50,11 +50,11 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
         )],
     ),
     ("image prune", &[("Forget every image no deployment uses, then reclaim", "hostctl image prune && hostctl cleanup")]),
-    ("container", &[("Check the image being built (a Containerfile's last step)", "RUN hostctl container lint")]),
+    ("container", &[("Check the image being built (a Containerfile's last step: RUN …)", "hostctl container lint")]),
     (
         "container lint",
         &[
-            ("Check the image being built (a Containerfile's last step)", "RUN hostctl container lint"),
+            ("Check the image being built (a Containerfile's last step: RUN …)", "hostctl container lint"),
             ("Check an unpacked tree, warnings fatal, as JSON", "hostctl container lint --rootfs ./rootfs --fatal-warnings --json"),
             ("The checks, with their levels", "hostctl container lint --list"),
         ],
