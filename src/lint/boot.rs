@@ -118,6 +118,8 @@ mod tests {
         let t = good();
         write(t.path(), "boot/vmlinuz-6.12.1", "k");
         assert_eq!(nonempty_boot(&root(t.path())).unwrap(), ["/boot/vmlinuz-6.12.1"]);
+        // On a running host the boot partition is mounted there: not the image's content.
+        assert!(nonempty_boot(&Root::with_mounts(t.path(), vec!["boot".into()])).unwrap().is_empty());
         std::fs::remove_dir_all(t.path().join("boot")).unwrap();
         assert!(nonempty_boot(&root(t.path())).unwrap()[0].contains("missing"));
     }

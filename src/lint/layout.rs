@@ -61,10 +61,6 @@ const API_DIRS: &[&str] = &["dev", "proc", "sys", "run", "tmp", "var"];
 fn api_dirs(root: &Root) -> Findings {
     let mut out = Vec::new();
     for d in API_DIRS {
-        // A mount point (a build's /proc) is a directory in the image too.
-        if root.is_mounted(Path::new(d)) {
-            continue;
-        }
         match root.lstat(d)? {
             None => out.push(format!("/{d} is missing")),
             Some(m) if !m.is_dir() => out.push(format!("/{d} is not a directory")),
@@ -164,7 +160,8 @@ mod tests {
         std::fs::remove_dir(t.path().join("tmp")).unwrap();
         write(t.path(), "tmp", "a file");
         assert_eq!(api_dirs(&root(t.path())).unwrap(), ["/proc is missing", "/tmp is not a directory"]);
-        // A mount point counts as present (a build mounts /proc).
+        // A directory mount point (a build's /proc) is a directory of the image.
+        std::fs::create_dir(t.path().join("proc")).unwrap();
         let mounted = Root::with_mounts(t.path(), vec!["proc".into()]);
         assert_eq!(api_dirs(&mounted).unwrap(), ["/tmp is not a directory"]);
     }

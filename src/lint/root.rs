@@ -61,12 +61,18 @@ impl Root {
         self.mounts.iter().any(|m| rel.starts_with(m))
     }
 
-    /// `rel`'s metadata, not following a symlink; `None` when it is absent or mounted over.
+    /// `rel`'s metadata, not following a symlink; `None` when it is absent,
+    /// below a mount point, or a file mounted over (a build's
+    /// `/etc/hostname`). A directory mount point (a host's `/boot`) is a
+    /// directory of the image: `Some`, though nothing below it is walked.
     pub fn lstat(&self, rel: &str) -> Result<Option<std::fs::Metadata>> {
-        if self.is_mounted(Path::new(rel)) {
+        let rel_path = Path::new(rel);
+        let mount_point = self.mounts.iter().any(|m| m == rel_path);
+        if self.is_mounted(rel_path) && !mount_point {
             return Ok(None);
         }
         match std::fs::symlink_metadata(self.path(rel)) {
+            Ok(m) if mount_point && !m.is_dir() => Ok(None),
             Ok(m) => Ok(Some(m)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading /{rel}")),
@@ -188,8 +194,10 @@ mod tests {
         let root = Root::with_mounts(t.path(), vec!["proc".into(), "etc/hostname".into()]);
         let paths: Vec<_> = root.entries().unwrap().iter().map(|e| e.path.display().to_string()).collect();
         assert_eq!(paths, ["etc"]);
-        assert!(root.lstat("etc/hostname").unwrap().is_none());
+        assert!(root.lstat("etc/hostname").unwrap().is_none(), "a file mounted over");
         assert!(root.lstat("etc").unwrap().is_some());
+        assert!(root.lstat("proc").unwrap().is_some_and(|m| m.is_dir()), "a directory mount point is a directory");
+        assert!(root.lstat("proc/1").unwrap().is_none(), "below a mount point");
     }
 
     #[test]
