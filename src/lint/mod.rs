@@ -4,9 +4,9 @@
 //!
 //! Each check has a name, a one-line explanation and a [`Level`]; it returns
 //! its findings (empty: passed). The checks live one group per file: boot
-//! ([`boot`]), the root's layout ([`layout`]), `/etc` ([`etc`]), the whole tree
-//! ([`tree`]) and hostctl's own parts ([`hostctl`]). The list and its mapping
-//! to bootc's `container lint` are in docs/authoring.md.
+//! (`boot.rs`), the root's layout (`layout.rs`), `/etc` (`etc.rs`), the whole
+//! tree (`tree.rs`) and hostctl's own parts (`hostctl.rs`). The list and its
+//! mapping to bootc's `container lint` are in docs/authoring.md.
 
 mod boot;
 mod etc;
