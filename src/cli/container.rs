@@ -20,7 +20,7 @@ pub enum ContainerCommand {
 
 #[derive(Debug, Args)]
 pub struct LintArgs {
-    /// The tree to check [default: / (inside the image being built)].
+    /// The tree to check: the image being built when run in it (a Containerfile's `RUN`).
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub rootfs: PathBuf,
     /// Print the result (or, with --list, the checks) as JSON.
@@ -30,7 +30,8 @@ pub struct LintArgs {
     #[arg(long)]
     pub fatal_warnings: bool,
     /// Do not run this check (repeatable; --list shows the names).
-    #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(lint::names()))]
+    #[arg(long, value_name = "NAME", hide_possible_values = true,
+          value_parser = clap::builder::PossibleValuesParser::new(lint::names()))]
     pub skip: Vec<String>,
     /// List the checks (name, level, explanation) instead of running them.
     #[arg(long)]
