@@ -305,3 +305,63 @@ fn image_rm_refuses_a_deployed_image_and_cleanup_reclaims_what_rm_and_prune_forg
     assert_eq!(json(hostctl_ok(&s, &["image", "prune", "--json"])), serde_json::json!([]));
     assert_eq!(json(hostctl_ok(&s, &["cleanup", "--json"]))["store"]["objects"], 0);
 }
+
+/// podman with its own storage under `dir` (hermetic, parallel-safe).
+fn podman(dir: &Path) -> Command {
+    let mut c = Command::new("podman");
+    c.env("CONTAINERS_CONF", "/etc/hostctl-test/containers.conf")
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .arg("--storage-driver")
+        .arg("vfs");
+    c
+}
+
+/// `podman build` of `containerfile` (with `files` in its context); the output, whatever the result.
+fn build(dir: &Path, containerfile: &str, files: &[(&str, &str)]) -> Output {
+    let ctx = tempfile::tempdir().unwrap();
+    write_tree(ctx.path(), files);
+    std::fs::write(ctx.path().join("Containerfile"), containerfile).unwrap();
+    podman(dir).args(["build", "--pull=never", "-t", "localhost/lint-test:built"]).arg(ctx.path()).output().unwrap()
+}
+
+#[test]
+fn container_lint_as_a_podman_build_step_passes_a_good_image_and_fails_the_build_on_an_error() {
+    crate::support::require_tool("podman");
+    crate::support::require_tool("strip");
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().join("tree");
+    good_tree(&tree);
+    // hostctl (without debug info: a smaller image) and the libraries it links.
+    run(Command::new("strip").arg("--strip-debug").arg("-o").arg(tree.join("usr/bin/hostctl")).arg(hostctl_bin()));
+    let ldd = run(Command::new("ldd").arg(hostctl_bin()));
+    for lib in String::from_utf8_lossy(&ldd.stdout).split_whitespace().filter(|w| w.starts_with('/')) {
+        let dest = tree.join(lib.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(lib, &dest).unwrap();
+    }
+    let tar = t.path().join("base.tar");
+    run(Command::new("tar").arg("--numeric-owner").arg("-C").arg(&tree).arg("-cf").arg(&tar).arg("."));
+    run(podman(t.path()).arg("import").arg("-q").arg(&tar).arg("localhost/lint-test:base"));
+
+    // RUN in exec form (the base has no shell). Inside the build, what podman
+    // mounts (/proc, /dev, /etc/hostname, /etc/resolv.conf, /run/.containerenv)
+    // is skipped: the good image passes, warnings fatal.
+    let lint_step = "RUN [\"/usr/bin/hostctl\", \"container\", \"lint\", \"--fatal-warnings\"]\n";
+    let out = build(t.path(), &format!("FROM localhost/lint-test:base\n{lint_step}"), &[]);
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("/: 19 checks passed, 0 errors, 0 warnings, 0 infos, 0 skipped"), "{log}");
+
+    // A second kernel fails the build, naming the check.
+    let out = build(
+        t.path(),
+        &format!("FROM localhost/lint-test:base\nCOPY vmlinuz /usr/lib/modules/6.1.0/vmlinuz\n{lint_step}"),
+        &[("vmlinuz", "an old kernel")],
+    );
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("error kernel:") && log.contains("2 kernels (6.1.0, 6.12.1)"), "{log}");
+}
