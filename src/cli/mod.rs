@@ -168,6 +168,11 @@ pub enum Command {
     Rollback(rollback::RollbackArgs),
     /// Show the tracked image and the booted, staged and rollback deployments.
     Status(status::StatusArgs),
+    /// Show what the booted /etc changed against its image's defaults.
+    ConfigDiff(config_diff::ConfigDiffArgs),
+    /// Build-time commands for OS images (`container lint`).
+    #[command(subcommand)]
+    Container(container::ContainerCommand),
     /// Remove deployments, layers and objects that nothing needs any more.
     Cleanup(cleanup::CleanupArgs),
     /// Keep a deployment from being garbage-collected.
@@ -177,11 +182,6 @@ pub enum Command {
     /// Install an OS image to a disk or a prepared filesystem.
     #[command(subcommand)]
     Install(install::InstallCommand),
-    /// Build-time commands for OS images (`container lint`).
-    #[command(subcommand)]
-    Container(container::ContainerCommand),
-    /// Show what the booted /etc changed against its image's defaults.
-    ConfigDiff(config_diff::ConfigDiffArgs),
     /// Print shell completions.
     Completions(completion::CompletionsArgs),
     /// Write man pages to a directory.
@@ -239,12 +239,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Upgrade(a) => upgrade::run(g, a).await,
         Command::Rollback(a) => rollback::run(g, a).await,
         Command::Status(a) => status::run(g, a).await,
+        Command::ConfigDiff(a) => config_diff::run(g, a).await,
+        Command::Container(c) => container::run(g, c).await,
         Command::Cleanup(a) => cleanup::run(g, a).await,
         Command::Pin(a) => pin::run(g, a, true).await,
         Command::Unpin(a) => pin::run(g, a, false).await,
         Command::Install(c) => install::run(g, c).await,
-        Command::Container(c) => container::run(g, c).await,
-        Command::ConfigDiff(a) => config_diff::run(g, a).await,
         Command::Completions(a) => completion::completions(a),
         Command::Man(a) => completion::man(a),
         Command::Internal(c) => internal::run(g, c).await,
