@@ -9,6 +9,7 @@
 //! - [`pull`]: the pull orchestration from a reference into the store.
 //! - [`trust`]: policies and signature verification.
 //! - [`deploy`]: deployments, state, /etc merge, /var.
+//! - [`lint`]: `container lint`, the checks of an OS image's tree at build time.
 //! - [`boot`]: boot entries, kernels, boot counting and health checks, root set-up at boot.
 //! - [`install`]: new sysroots on disks and file systems.
 //! - [`host`]: the tools and kernel calls hostctl uses outside its store, each behind a trait.
@@ -16,7 +17,6 @@
 //! - [`progress`], [`interrupt`]: what the user sees while a command runs, and how it ends early.
 //! - [`apps`]: apps as Podman Quadlet units, installed, updated, rolled back.
 //! - [`fleet`]: the FleetLock protocol, rollout metadata and waves.
-//! - [`lint`]: `container lint`, the checks of an OS image's tree at build time.
 
 // Here rather than in Cargo.toml's [lints.rust]: that table applies to every
 // target, so it would also demand docs in main.rs and the integration tests.
