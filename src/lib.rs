@@ -9,6 +9,7 @@
 //! - [`pull`]: the pull orchestration from a reference into the store.
 //! - [`trust`]: policies and signature verification.
 //! - [`deploy`]: deployments, state, /etc merge, /var.
+//! - [`lint`]: `container lint`, the checks of an OS image's tree at build time.
 //! - [`boot`]: boot entries, kernels, boot counting and health checks, root set-up at boot.
 //! - [`install`]: new sysroots on disks and file systems.
 //! - [`host`]: the tools and kernel calls hostctl uses outside its store, each behind a trait.
@@ -33,6 +34,7 @@ pub mod host;
 pub mod imgref;
 pub mod install;
 pub mod interrupt;
+pub mod lint;
 pub mod oci;
 pub mod progress;
 pub mod pull;

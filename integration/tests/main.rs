@@ -4,6 +4,7 @@
 mod support;
 
 mod apps;
+mod authoring;
 mod checkout;
 mod cli;
 mod deploy;

@@ -5,8 +5,11 @@
 mod app;
 mod cleanup;
 mod completion;
+mod config_diff;
+mod container;
 mod help;
 mod image;
+mod image_rm;
 mod install;
 mod internal;
 mod output;
@@ -165,6 +168,11 @@ pub enum Command {
     Rollback(rollback::RollbackArgs),
     /// Show the tracked image and the booted, staged and rollback deployments.
     Status(status::StatusArgs),
+    /// Show what the booted /etc changed against its image's defaults.
+    ConfigDiff(config_diff::ConfigDiffArgs),
+    /// Build-time commands for OS images (`container lint`).
+    #[command(subcommand)]
+    Container(container::ContainerCommand),
     /// Remove deployments, layers and objects that nothing needs any more.
     Cleanup(cleanup::CleanupArgs),
     /// Keep a deployment from being garbage-collected.
@@ -231,6 +239,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Upgrade(a) => upgrade::run(g, a).await,
         Command::Rollback(a) => rollback::run(g, a).await,
         Command::Status(a) => status::run(g, a).await,
+        Command::ConfigDiff(a) => config_diff::run(g, a).await,
+        Command::Container(c) => container::run(g, c).await,
         Command::Cleanup(a) => cleanup::run(g, a).await,
         Command::Pin(a) => pin::run(g, a, true).await,
         Command::Unpin(a) => pin::run(g, a, false).await,
