@@ -428,7 +428,8 @@ mod tests {
         let waiting: Expect = |e| matches!(e, Eligibility::Waiting { .. });
         let before: Expect = |e| matches!(e, Eligibility::BeforeStart { .. });
         let not_released: Expect = |e| matches!(e, Eligibility::NotReleased);
-        let rows: Vec<(&str, (Position, OffsetDateTime), Option<&Schedule>, Expect)> = vec![
+        type Row<'a> = (&'a str, (Position, OffsetDateTime), Option<&'a Schedule>, Expect);
+        let rows: Vec<Row> = vec![
             ("no metadata, any time", at(0.0, 100.0), None, not_released),
             ("before start, first host", at(0.0, -1.0), Some(&s), before),
             ("before start by one second", (Position::new(0.0), start - Duration::SECOND), Some(&s), before),
