@@ -128,7 +128,8 @@ impl Agent {
 
     /// Does the current phase's work, writes the record, and says when to step again.
     pub async fn step(&self) -> Result<OffsetDateTime> {
-        let mut s = self.load()?;
+        let before = state::load(&self.root)?;
+        let mut s = before.clone().unwrap_or_else(|| AgentState::new(self.clock.now()));
         let now = self.clock.now();
         let next = match self.act(&mut s, now).await {
             Ok(next) => next,
@@ -140,7 +141,10 @@ impl Agent {
         if next > now {
             s.next_attempt = Some(format_time(next));
         }
-        state::save(&self.root, &s)?;
+        // A step that decided nothing new (a wait not yet over) writes nothing.
+        if before.as_ref() != Some(&s) {
+            state::save(&self.root, &s)?;
+        }
         Ok(next)
     }
 
@@ -156,7 +160,7 @@ impl Agent {
                 Ok(now)
             }
             Phase::Checking => self.check(s, now, interval).await,
-            Phase::UpdateAvailable => self.decide(s, now, interval),
+            Phase::UpdateAvailable => self.decide(s, now, interval).await,
             Phase::Downloading => self.download(s, now).await,
             Phase::Staged => {
                 let gate = match &self.config.strategy {
@@ -244,7 +248,7 @@ impl Agent {
         Ok(now)
     }
 
-    fn decide(&self, s: &mut AgentState, now: OffsetDateTime, interval: Duration) -> Result<OffsetDateTime> {
+    async fn decide(&self, s: &mut AgentState, now: OffsetDateTime, interval: Duration) -> Result<OffsetDateTime> {
         let t = s.target.clone().context("update available without a target")?;
         let recheck = parse_time(&s.since).unwrap_or(now) + interval;
         let e = eligibility(Position::new(t.position), t.schedule.as_ref(), now);
@@ -274,6 +278,21 @@ impl Agent {
             if w.open_until(now).is_none() {
                 let next = w.next_open(now).unwrap_or(recheck);
                 return wait(s, format!("outside the download windows; the next opens at {}", format_time(next)), next);
+            }
+        }
+        // The release may have been halted while this host waited for its turn.
+        if let Some(lock) = self.lock_client()? {
+            match lock.is_halted(&t.digest).await {
+                Ok(true) => {
+                    s.transition(
+                        Phase::Checking,
+                        format!("the release {} was halted by the lock server", t.digest),
+                        now,
+                    )?;
+                    return Ok(now);
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!("cannot ask the lock server whether {} is halted: {e}", t.digest),
             }
         }
         s.transition(Phase::Downloading, format!("downloading {}: {released}", t.digest), now)?;
@@ -345,6 +364,19 @@ impl Agent {
             Strategy::FleetLock { url, group } => {
                 if !s.holds_slot {
                     let lock = self.lock_client()?.expect("strategy fleet_lock");
+                    if let Ok(true) = lock.is_halted(&t.digest).await {
+                        s.transition(
+                            Phase::Steady,
+                            format!(
+                                "the release {} was halted by the lock server: not rebooting into deployment {} \
+                                 (it stays staged, held back, until a newer image replaces it)",
+                                t.digest,
+                                t.deployment.as_deref().unwrap_or("?")
+                            ),
+                            now,
+                        )?;
+                        return Ok(now + Duration::seconds(self.config.interval as i64));
+                    }
                     if let Err(e) = lock.pre_reboot().await {
                         s.failures += 1;
                         let retry = backoff(s.failures);

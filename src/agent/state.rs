@@ -22,7 +22,7 @@ use crate::fleet::waves::{format_time, Schedule};
 /// Where the record lives, relative to the root.
 pub const STATE_DIR: &str = "var/lib/hostctl/agent";
 /// Transitions kept in the record's history.
-pub const HISTORY: usize = 32;
+pub const HISTORY: usize = 100;
 
 /// A phase of the update cycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
