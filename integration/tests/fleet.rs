@@ -182,6 +182,24 @@ fn lock_server_down_keeps_the_staged_update_and_retries_with_backoff() {
     assert_eq!(hc_json(sys.path(), &["status", "--json"])["status"]["staged"]["image"]["imageDigest"], v2.as_str());
     let human = hc_ok(sys.path(), &["agent", "status"]);
     assert!(human.contains("Phase:     waiting") && human.contains("group web"), "{human}");
+
+    // Killed after staging, before its record said so: the record says
+    // "downloading"; the next run finds the staged deployment and goes on
+    // from there without staging again.
+    let staged_id = st["status"]["staged"]["id"].clone();
+    let mut rec: Value = serde_json::from_slice(&std::fs::read(state::path(sys.path())).unwrap()).unwrap();
+    rec["phase"] = "downloading".into();
+    rec["target"]["deployment"] = Value::Null;
+    std::fs::write(state::path(sys.path()), serde_json::to_vec(&rec).unwrap()).unwrap();
+    hc_ok(sys.path(), &["agent", "--once"]);
+    let s = agent_state(sys.path());
+    assert_eq!(s["phase"], "waiting", "{s}");
+    assert_eq!(s["target"]["deployment"], staged_id);
+    let resumed = s["history"].as_array().unwrap().iter().any(|t| {
+        t["to"] == "staged" && t["reason"].as_str().unwrap().contains("was staged before the agent restarted")
+    });
+    assert!(resumed, "{s}");
+    assert_eq!(hc_json(sys.path(), &["status", "--json"])["status"]["staged"]["id"], staged_id, "not staged again");
 }
 
 /// Rollout metadata pushed by `fleet release` to Debian's registry (which

@@ -53,9 +53,10 @@ impl Phase {
     pub fn allowed_from(self) -> &'static [Phase] {
         use Phase::*;
         match self {
-            // Back to steady: nothing new, not released, a failure, a staging
-            // that vanished, or a report done.
-            Steady => &[Checking, UpdateAvailable, Downloading, Staged, Waiting, Reporting],
+            // Back to steady: nothing new or a halted release (checking), the
+            // tag moved (downloading), the staging vanished or the release was
+            // halted while waiting, or a report done.
+            Steady => &[Checking, Downloading, Waiting, Reporting],
             Checking => &[Steady, UpdateAvailable],
             UpdateAvailable => &[Checking],
             Downloading => &[UpdateAvailable],
