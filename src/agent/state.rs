@@ -195,7 +195,17 @@ impl AgentState {
         }
         tracing::info!("agent: {} → {}: {reason}", self.phase.name(), to.name());
         let at = format_time(now);
-        self.history.push(Transition { from: self.phase, to, at: at.clone(), reason: reason.clone() });
+        let entry = Transition { from: self.phase, to, at: at.clone(), reason: reason.clone() };
+        // Routine checks do not push the update's story out of the history:
+        // going to check is not recorded, and a check's outcome replaces the
+        // previous one of the same kind (the log has them all).
+        match self.history.last_mut() {
+            _ if to == Phase::Checking => {}
+            Some(last) if self.phase == Phase::Checking && last.from == Phase::Checking && last.to == to => {
+                *last = entry
+            }
+            _ => self.history.push(entry),
+        }
         if self.history.len() > HISTORY {
             self.history.remove(0);
         }
@@ -264,7 +274,15 @@ mod tests {
         {
             s.transition(to, format!("to {}", to.name()), now).unwrap();
         }
+        // Going to check is not recorded.
+        assert_eq!(s.history.len(), 8);
+        // Repeated checks with the same outcome keep one entry, the latest.
+        for i in 0..5 {
+            s.transition(Checking, "interval", now).unwrap();
+            s.transition(Steady, format!("nothing new ({i})"), now).unwrap();
+        }
         assert_eq!(s.history.len(), 9);
+        assert_eq!(s.history.last().unwrap().reason, "nothing new (4)");
         let all =
             [Steady, Checking, UpdateAvailable, Downloading, Staged, Waiting, Rebooting, CheckingHealth, Reporting];
         for from in all {
