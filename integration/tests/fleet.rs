@@ -337,6 +337,83 @@ impl Reboot for SimBoot {
     }
 }
 
+/// An agent for the sysroot `root` with configuration `cfg`, the clock
+/// `clock`, simulated reboots, and any image accepted by the policy.
+fn sim_agent(root: &Path, cfg: &str, clock: Arc<ManualClock>, machine_id: &str) -> Agent {
+    Agent {
+        root: root.to_path_buf(),
+        boot: root.join("boot"),
+        config: config::parse(&[(root.join(config::MAIN_FILE), cfg.to_string())]).unwrap(),
+        pull: hostctl::pull::PullOptions {
+            registry: hostctl::oci::RegistryOptions { insecure: true, ..Default::default() },
+            platform: hostctl::oci::platform::Platform::host(),
+            progress: hostctl::progress::Progress::hidden(),
+            verifier: Arc::new(hostctl::trust::AcceptAnything),
+        },
+        tls_verify_given: true,
+        clock,
+        reboot: Arc::new(SimBoot { root: root.to_path_buf() }),
+        machine_id: machine_id.to_string(),
+        lock_wait: std::time::Duration::from_secs(30),
+    }
+}
+
+/// Steps `agent` until it has to wait; returns until when.
+async fn step_until_wait(agent: &Agent, clock: &ManualClock) -> OffsetDateTime {
+    loop {
+        let next = agent.step().await.unwrap();
+        if next > clock.now() {
+            return next;
+        }
+    }
+}
+
+/// The periodic strategy: the download waits for its window, the reboot for
+/// its own (in Europe/Berlin), and nothing reboots outside them.
+#[tokio::test]
+async fn periodic_strategy_downloads_and_reboots_only_inside_their_windows() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let sys = tempfile::tempdir().unwrap();
+    let image = reg.image("os:latest");
+    push_image(&reg, work.path(), "os:latest", "1", 0);
+    hc_ok(sys.path(), &["switch", &image]);
+    let v2 = push_image(&reg, work.path(), "os:latest", "2", 0);
+    let cfg = "strategy = \"periodic\"\ninterval = \"1h\"\n[periodic]\ntime_zone = \"Europe/Berlin\"\n\
+               [[periodic.download]]\ndays = [\"Fri\"]\nstart = \"22:00\"\nlength = \"2h\"\n\
+               [[periodic.reboot]]\ndays = [\"Sat\"]\nstart = \"03:00\"\nlength = \"1h\"\n";
+    // Friday 2026-12-11, 12:00 in Berlin (11:00 UTC).
+    let clock = Arc::new(ManualClock::new(time::macros::datetime!(2026-12-11 11:00 UTC)));
+    let agent = sim_agent(sys.path(), cfg, clock.clone(), "00112233445566778899aabbccddeeff");
+    let next = step_until_wait(&agent, &clock).await;
+    let s = agent.load().unwrap();
+    assert_eq!(s.phase, Phase::UpdateAvailable, "{s:?}");
+    assert!(s.reason.contains("outside the download windows; the next opens at 2026-12-11T21:00:00Z"), "{s:?}");
+    assert_eq!(next, time::macros::datetime!(2026-12-11 12:00 UTC), "re-checks after the interval first");
+    // Inside the download window (22:30 Berlin): staged, then waiting for the reboot window.
+    clock.set(time::macros::datetime!(2026-12-11 21:30 UTC));
+    let next = step_until_wait(&agent, &clock).await;
+    let s = agent.load().unwrap();
+    assert_eq!(s.phase, Phase::Waiting, "{s:?}");
+    assert!(s.reason.contains("outside the reboot windows; the next opens at 2026-12-12T02:00:00Z"), "{s:?}");
+    assert_eq!(next, time::macros::datetime!(2026-12-12 02:00 UTC));
+    let host = Host::of(sys.path());
+    assert_ne!(host, v2, "not rebooted outside the window");
+    // In the reboot window: reboots, the health check passes, steady.
+    clock.set(time::macros::datetime!(2026-12-12 02:05 UTC));
+    step_until_wait(&agent, &clock).await;
+    assert_eq!(agent.load().unwrap().phase, Phase::Rebooting);
+    // The agent starts again after the boot.
+    clock.advance(Duration::minutes(1));
+    step_until_wait(&agent, &clock).await;
+    let s = agent.load().unwrap();
+    assert_eq!(s.phase, Phase::Steady, "{s:?}");
+    assert_eq!(Host::of(sys.path()), v2);
+    assert!(s.health.as_ref().unwrap().healthy, "{s:?}");
+    let rebooting = s.history.iter().find(|t| t.to == Phase::Rebooting).unwrap();
+    assert!(rebooting.reason.contains("inside a reboot window (until 2026-12-12T03:00:00Z)"), "{rebooting:?}");
+}
+
 struct Host {
     root: tempfile::TempDir,
     machine_id: String,
@@ -347,11 +424,16 @@ struct Host {
 }
 
 impl Host {
-    fn booted_digest(&self) -> String {
-        let sysroot = Sysroot::open(self.root.path()).unwrap();
-        let d = Deployer::open(&sysroot, &self.root.path().join("boot")).unwrap();
+    /// The digest booted in the sysroot `root`.
+    fn of(root: &Path) -> String {
+        let sysroot = Sysroot::open(root).unwrap();
+        let d = Deployer::open(&sysroot, &root.join("boot")).unwrap();
         let id = d.booted().unwrap().unwrap();
         Metadata::load(&d.layout, &id).unwrap().image.image_digest.to_string()
+    }
+
+    fn booted_digest(&self) -> String {
+        Host::of(self.root.path())
     }
 
     fn state(&self) -> AgentState {
@@ -425,23 +507,7 @@ async fn fifty_hosts_follow_one_tag_through_waves_locks_and_a_halt() {
         // Clocks up to two minutes off either way.
         let skew = Duration::seconds((i as i64 * 37) % 241 - 120);
         let clock = Arc::new(ManualClock::new(t0 + skew));
-        let config = config::parse(&[(root.path().join(config::MAIN_FILE), cfg.clone())]).unwrap();
-        let agent = Agent {
-            root: root.path().to_path_buf(),
-            boot: root.path().join("boot"),
-            config,
-            pull: hostctl::pull::PullOptions {
-                registry: hostctl::oci::RegistryOptions { insecure: true, ..Default::default() },
-                platform: hostctl::oci::platform::Platform::host(),
-                progress: hostctl::progress::Progress::hidden(),
-                verifier: Arc::new(hostctl::trust::AcceptAnything),
-            },
-            tls_verify_given: true,
-            clock: clock.clone(),
-            reboot: Arc::new(SimBoot { root: root.path().to_path_buf() }),
-            machine_id: machine_id.clone(),
-            lock_wait: std::time::Duration::from_secs(30),
-        };
+        let agent = sim_agent(root.path(), &cfg, clock.clone(), &machine_id);
         hosts.push(Host { root, machine_id, clock, skew, agent: Arc::new(agent), next: t0 - Duration::hours(1) });
     }
 
