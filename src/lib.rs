@@ -17,11 +17,13 @@
 //! - [`progress`], [`interrupt`]: what the user sees while a command runs, and how it ends early.
 //! - [`apps`]: apps as Podman Quadlet units, installed, updated, rolled back.
 //! - [`fleet`]: the FleetLock protocol, rollout metadata and waves.
+//! - [`agent`]: the update agent: strategies, the state machine, the loop.
 
 // Here rather than in Cargo.toml's [lints.rust]: that table applies to every
 // target, so it would also demand docs in main.rs and the integration tests.
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod apps;
 pub mod boot;
 pub mod cli;

@@ -9,6 +9,7 @@ mod checkout;
 mod cli;
 mod deploy;
 mod failures;
+mod fleet;
 mod imgref;
 mod install;
 mod layout;

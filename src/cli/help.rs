@@ -163,6 +163,14 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
             ("Update one app, as JSON", "hostctl app update --json web"),
         ],
     ),
+    (
+        "agent",
+        &[
+            ("Run the update agent (what hostctl-agent.service does)", "hostctl agent"),
+            ("Do what is due now and exit (from a timer)", "hostctl agent --once"),
+        ],
+    ),
+    ("agent status", &[("The agent's phase and why, as JSON", "hostctl agent status --json")]),
 ];
 
 /// The exit codes (docs/cli.md).

@@ -2,11 +2,13 @@
 //! Output conventions: results on stdout (`--json` where offered), diagnostics
 //! and progress bars on stderr, exit codes from [`crate::error::code`].
 
+mod agent;
 mod app;
 mod cleanup;
 mod completion;
 mod config_diff;
 mod container;
+mod fleet_release;
 mod help;
 mod image;
 mod image_rm;
@@ -186,6 +188,11 @@ pub enum Command {
     Completions(completion::CompletionsArgs),
     /// Write man pages to a directory.
     Man(completion::ManArgs),
+    /// The update agent: follows the tracked image through its rollout waves, reboots and reports health.
+    Agent(agent::AgentArgs),
+    /// Temporary (until `fleet release` is wired into the `fleet` command): push an image's rollout metadata.
+    #[command(name = "fleet-release", hide = true)]
+    FleetRelease(fleet_release::ReleaseArgs),
     /// Commands the host's units run, hidden from help.
     #[command(flatten)]
     Internal(internal::InternalCommand),
@@ -248,5 +255,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Completions(a) => completion::completions(a),
         Command::Man(a) => completion::man(a),
         Command::Internal(c) => internal::run(g, c).await,
+        Command::Agent(a) => agent::run(g, a).await,
+        Command::FleetRelease(a) => fleet_release::run(g, a).await,
     }
 }
