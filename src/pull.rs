@@ -261,7 +261,8 @@ pub async fn fetch_layers(store: &Store, prepared: Prepared, opts: &PullOptions)
     let require_full = opts.registry.require_full_layer_digest;
     for (i, (desc, spec)) in specs.into_iter().enumerate() {
         let toc = if require_full { None } else { toc_location(&desc, &spec) };
-        let present = store.has_layer_for(&spec.blob_digest, &spec.diff_id, toc.as_ref().map(|t| &t.digest), require_full);
+        let present =
+            store.has_layer_for(&spec.blob_digest, &spec.diff_id, toc.as_ref().map(|t| &t.digest), require_full);
         // A layer indexed from another TOC (or whose index must be replaced
         // by a verified one) is read whole: a partial pull never replaces an index.
         let toc = toc.filter(|_| !store.has_layer(&spec.blob_digest, &spec.diff_id));

@@ -5,6 +5,7 @@ mod support;
 
 mod apps;
 mod checkout;
+mod chunked;
 mod cli;
 mod deploy;
 mod failures;

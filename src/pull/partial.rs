@@ -29,7 +29,8 @@ pub async fn pull_layer(
     from: &str,
 ) -> Result<Option<u64>> {
     let what = format!("the zstd:chunked TOC of layer {}", spec.blob_digest);
-    let Some(reader) = progress.waiting(format!("{from} ({what})"), source.open_ranges(desc, vec![loc.range()])).await?
+    let Some(reader) =
+        progress.waiting(format!("{from} ({what})"), source.open_ranges(desc, vec![loc.range()])).await?
     else {
         return Ok(None);
     };

@@ -174,7 +174,12 @@ fn build(
         let (actual, _, rest) = reader.finish();
         src = Some(rest.finish().with_context(|| format!("file {:?}", entry.name))?);
         if actual != *digest {
-            return Err(DigestMismatch { what: format!("file {:?} (from the TOC)", entry.name), expected: digest.clone(), actual }.into());
+            return Err(DigestMismatch {
+                what: format!("file {:?} (from the TOC)", entry.name),
+                expected: digest.clone(),
+                actual,
+            }
+            .into());
         }
         known.add(digest.clone(), meta, id);
     }
@@ -274,7 +279,8 @@ fn object_for(
     known: &mut Known,
     writer: &mut ObjectWriter<'_>,
 ) -> Result<ObjectId> {
-    let candidates = known.0.get(digest).ok_or_else(|| anyhow!("content {digest} was neither in the store nor fetched"))?;
+    let candidates =
+        known.0.get(digest).ok_or_else(|| anyhow!("content {digest} was neither in the store nor fetched"))?;
     let objects = repo.join("objects");
     if let Some((_, id)) = candidates.iter().find(|(m, id)| m == meta && present(&objects, id, size)) {
         writer.note_use(id);
@@ -290,7 +296,12 @@ fn object_for(
     let id = writer.store(meta, size, &mut reader)?;
     let (actual, _, _) = reader.finish();
     if actual != *digest {
-        return Err(DigestMismatch { what: format!("stored object {}", path.display()), expected: digest.clone(), actual }.into());
+        return Err(DigestMismatch {
+            what: format!("stored object {}", path.display()),
+            expected: digest.clone(),
+            actual,
+        }
+        .into());
     }
     known.add(digest.clone(), meta.clone(), id.clone());
     Ok(id)
@@ -363,7 +374,10 @@ impl<'a> ContentReader<'a> {
         let Some(mut frames) = frames else { return Ok(()) };
         let mut extra = [0u8; 1];
         if frames.read(&mut extra)? != 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "a chunk decompresses to more bytes than the TOC says"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a chunk decompresses to more bytes than the TOC says",
+            ));
         }
         let take = frames.finish().into_inner();
         if take.limit() != 0 {
@@ -391,7 +405,10 @@ impl Read for ContentReader<'_> {
                     }
                 };
                 if n == 0 {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "a chunk decompresses to fewer bytes than the TOC says"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a chunk decompresses to fewer bytes than the TOC says",
+                    ));
                 }
                 *left -= n as u64;
                 return Ok(n);

@@ -168,7 +168,17 @@ impl Store {
         missing: &[Digest],
         fetched: &mut dyn Read,
     ) -> Result<LayerIndex> {
-        crate::store::partial::import(&self.dir, &self.claims, &self.limits, spec, toc_digest, plan, known, missing, fetched)
+        crate::store::partial::import(
+            &self.dir,
+            &self.claims,
+            &self.limits,
+            spec,
+            toc_digest,
+            plan,
+            known,
+            missing,
+            fetched,
+        )
     }
 
     /// Streams one layer into the store: checks the compressed digest and size,

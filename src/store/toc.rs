@@ -224,8 +224,8 @@ pub struct Plan {
 /// `toc_range`, and lists what to fetch. Refused: unknown entry types,
 /// duplicate names, negative or inconsistent sizes and offsets, chunks that
 /// do not tile their file, ranges outside the blob or overlapping the TOC,
-/// one content at two different places with different ranges, and ranges of
-/// different contents that overlap.
+/// one content digest with two sizes, and ranges of different contents that
+/// overlap.
 pub fn plan(toc: &Toc, blob_size: u64, toc_range: &Range<u64>) -> Result<Plan> {
     let mut entries: Vec<(TocEntry, Option<Digest>)> = Vec::new();
     let mut contents: BTreeMap<Digest, Content> = BTreeMap::new();
@@ -260,10 +260,23 @@ pub fn plan(toc: &Toc, blob_size: u64, toc_range: &Range<u64>) -> Result<Plan> {
             i = j;
             continue;
         }
-        let digest: Digest =
-            e.digest.parse().with_context(|| format!("{}: content digest {:?}", what(), e.digest))?;
+        let digest: Digest = e.digest.parse().with_context(|| format!("{}: content digest {:?}", what(), e.digest))?;
         let mut pieces = Vec::new();
         let mut at = 0u64;
+        // Where chunk `n`'s frames end: its own `endOffset` where it has one
+        // that stops before the next chunk, else the next data chunk's start,
+        // else the file's `endOffset` (podman 4.x writes chunk entries with an
+        // offset only, and the file's `endOffset` after its last chunk).
+        let end_of = |n: usize| -> i64 {
+            let next = chunks[n + 1..].iter().find(|c| c.chunk_type.is_empty()).map(|c| c.offset);
+            let own = Some(chunks[n].end_offset).filter(|e| *e > chunks[n].offset);
+            match (own, next) {
+                (Some(e), Some(next)) => e.min(next),
+                (Some(e), None) => e,
+                (None, Some(next)) => next,
+                (None, None) => e.end_offset,
+            }
+        };
         for (n, c) in chunks.iter().enumerate() {
             let chunked = chunks.len() > 1;
             let (csize, coffset) = if chunked { (c.chunk_size, c.chunk_offset) } else { (e.size, 0) };
@@ -277,14 +290,9 @@ pub fn plan(toc: &Toc, blob_size: u64, toc_range: &Range<u64>) -> Result<Plan> {
             match c.chunk_type.as_str() {
                 "zeros" => pieces.push(Piece::Zeros { size: csize }),
                 "" => {
-                    ensure!(
-                        c.offset >= 0 && c.end_offset > c.offset,
-                        "{}: chunk {n} has the range {}..{}",
-                        what(),
-                        c.offset,
-                        c.end_offset
-                    );
-                    let range = c.offset as u64..c.end_offset as u64;
+                    let end = end_of(n);
+                    ensure!(c.offset >= 0 && end > c.offset, "{}: chunk {n} has the range {}..{end}", what(), c.offset);
+                    let range = c.offset as u64..end as u64;
                     ensure!(
                         range.end <= blob_size,
                         "{}: its content at {range:?} lies outside the {blob_size}-byte blob",
@@ -302,11 +310,15 @@ pub fn plan(toc: &Toc, blob_size: u64, toc_range: &Range<u64>) -> Result<Plan> {
         }
         ensure!(at == size, "{}: its chunks hold {at} bytes but its size is {size}", what());
         let content = Content { digest: digest.clone(), size, pieces };
+        // Files with the same content each have their own frames in the
+        // blob; the first one's are fetched.
         match contents.get(&digest) {
             Some(seen) => ensure!(
-                *seen == content,
-                "{}: content {digest} is also described elsewhere with other sizes or ranges",
-                what()
+                seen.size == content.size,
+                "{}: content {digest} has {} bytes here and {} elsewhere",
+                what(),
+                content.size,
+                seen.size
             ),
             None => {
                 contents.insert(digest.clone(), content);
@@ -323,7 +335,7 @@ pub fn plan(toc: &Toc, blob_size: u64, toc_range: &Range<u64>) -> Result<Plan> {
     for c in contents.values() {
         let ranges: Vec<Range<u64>> = c.ranges().collect();
         for pair in ranges.windows(2) {
-            ensure!(pair[1].start >= pair[0].end, "content {}: its chunks at {:?} are out of order", c.digest, &pair[..]);
+            ensure!(pair[1].start >= pair[0].end, "content {}: its chunks at {:?} are out of order", c.digest, pair);
         }
         if let (Some(first), Some(last)) = (ranges.first(), ranges.last()) {
             spans.push((first.start..last.end, &c.digest));
@@ -349,14 +361,14 @@ pub fn mtime(entry: &TocEntry) -> Result<i64> {
 mod tests {
     use super::*;
 
-    fn reg(name: &str, digest: &Digest, size: i64, range: Range<i64>) -> TocEntry {
+    fn reg(name: &str, digest: &Digest, size: i64, (offset, end_offset): (i64, i64)) -> TocEntry {
         TocEntry {
             kind: "reg".into(),
             name: name.into(),
             size,
             digest: digest.to_string(),
-            offset: range.start,
-            end_offset: range.end,
+            offset,
+            end_offset,
             ..TocEntry::default()
         }
     }
@@ -397,13 +409,13 @@ mod tests {
         let toc_range = 900..1000;
         // (what the TOC says, the refusal expected)
         let cases: Vec<(Vec<TocEntry>, &str)> = vec![
-            (vec![reg("x", &a, 5, 10..2000)], "outside the 1000-byte blob"),
-            (vec![reg("x", &a, 5, 950..960)], "overlaps the TOC"),
-            (vec![reg("x", &a, 5, 10..20), reg("y", &b, 5, 15..30)], "overlap"),
-            (vec![reg("x", &a, 5, 10..20), reg("x", &b, 5, 30..40)], "names it twice"),
-            (vec![reg("x", &a, 5, 10..20), reg("y", &a, 6, 10..20)], "also described elsewhere"),
-            (vec![reg("x", &a, -1, 10..20)], "negative size"),
-            (vec![reg("x", &a, 5, 20..10)], "has the range"),
+            (vec![reg("x", &a, 5, (10, 2000))], "outside the 1000-byte blob"),
+            (vec![reg("x", &a, 5, (950, 960))], "overlaps the TOC"),
+            (vec![reg("x", &a, 5, (10, 20)), reg("y", &b, 5, (15, 30))], "overlap"),
+            (vec![reg("x", &a, 5, (10, 20)), reg("x", &b, 5, (30, 40))], "names it twice"),
+            (vec![reg("x", &a, 5, (10, 20)), reg("y", &a, 6, (30, 40))], "has 6 bytes here and 5 elsewhere"),
+            (vec![reg("x", &a, -1, (10, 20))], "negative size"),
+            (vec![reg("x", &a, 5, (20, 10))], "has the range"),
             (vec![TocEntry { kind: "whatever".into(), name: "x".into(), ..TocEntry::default() }], "unknown entry type"),
             (vec![TocEntry { kind: "chunk".into(), name: "x".into(), ..TocEntry::default() }], "without its file"),
         ];
@@ -416,7 +428,7 @@ mod tests {
     #[test]
     fn chunks_must_tile_their_file() {
         let a = Digest::of(b"a");
-        let mut file = reg("x", &a, 10, 0..5);
+        let mut file = reg("x", &a, 10, (0, 5));
         file.chunk_size = 4;
         let chunk = |off: i64, size: i64, range: Range<i64>, kind: &str| TocEntry {
             kind: "chunk".into(),
@@ -433,7 +445,11 @@ mod tests {
         let c = &p.contents[&a];
         assert_eq!(
             c.pieces,
-            vec![Piece::Frames { range: 0..5, size: 4 }, Piece::Zeros { size: 3 }, Piece::Frames { range: 5..9, size: 3 }]
+            vec![
+                Piece::Frames { range: 0..5, size: 4 },
+                Piece::Zeros { size: 3 },
+                Piece::Frames { range: 5..9, size: 3 }
+            ]
         );
         let gap = toc(vec![file.clone(), chunk(5, 3, 5..9, ""), chunk(8, 2, 9..12, "")]);
         assert!(format!("{:#}", plan(&gap, 100, &(90..100)).unwrap_err()).contains("does not continue"));
@@ -442,10 +458,33 @@ mod tests {
     }
 
     #[test]
+    fn chunks_without_end_offsets_end_where_the_next_one_starts_as_podman_4_writes_them() {
+        // From a podman 4.3 `--compression-format zstd:chunked` push: the file's
+        // endOffset is after its last chunk; chunk entries have an offset only.
+        let a = Digest::of(b"a");
+        let mut file = reg("x", &a, 32890, (1765, 3169));
+        file.chunk_size = 19161;
+        let chunk = TocEntry {
+            kind: "chunk".into(),
+            name: "x".into(),
+            offset: 2764,
+            chunk_size: 13729,
+            chunk_offset: 19161,
+            ..TocEntry::default()
+        };
+        let p = plan(&toc(vec![file, chunk]), 4000, &(3900..4000)).unwrap();
+        assert_eq!(
+            p.contents[&a].pieces,
+            vec![Piece::Frames { range: 1765..2764, size: 19161 }, Piece::Frames { range: 2764..3169, size: 13729 }]
+        );
+    }
+
+    #[test]
     fn the_same_content_twice_is_fetched_once() {
         let a = Digest::of(b"a");
-        let p = plan(&toc(vec![reg("x", &a, 1, 10..20), reg("y", &a, 1, 10..20)]), 100, &(90..100)).unwrap();
+        let p = plan(&toc(vec![reg("x", &a, 1, (10, 20)), reg("y", &a, 1, (30, 40))]), 100, &(90..100)).unwrap();
         assert_eq!(p.contents.len(), 1);
+        assert_eq!(p.contents[&a].ranges().collect::<Vec<_>>(), vec![10..20], "the first file's frames");
         assert_eq!(p.entries.len(), 2);
     }
 

@@ -216,7 +216,7 @@ pub async fn open(
     wanted: Vec<Range<u64>>,
 ) -> anyhow::Result<impl Stream<Item = io::Result<Bytes>> + Send + 'static> {
     for pair in wanted.windows(2) {
-        anyhow::ensure!(pair[0].end <= pair[1].start, "blob {digest}: ranges {:?} out of order", &pair[..]);
+        anyhow::ensure!(pair[0].end <= pair[1].start, "blob {digest}: ranges {:?} out of order", pair);
     }
     anyhow::ensure!(
         wanted.iter().all(|r| r.start < r.end && r.end <= size),
@@ -247,7 +247,8 @@ impl State {
         ask.truncate(MAX_RANGES_PER_REQUEST);
         self.asked_end = ask.last().map(|r| r.end).unwrap_or(0);
         let resp = self.client.get_range(&format!("blobs/{}", self.digest), &[], Some(&header(&ask))).await?;
-        let ignored = |why: String| RangesIgnored { registry: self.client.registry.clone(), digest: self.digest.clone(), why };
+        let ignored =
+            |why: String| RangesIgnored { registry: self.client.registry.clone(), digest: self.digest.clone(), why };
         let reply = match resp.status() {
             StatusCode::PARTIAL_CONTENT => {
                 let ctype = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
