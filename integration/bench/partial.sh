@@ -13,7 +13,7 @@
 #   HOSTCTL_BIN=PATH  use this hostctl binary instead of a release build
 #
 # Images (made by real podman 4.3 in a private storage, pushed to a private
-# docker-registry on a random loopback port): one gzip layer (os-gzip:v1/v2)
+# docker-registries on random loopback ports): one gzip layer (os-gzip:v1/v2)
 # and one zstd:chunked layer (os-chunked:v1/v2, `podman push
 # --compression-format zstd:chunked`; tarred with `-b1`, see docs/store.md).
 # For each of these, v1 is pulled into a fresh store, then v2 is timed:
@@ -22,8 +22,8 @@
 #   podman pull of the zstd:chunked image, private overlay storage with
 #     pull_options enable_partial_images=true
 # Bytes downloaded are what the registry wrote for blob GETs (its access log's
-# http.response.written), the same count for every tool. It starts one
-# registry and stops it (by PID) on exit.
+# http.response.written), the same count for every tool. It starts two
+# registries and stops them (by PID) on exit.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -41,9 +41,10 @@ done
 export CONTAINERS_CONF=${CONTAINERS_CONF:-/etc/hostctl-test/containers.conf}
 
 work=$(mktemp -d /var/tmp/hostctl-partial.XXXXXX)
-reg_pid=
+reg_pids=()
 cleanup() {
-  [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null || true
+  for pid in "${reg_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  umount "$work/pp/root/overlay" 2>/dev/null || true
   if [ "$keep" = true ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -100,54 +101,53 @@ print(f"{len(chosen)} packages, {size} of {total} bytes ({100*size/total:.2f} %)
 EOF
 changed_zstd=$(cd "$work/v2" && sed 's|^/||' "$work/changed.txt" | tar --numeric-owner -b1 -cf - -T - | zstd -3 -q -c | wc -c)
 
-echo "== registry and images"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/registry.yml" <<EOF
-version: 0.1
-log:
-  level: info
-  accesslog:
-    disabled: false
-storage:
-  filesystem:
-    rootdirectory: $work/registry
-http:
-  addr: 127.0.0.1:$port
-EOF
-docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
-reg_pid=$!
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
-reg=127.0.0.1:$port
+echo "== registries and images"
+# Two registries: pushed to one registry, podman would mount the blob it
+# pushed first (gzip) instead of compressing the second copy as asked.
+start_registry() { # NAME: writes $work/NAME.addr
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  printf 'version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
+    "$work/$1" "$port" > "$work/$1.yml"
+  docker-registry serve "$work/$1.yml" > "$work/$1.log" 2>&1 &
+  reg_pids+=($!)
+  for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
+  echo "127.0.0.1:$port" > "$work/$1.addr"
+}
+start_registry gzip
+start_registry chunked
+reg_gzip=$(cat "$work/gzip.addr")
+reg_chunked=$(cat "$work/chunked.addr")
 pm=(podman --root "$work/podman/root" --runroot "$work/podman/run" --storage-driver vfs)
 for v in v1 v2; do
   tree=$cache/rootfs
   [ $v = v2 ] && tree=$work/v2
   tar -C "$tree" --numeric-owner --xattrs -b1 -cf - . | "${pm[@]}" import -q - "localhost/os:$v" >/dev/null
-  "${pm[@]}" push -q --tls-verify=false --compression-format gzip "localhost/os:$v" "docker://$reg/os-gzip:$v"
-  "${pm[@]}" push -q --tls-verify=false --compression-format zstd:chunked "localhost/os:$v" "docker://$reg/os-chunked:$v"
+  "${pm[@]}" push -q --tls-verify=false --compression-format gzip "localhost/os:$v" "docker://$reg_gzip/os:$v"
+  "${pm[@]}" push -q --tls-verify=false --compression-format zstd:chunked "localhost/os:$v" "docker://$reg_chunked/os:$v"
 done
-layer_size() {
-  curl -s -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$reg/v2/$1/manifests/$2" |
+layer_size() { # REGISTRY TAG
+  curl -s -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$1/v2/os/manifests/$2" |
     python3 -c 'import json,sys; print(sum(l["size"] for l in json.load(sys.stdin)["layers"]))'
 }
 
-# Bytes the registry wrote for blob GETs since log line $1.
+# Bytes registry $1 wrote for blob GETs since its log line $2.
 served() {
-  tail -n +"$(($1 + 1))" "$work/registry.log" |
+  tail -n +"$(($2 + 1))" "$work/$1.log" |
     grep 'response completed' | grep 'http.request.method=GET' | grep '/blobs/' |
     sed -n 's/.*http.response.written=\([0-9]*\).*/\1/p' | awk '{s+=$1} END {print s+0}'
 }
 declare -A bytes secs
-# measure NAME COMMAND...: wall time and bytes served of one command.
+# measure NAME REGISTRY COMMAND...: wall time and bytes served of one command.
 measure() {
-  local name=$1; shift
+  local name=$1 reg=$2; shift 2
   local mark t0 t1
-  mark=$(wc -l < "$work/registry.log")
+  mark=$(wc -l < "$work/$reg.log")
   t0=$(date +%s.%N)
   "$@" > "$work/$name.out" 2>&1
   t1=$(date +%s.%N)
   sleep 0.2 # let the registry log the last response
-  bytes[$name]=$(served "$mark")
+  bytes[$name]=$(served "$reg" "$mark")
   secs[$name]=$(echo "$t1 - $t0" | bc)
   printf '%-28s %12d bytes %8.2f s\n' "$name" "${bytes[$name]}" "${secs[$name]}"
 }
@@ -155,10 +155,10 @@ measure() {
 echo "== pulls"
 hc() { "$hostctl" --sysroot "$1" --tls-verify=false --progress=none image pull "$2"; }
 mkdir -p "$work/s-gzip" "$work/s-chunked"
-measure hostctl-gzip-v1 hc "$work/s-gzip" "$reg/os-gzip:v1"
-measure hostctl-gzip-v2 hc "$work/s-gzip" "$reg/os-gzip:v2"
-measure hostctl-chunked-v1 hc "$work/s-chunked" "$reg/os-chunked:v1"
-measure hostctl-chunked-v2 hc "$work/s-chunked" "$reg/os-chunked:v2"
+measure hostctl-gzip-v1 gzip hc "$work/s-gzip" "$reg_gzip/os:v1"
+measure hostctl-gzip-v2 gzip hc "$work/s-gzip" "$reg_gzip/os:v2"
+measure hostctl-chunked-v1 chunked hc "$work/s-chunked" "$reg_chunked/os:v1"
+measure hostctl-chunked-v2 chunked hc "$work/s-chunked" "$reg_chunked/os:v2"
 mkdir -p "$work/pp"
 cat > "$work/pp/storage.conf" <<EOF
 [storage]
@@ -169,11 +169,11 @@ graphroot = "$work/pp/root"
 pull_options = {enable_partial_images = "true", use_hard_links = "false", ostree_repos = ""}
 EOF
 pp() { CONTAINERS_STORAGE_CONF="$work/pp/storage.conf" podman pull -q --tls-verify=false "docker://$1"; }
-measure podman-chunked-v1 pp "$reg/os-chunked:v1"
-measure podman-chunked-v2 pp "$reg/os-chunked:v2"
+measure podman-chunked-v1 chunked pp "$reg_chunked/os:v1"
+measure podman-chunked-v2 chunked pp "$reg_chunked/os:v2"
 
-gz=$(layer_size os-gzip v2)
-zc=$(layer_size os-chunked v2)
+gz=$(layer_size "$reg_gzip" v2)
+zc=$(layer_size "$reg_chunked" v2)
 echo
 echo "== v1 -> v2 (v2 layer: gzip $gz bytes, zstd:chunked $zc bytes; changed files, zstd -3: $changed_zstd bytes)"
 printf '%-34s %14s %10s %14s %14s\n' tool "bytes v2" "s v2" "bytes/layer" "bytes/changed"
