@@ -264,11 +264,12 @@ pub fn plan(toc: &Toc, blob_size: u64, toc_range: &Range<u64>) -> Result<Plan> {
         let mut pieces = Vec::new();
         let mut at = 0u64;
         // Where chunk `n`'s frames end: its own `endOffset` where it has one
-        // that stops before the next chunk, else the next data chunk's start,
-        // else the file's `endOffset` (podman 4.x writes chunk entries with an
-        // offset only, and the file's `endOffset` after its last chunk).
+        // that stops before the next chunk, else the next chunk's start, else
+        // the file's `endOffset` (podman 4.x writes chunk entries with an
+        // offset only, the file's `endOffset` after its last chunk, and
+        // `zeros` chunks as frames of their own, which are not fetched).
         let end_of = |n: usize| -> i64 {
-            let next = chunks[n + 1..].iter().find(|c| c.chunk_type.is_empty()).map(|c| c.offset);
+            let next = chunks[n + 1..].iter().find(|c| c.offset > 0).map(|c| c.offset);
             let own = Some(chunks[n].end_offset).filter(|e| *e > chunks[n].offset);
             match (own, next) {
                 (Some(e), Some(next)) => e.min(next),
@@ -472,10 +473,33 @@ mod tests {
             chunk_offset: 19161,
             ..TocEntry::default()
         };
-        let p = plan(&toc(vec![file, chunk]), 4000, &(3900..4000)).unwrap();
+        let p = plan(&toc(vec![file.clone(), chunk.clone()]), 4000, &(3900..4000)).unwrap();
         assert_eq!(
             p.contents[&a].pieces,
             vec![Piece::Frames { range: 1765..2764, size: 19161 }, Piece::Frames { range: 2764..3169, size: 13729 }]
+        );
+        // Its `zeros` chunks have frames in the blob too (a kernel image's holes):
+        // the data chunk before one ends where its frame starts.
+        let mut file = reg("x", &a, 32890 + 1480, (1765, 3169));
+        file.chunk_size = 19161;
+        let zeros = TocEntry {
+            kind: "chunk".into(),
+            name: "x".into(),
+            offset: 2700,
+            chunk_size: 1480,
+            chunk_offset: 19161,
+            chunk_type: "zeros".into(),
+            ..TocEntry::default()
+        };
+        let last = TocEntry { chunk_offset: 19161 + 1480, ..chunk };
+        let p = plan(&toc(vec![file, zeros, last]), 4000, &(3900..4000)).unwrap();
+        assert_eq!(
+            p.contents[&a].pieces,
+            vec![
+                Piece::Frames { range: 1765..2700, size: 19161 },
+                Piece::Zeros { size: 1480 },
+                Piece::Frames { range: 2764..3169, size: 13729 }
+            ]
         );
     }
 
