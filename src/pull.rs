@@ -6,6 +6,8 @@
 //! run on a blocking thread fed by the download stream, so no layer is ever
 //! held in memory.
 
+mod partial;
+
 use std::sync::Arc;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -19,6 +21,8 @@ use crate::imgref::ImageRef;
 use crate::oci::platform::Platform;
 use crate::oci::{descriptor_digest, open_source, ImageSource, RegistryOptions, ResolvedManifest};
 use crate::progress::Progress;
+use crate::store::import::Compression;
+use crate::store::toc::TocLocation;
 use crate::store::{ImageRecord, LayerSpec, Store};
 use crate::sysroot::Sysroot;
 use crate::trust::{ImageVerifier, Verdict};
@@ -67,6 +71,11 @@ pub struct PulledLayer {
     pub media_type: String,
     /// False when the store already had it.
     pub downloaded: bool,
+    /// Bytes of it fetched in this pull: its size when read whole, the
+    /// TOC and the missing files' ranges when pulled partially.
+    pub bytes_fetched: u64,
+    /// Built from its zstd:chunked TOC with only the missing files fetched.
+    pub partial: bool,
 }
 
 /// An image now held by the store.
@@ -249,14 +258,22 @@ pub async fn fetch_layers(store: &Store, prepared: Prepared, opts: &PullOptions)
     let limit = Arc::new(Semaphore::new(concurrency));
     let mut tasks = tokio::task::JoinSet::new();
     let mut layers = Vec::new();
+    let require_full = opts.registry.require_full_layer_digest;
     for (i, (desc, spec)) in specs.into_iter().enumerate() {
-        let present = store.has_layer(&spec.blob_digest, &spec.diff_id);
+        let toc = if require_full { None } else { toc_location(&desc, &spec) };
+        let present =
+            store.has_layer_for(&spec.blob_digest, &spec.diff_id, toc.as_ref().map(|t| &t.digest), require_full);
+        // A layer indexed from another TOC (or whose index must be replaced
+        // by a verified one) is read whole: a partial pull never replaces an index.
+        let toc = toc.filter(|_| !store.has_layer(&spec.blob_digest, &spec.diff_id));
         layers.push(PulledLayer {
             blob_digest: spec.blob_digest.clone(),
             diff_id: spec.diff_id.clone(),
             size: spec.size,
             media_type: spec.media_type.clone(),
             downloaded: !present,
+            bytes_fetched: 0,
+            partial: false,
         });
         if present {
             progress.event(
@@ -270,6 +287,18 @@ pub async fn fetch_layers(store: &Store, prepared: Prepared, opts: &PullOptions)
         let from = from.clone();
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await.expect("semaphore never closed");
+            if let Some(loc) = toc {
+                match partial::pull_layer(&store, &source, &desc, &spec, &loc, &progress, &from).await {
+                    Ok(Some(fetched)) => return anyhow::Ok((i, fetched, true)),
+                    Ok(None) => {}
+                    Err(e) if crate::error::is_no_space(&e) || crate::interrupt::is_ending() => return Err(e),
+                    Err(e) => tracing::warn!(
+                        "layer {}: partial pull failed, fetching the whole layer instead: {e:#}",
+                        spec.blob_digest
+                    ),
+                }
+            }
+            let size = spec.size;
             let reader = progress
                 .waiting(format!("{from} (layer {})", spec.blob_digest), source.open_blob(&desc, 0))
                 .await
@@ -289,13 +318,16 @@ pub async fn fetch_layers(store: &Store, prepared: Prepared, opts: &PullOptions)
                 result
             });
             handle.await.context("layer import task panicked")??;
-            anyhow::Ok(i)
+            anyhow::Ok((i, size, false))
         });
     }
     while let Some(done) = tasks.join_next().await {
-        if let Err(e) = done.context("layer task failed")? {
-            tasks.abort_all();
-            return Err(e);
+        match done.context("layer task failed")? {
+            Ok((i, fetched, partial)) => (layers[i].bytes_fetched, layers[i].partial) = (fetched, partial),
+            Err(e) => {
+                tasks.abort_all();
+                return Err(e);
+            }
         }
     }
 
@@ -312,7 +344,7 @@ pub async fn fetch_layers(store: &Store, prepared: Prepared, opts: &PullOptions)
         pulled_at: crate::util::now_rfc3339(),
         layers: layers.iter().map(|l| l.diff_id.clone()).collect(),
     })?;
-    let bytes_downloaded = layers.iter().filter(|l| l.downloaded).map(|l| l.size).sum();
+    let bytes_downloaded = layers.iter().map(|l| l.bytes_fetched).sum();
     tracing::info!(
         "{imgref}: manifest {manifest_digest}, config {config_digest}, {} layer(s), {} downloaded",
         layers.len(),
@@ -329,6 +361,21 @@ pub async fn fetch_layers(store: &Store, prepared: Prepared, opts: &PullOptions)
         bytes_downloaded,
         verdict,
     })
+}
+
+/// The zstd:chunked TOC of a layer, if its descriptor locates one (annotations
+/// that are there but malformed are a warning: the layer is read whole).
+fn toc_location(desc: &Descriptor, spec: &LayerSpec) -> Option<TocLocation> {
+    if crate::store::import::Compression::from_media_type(&spec.media_type).ok()? != Compression::Zstd {
+        return None;
+    }
+    match crate::store::toc::location(desc.annotations().as_ref(), spec.size) {
+        Ok(loc) => loc,
+        Err(e) => {
+            tracing::warn!("layer {}: {e:#}; reading the whole layer", spec.blob_digest);
+            None
+        }
+    }
 }
 
 /// Layer media types hostctl can unpack; anything else (foreign layers,

@@ -56,6 +56,7 @@ fn insecure() -> RegistryOptions {
         registries_conf: vec![],
         authfile: None,
         max_concurrent_downloads: None,
+        require_full_layer_digest: false,
     }
 }
 

@@ -6,6 +6,7 @@ mod support;
 mod apps;
 mod authoring;
 mod checkout;
+mod chunked;
 mod cli;
 mod deploy;
 mod failures;

@@ -78,6 +78,11 @@ pub struct GlobalArgs {
     /// The platform to pull from a multi-platform image [default: the host's].
     #[arg(long, global = true, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Option<Platform>,
+    #[arg(help_heading = REGISTRY_OPTIONS)]
+    /// Read every layer whole and check its uncompressed digest (diff_id); no partial
+    /// pulls of zstd:chunked layers, and layers built from one are fetched again.
+    #[arg(long, global = true, env = "HOSTCTL_REQUIRE_FULL_LAYER_DIGEST")]
+    pub require_full_layer_digest: bool,
     #[arg(help_heading = TRUST_OPTIONS)]
     /// The trust policy [default: SYSROOT/etc/containers/policy.json].
     #[arg(long, global = true, value_name = "FILE")]
@@ -123,6 +128,7 @@ impl GlobalArgs {
             registries_conf: registries_conf_files(),
             authfile: self.authfile.clone(),
             max_concurrent_downloads: None,
+            require_full_layer_digest: self.require_full_layer_digest,
         }
     }
 

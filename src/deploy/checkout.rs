@@ -317,6 +317,8 @@ mod tests {
             compressed_size: 0,
             uncompressed_size: 0,
             entries,
+            toc_digest: None,
+            content_digests: Default::default(),
         }
     }
 

@@ -43,6 +43,9 @@ pub struct RegistryOptions {
     pub authfile: Option<std::path::PathBuf>,
     /// Layers downloaded at once.
     pub max_concurrent_downloads: Option<usize>,
+    /// `--require-full-layer-digest`: read every layer whole and check its
+    /// digest and diff_id, never building one from a zstd:chunked TOC.
+    pub require_full_layer_digest: bool,
 }
 
 /// `imgref` with a relative `oci:`/`oci-archive:` path made absolute against

@@ -92,4 +92,12 @@ pub trait ImageSource: Send + Sync {
     /// Opens a blob as a stream starting at byte `offset`. Registry streams
     /// retry and resume by themselves after connection errors.
     async fn open_blob(&self, desc: &Descriptor, offset: u64) -> Result<BlobReader>;
+
+    /// Opens the bytes of `ranges` of a blob (sorted, non-overlapping), one
+    /// after the other, as one stream; `Ok(None)` from sources that cannot
+    /// serve ranges (the caller then reads the blob whole). Registries that
+    /// turn out to ignore `Range` fail with `registry::ranges::RangesIgnored`.
+    async fn open_ranges(&self, _desc: &Descriptor, _ranges: Vec<std::ops::Range<u64>>) -> Result<Option<BlobReader>> {
+        Ok(None)
+    }
 }

@@ -356,6 +356,8 @@ pub fn import_layer(
         compressed_size: blob.count,
         uncompressed_size,
         entries,
+        toc_digest: None,
+        content_digests: BTreeMap::new(),
     };
     let committed = crate::store::repo::commit_index(repo, &index);
     claims.release(me, &created, &repo.join("objects"), committed.is_err());
@@ -523,22 +525,8 @@ fn read_entry(
     let result = (|| {
         let meta = read_meta(item).context("reading its metadata")?;
         let header = item.header();
-        // OCI whiteouts are recognised by name, whatever their type.
-        let base = path.rsplit('/').next().unwrap_or("");
-        if let Some(hidden) = base.strip_prefix(".wh.") {
-            paths.check_no_symlink_ancestor(&path, "whiteout placed")?;
-            if hidden == ".wh..opq" {
-                return Ok(Some(Entry { path: parent(&path).to_string(), kind: EntryKind::OpaqueWhiteout, meta }));
-            }
-            if hidden.starts_with(".wh.") {
-                return Ok(None);
-            }
-            if hidden.is_empty() || hidden == "." || hidden == ".." {
-                bail!("whiteout of an invalid name");
-            }
-            let parent = parent(&path);
-            let target = if parent.is_empty() { hidden.to_string() } else { format!("{parent}/{hidden}") };
-            return Ok(Some(Entry { path: target, kind: EntryKind::Whiteout, meta }));
+        if let Some(whiteout) = whiteout_entry(&path, meta.clone(), paths)? {
+            return Ok(whiteout);
         }
         if path.is_empty() {
             if etype.is_dir() {
@@ -596,6 +584,27 @@ fn read_entry(
         Ok(Some(Entry { path: path.clone(), kind, meta }))
     })();
     result.with_context(|| format!("entry {name_for_errors:?}"))
+}
+
+/// The entry an OCI whiteout name stands for: `None` when `path` is no
+/// whiteout, `Some(None)` for one that carries nothing (aufs metadata).
+/// Whiteouts are recognised by name, whatever their type.
+pub(crate) fn whiteout_entry(path: &str, meta: Meta, paths: &LayerPaths) -> Result<Option<Option<Entry>>> {
+    let base = path.rsplit('/').next().unwrap_or("");
+    let Some(hidden) = base.strip_prefix(".wh.") else { return Ok(None) };
+    paths.check_no_symlink_ancestor(path, "whiteout placed")?;
+    if hidden == ".wh..opq" {
+        return Ok(Some(Some(Entry { path: parent(path).to_string(), kind: EntryKind::OpaqueWhiteout, meta })));
+    }
+    if hidden.starts_with(".wh.") {
+        return Ok(Some(None));
+    }
+    if hidden.is_empty() || hidden == "." || hidden == ".." {
+        bail!("whiteout of an invalid name");
+    }
+    let parent = parent(path);
+    let target = if parent.is_empty() { hidden.to_string() } else { format!("{parent}/{hidden}") };
+    Ok(Some(Some(Entry { path: target, kind: EntryKind::Whiteout, meta })))
 }
 
 /// Mode, owner, mtime and xattrs, with PAX records taking precedence.

@@ -55,6 +55,16 @@ pub struct LayerIndex {
     pub uncompressed_size: u64,
     /// Entries in tar order.
     pub entries: Vec<Entry>,
+    /// For a layer built from a zstd:chunked table of contents (a partial
+    /// pull): the TOC's digest. Its `diff_id` was then not computed, only
+    /// taken from the image config (docs/store.md, "Partial pulls").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toc_digest: Option<Digest>,
+    /// sha256 of the content of the objects whose content digest is known
+    /// (those of partial pulls): how a later partial pull finds files the
+    /// store has.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub content_digests: BTreeMap<ObjectId, Digest>,
 }
 
 /// One tar entry, checked and normalised.

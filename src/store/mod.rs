@@ -16,7 +16,8 @@
 //! Files, one concept each: [`repo`] (the `Store` handle), [`import`] (the
 //! layer pipeline), [`gzip`] (its gzip reader), [`tarsafe`] (path checks and limits), [`targuard`] (extension
 //! record caps), [`objects`] (object ids and writes), [`durability`] (when writes reach the
-//! disk, and recovery after a crash), [`blobs`], [`images`], [`gc`].
+//! disk, and recovery after a crash), [`toc`] (zstd:chunked tables of contents),
+//! [`partial`] (layers built from a TOC and the files the store lacks), [`blobs`], [`images`], [`gc`].
 
 pub mod blobs;
 pub mod durability;
@@ -26,9 +27,11 @@ pub mod images;
 pub mod import;
 pub mod layer_index;
 pub mod objects;
+pub mod partial;
 pub mod repo;
 pub mod targuard;
 pub mod tarsafe;
+pub mod toc;
 
 pub use layer_index::{Entry, EntryKind, LayerIndex, Meta, ObjectId};
 pub use repo::{GcRoots, GcStats, ImageRecord, LayerSpec, Recovery, Store};

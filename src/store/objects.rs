@@ -162,6 +162,12 @@ impl<'a> ObjectWriter<'a> {
         }
     }
 
+    /// This import relies on the existing object `id` (a failing import
+    /// running beside it will not remove it).
+    pub fn note_use(&self, id: &ObjectId) {
+        self.claims.note_use(self.me, id);
+    }
+
     /// Stores `size` bytes read from `content` as an object with `meta`; returns its id.
     /// Fails if `content` ends before `size` bytes.
     pub fn store(&mut self, meta: &ObjectMeta, size: u64, content: &mut dyn Read) -> Result<ObjectId> {

@@ -134,6 +134,53 @@ impl Store {
         }
     }
 
+    /// [`Store::has_layer`], for a pull that may build the layer from a
+    /// zstd:chunked TOC (`toc`): an index built from a TOC stands for the
+    /// layer only for a pull of that same TOC, and never when the full layer
+    /// digest is required (it was not computed); an index built from the
+    /// whole blob stands for every pull (docs/store.md, "Partial pulls").
+    pub fn has_layer_for(&self, blob: &Digest, diff_id: &Digest, toc: Option<&Digest>, require_full: bool) -> bool {
+        if !self.has_layer(blob, diff_id) {
+            return false;
+        }
+        match self.layer_index(diff_id) {
+            Ok(index) => match &index.toc_digest {
+                None => true,
+                Some(built_from) => !require_full && toc == Some(built_from),
+            },
+            Err(_) => false,
+        }
+    }
+
+    /// Contents the store knows the sha256 of (for partial pulls).
+    pub fn known_contents(&self) -> Result<crate::store::partial::Known> {
+        crate::store::partial::Known::load(&self.dir)
+    }
+
+    /// Builds a layer from its zstd:chunked TOC: see [`crate::store::partial`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn import_partial(
+        &self,
+        spec: &LayerSpec,
+        toc_digest: &Digest,
+        plan: &crate::store::toc::Plan,
+        known: crate::store::partial::Known,
+        missing: &[Digest],
+        fetched: &mut dyn Read,
+    ) -> Result<LayerIndex> {
+        crate::store::partial::import(
+            &self.dir,
+            &self.claims,
+            &self.limits,
+            spec,
+            toc_digest,
+            plan,
+            known,
+            missing,
+            fetched,
+        )
+    }
+
     /// Streams one layer into the store: checks the compressed digest and size,
     /// decompresses by media type, checks the diff_id, refuses unsafe entries,
     /// writes new objects and commits the index only when every check passed.

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fleetlock;
+pub mod chunked;
 pub mod hostile;
 pub mod images;
 pub mod registry;

@@ -120,6 +120,12 @@ impl Client {
     /// errors and 5xx/429 with backoff, re-authorised once on a 401 carrying a
     /// new challenge. Other replies are returned for the caller to judge.
     pub async fn get(&self, path: &str, accept: &[&str], range_from: Option<u64>) -> Result<Response> {
+        let range = range_from.filter(|n| *n > 0).map(|from| format!("bytes={from}-"));
+        self.get_range(path, accept, range.as_deref()).await
+    }
+
+    /// [`Client::get`] with any `Range` header value (`bytes=a-b,c-d`), or none.
+    pub async fn get_range(&self, path: &str, accept: &[&str], range: Option<&str>) -> Result<Response> {
         let url = format!("{}/v2/{}/{path}", self.base().await?, self.repository);
         let scope = self.auth.pull_scope();
         let mut reauthorised = false;
@@ -130,8 +136,8 @@ impl Client {
             if !accept.is_empty() {
                 req = req.header(ACCEPT, accept.join(", "));
             }
-            if let Some(from) = range_from.filter(|n| *n > 0) {
-                req = req.header(RANGE, format!("bytes={from}-"));
+            if let Some(range) = range {
+                req = req.header(RANGE, range);
             }
             if let Some(h) = self.auth.header(&self.http, &scope).await? {
                 req = req.header(AUTHORIZATION, h);

@@ -12,7 +12,8 @@
 //! (docker-credential-* helpers), [`certs_d`] (per-registry TLS
 //! directories), [`tls`] (roots, client certificate, insecure), [`manifest`]
 //! (media types, index resolution), [`blob_stream`] (resume with `Range`),
-//! [`push`] (blob uploads and manifest PUTs, for `fleet release`).
+//! [`push`] (blob uploads and manifest PUTs, for `fleet release`),
+//! [`ranges`] (byte ranges of a blob in multi-range requests).
 //!
 //! Why not oci-client's `Client` (read for this; it is in Cargo.toml for the
 //! trust work's sigstore use): it reads manifests and referrer lists whole
@@ -32,6 +33,7 @@ pub mod credhelper;
 pub mod endpoint;
 pub mod manifest;
 pub mod push;
+pub mod ranges;
 pub mod registries_conf;
 pub mod retry_after;
 pub mod tls;
@@ -313,5 +315,14 @@ impl ImageSource for RegistrySource {
         let what = format!("blob {digest}");
         let stream = self.with_fallback(&what, get).await?.with_context(|| format!("{what} not found"))?;
         Ok(BlobReader::Async(Box::pin(tokio_util::io::StreamReader::new(stream))))
+    }
+
+    /// From the serving endpoint only: a partial pull that fails there reads
+    /// the blob whole, with the fallbacks of [`ImageSource::open_blob`].
+    async fn open_ranges(&self, desc: &Descriptor, ranges: Vec<std::ops::Range<u64>>) -> Result<Option<BlobReader>> {
+        let digest: Digest = desc.digest().to_string().parse().context("blob digest")?;
+        let client = self.endpoint().await?.client.clone();
+        let stream = ranges::open(client, digest, desc.size(), ranges).await?;
+        Ok(Some(BlobReader::Async(Box::pin(tokio_util::io::StreamReader::new(stream)))))
     }
 }
