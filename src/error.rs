@@ -24,6 +24,14 @@ pub mod code {
     pub const INTEGRITY: i32 = 5;
     /// Not enough disk space.
     pub const NO_SPACE: i32 = 6;
+    /// The sysroot was written by a newer hostctl (an on-disk format version
+    /// newer than this one reads); nothing was changed.
+    pub const FORMAT_TOO_NEW: i32 = 7;
+    /// `fsck --repair` found damage and repaired all of it.
+    pub const REPAIRED: i32 = 8;
+    /// `fsck` found damage that is still there: without `--repair`, or
+    /// what `--repair` could not fix (its source gone).
+    pub const DAMAGED: i32 = 9;
 }
 
 /// Bytes that do not hash to the digest that named them.
@@ -62,6 +70,39 @@ pub struct InsufficientSpace {
     pub available: u64,
 }
 
+/// A file of the sysroot has an on-disk format version newer than this
+/// hostctl reads: it was written by a newer hostctl (before a rollback to an
+/// older image, say). Nothing is changed.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{path} has {what} format version {found}{by}, but this hostctl reads version {supported} at most; \
+     nothing was changed: use a hostctl at least as new as the one that wrote it",
+    by = written_by.as_deref().map(|w| format!(" (written by {w})")).unwrap_or_default()
+)]
+pub struct FormatTooNew {
+    /// The file that carries the version.
+    pub path: PathBuf,
+    /// Whose format (`store`, `deployment state`, `deployment metadata`, `layer index`).
+    pub what: String,
+    /// The version found.
+    pub found: u32,
+    /// The newest version this hostctl reads.
+    pub supported: u32,
+    /// The hostctl that wrote it, when the file says.
+    pub written_by: Option<String>,
+}
+
+/// `hostctl fsck` found damage; the exit code says whether it was all
+/// repaired ([`code::REPAIRED`]) or some is left ([`code::DAMAGED`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct FsckOutcome {
+    /// What to say (`3 damaged paths found; run hostctl fsck --repair`).
+    pub message: String,
+    /// Whether everything found was repaired.
+    pub repaired: bool,
+}
+
 /// stdout's reader went away (`hostctl status | head`): the command ends
 /// quietly with success, as coreutils do. Only `cli::output` raises it, so
 /// a broken pipe elsewhere (a registry closing its socket) stays an error.
@@ -93,6 +134,12 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         }
         if cause.is::<InsufficientSpace>() || io_no_space(cause) {
             return code::NO_SPACE;
+        }
+        if cause.is::<FormatTooNew>() {
+            return code::FORMAT_TOO_NEW;
+        }
+        if let Some(f) = cause.downcast_ref::<FsckOutcome>() {
+            return if f.repaired { code::REPAIRED } else { code::DAMAGED };
         }
     }
     code::FAILURE

@@ -8,6 +8,7 @@ mod checkout;
 mod cli;
 mod deploy;
 mod failures;
+mod format;
 mod imgref;
 mod install;
 mod layout;

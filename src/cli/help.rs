@@ -150,6 +150,7 @@ const EXIT_STATUS: &[(i32, &str)] = &[
     (code::REJECTED, "the trust policy refused the image"),
     (code::INTEGRITY, "content did not match its digest (tampered or corrupted data)"),
     (code::NO_SPACE, "not enough disk space"),
+    (code::FORMAT_TOO_NEW, "the sysroot was written by a newer hostctl (a newer on-disk format); nothing was changed"),
     (crate::interrupt::SIGINT.exit_code, "interrupted by SIGINT (Ctrl-C)"),
     (crate::interrupt::SIGTERM.exit_code, "interrupted by SIGTERM"),
 ];

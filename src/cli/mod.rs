@@ -134,7 +134,10 @@ impl GlobalArgs {
     /// Opens the sysroot at `--sysroot`.
     pub fn open_sysroot(&self) -> Result<Sysroot> {
         tracing::info!("sysroot {}, boot directory {}", self.sysroot.display(), self.boot_dir().display());
-        Sysroot::open(&self.sysroot)
+        let sysroot = Sysroot::open(&self.sysroot)?;
+        // A sysroot of a newer format is refused by every command (exit 7).
+        crate::format::check_sysroot(&sysroot.hostctl_dir())?;
+        Ok(sysroot)
     }
 
     /// The trust policy's verifier, for `PullOptions::verifier`.

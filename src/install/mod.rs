@@ -62,6 +62,7 @@ pub struct Installed {
 /// already has deployments.
 pub async fn build_sysroot(root: &Path, boot: &Path, opts: &InstallOptions, pull: &PullOptions) -> Result<String> {
     let sysroot = Sysroot::open(root)?;
+    crate::format::check_sysroot(&sysroot.hostctl_dir())?;
     let _lock = sysroot.lock(opts.lock_wait)?;
     let mut state = State::load(&sysroot.state_path())?;
     if !state.all().is_empty() {
