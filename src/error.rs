@@ -27,11 +27,12 @@ pub mod code {
     /// The sysroot was written by a newer hostctl (an on-disk format version
     /// newer than this one reads); nothing was changed.
     pub const FORMAT_TOO_NEW: i32 = 7;
+    /// `fsck` found damage (without `--repair`: nothing was changed).
+    pub const DAMAGED: i32 = 8;
     /// `fsck --repair` found damage and repaired all of it.
-    pub const REPAIRED: i32 = 8;
-    /// `fsck` found damage that is still there: without `--repair`, or
-    /// what `--repair` could not fix (its source gone).
-    pub const DAMAGED: i32 = 9;
+    pub const REPAIRED: i32 = 9;
+    /// `fsck --repair` could not repair some of the damage (its source gone).
+    pub const UNREPAIRED: i32 = 10;
 }
 
 /// Bytes that do not hash to the digest that named them.
@@ -92,15 +93,15 @@ pub struct FormatTooNew {
     pub written_by: Option<String>,
 }
 
-/// `hostctl fsck` found damage; the exit code says whether it was all
-/// repaired ([`code::REPAIRED`]) or some is left ([`code::DAMAGED`]).
+/// `hostctl fsck` found damage; `code` is [`code::DAMAGED`],
+/// [`code::REPAIRED`] or [`code::UNREPAIRED`].
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct FsckOutcome {
-    /// What to say (`3 damaged paths found; run hostctl fsck --repair`).
+    /// What to say (`3 damaged path(s) found; run hostctl fsck --repair`).
     pub message: String,
-    /// Whether everything found was repaired.
-    pub repaired: bool,
+    /// The exit code.
+    pub code: i32,
 }
 
 /// stdout's reader went away (`hostctl status | head`): the command ends
@@ -139,7 +140,7 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
             return code::FORMAT_TOO_NEW;
         }
         if let Some(f) = cause.downcast_ref::<FsckOutcome>() {
-            return if f.repaired { code::REPAIRED } else { code::DAMAGED };
+            return f.code;
         }
     }
     code::FAILURE

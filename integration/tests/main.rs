@@ -9,6 +9,7 @@ mod cli;
 mod deploy;
 mod failures;
 mod format;
+mod fsck;
 mod imgref;
 mod install;
 mod layout;

@@ -5,6 +5,7 @@
 mod app;
 mod cleanup;
 mod completion;
+mod fsck;
 mod help;
 mod image;
 mod install;
@@ -174,6 +175,8 @@ pub enum Command {
     Pin(pin::PinArgs),
     /// Let a pinned deployment be garbage-collected again.
     Unpin(pin::PinArgs),
+    /// Check the store and every deployment against what was recorded; repair from the images' sources.
+    Fsck(fsck::FsckArgs),
     /// Install an OS image to a disk or a prepared filesystem.
     #[command(subcommand)]
     Install(install::InstallCommand),
@@ -237,6 +240,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Cleanup(a) => cleanup::run(g, a).await,
         Command::Pin(a) => pin::run(g, a, true).await,
         Command::Unpin(a) => pin::run(g, a, false).await,
+        Command::Fsck(a) => fsck::run(g, a).await,
         Command::Install(c) => install::run(g, c).await,
         Command::Completions(a) => completion::completions(a),
         Command::Man(a) => completion::man(a),

@@ -11,6 +11,7 @@ pub mod deployment;
 pub mod etc_merge;
 pub mod finalize;
 mod fsat;
+pub mod fsck;
 pub mod hooks;
 pub mod leftovers;
 pub mod preflight;

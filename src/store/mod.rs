@@ -16,10 +16,11 @@
 //! Files, one concept each: [`repo`] (the `Store` handle), [`import`] (the
 //! layer pipeline), [`gzip`] (its gzip reader), [`tarsafe`] (path checks and limits), [`targuard`] (extension
 //! record caps), [`objects`] (object ids and writes), [`durability`] (when writes reach the
-//! disk, and recovery after a crash), [`blobs`], [`images`], [`gc`].
+//! disk, and recovery after a crash), [`blobs`], [`images`], [`gc`], [`fsck`] (checking it all against its ids).
 
 pub mod blobs;
 pub mod durability;
+pub mod fsck;
 pub mod gc;
 pub mod gzip;
 pub mod images;

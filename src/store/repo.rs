@@ -282,6 +282,21 @@ impl Store {
         gc::sweep(&self.dir, &keep)
     }
 
+    /// The index file of layer `diff_id` (`layers/<hex>.json`).
+    pub fn index_file(&self, diff_id: &Digest) -> PathBuf {
+        self.index_path(diff_id)
+    }
+
+    /// Makes the store forget layer `diff_id` (its by-blob alias `blob`, then
+    /// its index), so that the next import of it writes it anew.
+    pub fn forget_layer(&self, diff_id: &Digest, blob: Option<&Digest>) -> Result<()> {
+        if let Some(blob) = blob {
+            remove_file_if_present(&self.alias_path(blob))?;
+        }
+        remove_file_if_present(&self.index_path(diff_id))?;
+        crate::fsutil::sync_dir(&self.dir.join("layers"))
+    }
+
     fn index_path(&self, diff_id: &Digest) -> PathBuf {
         index_path(&self.dir, diff_id)
     }
