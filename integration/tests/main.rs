@@ -19,3 +19,4 @@ mod sources;
 mod store;
 mod tar_compat;
 mod trust;
+mod usr_overlay;

@@ -77,6 +77,13 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
     ),
     ("unpin", &[("Let a deployment be collected again", "hostctl unpin 3f1c2a9b0d4e.2")]),
     (
+        "usr-overlay",
+        &[
+            ("Install a debugging tool into /usr until the next boot", "hostctl usr-overlay && apt-get install strace"),
+            ("A read-only overlay, as JSON", "hostctl usr-overlay --read-only --json"),
+        ],
+    ),
+    (
         "fsck",
         &[
             ("Check every object and deployed file; exit 8 if any is damaged", "hostctl fsck"),

@@ -16,6 +16,7 @@ mod rollback;
 mod status;
 mod switch;
 mod upgrade;
+mod usr_overlay;
 
 use std::path::PathBuf;
 
@@ -177,6 +178,8 @@ pub enum Command {
     Unpin(pin::PinArgs),
     /// Check the store and every deployment against what was recorded; repair from the images' sources.
     Fsck(fsck::FsckArgs),
+    /// Make the booted /usr writable until the next boot (an overlay on a tmpfs).
+    UsrOverlay(usr_overlay::UsrOverlayArgs),
     /// Install an OS image to a disk or a prepared filesystem.
     #[command(subcommand)]
     Install(install::InstallCommand),
@@ -241,6 +244,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Pin(a) => pin::run(g, a, true).await,
         Command::Unpin(a) => pin::run(g, a, false).await,
         Command::Fsck(a) => fsck::run(g, a).await,
+        Command::UsrOverlay(a) => usr_overlay::run(g, a).await,
         Command::Install(c) => install::run(g, c).await,
         Command::Completions(a) => completion::completions(a),
         Command::Man(a) => completion::man(a),

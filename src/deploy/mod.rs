@@ -23,4 +23,5 @@ pub mod status;
 mod tar_compat;
 pub mod tree;
 pub mod upgrade;
+pub mod usr_overlay;
 pub mod var;
