@@ -12,6 +12,7 @@
 //! installed as the removable-media path `EFI/BOOT/BOOTX64.EFI`, so no EFI
 //! variable has to be written).
 
+pub mod device;
 pub mod disk;
 
 use std::path::{Path, PathBuf};
@@ -297,7 +298,7 @@ fn settle(dev: &Path, paths: &[&PathBuf], loops: &dyn LoopDevices) -> Result<()>
 }
 
 /// The size of a block device in bytes.
-fn block_size(dev: &Path) -> Result<u64> {
+pub fn block_size(dev: &Path) -> Result<u64> {
     use std::io::Seek;
     let mut f = std::fs::File::open(dev).with_context(|| format!("opening {}", dev.display()))?;
     Ok(f.seek(std::io::SeekFrom::End(0))?)
