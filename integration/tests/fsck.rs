@@ -137,3 +137,69 @@ fn fsck_reports_each_damaged_path_repairs_it_from_the_registry_and_refuses_once_
     assert!(out.contains(&format!("repaired: {} (deployed)", t("usr/lib").display())), "{out}");
     assert_eq!(std::fs::read_to_string(&corrupt_obj).unwrap(), "CORRUPT my object", "left as it was");
 }
+
+/// On the format-1 fixture, whose images came from an OCI layout: a symlink
+/// retargeted, a directory (with its files) deleted, a file's owner changed
+/// through its hard link, a layer index and a config blob corrupted; all
+/// reported, all repaired from the layout; then, the layout removed, a
+/// damaged object is refused with the source named.
+#[test]
+fn fsck_repairs_symlinks_directories_owners_and_indexes_from_an_oci_layout_and_names_a_removed_one() {
+    let (_dir, sys, layout) = crate::format::unpack_v1_fixture();
+    let sys = sys.as_path();
+    // The fixture's deployments name the layout where it was made (gone);
+    // pulling the same image from where it is unpacked records a second source.
+    hc_ok(sys, &["image", "pull", &format!("oci:{}:v2", layout.display())]);
+    let (code, out, err) = fsck(sys, &[]);
+    assert_eq!(code, Some(0), "the fixture is intact: {out}{err}");
+    let tree = booted_tree(sys);
+    let t = |rel: &str| tree.join(rel);
+    std::fs::remove_file(t("usr/bin/hi")).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", t("usr/bin/hi")).unwrap();
+    std::fs::remove_dir_all(t("usr/share/doc")).unwrap();
+    std::os::unix::fs::chown(t("usr/bin/hello"), Some(1234), None).unwrap();
+
+    let (code, out, err) = fsck(sys, &[]);
+    assert_eq!(code, Some(8), "{out}{err}");
+    for (path, problem) in [
+        (t("usr/bin/hi"), "points to /etc/shadow where hello was recorded"),
+        (t("usr/share/doc"), "missing"),
+        (t("usr/bin/hello"), "is damaged"),
+    ] {
+        let line = out.lines().find(|l| l.starts_with(&format!("damaged: {} (", path.display())));
+        let line = line.unwrap_or_else(|| panic!("{} not reported:\n{out}", path.display()));
+        assert!(line.contains(problem), "{line}");
+    }
+    assert!(out.contains("owner 1234:0 where 0:0 was recorded"), "{out}");
+
+    let (code, out, err) = fsck(sys, &["--repair"]);
+    assert_eq!(code, Some(9), "{out}{err}");
+    let (code, out, err) = fsck(sys, &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(std::fs::read_link(t("usr/bin/hi")).unwrap(), Path::new("hello"));
+    let private = std::fs::symlink_metadata(t("usr/share/doc/private")).unwrap();
+    assert_eq!((private.uid(), private.mode() & 0o7777), (1000, 0o600));
+    assert_eq!(std::fs::read_to_string(t("usr/share/doc/private")).unwrap(), "secret\n");
+    assert_eq!(std::fs::metadata(t("usr/bin/hello")).unwrap().uid(), 0);
+
+    // A layer index that cannot be read: reported, and the deployments built
+    // from it cannot be checked until it is fetched again.
+    let layers = sys.join("hostctl/repo/layers");
+    let index = std::fs::read_dir(&layers).unwrap().map(|e| e.unwrap().path()).find(|p| p.is_file()).unwrap();
+    std::fs::write(&index, "{not json").unwrap();
+    let (code, out, err) = fsck(sys, &[]);
+    assert_eq!(code, Some(8), "{out}{err}");
+    assert!(out.contains(&format!("damaged: {} (layer-index): parsing layer index", index.display())), "{out}");
+    assert!(out.contains("not checked: a layer index of its image is damaged"), "{out}");
+    let (code, out, err) = fsck(sys, &["--repair"]);
+    assert_eq!(code, Some(9), "{out}{err}");
+    assert_eq!(fsck(sys, &[]).0, Some(0));
+
+    // The layout gone: the damaged object stays, and the message names the source.
+    std::fs::remove_dir_all(&layout).unwrap();
+    std::fs::write(t("usr/bin/hello"), "#!/bin/sh\necho HELLO\n").unwrap();
+    let (code, out, err) = fsck(sys, &["--repair"]);
+    assert_eq!(code, Some(10), "{out}{err}");
+    assert!(err.contains(&format!("the source of oci:{}", layout.display())) && err.contains("gone"), "{err}");
+    assert!(out.contains("could not repair: layer sha256:"), "{out}");
+}

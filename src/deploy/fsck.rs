@@ -363,7 +363,8 @@ async fn repair_store(
         crate::fsutil::remove_file_if_present(&crate::store::blobs::blob_path(d.store.dir(), b))?;
         blobs.remove(b);
     }
-    let mut last_error: BTreeMap<Digest, String> = BTreeMap::new();
+    // Every source tried for a layer or blob, with why it failed.
+    let mut last_error: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
     for src in &sources {
         let wanted_layers: Vec<&Digest> = src.layers.iter().filter(|l| layers.contains(*l)).collect();
         let manifest_bad = blobs.contains(&src.manifest);
@@ -381,21 +382,31 @@ async fn repair_store(
             }
             Err(e) => {
                 let msg = format!("{e:#}");
-                for l in wanted_layers {
-                    last_error.insert(l.clone(), msg.clone());
-                }
+                let mut note = |d: &Digest| {
+                    let v = last_error.entry(d.clone()).or_default();
+                    if !v.contains(&msg) {
+                        v.push(msg.clone());
+                    }
+                };
+                wanted_layers.into_iter().for_each(&mut note);
                 if manifest_bad {
-                    last_error.insert(src.manifest.clone(), msg.clone());
+                    note(&src.manifest);
                 }
             }
         }
     }
     for l in &layers {
-        let why = last_error.get(l).cloned().unwrap_or_else(|| "no image the sysroot knows has this layer".into());
+        let why = last_error
+            .get(l)
+            .map(|v| v.join("; "))
+            .unwrap_or_else(|| "no image the sysroot knows has this layer".into());
         errors.push(format!("layer {l} cannot be fetched again: {why}"));
     }
     for b in &blobs {
-        let why = last_error.get(b).cloned().unwrap_or_else(|| "no image the sysroot knows has this blob".into());
+        let why = last_error
+            .get(b)
+            .map(|v| v.join("; "))
+            .unwrap_or_else(|| "no image the sysroot knows has this blob".into());
         errors.push(format!("blob {b} cannot be fetched again: {why}"));
     }
     Ok(())
