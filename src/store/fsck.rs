@@ -1,7 +1,7 @@
 //! Checking the store against itself: every blob re-hashed against its name,
 //! every layer index parsed and matched to its diff_id, every object
 //! re-hashed (content and metadata) against its id, and every object a
-//! layer index names present. What is found is a list of [`Damage`], each
+//! layer index names present. What is found is a list of [`Found`], each
 //! naming the path at fault; repairing it is `deploy::fsck`'s business (it
 //! needs the images' sources).
 
