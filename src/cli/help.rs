@@ -43,6 +43,30 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
     ),
     ("image list", &[("List the store's images as JSON", "hostctl image list --json")]),
     (
+        "image rm",
+        &[(
+            "Forget an image no deployment uses, then reclaim its space",
+            "hostctl image rm quay.io/example/os:old && hostctl cleanup",
+        )],
+    ),
+    ("image prune", &[("Forget every image no deployment uses, then reclaim", "hostctl image prune && hostctl cleanup")]),
+    ("container", &[("Check the image being built (a Containerfile's last step: RUN …)", "hostctl container lint")]),
+    (
+        "container lint",
+        &[
+            ("Check the image being built (a Containerfile's last step: RUN …)", "hostctl container lint"),
+            ("Check an unpacked tree, warnings fatal, as JSON", "hostctl container lint --rootfs ./rootfs --fatal-warnings --json"),
+            ("The checks, with their levels", "hostctl container lint --list"),
+        ],
+    ),
+    (
+        "config-diff",
+        &[
+            ("What the booted /etc changed against the image", "hostctl config-diff"),
+            ("The added files, for scripts", "hostctl config-diff --json | jq -r '.added[]'"),
+        ],
+    ),
+    (
         "switch",
         &[
             ("Track an image and stage it for the next boot", "hostctl switch quay.io/example/os:stable"),
@@ -153,6 +177,14 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
             ("Update one app, as JSON", "hostctl app update --json web"),
         ],
     ),
+    (
+        "agent",
+        &[
+            ("Run the update agent (what hostctl-agent.service does)", "hostctl agent"),
+            ("Do what is due now and exit (from a timer)", "hostctl agent --once"),
+        ],
+    ),
+    ("agent status", &[("The agent's phase and why, as JSON", "hostctl agent status --json")]),
 ];
 
 /// The exit codes (docs/cli.md).

@@ -3,5 +3,11 @@
 //! carries in the registry, and the waves that decide when a host may take it.
 //!
 //! - [`protocol`]: FleetLock v1 and hostctl's extensions, as wire types.
+//! - [`waves`]: the pure eligibility function over (position, schedule, now).
+//! - [`release`]: the signed rollout metadata artifact: pushed, found, verified.
+//! - [`client`]: the FleetLock client the agent takes and gives back slots with.
 
+pub mod client;
 pub mod protocol;
+pub mod release;
+pub mod waves;

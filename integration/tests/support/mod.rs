@@ -3,6 +3,7 @@
 //! runner for the built `hostctl` binary. Processes are stopped by PID on drop.
 #![allow(dead_code)]
 
+pub mod fleetlock;
 pub mod hostile;
 pub mod images;
 pub mod registry;
