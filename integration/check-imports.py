@@ -16,7 +16,7 @@ import sys
 # Lowest first. A module may import its own layer's modules (as long as no
 # cycle forms) and any lower layer's, never a higher one's.
 LAYERS = [
-    ["util", "error", "digest", "fsutil", "imgref", "interrupt", "progress", "sysroot"],
+    ["util", "error", "digest", "fsutil", "imgref", "interrupt", "progress", "sysroot", "format"],
     ["host"],
     ["oci", "store"],
     ["trust"],

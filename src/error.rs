@@ -24,6 +24,15 @@ pub mod code {
     pub const INTEGRITY: i32 = 5;
     /// Not enough disk space.
     pub const NO_SPACE: i32 = 6;
+    /// The sysroot was written by a newer hostctl (an on-disk format version
+    /// newer than this one reads); nothing was changed.
+    pub const FORMAT_TOO_NEW: i32 = 7;
+    /// `fsck` found damage (without `--repair`: nothing was changed).
+    pub const DAMAGED: i32 = 8;
+    /// `fsck --repair` found damage and repaired all of it.
+    pub const REPAIRED: i32 = 9;
+    /// `fsck --repair` could not repair some of the damage (its source gone).
+    pub const UNREPAIRED: i32 = 10;
 }
 
 /// Bytes that do not hash to the digest that named them.
@@ -62,6 +71,39 @@ pub struct InsufficientSpace {
     pub available: u64,
 }
 
+/// A file of the sysroot has an on-disk format version newer than this
+/// hostctl reads: it was written by a newer hostctl (before a rollback to an
+/// older image, say). Nothing is changed.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{path} has {what} format version {found}{by}, but this hostctl reads version {supported} at most; \
+     nothing was changed: use a hostctl at least as new as the one that wrote it",
+    by = written_by.as_deref().map(|w| format!(" (written by {w})")).unwrap_or_default()
+)]
+pub struct FormatTooNew {
+    /// The file that carries the version.
+    pub path: PathBuf,
+    /// Whose format (`store`, `deployment state`, `deployment metadata`, `layer index`).
+    pub what: String,
+    /// The version found.
+    pub found: u32,
+    /// The newest version this hostctl reads.
+    pub supported: u32,
+    /// The hostctl that wrote it, when the file says.
+    pub written_by: Option<String>,
+}
+
+/// `hostctl fsck` found damage; `code` is [`code::DAMAGED`],
+/// [`code::REPAIRED`] or [`code::UNREPAIRED`].
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct FsckOutcome {
+    /// What to say (`3 damaged path(s) found; run hostctl fsck --repair`).
+    pub message: String,
+    /// The exit code.
+    pub code: i32,
+}
+
 /// stdout's reader went away (`hostctl status | head`): the command ends
 /// quietly with success, as coreutils do. Only `cli::output` raises it, so
 /// a broken pipe elsewhere (a registry closing its socket) stays an error.
@@ -93,6 +135,12 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         }
         if cause.is::<InsufficientSpace>() || io_no_space(cause) {
             return code::NO_SPACE;
+        }
+        if cause.is::<FormatTooNew>() {
+            return code::FORMAT_TOO_NEW;
+        }
+        if let Some(f) = cause.downcast_ref::<FsckOutcome>() {
+            return f.code;
         }
     }
     code::FAILURE

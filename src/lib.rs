@@ -14,6 +14,7 @@
 //! - [`install`]: new sysroots on disks and file systems.
 //! - [`host`]: the tools and kernel calls hostctl uses outside its store, each behind a trait.
 //! - [`sysroot`], [`fsutil`]: the physical root, its lock, crash-safe writes.
+//! - [`mod@format`]: the on-disk format versions, the refusal of newer ones, migrations.
 //! - [`progress`], [`interrupt`]: what the user sees while a command runs, and how it ends early.
 //! - [`apps`]: apps as Podman Quadlet units, installed, updated, rolled back.
 //! - [`fleet`]: the FleetLock protocol, rollout metadata and waves.
@@ -31,6 +32,7 @@ pub mod deploy;
 pub mod digest;
 pub mod error;
 pub mod fleet;
+pub mod format;
 pub mod fsutil;
 pub mod host;
 pub mod imgref;

@@ -93,7 +93,9 @@ fn main() {
     std::panic::set_hook(Box::new(|_| {}));
     runtime.shutdown_timeout(WIND_DOWN);
     if let Some(message) = message {
-        eprintln!("error: {message}");
+        // `fsck --repair` that repaired everything exits 9 without being an error.
+        let prefix = if code == hostctl::error::code::REPAIRED { "" } else { "error: " };
+        eprintln!("{prefix}{message}");
     }
     std::process::exit(code);
 }

@@ -179,3 +179,85 @@ fn to_disk_image_file_has_a_gpt_esp_and_root() {
 fn to_disk_via_loopback_has_a_gpt_esp_and_root() {
     install_to_disk_and_check(true);
 }
+
+/// A disk image file attached to a loop device for one test; detached on drop.
+struct LoopDisk {
+    _dir: tempfile::TempDir,
+    dev: String,
+    mount: Option<PathBuf>,
+}
+
+impl LoopDisk {
+    fn new(size: &str) -> LoopDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("disk.img");
+        run(Command::new("truncate").args(["-s", size]).arg(&file));
+        let out = run(Command::new("losetup").args(["--show", "-f"]).arg(&file));
+        let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        LoopDisk { _dir: dir, dev, mount: None }
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        if let Some(m) = &self.mount {
+            let _ = Command::new("umount").arg(m).status();
+        }
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+    }
+}
+
+/// `install to-disk` onto a real block device refuses, before anything is
+/// pulled or written, a disk that is mounted, too small, or holds a partition
+/// table (unless `--wipe`), each with an error that says so.
+#[test]
+fn to_disk_refuses_a_mounted_too_small_or_partitioned_disk_and_writes_nothing() {
+    for tool in ["losetup", "sgdisk", "mkfs.ext4"] {
+        require_tool(tool);
+    }
+    let work = tempfile::tempdir().unwrap();
+    // No image is needed: every refusal comes before the pull.
+    let missing = format!("oci:{}/no-such-layout", work.path().display());
+    let install = |dev: &str, extra: &[&str]| {
+        let mut args = vec!["install", "to-disk", dev, "--esp-size-mib", "64", "--source-imgref", &missing];
+        args.extend_from_slice(extra);
+        let out = hc(work.path(), &[], &args);
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let head = |dev: &str| {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(std::fs::File::open(dev).unwrap(), 1 << 20), &mut b)
+            .unwrap();
+        b
+    };
+
+    let small = LoopDisk::new("100M");
+    let (code, err) = install(&small.dev, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("is too small for a 64 MiB ESP"), "{err}");
+
+    let parted = LoopDisk::new("1G");
+    run(Command::new("sgdisk").args(["-n=1:2048:+10M", "-c=1:precious"]).arg(&parted.dev));
+    let before = head(&parted.dev);
+    let (code, err) = install(&parted.dev, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("holds a partition table (Gpt)") && err.contains("pass --wipe"), "{err}");
+    assert_eq!(head(&parted.dev), before, "the table is untouched");
+    // With --wipe it goes on (and fails later, at the pull of the missing layout).
+    let (code, err) = install(&parted.dev, &["--wipe"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(!err.contains("pass --wipe") && err.contains("no-such-layout"), "{err}");
+    assert_eq!(head(&parted.dev), before, "a failed pull writes nothing either");
+
+    let mut mounted = LoopDisk::new("1G");
+    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&mounted.dev));
+    let point = work.path().join("mnt");
+    std::fs::create_dir(&point).unwrap();
+    run(Command::new("mount").arg(&mounted.dev).arg(&point));
+    mounted.mount = Some(point.clone());
+    for extra in [&[][..], &["--wipe"]] {
+        let (code, err) = install(&mounted.dev, extra);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains(&format!("is mounted at {}", point.display())), "{err}");
+    }
+}

@@ -101,6 +101,20 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
     ),
     ("unpin", &[("Let a deployment be collected again", "hostctl unpin 3f1c2a9b0d4e.2")]),
     (
+        "usr-overlay",
+        &[
+            ("Install a debugging tool into /usr until the next boot", "hostctl usr-overlay && apt-get install strace"),
+            ("A read-only overlay, as JSON", "hostctl usr-overlay --read-only --json"),
+        ],
+    ),
+    (
+        "fsck",
+        &[
+            ("Check every object and deployed file; exit 8 if any is damaged", "hostctl fsck"),
+            ("Fetch what is damaged again and rewrite it, as JSON", "hostctl fsck --repair --json"),
+        ],
+    ),
+    (
         "install",
         &[(
             "Install onto a disk image file",
@@ -182,6 +196,10 @@ const EXIT_STATUS: &[(i32, &str)] = &[
     (code::REJECTED, "the trust policy refused the image"),
     (code::INTEGRITY, "content did not match its digest (tampered or corrupted data)"),
     (code::NO_SPACE, "not enough disk space"),
+    (code::DAMAGED, "fsck found damage (without --repair nothing was changed)"),
+    (code::REPAIRED, "fsck --repair repaired all the damage it found"),
+    (code::UNREPAIRED, "fsck --repair could not repair some damage (its source is gone)"),
+    (code::FORMAT_TOO_NEW, "the sysroot was written by a newer hostctl (a newer on-disk format); nothing was changed"),
     (crate::interrupt::SIGINT.exit_code, "interrupted by SIGINT (Ctrl-C)"),
     (crate::interrupt::SIGTERM.exit_code, "interrupted by SIGTERM"),
 ];

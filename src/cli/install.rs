@@ -52,6 +52,9 @@ pub struct ToDiskArgs {
     /// Size of the EFI system partition in MiB.
     #[arg(long, default_value_t = 512)]
     pub esp_size_mib: u64,
+    /// Overwrite a block device that holds a partition table (everything on it is lost).
+    #[arg(long)]
+    pub wipe: bool,
     /// Directory for the staging sysroot [default: beside the image file, else /var/tmp].
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
@@ -100,6 +103,11 @@ pub async fn run(g: &GlobalArgs, c: InstallCommand) -> Result<()> {
                 use std::os::unix::fs::FileTypeExt;
                 m.file_type().is_block_device()
             });
+            // A block device is checked before anything is pulled or written.
+            if is_block {
+                let size = install::block_size(&a.device)?;
+                install::device::check(&a.device, size, a.esp_size_mib, a.wipe)?;
+            }
             let parent = a.device.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
             let base = a.work_dir.clone().unwrap_or_else(|| {
                 if is_block {

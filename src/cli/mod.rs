@@ -9,6 +9,7 @@ mod completion;
 mod config_diff;
 mod container;
 mod fleet_release;
+mod fsck;
 mod help;
 mod image;
 mod image_rm;
@@ -20,6 +21,7 @@ mod rollback;
 mod status;
 mod switch;
 mod upgrade;
+mod usr_overlay;
 
 use std::path::PathBuf;
 
@@ -145,7 +147,10 @@ impl GlobalArgs {
     /// Opens the sysroot at `--sysroot`.
     pub fn open_sysroot(&self) -> Result<Sysroot> {
         tracing::info!("sysroot {}, boot directory {}", self.sysroot.display(), self.boot_dir().display());
-        Sysroot::open(&self.sysroot)
+        let sysroot = Sysroot::open(&self.sysroot)?;
+        // A sysroot of a newer format is refused by every command (exit 7).
+        crate::format::check_sysroot(&sysroot.hostctl_dir())?;
+        Ok(sysroot)
     }
 
     /// The trust policy's verifier, for `PullOptions::verifier`.
@@ -187,6 +192,10 @@ pub enum Command {
     Pin(pin::PinArgs),
     /// Let a pinned deployment be garbage-collected again.
     Unpin(pin::PinArgs),
+    /// Check the store and every deployment against what was recorded; repair from the images' sources.
+    Fsck(fsck::FsckArgs),
+    /// Make the booted /usr writable until the next boot (an overlay on a tmpfs).
+    UsrOverlay(usr_overlay::UsrOverlayArgs),
     /// Install an OS image to a disk or a prepared filesystem.
     #[command(subcommand)]
     Install(install::InstallCommand),
@@ -257,6 +266,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Cleanup(a) => cleanup::run(g, a).await,
         Command::Pin(a) => pin::run(g, a, true).await,
         Command::Unpin(a) => pin::run(g, a, false).await,
+        Command::Fsck(a) => fsck::run(g, a).await,
+        Command::UsrOverlay(a) => usr_overlay::run(g, a).await,
         Command::Install(c) => install::run(g, c).await,
         Command::Completions(a) => completion::completions(a),
         Command::Man(a) => completion::man(a),

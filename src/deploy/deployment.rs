@@ -104,6 +104,7 @@ impl Metadata {
         let p = layout.metadata(id);
         let bytes = std::fs::read(&p).with_context(|| format!("reading deployment metadata {}", p.display()))?;
         let m: disk::MetadataV1 = serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", p.display()))?;
+        crate::format::refuse_newer(&p, "deployment metadata", m.version, METADATA_VERSION, None)?;
         if m.version != METADATA_VERSION || m.id != id {
             bail!("{} is not metadata version {METADATA_VERSION} of deployment {id}", p.display());
         }

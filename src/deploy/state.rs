@@ -16,8 +16,8 @@ use crate::fsutil;
 use crate::imgref::ImageRef;
 use crate::oci::RegistryOptions;
 
-/// Version of the `state.json` format.
-pub const STATE_VERSION: u32 = 1;
+/// Version of the `state.json` format (defined with the other format versions).
+pub use crate::format::STATE_VERSION;
 
 /// The stateroot used unless one is named.
 pub const DEFAULT_STATEROOT: &str = "default";
@@ -192,6 +192,7 @@ impl State {
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         let s: State = serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+        crate::format::refuse_newer(path, "deployment state", s.version, STATE_VERSION, None)?;
         if s.version != STATE_VERSION {
             bail!("{} has format version {}, this hostctl reads {}", path.display(), s.version, STATE_VERSION);
         }

@@ -12,6 +12,7 @@
 //! installed as the removable-media path `EFI/BOOT/BOOTX64.EFI`, so no EFI
 //! variable has to be written).
 
+pub mod device;
 pub mod disk;
 
 use std::path::{Path, PathBuf};
@@ -62,6 +63,7 @@ pub struct Installed {
 /// already has deployments.
 pub async fn build_sysroot(root: &Path, boot: &Path, opts: &InstallOptions, pull: &PullOptions) -> Result<String> {
     let sysroot = Sysroot::open(root)?;
+    crate::format::check_sysroot(&sysroot.hostctl_dir())?;
     let _lock = sysroot.lock(opts.lock_wait)?;
     let mut state = State::load(&sysroot.state_path())?;
     if !state.all().is_empty() {
@@ -296,7 +298,7 @@ fn settle(dev: &Path, paths: &[&PathBuf], loops: &dyn LoopDevices) -> Result<()>
 }
 
 /// The size of a block device in bytes.
-fn block_size(dev: &Path) -> Result<u64> {
+pub fn block_size(dev: &Path) -> Result<u64> {
     use std::io::Seek;
     let mut f = std::fs::File::open(dev).with_context(|| format!("opening {}", dev.display()))?;
     Ok(f.seek(std::io::SeekFrom::End(0))?)

@@ -17,10 +17,12 @@
 //! layer pipeline), [`gzip`] (its gzip reader), [`tarsafe`] (path checks and limits), [`targuard`] (extension
 //! record caps), [`objects`] (object ids and writes), [`durability`] (when writes reach the
 //! disk, and recovery after a crash), [`toc`] (zstd:chunked tables of contents),
-//! [`partial`] (layers built from a TOC and the files the store lacks), [`blobs`], [`images`], [`gc`].
+//! [`partial`] (layers built from a TOC and the files the store lacks), [`blobs`], [`images`], [`gc`],
+//! [`fsck`] (checking it all against its ids).
 
 pub mod blobs;
 pub mod durability;
+pub mod fsck;
 pub mod gc;
 pub mod gzip;
 pub mod images;

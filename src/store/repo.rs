@@ -10,7 +10,9 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+use crate::format;
 use crate::fsutil::remove_file_if_present;
+use crate::store::layer_index::LAYER_INDEX_VERSION;
 use crate::store::objects::Claims;
 use crate::store::tarsafe::Limits;
 use crate::store::{blobs, durability, gc, images, import, objects, EntryKind, LayerIndex, ObjectId};
@@ -93,17 +95,38 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the store of `sysroot`, clearing leftovers of interrupted writes.
     pub fn open(sysroot: &Sysroot) -> Result<Store> {
+        format::check_sysroot(&sysroot.hostctl_dir())?;
         Store::open_dir(&sysroot.repo_dir())
     }
 
     /// Opens (creating if needed) the store in the repository directory `dir`.
+    ///
+    /// A store written by a newer hostctl is refused before anything is
+    /// touched; an older one is migrated in place (docs/store.md, "Format
+    /// versions"): a store without a marker is format 1, unless it is new.
     pub fn open_dir(dir: &Path) -> Result<Store> {
+        let marker = format::read_store_marker(dir)?;
+        let version = match &marker {
+            Some(m) => {
+                let path = dir.join(format::STORE_MARKER);
+                format::refuse_newer(&path, "store", m.version, format::STORE_VERSION, m.written_by.as_deref())?;
+                m.version
+            }
+            None if is_new_store(dir)? => 0,
+            None => 1,
+        };
         for sub in ["blobs/sha256", "layers/by-blob", "objects", "images", "tmp"] {
             let d = dir.join(sub);
             fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         }
-        for sub in ["tmp", "blobs/sha256", "layers", "layers/by-blob", "images"] {
+        // "": the repository itself, where the format marker is written.
+        for sub in ["tmp", "blobs/sha256", "layers", "layers/by-blob", "images", ""] {
             clear_leftovers(&dir.join(sub), sub == "tmp")?;
+        }
+        if version == 0 {
+            format::write_store_marker(dir, format::STORE_VERSION)?;
+        } else if version < format::STORE_VERSION {
+            format::migrate(dir, version, format::STORE_STEPS)?;
         }
         Ok(Store { dir: dir.to_path_buf(), claims: Arc::default(), limits: Limits::default() })
     }
@@ -246,6 +269,7 @@ impl Store {
         };
         let index: LayerIndex =
             serde_json::from_slice(&bytes).with_context(|| format!("parsing layer index {}", path.display()))?;
+        crate::format::refuse_newer(&path, "layer index", index.version, LAYER_INDEX_VERSION, None)?;
         anyhow::ensure!(
             index.version == crate::store::layer_index::LAYER_INDEX_VERSION,
             "layer index {} has version {}; this hostctl reads version {}",
@@ -305,6 +329,21 @@ impl Store {
         gc::sweep(&self.dir, &keep)
     }
 
+    /// The index file of layer `diff_id` (`layers/<hex>.json`).
+    pub fn index_file(&self, diff_id: &Digest) -> PathBuf {
+        self.index_path(diff_id)
+    }
+
+    /// Makes the store forget layer `diff_id` (its by-blob alias `blob`, then
+    /// its index), so that the next import of it writes it anew.
+    pub fn forget_layer(&self, diff_id: &Digest, blob: Option<&Digest>) -> Result<()> {
+        if let Some(blob) = blob {
+            remove_file_if_present(&self.alias_path(blob))?;
+        }
+        remove_file_if_present(&self.index_path(diff_id))?;
+        crate::fsutil::sync_dir(&self.dir.join("layers"))
+    }
+
     fn index_path(&self, diff_id: &Digest) -> PathBuf {
         index_path(&self.dir, diff_id)
     }
@@ -312,6 +351,19 @@ impl Store {
     fn alias_path(&self, blob: &Digest) -> PathBuf {
         self.dir.join("layers").join("by-blob").join(blob.hex())
     }
+}
+
+/// A store directory that does not exist or holds none of a store's
+/// directories yet: it gets the current format, not a migration.
+fn is_new_store(dir: &Path) -> Result<bool> {
+    for sub in ["blobs", "layers", "objects", "images"] {
+        match fs::symlink_metadata(dir.join(sub)) {
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("checking {}", dir.join(sub).display())),
+        }
+    }
+    Ok(true)
 }
 
 /// `layers/<diff_id hex>.json`.
