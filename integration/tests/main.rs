@@ -8,6 +8,7 @@ mod checkout;
 mod cli;
 mod deploy;
 mod failures;
+mod fleet_server;
 mod imgref;
 mod install;
 mod layout;

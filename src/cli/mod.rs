@@ -5,6 +5,7 @@
 mod app;
 mod cleanup;
 mod completion;
+mod fleet;
 mod help;
 mod image;
 mod install;
@@ -174,6 +175,9 @@ pub enum Command {
     /// Install an OS image to a disk or a prepared filesystem.
     #[command(subcommand)]
     Install(install::InstallCommand),
+    /// Fleet rollout: the FleetLock lock server on etcd, halts, resumes and slots.
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
     /// Print shell completions.
     Completions(completion::CompletionsArgs),
     /// Write man pages to a directory.
@@ -235,6 +239,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Pin(a) => pin::run(g, a, true).await,
         Command::Unpin(a) => pin::run(g, a, false).await,
         Command::Install(c) => install::run(g, c).await,
+        Command::Fleet(c) => fleet::run(g, c).await,
         Command::Completions(a) => completion::completions(a),
         Command::Man(a) => completion::man(a),
         Command::Internal(c) => internal::run(g, c).await,

@@ -3,5 +3,7 @@
 //! carries in the registry, and the waves that decide when a host may take it.
 //!
 //! - [`protocol`]: FleetLock v1 and hostctl's extensions, as wire types.
+//! - [`server`]: the lock server on etcd (`hostctl fleet server`).
 
 pub mod protocol;
+pub mod server;
