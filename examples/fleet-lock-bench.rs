@@ -119,7 +119,8 @@ async fn phase(
     let start = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..o.concurrency {
-        let (next, refused, srv, http, url) = (next.clone(), refused.clone(), srv.clone(), http.clone(), url.to_string());
+        let (next, refused, srv, http, url) =
+            (next.clone(), refused.clone(), srv.clone(), http.clone(), url.to_string());
         let (hosts, groups) = (o.hosts, o.groups);
         let tag = if mode == Mode::Bare { "b" } else { "s" };
         workers.push(tokio::spawn(async move {

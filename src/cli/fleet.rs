@@ -107,7 +107,8 @@ pub async fn run(_g: &GlobalArgs, c: FleetCommand) -> Result<()> {
         FleetCommand::Status(a) => status(a).await,
         FleetCommand::Halt(a) => {
             let s = admin(&a.etcd).await?;
-            let done = s.health().halt(&a.digest.to_string(), "halted by an administrator (hostctl fleet halt)").await?;
+            let done =
+                s.health().halt(&a.digest.to_string(), "halted by an administrator (hostctl fleet halt)").await?;
             Ok(outln!("Release {} is halted{}.", a.digest, if done { "" } else { " already" })?)
         }
         FleetCommand::Resume(a) => {

@@ -115,6 +115,37 @@ impl EtcdCluster {
         }
     }
 
+    /// The index of the member that leads the cluster now (asked through
+    /// etcd's JSON gateway, `/v3/maintenance/status`).
+    pub fn leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let ids: Vec<Option<(String, String)>> = self
+                .members
+                .iter()
+                .map(|m| {
+                    m.child.as_ref()?;
+                    let out = Command::new("curl")
+                        .args(["-s", "-m", "2", "-X", "POST", "-d", "{}"])
+                        .arg(format!("http://127.0.0.1:{}/v3/maintenance/status", m.client_port))
+                        .output()
+                        .ok()?;
+                    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+                    Some((v["header"]["member_id"].as_str()?.to_string(), v["leader"].as_str()?.to_string()))
+                })
+                .collect();
+            for (i, id) in ids.iter().enumerate() {
+                if let Some((me, leader)) = id {
+                    if me == leader {
+                        return i;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no etcd member says it leads: {ids:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Member `i`'s log.
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("{}.log", self.members[i].name))).unwrap_or_default()

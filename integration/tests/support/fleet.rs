@@ -33,7 +33,11 @@ impl FleetServer {
         let server = FleetServer { child: Some(child), url: format!("http://127.0.0.1:{port}"), log };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let out = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}"]).arg(format!("{}/v1/status", server.url)).output().unwrap();
+            let out = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+                .arg(format!("{}/v1/status", server.url))
+                .output()
+                .unwrap();
             if out.stdout == b"200" {
                 return server;
             }
@@ -63,7 +67,14 @@ impl Drop for FleetServer {
 }
 
 /// A FleetLock request from a simulated host: the status code.
-pub async fn fleetlock(http: &reqwest::Client, base: &str, path: &str, id: &str, group: &str, digest: Option<&str>) -> reqwest::Result<u16> {
+pub async fn fleetlock(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    id: &str,
+    group: &str,
+    digest: Option<&str>,
+) -> reqwest::Result<u16> {
     let mut req = http
         .post(format!("{base}{path}"))
         .header("fleet-lock-protocol", "true")
@@ -76,7 +87,8 @@ pub async fn fleetlock(http: &reqwest::Client, base: &str, path: &str, id: &str,
 
 /// `POST /v1/report`: the status code and body.
 pub async fn report(http: &reqwest::Client, base: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-    let r = http.post(format!("{base}/v1/report")).header("fleet-lock-protocol", "true").json(&body).send().await.unwrap();
+    let r =
+        http.post(format!("{base}/v1/report")).header("fleet-lock-protocol", "true").json(&body).send().await.unwrap();
     let code = r.status().as_u16();
     (code, r.json().await.unwrap_or(serde_json::Value::Null))
 }

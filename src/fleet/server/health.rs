@@ -59,7 +59,7 @@ impl Health {
         let record = ReportRecord { group: group.into(), healthy, detail: detail.into(), at: now_rfc3339() };
         let key = self.etcd.key(&format!("reports/{digest}/{id}"));
         let value = serde_json::to_vec(&record)?;
-        self.etcd.put("record a report", &key, value.clone().into()).await?;
+        self.etcd.put("record a report", &key, value.clone()).await?;
         let threshold = halt_after.unwrap_or(self.default_halt_after);
         if self.halt_reason(digest).await?.is_some() {
             return Ok(Reported { halted: true });
@@ -124,10 +124,8 @@ impl Health {
     pub async fn resume(&self, digest: &str) -> Result<bool> {
         let halted = self.etcd.key(&format!("halted/{digest}"));
         let resumed = self.etcd.key(&format!("resumed/{digest}"));
-        let txn = Txn::new().and_then(vec![
-            TxnOp::delete(halted.as_str(), None),
-            TxnOp::put(resumed.as_str(), now_rfc3339(), None),
-        ]);
+        let txn = Txn::new()
+            .and_then(vec![TxnOp::delete(halted.as_str(), None), TxnOp::put(resumed.as_str(), now_rfc3339(), None)]);
         let done = self.etcd.txn("resume a release", txn.clone()).await?;
         Ok(matches!(done.op_responses().first(), Some(etcd_client::TxnOpResponse::Delete(d)) if d.deleted() > 0))
     }

@@ -67,7 +67,8 @@ impl From<anyhow::Error> for Refusal {
                 LockRefused::Halted { .. } => kind::RELEASE_HALTED,
                 LockRefused::Busy { .. } => kind::STATE_UNAVAILABLE,
             };
-            let status = if k == kind::STATE_UNAVAILABLE { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::CONFLICT };
+            let status =
+                if k == kind::STATE_UNAVAILABLE { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::CONFLICT };
             return Refusal::new(status, k, r.to_string());
         }
         tracing::warn!("request failed: {e:#}");
@@ -166,12 +167,17 @@ async fn route(server: &Server, req: Request<Incoming>) -> Answer {
 async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Refusal> {
     let bytes = Limited::new(req.into_body(), MAX_BODY).collect().await.map_err(|e| {
         if e.is::<http_body_util::LengthLimitError>() {
-            Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, kind::BAD_REQUEST, format!("the body is larger than {MAX_BODY} bytes"))
+            Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                kind::BAD_REQUEST,
+                format!("the body is larger than {MAX_BODY} bytes"),
+            )
         } else {
             Refusal::bad(format!("reading the body: {e}"))
         }
     })?;
-    serde_json::from_slice(&bytes.to_bytes()).map_err(|e| Refusal::bad(format!("the body is not the JSON expected: {e}")))
+    serde_json::from_slice(&bytes.to_bytes())
+        .map_err(|e| Refusal::bad(format!("the body is not the JSON expected: {e}")))
 }
 
 /// Checks `client_params` as the protocol says: a non-empty id and a group
@@ -181,7 +187,9 @@ pub fn check_client(p: ClientParams) -> Result<ClientParams, Refusal> {
         return Err(Refusal::bad("client_params.id is empty"));
     }
     if p.id.len() > MAX_ID || p.id.chars().any(char::is_control) {
-        return Err(Refusal::bad(format!("client_params.id is longer than {MAX_ID} bytes or holds control characters")));
+        return Err(Refusal::bad(format!(
+            "client_params.id is longer than {MAX_ID} bytes or holds control characters"
+        )));
     }
     if p.group.is_empty() || !p.group.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
         return Err(Refusal::bad(format!("client_params.group {:?} does not match ^[a-zA-Z0-9.-]+$", p.group)));

@@ -85,7 +85,9 @@ impl Server {
             let server = self.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| http::handle(server.clone(), req));
-                if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+                if let Err(e) =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
+                {
                     tracing::debug!("connection from {peer}: {e}");
                 }
             });

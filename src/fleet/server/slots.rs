@@ -118,9 +118,10 @@ impl Slots {
                 }
                 if let (Some(d), Some((rev, v))) = (digest, &halt) {
                     if *rev != 0 {
-                        let reason = serde_json::from_slice::<super::etcd::HaltRecord>(v.as_deref().unwrap_or_default())
-                            .map(|h| h.reason)
-                            .unwrap_or_else(|_| "halted".into());
+                        let reason =
+                            serde_json::from_slice::<super::etcd::HaltRecord>(v.as_deref().unwrap_or_default())
+                                .map(|h| h.reason)
+                                .unwrap_or_else(|_| "halted".into());
                         return Err(LockRefused::Halted { digest: d.to_string(), reason }.into());
                     }
                 }
@@ -132,11 +133,15 @@ impl Slots {
                     Some(l) => l,
                     None => {
                         let ttl = self.ttl.as_secs().max(1) as i64;
-                        let granted = self.etcd.retry("grant a lease", |mut c| async move { c.lease_grant(ttl, None).await }).await?;
+                        let granted = self
+                            .etcd
+                            .retry("grant a lease", |mut c| async move { c.lease_grant(ttl, None).await })
+                            .await?;
                         *lease.insert(granted.id())
                     }
                 };
-                let record = HolderRecord { since: now_rfc3339(), digest: digest.map(str::to_string), unhealthy: false };
+                let record =
+                    HolderRecord { since: now_rfc3339(), digest: digest.map(str::to_string), unhealthy: false };
                 let mut guards = vec![
                     Compare::version(holder.as_str(), CompareOp::Equal, 0),
                     Compare::mod_revision(seq.as_str(), CompareOp::Equal, seq_rev),
@@ -146,7 +151,11 @@ impl Slots {
                     guards.push(Compare::version(h.as_str(), CompareOp::Equal, 0));
                 }
                 let writes = vec![
-                    TxnOp::put(holder.as_str(), serde_json::to_vec(&record)?, Some(PutOptions::new().with_lease(lease_id))),
+                    TxnOp::put(
+                        holder.as_str(),
+                        serde_json::to_vec(&record)?,
+                        Some(PutOptions::new().with_lease(lease_id)),
+                    ),
                     TxnOp::put(seq.as_str(), "", None),
                 ];
                 let txn = Txn::new().when(guards).and_then(writes);

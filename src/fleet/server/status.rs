@@ -72,8 +72,5 @@ pub async fn read(etcd: &Etcd, default_slots: u32) -> Result<StatusResponse> {
 }
 
 fn group_entry<'a>(status: &'a mut StatusResponse, group: &str, default_slots: u32) -> &'a mut GroupStatus {
-    status
-        .groups
-        .entry(group.to_string())
-        .or_insert_with(|| GroupStatus { slots: default_slots, holders: Vec::new() })
+    status.groups.entry(group.to_string()).or_insert_with(|| GroupStatus { slots: default_slots, holders: Vec::new() })
 }
