@@ -13,5 +13,12 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
 command -v etcd >/dev/null || integration/setup.sh
+# FLEET_BENCH_PROFILE=dev builds with the dev profile at opt-level 2 (every
+# dependency is at opt-level 2 there already, so only hostctl recompiles):
+# minutes instead of a full release build.
+if [ "${FLEET_BENCH_PROFILE:-release}" = dev ]; then
+  CARGO_PROFILE_DEV_OPT_LEVEL=2 cargo build --example fleet-lock-bench
+  exec "${CARGO_TARGET_DIR:-target}/debug/examples/fleet-lock-bench" "$@"
+fi
 cargo build --release --example fleet-lock-bench
 exec "${CARGO_TARGET_DIR:-target}/release/examples/fleet-lock-bench" "$@"

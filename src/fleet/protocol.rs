@@ -214,3 +214,49 @@ pub struct ReleaseStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub halt_reason: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn halt_thresholds_parse_as_fleet_release_writes_them() {
+        assert_eq!("3".parse(), Ok(HaltAfter::Hosts(3)));
+        assert_eq!("10%".parse(), Ok(HaltAfter::Percent(10)));
+        assert_eq!("100%".parse(), Ok(HaltAfter::Percent(100)));
+        for bad in ["0", "0%", "101%", "-1", "", "%", "3 hosts", "1.5%"] {
+            assert!(bad.parse::<HaltAfter>().is_err(), "{bad:?} was accepted");
+        }
+        let json = serde_json::to_string(&HaltAfter::Percent(25)).unwrap();
+        assert_eq!(json, "\"25%\"");
+        assert_eq!(serde_json::from_str::<HaltAfter>(&json).unwrap(), HaltAfter::Percent(25));
+    }
+
+    #[test]
+    fn halt_thresholds_are_reached_by_unhealthy_reports() {
+        // (threshold, unhealthy, reported, halts)
+        let table = [
+            (HaltAfter::Hosts(2), 0, 5, false),
+            (HaltAfter::Hosts(2), 1, 5, false),
+            (HaltAfter::Hosts(2), 2, 5, true),
+            (HaltAfter::Hosts(1), 1, 1, true),
+            (HaltAfter::Percent(10), 0, 0, false),
+            (HaltAfter::Percent(10), 1, 11, false),
+            (HaltAfter::Percent(10), 1, 10, true),
+            (HaltAfter::Percent(50), 1, 1, true),
+            (HaltAfter::Percent(100), 9, 10, false),
+        ];
+        for (t, unhealthy, reported, halts) in table {
+            assert_eq!(t.reached(unhealthy, reported), halts, "{t} with {unhealthy} of {reported}");
+        }
+    }
+
+    #[test]
+    fn a_report_with_an_unknown_field_is_refused() {
+        let ok = r#"{"client_params":{"id":"h","group":"g"},"digest":"sha256:00","healthy":true}"#;
+        let r: ReportRequest = serde_json::from_str(ok).unwrap();
+        assert_eq!((r.detail.as_str(), r.halt_after), ("", None));
+        let extra = r#"{"client_params":{"id":"h","group":"g"},"digest":"sha256:00","healthy":true,"healty":false}"#;
+        assert!(serde_json::from_str::<ReportRequest>(extra).is_err());
+    }
+}

@@ -215,3 +215,31 @@ fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response<Full<Byte
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(id: &str, group: &str) -> ClientParams {
+        ClientParams { id: id.into(), group: group.into() }
+    }
+
+    #[test]
+    fn client_params_are_checked_as_the_protocol_says() {
+        // (id, group, accepted): id non-empty; group ^[a-zA-Z0-9.-]+$.
+        let table = [
+            ("c988d2509fdf4cdcbed39037c56406fb", "default", true),
+            ("node-1.example.org", "workers.eu-1", true),
+            ("", "default", false),
+            ("a", "", false),
+            ("a", "a/b", false),
+            ("a", "a_b", false),
+            ("a", "grüppe", false),
+            ("tab\there", "default", false),
+        ];
+        for (id, group, ok) in table {
+            assert_eq!(check_client(client(id, group)).is_ok(), ok, "{id:?} in {group:?}");
+        }
+        assert!(check_client(client(&"x".repeat(MAX_ID + 1), "g")).is_err());
+    }
+}
