@@ -1,8 +1,8 @@
 # The local check gate and shortcuts. CI runs integration/test.sh, which runs
 # the same checks after installing what they need.
-.PHONY: check fmt clippy msrv imports doc test demo bench
+.PHONY: check fmt clippy msrv imports doc docs-site test demo bench
 
-check: fmt clippy msrv imports doc test
+check: fmt clippy msrv imports doc docs-site test
 
 fmt:
 	cargo fmt --all -- --check
@@ -27,6 +27,10 @@ imports:
 
 doc:
 	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
+
+# docs/ as an mdBook in target/book, every relative link and anchor checked.
+docs-site:
+	integration/check-docs.py
 
 test:
 	CONTAINERS_CONF=/etc/hostctl-test/containers.conf cargo test --all-targets

@@ -22,6 +22,7 @@ LAYERS = [
     ["trust"],
     ["pull", "boot", "fleet"],
     ["deploy", "apps"],
+    ["lint"],
     ["install", "agent"],
     ["cli"],
     ["main", "lib"],

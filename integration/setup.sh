@@ -23,8 +23,9 @@ if [ $want_vm = 1 ]; then
   for p in "${vm_pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
 fi
 have_cosign=1; command -v cosign >/dev/null || have_cosign=0
+have_mdbook=1; command -v mdbook >/dev/null || have_mdbook=0
 
-if [ ${#missing[@]} -gt 0 ] || [ $have_cosign = 0 ]; then
+if [ ${#missing[@]} -gt 0 ] || [ $have_cosign = 0 ] || [ $have_mdbook = 0 ]; then
   # Trixie as a pinned-low source for single packages (-t trixie).
   if ! grep -rqs 'trixie' /etc/apt/sources.list.d/hostctl-trixie.sources; then
     mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
@@ -46,6 +47,15 @@ if [ ${#missing[@]} -gt 0 ] || [ $have_cosign = 0 ]; then
   fi
   if [ $have_cosign = 0 ]; then
     apt-get install -y -q --no-install-recommends -t trixie cosign >/dev/null
+  fi
+  # The docs site (integration/check-docs.py). Bookworm has no mdbook;
+  # trixie's needs glibc >= 2.39, so with -t trixie libc6 (and what its Breaks
+  # pull along: base-files, dpkg, zstd, gcc-14's runtime) comes from trixie
+  # too; the whole test suite passed on a machine upgraded that way. Should
+  # apt refuse, the same mdbook is built from crates.io (a few minutes).
+  if [ $have_mdbook = 0 ]; then
+    apt-get install -y -q --no-install-recommends -t trixie mdbook >/dev/null \
+      || cargo install -q --locked --no-default-features --root /usr/local mdbook@0.4.48
   fi
 fi
 

@@ -33,6 +33,8 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 step "import graph (no upward import, no cycle)"
 integration/check-imports.py src
+step "docs site (mdbook build + link check)"
+integration/check-docs.py
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 step "cargo test (unit + integration against a real registry)"

@@ -9,6 +9,7 @@
 //! - [`pull`]: the pull orchestration from a reference into the store.
 //! - [`trust`]: policies and signature verification.
 //! - [`deploy`]: deployments, state, /etc merge, /var.
+//! - [`lint`]: `container lint`, the checks of an OS image's tree at build time.
 //! - [`boot`]: boot entries, kernels, boot counting and health checks, root set-up at boot.
 //! - [`install`]: new sysroots on disks and file systems.
 //! - [`host`]: the tools and kernel calls hostctl uses outside its store, each behind a trait.
@@ -16,11 +17,13 @@
 //! - [`progress`], [`interrupt`]: what the user sees while a command runs, and how it ends early.
 //! - [`apps`]: apps as Podman Quadlet units, installed, updated, rolled back.
 //! - [`fleet`]: the FleetLock protocol, rollout metadata and waves.
+//! - [`agent`]: the update agent: strategies, the state machine, the loop.
 
 // Here rather than in Cargo.toml's [lints.rust]: that table applies to every
 // target, so it would also demand docs in main.rs and the integration tests.
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod apps;
 pub mod boot;
 pub mod cli;
@@ -33,6 +36,7 @@ pub mod host;
 pub mod imgref;
 pub mod install;
 pub mod interrupt;
+pub mod lint;
 pub mod oci;
 pub mod progress;
 pub mod pull;

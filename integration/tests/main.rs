@@ -4,10 +4,12 @@
 mod support;
 
 mod apps;
+mod authoring;
 mod checkout;
 mod cli;
 mod deploy;
 mod failures;
+mod fleet;
 mod fleet_server;
 mod imgref;
 mod install;

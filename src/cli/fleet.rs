@@ -24,7 +24,8 @@ pub enum FleetCommand {
     Resume(HaltArgs),
     /// Set how many hosts of a group may hold a reboot slot at once.
     Slots(SlotsArgs),
-    // `fleet release` (rollout metadata) is defined in its own file.
+    /// Push an image's rollout metadata (waves, start, halt threshold), signed like the image.
+    Release(super::fleet_release::ReleaseArgs),
 }
 
 /// Where the fleet's state lives in etcd.
@@ -92,7 +93,7 @@ pub struct SlotsArgs {
     pub slots: u32,
 }
 
-pub async fn run(_g: &GlobalArgs, c: FleetCommand) -> Result<()> {
+pub async fn run(g: &GlobalArgs, c: FleetCommand) -> Result<()> {
     match c {
         FleetCommand::Server(a) => {
             let config = ServerConfig {
@@ -105,6 +106,7 @@ pub async fn run(_g: &GlobalArgs, c: FleetCommand) -> Result<()> {
             server::run(config, &a.listen).await
         }
         FleetCommand::Status(a) => status(a).await,
+        FleetCommand::Release(a) => super::fleet_release::run(g, a).await,
         FleetCommand::Halt(a) => {
             let s = admin(&a.etcd).await?;
             let done =

@@ -43,6 +43,30 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
     ),
     ("image list", &[("List the store's images as JSON", "hostctl image list --json")]),
     (
+        "image rm",
+        &[(
+            "Forget an image no deployment uses, then reclaim its space",
+            "hostctl image rm quay.io/example/os:old && hostctl cleanup",
+        )],
+    ),
+    ("image prune", &[("Forget every image no deployment uses, then reclaim", "hostctl image prune && hostctl cleanup")]),
+    ("container", &[("Check the image being built (a Containerfile's last step: RUN …)", "hostctl container lint")]),
+    (
+        "container lint",
+        &[
+            ("Check the image being built (a Containerfile's last step: RUN …)", "hostctl container lint"),
+            ("Check an unpacked tree, warnings fatal, as JSON", "hostctl container lint --rootfs ./rootfs --fatal-warnings --json"),
+            ("The checks, with their levels", "hostctl container lint --list"),
+        ],
+    ),
+    (
+        "config-diff",
+        &[
+            ("What the booted /etc changed against the image", "hostctl config-diff"),
+            ("The added files, for scripts", "hostctl config-diff --json | jq -r '.added[]'"),
+        ],
+    ),
+    (
         "switch",
         &[
             ("Track an image and stage it for the next boot", "hostctl switch quay.io/example/os:stable"),
@@ -156,7 +180,22 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
     ("fleet status", &[("The fleet's holders, releases and halts, as JSON", "hostctl fleet status --json --server http://fleetlock.example.org:8080")]),
     ("fleet halt", &[("Stop a release from reaching more hosts", "hostctl fleet halt --etcd http://127.0.0.1:2379 sha256:0123…")]),
     ("fleet resume", &[("Let a halted release continue", "hostctl fleet resume --etcd http://127.0.0.1:2379 sha256:0123…")]),
+    (
+        "fleet release",
+        &[(
+            "Release an image in waves, halting after 2 unhealthy hosts",
+            "hostctl fleet release registry.example/os:stable --waves 1h=1%,4h=5%,1d=15%,3d=100% --halt-after 2",
+        )],
+    ),
     ("fleet slots", &[("Let three hosts of group web reboot at once", "hostctl fleet slots --etcd http://127.0.0.1:2379 web 3")]),
+    (
+        "agent",
+        &[
+            ("Run the update agent (what hostctl-agent.service does)", "hostctl agent"),
+            ("Do what is due now and exit (from a timer)", "hostctl agent --once"),
+        ],
+    ),
+    ("agent status", &[("The agent's phase and why, as JSON", "hostctl agent status --json")]),
 ];
 
 /// The exit codes (docs/cli.md).

@@ -1,4 +1,4 @@
-//! `hostctl image pull | inspect | list`.
+//! `hostctl image pull | inspect | list` (and `rm | prune`, in image_rm.rs).
 
 use std::io::Write;
 
@@ -26,6 +26,10 @@ pub enum ImageCommand {
     Inspect(InspectArgs),
     /// List the images the store holds.
     List(ListArgs),
+    /// Forget images no deployment uses (`cleanup` then reclaims their layers).
+    Rm(super::image_rm::RmArgs),
+    /// Forget every image no deployment uses (`cleanup` then reclaims their layers).
+    Prune(super::image_rm::PruneArgs),
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +65,8 @@ pub async fn run(g: &GlobalArgs, c: ImageCommand) -> Result<()> {
         ImageCommand::Pull(a) => pull(g, a).await,
         ImageCommand::Inspect(a) => inspect(g, a).await,
         ImageCommand::List(a) => list(g, a),
+        ImageCommand::Rm(a) => super::image_rm::rm(g, a),
+        ImageCommand::Prune(a) => super::image_rm::prune(g, a),
     }
 }
 

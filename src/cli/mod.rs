@@ -2,12 +2,17 @@
 //! Output conventions: results on stdout (`--json` where offered), diagnostics
 //! and progress bars on stderr, exit codes from [`crate::error::code`].
 
+mod agent;
 mod app;
 mod cleanup;
 mod completion;
+mod config_diff;
+mod container;
 mod fleet;
+mod fleet_release;
 mod help;
 mod image;
+mod image_rm;
 mod install;
 mod internal;
 mod output;
@@ -166,6 +171,11 @@ pub enum Command {
     Rollback(rollback::RollbackArgs),
     /// Show the tracked image and the booted, staged and rollback deployments.
     Status(status::StatusArgs),
+    /// Show what the booted /etc changed against its image's defaults.
+    ConfigDiff(config_diff::ConfigDiffArgs),
+    /// Build-time commands for OS images (`container lint`).
+    #[command(subcommand)]
+    Container(container::ContainerCommand),
     /// Remove deployments, layers and objects that nothing needs any more.
     Cleanup(cleanup::CleanupArgs),
     /// Keep a deployment from being garbage-collected.
@@ -182,6 +192,11 @@ pub enum Command {
     Completions(completion::CompletionsArgs),
     /// Write man pages to a directory.
     Man(completion::ManArgs),
+    /// The update agent: follows the tracked image through its rollout waves, reboots and reports health.
+    Agent(agent::AgentArgs),
+    /// Temporary (until `fleet release` is wired into the `fleet` command): push an image's rollout metadata.
+    #[command(name = "fleet-release", hide = true)]
+    FleetRelease(fleet_release::ReleaseArgs),
     /// Commands the host's units run, hidden from help.
     #[command(flatten)]
     Internal(internal::InternalCommand),
@@ -235,6 +250,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Upgrade(a) => upgrade::run(g, a).await,
         Command::Rollback(a) => rollback::run(g, a).await,
         Command::Status(a) => status::run(g, a).await,
+        Command::ConfigDiff(a) => config_diff::run(g, a).await,
+        Command::Container(c) => container::run(g, c).await,
         Command::Cleanup(a) => cleanup::run(g, a).await,
         Command::Pin(a) => pin::run(g, a, true).await,
         Command::Unpin(a) => pin::run(g, a, false).await,
@@ -243,5 +260,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Completions(a) => completion::completions(a),
         Command::Man(a) => completion::man(a),
         Command::Internal(c) => internal::run(g, c).await,
+        Command::Agent(a) => agent::run(g, a).await,
+        Command::FleetRelease(a) => fleet_release::run(g, a).await,
     }
 }

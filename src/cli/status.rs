@@ -38,9 +38,16 @@ pub async fn run(g: &GlobalArgs, a: StatusArgs) -> Result<()> {
     let facts = boot_facts(g, &layout, &state);
     let h = status::build(&state, booted.as_deref(), source, &meta, &facts);
     match (a.json, a.format.unwrap_or(Format::Human)) {
-        (true, _) | (_, Format::Json) => print_json(&h),
+        (true, _) | (_, Format::Json) => match with_agent(g, &h)? {
+            Some(doc) => print_json(&doc),
+            None => print_json(&h),
+        },
         (_, Format::Yaml) => {
-            output::print(&serde_yaml_ng::to_string(&h)?)?;
+            let yaml = match with_agent(g, &h)? {
+                Some(doc) => serde_yaml_ng::to_string(&doc)?,
+                None => serde_yaml_ng::to_string(&h)?,
+            };
+            output::print(&yaml)?;
             Ok(())
         }
         (_, Format::Human) => {
@@ -48,6 +55,15 @@ pub async fn run(g: &GlobalArgs, a: StatusArgs) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The document with the update agent's record as `status.agent`, when the
+/// agent has run (else `None`: the document as it is, its key order kept).
+fn with_agent(g: &GlobalArgs, h: &status::HostStatus) -> Result<Option<serde_json::Value>> {
+    let Some(agent) = crate::agent::state::load(&g.sysroot)? else { return Ok(None) };
+    let mut doc = serde_json::to_value(h)?;
+    doc["status"]["agent"] = serde_json::to_value(agent)?;
+    Ok(Some(doc))
 }
 
 /// The stateroot's boot entries (boot counting) and the health-check records

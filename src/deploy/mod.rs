@@ -7,11 +7,13 @@
 pub mod booted;
 pub mod checkout;
 pub mod cleanup;
+pub mod config_diff;
 pub mod deployment;
 pub mod etc_merge;
 pub mod finalize;
 mod fsat;
 pub mod hooks;
+pub mod images;
 pub mod leftovers;
 pub mod preflight;
 pub mod rollback;

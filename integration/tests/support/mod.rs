@@ -5,6 +5,7 @@
 
 pub mod etcd;
 pub mod fleet;
+pub mod fleetlock;
 pub mod hostile;
 pub mod images;
 pub mod registry;

@@ -53,7 +53,7 @@ pub struct Client {
     tls_note: Option<String>,
     /// `https://host[:port]` or, for insecure registries that do not speak TLS, `http://…`.
     base: OnceCell<String>,
-    auth: Auth,
+    pub(super) auth: Auth,
 }
 
 impl Client {
@@ -74,7 +74,7 @@ impl Client {
     /// The endpoint, found once with a `GET /v2/` ping: HTTPS first; when the
     /// registry is insecure and HTTPS fails at the connection or TLS level,
     /// plain HTTP (as skopeo does). The ping's 401 challenge seeds the auth.
-    async fn base(&self) -> Result<&str> {
+    pub(super) async fn base(&self) -> Result<&str> {
         self.base
             .get_or_try_init(|| async {
                 let https = format!("https://{}", self.registry);
@@ -181,7 +181,7 @@ impl Client {
     }
 }
 
-fn header_str(resp: &Response, name: reqwest::header::HeaderName) -> Option<&str> {
+pub(super) fn header_str(resp: &Response, name: reqwest::header::HeaderName) -> Option<&str> {
     resp.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok())
 }
 

@@ -11,7 +11,8 @@
 //! parsing), [`authfile`] (auth.json lookup), [`credhelper`]
 //! (docker-credential-* helpers), [`certs_d`] (per-registry TLS
 //! directories), [`tls`] (roots, client certificate, insecure), [`manifest`]
-//! (media types, index resolution), [`blob_stream`] (resume with `Range`).
+//! (media types, index resolution), [`blob_stream`] (resume with `Range`),
+//! [`push`] (blob uploads and manifest PUTs, for `fleet release`).
 //!
 //! Why not oci-client's `Client` (read for this; it is in Cargo.toml for the
 //! trust work's sigstore use): it reads manifests and referrer lists whole
@@ -30,6 +31,7 @@ pub mod client;
 pub mod credhelper;
 pub mod endpoint;
 pub mod manifest;
+pub mod push;
 pub mod registries_conf;
 pub mod retry_after;
 pub mod tls;
