@@ -13,7 +13,8 @@ want_vm=0
 for a in "$@"; do [ "$a" = --vm ] && want_vm=1; done
 
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(docker-registry apache2-utils openssl skopeo umoci podman buildah crun runc debootstrap time curl jq python3 busybox-static)
+pkgs=(docker-registry apache2-utils openssl skopeo umoci podman buildah crun runc debootstrap time curl jq python3 busybox-static
+  etcd-server protobuf-compiler)  # etcd: the fleet lock server's tests; protoc: the etcd-client crate's build
 vm_pkgs=(qemu-system-x86 ovmf systemd-boot systemd-boot-efi dosfstools mtools gdisk fdisk erofs-utils e2fsprogs socat)
 
 missing=()

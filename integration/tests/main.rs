@@ -13,6 +13,7 @@ mod failures;
 mod fleet;
 mod format;
 mod fsck;
+mod fleet_server;
 mod imgref;
 mod install;
 mod layout;

@@ -178,6 +178,31 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
         ],
     ),
     (
+        "fleet",
+        &[
+            ("Serve FleetLock with its state in etcd", "hostctl fleet server --etcd http://10.0.0.1:2379 --listen 0.0.0.0:8080"),
+            ("Who reboots now, and is any release halted?", "hostctl fleet status --server http://fleetlock.example.org:8080"),
+        ],
+    ),
+    (
+        "fleet server",
+        &[
+            ("Two slots per group on a 3-member etcd", "hostctl fleet server --etcd http://10.0.0.1:2379,http://10.0.0.2:2379,http://10.0.0.3:2379 --listen 0.0.0.0:8080 --slots 2"),
+            ("Silent holders lose their slot after an hour", "hostctl fleet server --etcd http://127.0.0.1:2379 --listen 127.0.0.1:8080 --holder-ttl 1h"),
+        ],
+    ),
+    ("fleet status", &[("The fleet's holders, releases and halts, as JSON", "hostctl fleet status --json --server http://fleetlock.example.org:8080")]),
+    ("fleet halt", &[("Stop a release from reaching more hosts", "hostctl fleet halt --etcd http://127.0.0.1:2379 sha256:0123…")]),
+    ("fleet resume", &[("Let a halted release continue", "hostctl fleet resume --etcd http://127.0.0.1:2379 sha256:0123…")]),
+    (
+        "fleet release",
+        &[(
+            "Release an image in waves, halting after 2 unhealthy hosts",
+            "hostctl fleet release registry.example/os:stable --waves 1h=1%,4h=5%,1d=15%,3d=100% --halt-after 2",
+        )],
+    ),
+    ("fleet slots", &[("Let three hosts of group web reboot at once", "hostctl fleet slots --etcd http://127.0.0.1:2379 web 3")]),
+    (
         "agent",
         &[
             ("Run the update agent (what hostctl-agent.service does)", "hostctl agent"),

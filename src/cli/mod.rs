@@ -8,6 +8,7 @@ mod cleanup;
 mod completion;
 mod config_diff;
 mod container;
+mod fleet;
 mod fleet_release;
 mod fsck;
 mod help;
@@ -199,6 +200,9 @@ pub enum Command {
     /// Install an OS image to a disk or a prepared filesystem.
     #[command(subcommand)]
     Install(install::InstallCommand),
+    /// Fleet rollout: the FleetLock lock server on etcd, halts, resumes and slots.
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
     /// Print shell completions.
     Completions(completion::CompletionsArgs),
     /// Write man pages to a directory.
@@ -269,6 +273,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Fsck(a) => fsck::run(g, a).await,
         Command::UsrOverlay(a) => usr_overlay::run(g, a).await,
         Command::Install(c) => install::run(g, c).await,
+        Command::Fleet(c) => fleet::run(g, c).await,
         Command::Completions(a) => completion::completions(a),
         Command::Man(a) => completion::man(a),
         Command::Internal(c) => internal::run(g, c).await,

@@ -3,6 +3,7 @@
 //! carries in the registry, and the waves that decide when a host may take it.
 //!
 //! - [`protocol`]: FleetLock v1 and hostctl's extensions, as wire types.
+//! - [`server`]: the lock server on etcd (`hostctl fleet server`).
 //! - [`waves`]: the pure eligibility function over (position, schedule, now).
 //! - [`release`]: the signed rollout metadata artifact: pushed, found, verified.
 //! - [`client`]: the FleetLock client the agent takes and gives back slots with.
@@ -10,4 +11,5 @@
 pub mod client;
 pub mod protocol;
 pub mod release;
+pub mod server;
 pub mod waves;

@@ -49,3 +49,214 @@ pub struct ErrorBody {
     /// What went wrong, for a person.
     pub value: String,
 }
+
+/// hostctl's addition to `pre-reboot`: the digest of the release the host is
+/// about to reboot into. A server that knows the release is halted refuses
+/// the slot; other FleetLock servers ignore the header, and a request
+/// without it (Zincati's) is never refused for a halt.
+pub const RELEASE_HEADER: &str = "hostctl-release-digest";
+
+/// The `kind` of each refusal hostctl's server sends (a small, fixed set, as
+/// the protocol asks).
+pub mod kind {
+    /// Every slot of the group is held by other hosts.
+    pub const SEMAPHORE_FULL: &str = "failed_lock_semaphore_full";
+    /// The release named by [`super::RELEASE_HEADER`] is halted.
+    pub const RELEASE_HALTED: &str = "failed_lock_release_halted";
+    /// The request lacks the `fleet-lock-protocol: true` header.
+    pub const MISSING_HEADER: &str = "missing_protocol_header";
+    /// The body is not the JSON the path expects, or a field is invalid.
+    pub const BAD_REQUEST: &str = "bad_request";
+    /// The path exists but not for this method.
+    pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+    /// No such path.
+    pub const NOT_FOUND: &str = "not_found";
+    /// The client certificate names another host than the body's id.
+    pub const FORBIDDEN: &str = "forbidden_client_id";
+    /// The server could not reach etcd (retrying later may help).
+    pub const STATE_UNAVAILABLE: &str = "state_unavailable";
+}
+
+/// How many unhealthy hosts halt a release: a count (`3`) or a share of the
+/// hosts that reported on it (`10%`), written as `--halt-after` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HaltAfter {
+    /// Halt when this many hosts report the release unhealthy.
+    Hosts(u32),
+    /// Halt when at least this percentage of the hosts that reported on the
+    /// release report it unhealthy (and at least one does).
+    Percent(u8),
+}
+
+impl HaltAfter {
+    /// Whether `unhealthy` unhealthy reports out of `reported` reach the threshold.
+    pub fn reached(self, unhealthy: u64, reported: u64) -> bool {
+        match self {
+            HaltAfter::Hosts(n) => unhealthy >= u64::from(n.max(1)),
+            HaltAfter::Percent(p) => unhealthy > 0 && unhealthy * 100 >= u64::from(p) * reported,
+        }
+    }
+}
+
+impl std::fmt::Display for HaltAfter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HaltAfter::Hosts(n) => write!(f, "{n}"),
+            HaltAfter::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl std::str::FromStr for HaltAfter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a halt threshold: write a number of hosts (3) or a percentage (10%)");
+        match s.strip_suffix('%') {
+            Some(p) => match p.parse::<u8>() {
+                Ok(p @ 1..=100) => Ok(HaltAfter::Percent(p)),
+                _ => Err(bad()),
+            },
+            None => match s.parse::<u32>() {
+                Ok(n @ 1..) => Ok(HaltAfter::Hosts(n)),
+                _ => Err(bad()),
+            },
+        }
+    }
+}
+
+impl Serialize for HaltAfter {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HaltAfter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The body of `POST /v1/report`: how a host fares on a release after it
+/// booted into it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportRequest {
+    /// Who reports.
+    pub client_params: ClientParams,
+    /// The release (image manifest digest, `sha256:…`) the host runs or tried.
+    pub digest: String,
+    /// Whether its health checks passed.
+    pub healthy: bool,
+    /// What failed, or anything worth showing in `fleet status`.
+    #[serde(default)]
+    pub detail: String,
+    /// The release's halt threshold as its signed rollout metadata gives it;
+    /// absent: the server's `--halt-after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halt_after: Option<HaltAfter>,
+}
+
+/// The answer to `POST /v1/report`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportResponse {
+    /// Whether the release is halted now (by this report or before it).
+    pub halted: bool,
+    /// Whether the host keeps its slot because it reported itself unhealthy.
+    pub slot_kept: bool,
+}
+
+/// The answer to `GET /v1/status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusResponse {
+    /// Every group with a slot setting or a holder, by name.
+    pub groups: std::collections::BTreeMap<String, GroupStatus>,
+    /// Every release a host reported on, by digest.
+    pub releases: std::collections::BTreeMap<String, ReleaseStatus>,
+    /// The halted releases' digests, sorted.
+    pub halted: Vec<String>,
+}
+
+/// One group in [`StatusResponse`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStatus {
+    /// How many hosts may hold a slot at once.
+    pub slots: u32,
+    /// Who holds one now, sorted by id.
+    pub holders: Vec<Holder>,
+}
+
+/// A host holding a slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// The host's id.
+    pub id: String,
+    /// When it took the slot (RFC 3339, UTC).
+    pub since: String,
+    /// The release it took the slot for, when it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// It reported itself unhealthy, so it keeps the slot until it releases
+    /// it (no TTL).
+    pub unhealthy: bool,
+}
+
+/// One release in [`StatusResponse`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseStatus {
+    /// Hosts whose last report on it was healthy.
+    pub healthy: u64,
+    /// Hosts whose last report on it was unhealthy.
+    pub unhealthy: u64,
+    /// Whether it is halted.
+    pub halted: bool,
+    /// Why it was halted, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halt_reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn halt_thresholds_parse_as_fleet_release_writes_them() {
+        assert_eq!("3".parse(), Ok(HaltAfter::Hosts(3)));
+        assert_eq!("10%".parse(), Ok(HaltAfter::Percent(10)));
+        assert_eq!("100%".parse(), Ok(HaltAfter::Percent(100)));
+        for bad in ["0", "0%", "101%", "-1", "", "%", "3 hosts", "1.5%"] {
+            assert!(bad.parse::<HaltAfter>().is_err(), "{bad:?} was accepted");
+        }
+        let json = serde_json::to_string(&HaltAfter::Percent(25)).unwrap();
+        assert_eq!(json, "\"25%\"");
+        assert_eq!(serde_json::from_str::<HaltAfter>(&json).unwrap(), HaltAfter::Percent(25));
+    }
+
+    #[test]
+    fn halt_thresholds_are_reached_by_unhealthy_reports() {
+        // (threshold, unhealthy, reported, halts)
+        let table = [
+            (HaltAfter::Hosts(2), 0, 5, false),
+            (HaltAfter::Hosts(2), 1, 5, false),
+            (HaltAfter::Hosts(2), 2, 5, true),
+            (HaltAfter::Hosts(1), 1, 1, true),
+            (HaltAfter::Percent(10), 0, 0, false),
+            (HaltAfter::Percent(10), 1, 11, false),
+            (HaltAfter::Percent(10), 1, 10, true),
+            (HaltAfter::Percent(50), 1, 1, true),
+            (HaltAfter::Percent(100), 9, 10, false),
+        ];
+        for (t, unhealthy, reported, halts) in table {
+            assert_eq!(t.reached(unhealthy, reported), halts, "{t} with {unhealthy} of {reported}");
+        }
+    }
+
+    #[test]
+    fn a_report_with_an_unknown_field_is_refused() {
+        let ok = r#"{"client_params":{"id":"h","group":"g"},"digest":"sha256:00","healthy":true}"#;
+        let r: ReportRequest = serde_json::from_str(ok).unwrap();
+        assert_eq!((r.detail.as_str(), r.halt_after), ("", None));
+        let extra = r#"{"client_params":{"id":"h","group":"g"},"digest":"sha256:00","healthy":true,"healty":false}"#;
+        assert!(serde_json::from_str::<ReportRequest>(extra).is_err());
+    }
+}
