@@ -17,3 +17,4 @@ mod sources;
 mod store;
 mod tar_compat;
 mod trust;
+mod trust_bundles;

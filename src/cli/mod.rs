@@ -14,6 +14,7 @@ mod pin;
 mod rollback;
 mod status;
 mod switch;
+mod trust;
 mod upgrade;
 
 use std::path::PathBuf;
@@ -174,6 +175,9 @@ pub enum Command {
     /// Install an OS image to a disk or a prepared filesystem.
     #[command(subcommand)]
     Install(install::InstallCommand),
+    /// Check signatures by hand (sigstore bundles).
+    #[command(subcommand)]
+    Trust(trust::TrustCommand),
     /// Print shell completions.
     Completions(completion::CompletionsArgs),
     /// Write man pages to a directory.
@@ -235,6 +239,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Pin(a) => pin::run(g, a, true).await,
         Command::Unpin(a) => pin::run(g, a, false).await,
         Command::Install(c) => install::run(g, c).await,
+        Command::Trust(c) => trust::run(g, c).await,
         Command::Completions(a) => completion::completions(a),
         Command::Man(a) => completion::man(a),
         Command::Internal(c) => internal::run(g, c).await,
