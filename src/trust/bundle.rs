@@ -307,12 +307,11 @@ impl BundleVerifier {
                     bail!("the bundle has no verified signing certificate (signed with a key?)");
                 }
                 let san = result.identity().context("the signing certificate names no identity")?;
-                let kind_ok = match (kind, san) {
-                    (SanKind::Any, _) => true,
-                    (SanKind::Email, sigstore_verify::SubjectAltName::Email(_)) => true,
-                    (SanKind::Uri, sigstore_verify::SubjectAltName::Uri(_)) => true,
-                    _ => false,
-                };
+                use sigstore_verify::SubjectAltName as San;
+                let kind_ok = matches!(
+                    (kind, san),
+                    (SanKind::Any, _) | (SanKind::Email, San::Email(_)) | (SanKind::Uri, San::Uri(_))
+                );
                 if !kind_ok || !subject.matches(san.as_str()) {
                     bail!("identity mismatch: the certificate names {:?}, the policy wants {subject}", san.as_str());
                 }
