@@ -14,10 +14,10 @@ clippy:
 # installed; otherwise clippy's incompatible_msrv lint against clippy.toml's
 # msrv, which catches std APIs newer than it outside #[test] bodies only.
 msrv:
-	@if rustup run 1.85 cargo --version >/dev/null 2>&1; then \
-		cargo +1.85 check --all-targets; \
+	@if rustup run 1.86 cargo --version >/dev/null 2>&1; then \
+		cargo +1.86 check --all-targets; \
 	else \
-		echo "msrv: no 1.85 toolchain installed; checking with clippy's incompatible_msrv lint (clippy.toml)"; \
+		echo "msrv: no 1.86 toolchain installed; checking with clippy's incompatible_msrv lint (clippy.toml)"; \
 		cargo clippy --all-targets -- -D clippy::incompatible_msrv; \
 	fi
 

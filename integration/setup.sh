@@ -15,6 +15,7 @@ for a in "$@"; do [ "$a" = --vm ] && want_vm=1; done
 export DEBIAN_FRONTEND=noninteractive
 pkgs=(docker-registry apache2-utils openssl skopeo umoci podman buildah crun runc debootstrap time curl jq python3 busybox-static
   etcd-server protobuf-compiler)  # etcd: the fleet lock server's tests; protoc: the etcd-client crate's build
+pkgs+=(python3-venv)  # the sigstore conformance suite's venv (below)
 vm_pkgs=(qemu-system-x86 ovmf systemd-boot systemd-boot-efi dosfstools mtools gdisk fdisk erofs-utils e2fsprogs socat)
 
 missing=()
@@ -67,4 +68,21 @@ fi
 conf=/etc/hostctl-test/containers.conf
 mkdir -p "$(dirname "$conf")"
 printf '[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=4096:4096"]\n' "$(ulimit -Hn)" "$(ulimit -Hn)" > "$conf"
+# The sigstore conformance suite (in the steering repo's shared/ beside this
+# checkout) runs under pytest from PyPI, pinned by the suite's hashed
+# requirements, in a venv of its own (integration/conformance/run.sh).
+suite=${HOSTCTL_CONFORMANCE_SUITE:-}
+for d in "$(dirname "$0")/../../shared" "$(dirname "$0")/../../../shared"; do
+  [ -z "$suite" ] && [ -f "$d/conformance/sigstore-conformance/requirements.txt" ] && suite=$d/conformance/sigstore-conformance
+done
+if [ -n "$suite" ]; then
+  venv=${HOSTCTL_CONFORMANCE_VENV:-/var/cache/hostctl-conformance/venv}
+  stamp=$(sha256sum "$suite/requirements.txt" | cut -d' ' -f1)
+  if [ "$(cat "$venv/.hostctl-stamp" 2>/dev/null)" != "$stamp" ]; then
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check --require-hashes -r "$suite/requirements.txt"
+    echo "$stamp" > "$venv/.hostctl-stamp"
+  fi
+fi
 echo "setup: ok (CONTAINERS_CONF=$conf)"

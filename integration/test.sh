@@ -39,6 +39,8 @@ step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 step "cargo test (unit + integration against a real registry)"
 cargo test --all-targets 2>&1 | tee /tmp/hostctl-test.log
+step "sigstore conformance suite: bundle verification, offline (integration/conformance/run.sh)"
+integration/conformance/run.sh target/debug/hostctl
 if [ "$vm" = 1 ]; then
   step "VM base rootfs: waiting for the debootstrap"
   if ! wait "$deboot_pid"; then

@@ -12,30 +12,30 @@ use sha2::{Digest as _, Sha256};
 use crate::support::registry::Registry;
 use crate::support::{hostctl_bin, require_tool, run};
 
-const KERNEL: &str = "usr/lib/modules/6.1.0-test/vmlinuz";
-const PASSWORD: &str = "test-password";
+pub(crate) const KERNEL: &str = "usr/lib/modules/6.1.0-test/vmlinuz";
+pub(crate) const PASSWORD: &str = "test-password";
 
 /// A test's registry, working directory and sysroot.
-struct Env {
-    reg: Registry,
-    work: tempfile::TempDir,
-    sysroot: tempfile::TempDir,
+pub(crate) struct Env {
+    pub(crate) reg: Registry,
+    pub(crate) work: tempfile::TempDir,
+    pub(crate) sysroot: tempfile::TempDir,
 }
 
 impl Env {
-    fn new() -> Env {
+    pub(crate) fn new() -> Env {
         require_tool("cosign");
         require_tool("skopeo");
         Env { reg: Registry::start(), work: tempfile::tempdir().unwrap(), sysroot: tempfile::tempdir().unwrap() }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.work.path().join(name)
     }
 
     /// Builds a one-layer OCI image holding `files` (plus a kernel), pushes it to
     /// `repo_tag` and returns its manifest digest as the registry stores it.
-    fn push(&self, repo_tag: &str, files: &[(&str, &str)]) -> String {
+    pub(crate) fn push(&self, repo_tag: &str, files: &[(&str, &str)]) -> String {
         let layout = self.path(&format!("layout-{}", repo_tag.replace([':', '/'], "-")));
         let blobs = layout.join("blobs/sha256");
         std::fs::create_dir_all(&blobs).unwrap();
@@ -84,12 +84,12 @@ impl Env {
     }
 
     /// The digest of the manifest at `repo_ref` in the registry.
-    fn remote_digest(&self, repo_ref: &str) -> String {
+    pub(crate) fn remote_digest(&self, repo_ref: &str) -> String {
         let raw = self.raw_manifest(repo_ref).expect("manifest exists");
         format!("sha256:{}", hex::encode(Sha256::digest(&raw)))
     }
 
-    fn raw_manifest(&self, repo_ref: &str) -> Option<Vec<u8>> {
+    pub(crate) fn raw_manifest(&self, repo_ref: &str) -> Option<Vec<u8>> {
         let out = Command::new("skopeo")
             .args(["inspect", "--raw", "--tls-verify=false"])
             .arg(format!("docker://{}", self.reg.image(repo_ref)))
@@ -99,7 +99,7 @@ impl Env {
     }
 
     /// Copies the manifest at `from` (a tag) to tag `to` byte for byte.
-    fn copy_manifest(&self, repo: &str, from: &str, to: &str) {
+    pub(crate) fn copy_manifest(&self, repo: &str, from: &str, to: &str) {
         run(Command::new("skopeo")
             .args(["copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false", "--preserve-digests"])
             .arg(format!("docker://{}", self.reg.image(&format!("{repo}:{from}"))))
@@ -107,7 +107,7 @@ impl Env {
     }
 
     /// `cosign generate-key-pair` into the work dir with `prefix`; returns the public key path.
-    fn cosign_keys(&self, prefix: &str) -> PathBuf {
+    pub(crate) fn cosign_keys(&self, prefix: &str) -> PathBuf {
         run(cosign(self.work.path()).args(["generate-key-pair", "--output-key-prefix", prefix]));
         self.path(&format!("{prefix}.pub"))
     }
@@ -122,7 +122,7 @@ impl Env {
     }
 
     /// Writes a policy with `scope_reqs` for the docker scope `repo` (rest rejected).
-    fn policy(&self, name: &str, repo: &str, scope_reqs: serde_json::Value) -> PathBuf {
+    pub(crate) fn policy(&self, name: &str, repo: &str, scope_reqs: serde_json::Value) -> PathBuf {
         let policy = serde_json::json!({
             "default": [{"type": "reject"}],
             "transports": {"docker": {self.reg.image(repo): scope_reqs}}
@@ -132,7 +132,7 @@ impl Env {
         p
     }
 
-    fn hostctl(&self, policy: &Path, args: &[&str]) -> Output {
+    pub(crate) fn hostctl(&self, policy: &Path, args: &[&str]) -> Output {
         Command::new(hostctl_bin())
             .arg("--sysroot")
             .arg(self.sysroot.path())
@@ -147,7 +147,7 @@ impl Env {
     }
 
     /// `image pull --json` that must succeed; returns the summary.
-    fn pull_ok(&self, policy: &Path, repo_ref: &str) -> serde_json::Value {
+    pub(crate) fn pull_ok(&self, policy: &Path, repo_ref: &str) -> serde_json::Value {
         let out = self.hostctl(policy, &["image", "pull", "--json", &self.reg.image(repo_ref)]);
         assert!(out.status.success(), "pull {repo_ref} failed: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap()
@@ -155,7 +155,7 @@ impl Env {
 
     /// A pull and a switch that must both be refused by `rule` (exit 4) with
     /// `reason` in the message, leaving the store and the deployments empty.
-    fn assert_refused(&self, policy: &Path, repo_ref: &str, rule: &str, reason: &str) {
+    pub(crate) fn assert_refused(&self, policy: &Path, repo_ref: &str, rule: &str, reason: &str) {
         let image = self.reg.image(repo_ref);
         for args in [vec!["image", "pull", image.as_str()], vec!["switch", image.as_str()]] {
             let out = self.hostctl(policy, &args);
@@ -175,7 +175,7 @@ impl Env {
     }
 }
 
-fn cosign(dir: &Path) -> Command {
+pub(crate) fn cosign(dir: &Path) -> Command {
     let mut c = Command::new("cosign");
     c.current_dir(dir).env("COSIGN_PASSWORD", PASSWORD).env("HOME", dir).env_remove("COSIGN_EXPERIMENTAL");
     c

@@ -67,6 +67,26 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
         ],
     ),
     (
+        "trust",
+        &[(
+            "Check a keyless bundle against the pinned trusted root",
+            "hostctl trust verify-bundle --bundle os.sigstore.json --certificate-identity https://github.com/example/os/.github/workflows/release.yml@refs/heads/main --certificate-oidc-issuer https://token.actions.githubusercontent.com os.tar",
+        )],
+    ),
+    (
+        "trust verify-bundle",
+        &[
+            (
+                "Check a keyless bundle over a file",
+                "hostctl trust verify-bundle --bundle os.sigstore.json --certificate-identity release@example.com --certificate-oidc-issuer https://accounts.google.com os.tar",
+            ),
+            (
+                "Check a keyed bundle over a digest, with a custom root",
+                "hostctl trust verify-bundle --bundle b.json --key cosign.pub --trusted-root trusted_root.json sha256:8f4e…",
+            ),
+        ],
+    ),
+    (
         "switch",
         &[
             ("Track an image and stage it for the next boot", "hostctl switch quay.io/example/os:stable"),

@@ -21,6 +21,7 @@ mod pin;
 mod rollback;
 mod status;
 mod switch;
+mod trust;
 mod upgrade;
 mod usr_overlay;
 
@@ -203,6 +204,9 @@ pub enum Command {
     /// Fleet rollout: the FleetLock lock server on etcd, halts, resumes and slots.
     #[command(subcommand)]
     Fleet(fleet::FleetCommand),
+    /// Check signatures by hand (sigstore bundles).
+    #[command(subcommand)]
+    Trust(trust::TrustCommand),
     /// Print shell completions.
     Completions(completion::CompletionsArgs),
     /// Write man pages to a directory.
@@ -274,6 +278,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::UsrOverlay(a) => usr_overlay::run(g, a).await,
         Command::Install(c) => install::run(g, c).await,
         Command::Fleet(c) => fleet::run(g, c).await,
+        Command::Trust(c) => trust::run(g, c).await,
         Command::Completions(a) => completion::completions(a),
         Command::Man(a) => completion::man(a),
         Command::Internal(c) => internal::run(g, c).await,

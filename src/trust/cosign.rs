@@ -9,6 +9,7 @@ use anyhow::{bail, ensure, Context, Result};
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use serde::Deserialize;
 
+use super::bundle::BUNDLE_MEDIA_TYPE_PREFIX;
 use crate::digest::Digest;
 use crate::oci::ImageSource;
 
@@ -16,6 +17,8 @@ use crate::oci::ImageSource;
 pub const SIMPLESIGNING_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 /// Artifact type of cosign signatures stored as OCI 1.1 referrers.
 pub const SIGNATURE_ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+/// The OCI empty descriptor's media type.
+const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 /// Layer annotations cosign writes.
 pub const ANN_SIGNATURE: &str = "dev.cosignproject.cosign/signature";
 /// Annotation holding the signing certificate (PEM).
@@ -56,10 +59,21 @@ pub fn referrers_tag(digest: &Digest) -> String {
     digest.to_string().replacen(':', "-", 1)
 }
 
+/// A sigstore bundle found among a digest's referrers, not yet verified.
+#[derive(Clone, Debug)]
+pub struct BundleCandidate {
+    /// Where it was found, for messages (`referrer sha256:…, layer 1`).
+    pub origin: String,
+    /// The bundle JSON.
+    pub json: Vec<u8>,
+}
+
 /// Signatures found for `digest`, and what was searched (for "unsigned" messages).
 pub struct Found {
     /// The signatures found.
     pub candidates: Vec<Candidate>,
+    /// The sigstore bundles found (OCI referrers with a bundle artifact type).
+    pub bundles: Vec<BundleCandidate>,
     /// The signature tags looked at, for messages.
     pub searched: Vec<String>,
 }
@@ -88,19 +102,60 @@ pub async fn find_signatures(source: &dyn ImageSource, digest: &Digest) -> Resul
             referrers = index.manifests().clone();
         }
     }
-    for desc in referrers
-        .iter()
-        .filter(|d| d.artifact_type().as_ref().map(|t| t.to_string()).as_deref() == Some(SIGNATURE_ARTIFACT_TYPE))
-    {
+    let mut bundles = Vec::new();
+    for desc in referrers.iter().take(MAX_SIGNATURES) {
+        let mut ty = desc.artifact_type().as_ref().map(|t| t.to_string()).unwrap_or_default();
+        // cosign 2.5 (go-containerregistry) lists its bundle manifests in the
+        // referrers tag index with the config's `application/vnd.oci.empty.v1+json`
+        // as artifact type; the manifest itself has the right one, so such
+        // entries are opened and their own artifactType read.
+        let unknown = ty.is_empty() || ty == EMPTY_MEDIA_TYPE;
+        if ty != SIGNATURE_ARTIFACT_TYPE && !ty.starts_with(BUNDLE_MEDIA_TYPE_PREFIX) && !unknown {
+            continue;
+        }
         let reference = desc.digest().to_string();
         let Some(raw) =
             source.fetch_manifest(&reference).await.with_context(|| format!("fetching referrer {reference}"))?
         else {
             continue; // listed but gone: nothing to verify
         };
-        collect(source, &raw.bytes, &format!("referrer {reference}"), &mut candidates).await?;
+        if unknown {
+            let v: serde_json::Value = serde_json::from_slice(&raw.bytes).unwrap_or_default();
+            ty = v["artifactType"].as_str().unwrap_or_default().to_string();
+        }
+        let is_bundle = ty.starts_with(BUNDLE_MEDIA_TYPE_PREFIX);
+        if ty != SIGNATURE_ARTIFACT_TYPE && !is_bundle {
+            continue;
+        }
+        if is_bundle {
+            collect_bundles(source, &raw.bytes, &format!("referrer {reference}"), &mut bundles).await?;
+        } else {
+            collect(source, &raw.bytes, &format!("referrer {reference}"), &mut candidates).await?;
+        }
     }
-    Ok(Found { candidates, searched })
+    Ok(Found { candidates, bundles, searched })
+}
+
+/// The bundle layers of a referrer manifest (cosign's layout: one layer whose
+/// media type is the bundle's).
+async fn collect_bundles(
+    source: &dyn ImageSource,
+    manifest: &[u8],
+    origin: &str,
+    out: &mut Vec<BundleCandidate>,
+) -> Result<()> {
+    let manifest: ImageManifest =
+        serde_json::from_slice(manifest).with_context(|| format!("{origin} is not an image manifest"))?;
+    for (i, layer) in manifest.layers().iter().enumerate() {
+        if !layer.media_type().to_string().starts_with(BUNDLE_MEDIA_TYPE_PREFIX) {
+            continue;
+        }
+        ensure!(out.len() < MAX_SIGNATURES, "more than {MAX_SIGNATURES} bundles: refusing to look at more");
+        let origin = format!("{origin}, layer {}", i + 1);
+        let json = fetch_payload(source, layer).await.with_context(|| format!("{origin}: fetching the bundle"))?;
+        out.push(BundleCandidate { origin, json });
+    }
+    Ok(())
 }
 
 async fn collect(source: &dyn ImageSource, manifest: &[u8], origin: &str, out: &mut Vec<Candidate>) -> Result<()> {

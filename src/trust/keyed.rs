@@ -16,6 +16,8 @@ use super::SignatureCheck;
 /// A public key the policy trusts.
 pub struct TrustedKey {
     key: CosignVerificationKey,
+    /// The key's SubjectPublicKeyInfo DER.
+    pub der: Vec<u8>,
     /// `SHA256:<hex>` of the key's SubjectPublicKeyInfo DER.
     pub fingerprint: String,
     /// Where the policy named it.
@@ -42,7 +44,7 @@ impl TrustedKey {
     pub fn from_spki_der(der: &[u8], origin: &str) -> Result<TrustedKey> {
         let key = CosignVerificationKey::try_from_der(der)
             .map_err(|e| anyhow::anyhow!("{origin}: unsupported or invalid public key: {e}"))?;
-        Ok(TrustedKey { key, fingerprint: fingerprint(der), origin: origin.to_string() })
+        Ok(TrustedKey { key, der: der.to_vec(), fingerprint: fingerprint(der), origin: origin.to_string() })
     }
 
     /// Whether `signature_b64` signs `payload` under this key.

@@ -6,7 +6,8 @@
 //! 2. the leaf certificate chains (with the signature's chain annotation as
 //!    intermediates) to the policy's Fulcio CA, for code signing, valid at
 //!    the time Rekor says the entry was integrated;
-//! 3. the certificate's email SAN and OIDC issuer extension are the policy's;
+//! 3. the certificate's identity (email or URI SAN) and OIDC issuer extension
+//!    are what the policy names, exactly or by regular expression;
 //! 4. the signature over the payload verifies under the certificate's key;
 //! 5. the logged entry (a `hashedrekord`) is for this very signature,
 //!    certificate and payload hash.
@@ -23,6 +24,7 @@ use sha2::{Digest as _, Sha256};
 use sigstore::crypto::{CosignVerificationKey, Signature};
 use x509_cert::der::{Decode, Encode};
 
+use super::bundle::{CertIdentity, SanKind};
 use super::cosign::Candidate;
 use super::keyed::TrustedKey;
 use super::policy::Material;
@@ -37,8 +39,7 @@ const OID_ISSUER_V2: &str = "1.3.6.1.4.1.57264.1.8";
 /// The policy's keyless trust: Fulcio CA, expected identity, Rekor keys.
 pub struct Keyless {
     roots: Vec<Vec<u8>>,
-    oidc_issuer: String,
-    subject_email: String,
+    identity: CertIdentity,
     /// (logID = hex SHA-256 of the key's SPKI DER, key).
     rekor_keys: Vec<(String, TrustedKey)>,
 }
@@ -64,7 +65,7 @@ struct RekorPayload {
 
 impl Keyless {
     /// Loads the CA certificates and Rekor keys a requirement names.
-    pub fn load(ca: &Material, oidc_issuer: &str, subject_email: &str, rekor: &[Material]) -> Result<Keyless> {
+    pub fn load(ca: &Material, identity: &CertIdentity, rekor: &[Material]) -> Result<Keyless> {
         let ca_bytes = ca.load()?;
         let roots: Vec<Vec<u8>> = pem::parse_many(&ca_bytes)
             .with_context(|| format!("Fulcio CA {}: not PEM", ca.describe()))?
@@ -86,7 +87,7 @@ impl Keyless {
                 rekor_keys.push((id, k));
             }
         }
-        Ok(Keyless { roots, oidc_issuer: oidc_issuer.into(), subject_email: subject_email.into(), rekor_keys })
+        Ok(Keyless { roots, identity: identity.clone(), rekor_keys })
     }
 
     fn check_inner(&self, c: &Candidate) -> Result<String> {
@@ -141,14 +142,20 @@ impl Keyless {
 
         // 3. Identity.
         let cert = x509_cert::Certificate::from_der(&leaf_der).context("parsing the certificate")?;
-        let (emails, issuer) = identity_of(&cert)?;
-        if !emails.contains(&self.subject_email) {
-            bail!("certificate subject {emails:?} is not {}", self.subject_email);
-        }
-        match &issuer {
-            Some(i) if *i == self.oidc_issuer => {}
-            other => bail!("certificate OIDC issuer {other:?} is not {}", self.oidc_issuer),
-        }
+        let (emails, uris, issuer) = identity_of(&cert)?;
+        let id = &self.identity;
+        let names: Vec<&String> = match id.kind {
+            SanKind::Email => emails.iter().collect(),
+            SanKind::Uri => uris.iter().collect(),
+            SanKind::Any => emails.iter().chain(&uris).collect(),
+        };
+        let Some(subject) = names.iter().find(|n| id.subject.matches(n)) else {
+            bail!("certificate subject {names:?} is not {} ({})", id.subject, id.kind.describe());
+        };
+        let issuer = match &issuer {
+            Some(i) if id.issuer.matches(i) => i.clone(),
+            other => bail!("certificate OIDC issuer {other:?} is not {}", id.issuer),
+        };
 
         // 4. The signature, under the certificate's key.
         let spki = cert.tbs_certificate().subject_public_key_info().to_der().context("certificate key")?;
@@ -159,8 +166,8 @@ impl Keyless {
         // 5. The log entry is about this signature.
         check_entry(&bundle.payload.body, c, &leaf_der)?;
         Ok(format!(
-            "{} (OIDC issuer {}, Fulcio certificate, Rekor log index {})",
-            self.subject_email, self.oidc_issuer, bundle.payload.log_index
+            "{subject} (OIDC issuer {issuer}, Fulcio certificate, Rekor log index {})",
+            bundle.payload.log_index
         ))
     }
 }
@@ -178,16 +185,18 @@ fn single_cert(pem_text: &str) -> Result<Vec<u8>> {
     Ok(first.into_contents())
 }
 
-/// The email SANs and the Fulcio OIDC issuer of a certificate.
-fn identity_of(cert: &x509_cert::Certificate) -> Result<(Vec<String>, Option<String>)> {
+/// The email and URI SANs and the Fulcio OIDC issuer of a certificate.
+fn identity_of(cert: &x509_cert::Certificate) -> Result<(Vec<String>, Vec<String>, Option<String>)> {
     use x509_cert::ext::pkix::name::GeneralName;
     use x509_cert::ext::pkix::SubjectAltName;
     let tbs = cert.tbs_certificate();
-    let mut emails = Vec::new();
+    let (mut emails, mut uris) = (Vec::new(), Vec::new());
     if let Some((_, san)) = tbs.get_extension::<SubjectAltName>().context("certificate SAN")? {
         for name in san.0 {
-            if let GeneralName::Rfc822Name(e) = name {
-                emails.push(e.to_string());
+            match name {
+                GeneralName::Rfc822Name(e) => emails.push(e.to_string()),
+                GeneralName::UniformResourceIdentifier(u) => uris.push(u.to_string()),
+                _ => {}
             }
         }
     }
@@ -202,7 +211,7 @@ fn identity_of(cert: &x509_cert::Certificate) -> Result<(Vec<String>, Option<Str
             issuer = Some(String::from_utf8(value.to_vec()).context("issuer (v1) extension")?);
         }
     }
-    Ok((emails, issuer))
+    Ok((emails, uris, issuer))
 }
 
 /// The Rekor entry body must be a `hashedrekord` of this payload's SHA-256,
@@ -370,11 +379,18 @@ mod tests {
         fn keyless(&self, ca: &str, issuer: &str, email: &str) -> Keyless {
             Keyless::load(
                 &Material::Data(ca.as_bytes().to_vec()),
-                issuer,
-                email,
+                &email_identity(issuer, email),
                 &[Material::Data(self.rekor_pem.clone().into_bytes())],
             )
             .unwrap()
+        }
+    }
+
+    fn email_identity(issuer: &str, email: &str) -> CertIdentity {
+        CertIdentity {
+            kind: SanKind::Email,
+            subject: crate::trust::bundle::Match::Exact(email.into()),
+            issuer: crate::trust::bundle::Match::Exact(issuer.into()),
         }
     }
 
@@ -416,8 +432,7 @@ mod tests {
         // A Rekor log the policy does not trust.
         let stranger = Keyless::load(
             &Material::Data(f.ca.clone().into_bytes()),
-            ISSUER,
-            EMAIL,
+            &email_identity(ISSUER, EMAIL),
             &[Material::Data(
                 SigningScheme::ECDSA_P256_SHA256_ASN1
                     .create_signer()

@@ -7,6 +7,7 @@
 //! cryptography ([`keyed`], [`keyless`]) sits behind [`SignatureCheck`] so
 //! [`verifier`] can be tested with fakes as well as with real keys.
 
+pub mod bundle;
 pub mod cosign;
 pub mod identity;
 pub mod keyed;
@@ -23,6 +24,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::imgref::ImageRef;
 use crate::oci::{ImageSource, ResolvedManifest};
+
+/// The pinned sigstore trusted root, relative to the sysroot: Fulcio CAs,
+/// Rekor and CT log keys and timestamp authorities for bundle signatures.
+pub const PINNED_TRUSTED_ROOT: &str = "etc/hostctl/sigstore/trusted_root.json";
 
 /// The outcome of a successful verification, stored with the deployment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,7 +100,7 @@ pub fn verifier_from_policy(sysroot: &Path, policy: Option<&Path>, enforce: bool
             path.display()
         );
     }
-    Ok(Arc::new(verifier::PolicyVerifier::new(parsed)))
+    Ok(Arc::new(verifier::PolicyVerifier::new(parsed).with_pinned_root(sysroot.join(PINNED_TRUSTED_ROOT))))
 }
 
 #[cfg(test)]

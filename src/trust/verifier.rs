@@ -8,7 +8,10 @@
 use anyhow::Result;
 use async_trait::async_trait;
 
-use super::cosign::{find_signatures, parse_payload, Candidate, Found};
+use std::path::{Path, PathBuf};
+
+use super::bundle::{image_claim, BundleVerifier, RootSource, Signer, Subject};
+use super::cosign::{find_signatures, parse_payload, BundleCandidate, Candidate, Found};
 use super::identity::{DockerIdentity, SignedIdentity};
 use super::keyed::KeySet;
 use super::keyless::Keyless;
@@ -22,23 +25,131 @@ use crate::oci::{ImageSource, ResolvedManifest};
 /// Verifies images under a parsed containers-policy.json.
 pub struct PolicyVerifier {
     policy: Policy,
+    /// The pinned trusted root for bundles when a requirement names none.
+    pinned_root: Option<PathBuf>,
 }
 
 impl PolicyVerifier {
     /// A verifier enforcing `policy`.
     pub fn new(policy: Policy) -> PolicyVerifier {
-        PolicyVerifier { policy }
+        PolicyVerifier { policy, pinned_root: None }
+    }
+
+    /// Bundles are checked against `path` (when it exists) unless a
+    /// requirement names its own `trustedRootPath`.
+    pub fn with_pinned_root(mut self, path: PathBuf) -> PolicyVerifier {
+        self.pinned_root = Some(path);
+        self
     }
 }
 
-/// Builds the cryptographic check a requirement asks for.
+/// Refuses every legacy signature, saying why (a requirement that can only
+/// verify bundles).
+struct NoLegacy(&'static str);
+
+impl SignatureCheck for NoLegacy {
+    fn check(&self, _c: &Candidate) -> Result<String, String> {
+        Err(self.0.to_string())
+    }
+}
+
+/// Builds the cryptographic check a requirement asks for (legacy `.sig` signatures).
 pub fn signature_check(req: &SigstoreSigned) -> Result<Box<dyn SignatureCheck>> {
     Ok(match &req.trust {
         Trust::Keys(keys) => Box::new(KeySet::load(keys)?),
-        Trust::Fulcio { ca, oidc_issuer, subject_email, rekor_keys } => {
-            Box::new(Keyless::load(ca, oidc_issuer, subject_email, rekor_keys)?)
+        Trust::Fulcio { ca: Some(ca), identity, rekor_keys } if !rekor_keys.is_empty() => {
+            Box::new(Keyless::load(ca, identity, rekor_keys)?)
         }
+        Trust::Fulcio { .. } => Box::new(NoLegacy(
+            "a legacy cosign signature needs the policy's fulcio caPath/caData and rekorPublicKey*; \
+             this requirement names only a trusted root, for sigstore bundles",
+        )),
     })
+}
+
+/// The trusted root and the signers a requirement accepts bundles from; an
+/// error (a reason) when it cannot check bundles.
+pub fn bundle_check(req: &SigstoreSigned, pinned: Option<&Path>) -> Result<(BundleVerifier, Vec<Signer>), String> {
+    let root = match (&req.trusted_root, pinned) {
+        (Some(p), _) => Some(RootSource::File(p.clone())),
+        (None, Some(p)) if p.exists() => Some(RootSource::File(p.to_path_buf())),
+        _ => None,
+    };
+    let signers = match &req.trust {
+        // As for legacy signatures, keyed bundles need no log entry (the
+        // policy has no Rekor key for them); one that is there must be consistent.
+        Trust::Keys(keys) => {
+            let keys = KeySet::load(keys).map_err(|e| format!("{e:#}"))?;
+            keys.keys.iter().map(|k| Signer::Key { der: k.der.clone(), tlog: false }).collect()
+        }
+        Trust::Fulcio { identity, .. } => vec![Signer::Identity(identity.clone())],
+    };
+    let verifier = match (root, &req.trust) {
+        (Some(r), _) => BundleVerifier::new(&r).map_err(|e| format!("{e:#}"))?,
+        // A managed key needs nothing from a root when no log entry is required.
+        (None, Trust::Keys(_)) => BundleVerifier::empty().map_err(|e| format!("{e:#}"))?,
+        (None, Trust::Fulcio { .. }) => {
+            return Err(format!(
+                "no sigstore trusted root to check a keyless bundle against (the policy's trustedRootPath, or {})",
+                pinned.map(|p| p.display().to_string()).unwrap_or_else(|| super::PINNED_TRUSTED_ROOT.into())
+            ))
+        }
+    };
+    Ok((verifier, signers))
+}
+
+/// The first bundle that verifies for one of `digests` under one of
+/// `signers`, states cosign's signing predicate for that digest, and names an
+/// image `identity` accepts: `Ok(signer description)`; otherwise why each failed.
+pub fn evaluate_bundles(
+    imgref: &ImageRef,
+    digests: &[Digest],
+    bundles: &[BundleCandidate],
+    check: Result<&(BundleVerifier, Vec<Signer>), &String>,
+    identity: &SignedIdentity,
+) -> Result<String, Vec<String>> {
+    let mut reasons = Vec::new();
+    for b in bundles {
+        let why = match check {
+            Err(why) => why.clone(),
+            Ok((verifier, signers)) => match evaluate_bundle(imgref, digests, b, verifier, signers, identity) {
+                Ok(who) => return Ok(who),
+                Err(why) => why,
+            },
+        };
+        reasons.push(format!("{}: {why}", b.origin));
+    }
+    Err(reasons)
+}
+
+fn evaluate_bundle(
+    imgref: &ImageRef,
+    digests: &[Digest],
+    b: &BundleCandidate,
+    verifier: &BundleVerifier,
+    signers: &[Signer],
+    identity: &SignedIdentity,
+) -> Result<String, String> {
+    let mut first_err = None;
+    for d in digests {
+        let Some(sha) = hex::decode(d.hex()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) else { continue };
+        for signer in signers {
+            match verifier.verify(&b.json, &Subject::Sha256(sha), signer) {
+                Ok(who) => {
+                    // Only now is the statement trusted enough to read.
+                    let claim = image_claim(&b.json, d).map_err(|e| format!("{e:#}"))?;
+                    let signed =
+                        DockerIdentity::parse(&claim).map_err(|e| format!("malformed statement subject: {e:#}"))?;
+                    identity.check(imgref, &signed)?;
+                    return Ok(format!("{who}, signed as {signed} (sigstore bundle)"));
+                }
+                Err(e) => {
+                    first_err.get_or_insert_with(|| format!("{e:#}"));
+                }
+            }
+        }
+    }
+    Err(first_err.unwrap_or_else(|| "no digest to check the bundle against".into()))
 }
 
 /// The first candidate that passes `check` and whose payload names one of
@@ -111,11 +222,12 @@ impl ImageVerifier for PolicyVerifier {
                 Requirement::SigstoreSigned(s) => {
                     let check = signature_check(s)?;
                     if found.is_none() {
-                        let mut all = Found { candidates: Vec::new(), searched: Vec::new() };
+                        let mut all = Found { candidates: Vec::new(), bundles: Vec::new(), searched: Vec::new() };
                         for d in &digests {
                             match find_signatures(source, d).await {
                                 Ok(f) => {
                                     all.candidates.extend(f.candidates);
+                                    all.bundles.extend(f.bundles);
                                     all.searched.extend(f.searched.into_iter().map(|s| format!("{s} of {d}")));
                                 }
                                 // Not a verdict: the registry could not be asked (exit 1,
@@ -130,13 +242,28 @@ impl ImageVerifier for PolicyVerifier {
                         found = Some(all);
                     }
                     let f = found.as_ref().expect("filled above");
-                    if f.candidates.is_empty() {
+                    if f.candidates.is_empty() && f.bundles.is_empty() {
                         return Err(reject(
                             format!("{scope}: sigstoreSigned"),
                             format!("the image is not signed (looked at {})", f.searched.join(", ")),
                         ));
                     }
-                    match evaluate(imgref, &digests, &f.candidates, check.as_ref(), &s.signed_identity) {
+                    let legacy = evaluate(imgref, &digests, &f.candidates, check.as_ref(), &s.signed_identity);
+                    let bundled = match legacy {
+                        Ok(who) => Ok(who),
+                        Err(mut reasons) if !f.bundles.is_empty() => {
+                            let bc = bundle_check(s, self.pinned_root.as_deref());
+                            match evaluate_bundles(imgref, &digests, &f.bundles, bc.as_ref(), &s.signed_identity) {
+                                Ok(who) => Ok(who),
+                                Err(more) => {
+                                    reasons.extend(more);
+                                    Err(reasons)
+                                }
+                            }
+                        }
+                        Err(reasons) => Err(reasons),
+                    };
+                    match bundled {
                         Ok(who) => signers.push(who),
                         Err(reasons) => {
                             return Err(reject(

@@ -3,10 +3,10 @@
 //! runner for the built `hostctl` binary. Processes are stopped by PID on drop.
 #![allow(dead_code)]
 
+pub mod chunked;
 pub mod etcd;
 pub mod fleet;
 pub mod fleetlock;
-pub mod chunked;
 pub mod hostile;
 pub mod images;
 pub mod registry;

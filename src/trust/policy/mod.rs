@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 
 use self::json::{Node, Obj};
+use super::bundle::CertIdentity;
 use super::identity::SignedIdentity;
 use crate::imgref::ImageRef;
 
@@ -90,15 +91,15 @@ impl Material {
 pub enum Trust {
     /// Public keys (`keyPath`, `keyPaths`, `keyData`, `keyDatas`): any one of them.
     Keys(Vec<Material>),
-    /// Fulcio certificates chaining to `ca`, for this issuer and email, logged in
-    /// a Rekor whose key is one of `rekor_keys`.
+    /// Fulcio certificates for this identity: cosign's legacy signatures
+    /// chaining to `ca` and logged in a Rekor whose key is one of
+    /// `rekor_keys`; bundles against the trusted root.
     Fulcio {
-        /// The Fulcio CA certificate.
-        ca: Material,
-        /// The OIDC issuer the certificate must name.
-        oidc_issuer: String,
-        /// The email the certificate must name.
-        subject_email: String,
+        /// The Fulcio CA certificate (`caPath`/`caData`; hostctl allows none
+        /// with `trustedRootPath`, then only bundles can be verified).
+        ca: Option<Material>,
+        /// The identity (SAN, OIDC issuer) the certificate must name.
+        identity: CertIdentity,
         /// The Rekor public keys.
         rekor_keys: Vec<Material>,
     },
@@ -111,6 +112,9 @@ pub struct SigstoreSigned {
     pub trust: Trust,
     /// How the signed reference must relate to the image.
     pub signed_identity: SignedIdentity,
+    /// hostctl's `trustedRootPath`: the sigstore trusted root for bundles
+    /// [default: the sysroot's `etc/hostctl/sigstore/trusted_root.json`].
+    pub trusted_root: Option<PathBuf>,
 }
 
 fn parse_list(node: &Node, where_: &str) -> Result<Vec<Requirement>> {
@@ -355,9 +359,12 @@ mod tests {
         assert_eq!(
             s.trust,
             Trust::Fulcio {
-                ca: Material::Data(b"ca".to_vec()),
-                oidc_issuer: "https://issuer".into(),
-                subject_email: "me@x.io".into(),
+                ca: Some(Material::Data(b"ca".to_vec())),
+                identity: CertIdentity {
+                    kind: crate::trust::bundle::SanKind::Email,
+                    subject: crate::trust::bundle::Match::Exact("me@x.io".into()),
+                    issuer: crate::trust::bundle::Match::Exact("https://issuer".into()),
+                },
                 rekor_keys: vec![Material::Data(b"rekor".to_vec())],
             }
         );

@@ -14,6 +14,7 @@ use anyhow::{bail, ensure, Context, Result};
 
 use super::json::{Node, Obj};
 use super::{Material, Requirement, SigstoreSigned, Trust};
+use crate::trust::bundle::{CertIdentity, Match, SanKind};
 use crate::trust::identity::SignedIdentity;
 
 /// Parses one requirement object.
@@ -130,12 +131,17 @@ fn sigstore(obj: Obj<'_>) -> Result<Requirement> {
         "rekorPublicKeyData",
         "rekorPublicKeyDatas",
         "signedIdentity",
+        "trustedRootPath",
     ])?;
+    // hostctl's extension: the sigstore trusted root for bundle signatures.
+    let trusted_root = text(obj, "trustedRootPath")?.map(std::path::PathBuf::from);
     let keys = materials(obj, ["keyPath", "keyPaths", "keyData", "keyDatas"])?;
     let rekor =
         materials(obj, ["rekorPublicKeyPath", "rekorPublicKeyPaths", "rekorPublicKeyData", "rekorPublicKeyDatas"])?;
-    let fulcio =
-        obj.get("fulcio").map(|n| fulcio(Obj::of(n, "fulcio")?).context("sigstoreSigned: fulcio")).transpose()?;
+    let fulcio = obj
+        .get("fulcio")
+        .map(|n| fulcio(Obj::of(n, "fulcio")?, trusted_root.is_some()).context("sigstoreSigned: fulcio"))
+        .transpose()?;
     let pki = obj.get("pki").map(|n| pki(Obj::of(n, "pki")?).context("sigstoreSigned: pki")).transpose()?;
     let sources = given(&[("keys", !keys.is_empty()), ("fulcio", fulcio.is_some()), ("pki", pki.is_some())]);
     match sources.len() {
@@ -153,17 +159,19 @@ fn sigstore(obj: Obj<'_>) -> Result<Requirement> {
     }
     let trust = match fulcio {
         Some(f) => {
+            // With hostctl's trustedRootPath the CA and the Rekor keys may
+            // come from the trusted root alone (bundles only).
             ensure!(
-                !rekor.is_empty(),
+                !rekor.is_empty() || trusted_root.is_some(),
                 "fulcio needs rekorPublicKeyPath, rekorPublicKeyPaths, rekorPublicKeyData or rekorPublicKeyDatas"
             );
-            let Some(subject_email) = f.subject_email else {
+            let Some(identity) = f.identity else {
                 return Ok(Requirement::Unsupported("sigstoreSigned with fulcio buildSignerURI".into()));
             };
             if f.build_signer_uri {
                 return Ok(Requirement::Unsupported("sigstoreSigned with fulcio buildSignerURI".into()));
             }
-            Trust::Fulcio { ca: f.ca, oidc_issuer: f.oidc_issuer, subject_email, rekor_keys: rekor }
+            Trust::Fulcio { ca: f.ca, identity, rekor_keys: rekor }
         }
         None => {
             // With a Rekor key containers/image also requires a log entry for
@@ -175,29 +183,66 @@ fn sigstore(obj: Obj<'_>) -> Result<Requirement> {
             Trust::Keys(keys)
         }
     };
-    Ok(Requirement::SigstoreSigned(SigstoreSigned { trust, signed_identity }))
+    Ok(Requirement::SigstoreSigned(SigstoreSigned { trust, signed_identity, trusted_root }))
 }
 
 struct Fulcio {
-    ca: Material,
-    oidc_issuer: String,
-    subject_email: Option<String>,
+    ca: Option<Material>,
+    identity: Option<CertIdentity>,
     build_signer_uri: bool,
 }
 
-fn fulcio(obj: Obj<'_>) -> Result<Fulcio> {
-    obj.only(&["caPath", "caData", "oidcIssuer", "subjectEmail", "buildSignerURI"])?;
+/// `fulcio`: containers/image's fields plus hostctl's `subjectURI`,
+/// `subjectRegexp` and `oidcIssuerRegexp` (docs/trust.md). `has_root`: the
+/// requirement names a trusted root, so the CA may be left out.
+fn fulcio(obj: Obj<'_>, has_root: bool) -> Result<Fulcio> {
+    obj.only(&[
+        "caPath",
+        "caData",
+        "oidcIssuer",
+        "subjectEmail",
+        "buildSignerURI",
+        "subjectURI",
+        "subjectRegexp",
+        "oidcIssuerRegexp",
+    ])?;
     let ca = match (text(obj, "caPath")?, obj.str("caData")?) {
-        (Some(p), None) => Material::Path(p.into()),
-        (None, Some(d)) => Material::Data(b64(d, "fulcio.caData")?),
+        (Some(p), None) => Some(Material::Path(p.into())),
+        (None, Some(d)) => Some(Material::Data(b64(d, "fulcio.caData")?)),
         (Some(_), Some(_)) => bail!("fulcio takes only one of caPath and caData"),
-        (None, None) => bail!("fulcio needs exactly one of caPath and caData"),
+        (None, None) if has_root => None,
+        (None, None) => bail!("fulcio needs exactly one of caPath and caData (or hostctl's trustedRootPath)"),
     };
-    let oidc_issuer = text(obj, "oidcIssuer")?.context("fulcio.oidcIssuer is required")?.to_string();
-    let subject_email = text(obj, "subjectEmail")?.map(str::to_string);
+    let issuer = match (text(obj, "oidcIssuer")?, text(obj, "oidcIssuerRegexp")?) {
+        (Some(i), None) => Match::Exact(i.to_string()),
+        (None, Some(r)) => Match::regex(r).context("fulcio.oidcIssuerRegexp")?,
+        (Some(_), Some(_)) => bail!("fulcio takes only one of oidcIssuer and oidcIssuerRegexp"),
+        (None, None) => bail!("fulcio.oidcIssuer is required"),
+    };
+    let subjects = [
+        ("subjectEmail", SanKind::Email, text(obj, "subjectEmail")?),
+        ("subjectURI", SanKind::Uri, text(obj, "subjectURI")?),
+        ("subjectRegexp", SanKind::Any, text(obj, "subjectRegexp")?),
+    ];
+    let named: Vec<_> = subjects.iter().filter(|(_, _, v)| v.is_some()).collect();
+    ensure!(
+        named.len() <= 1,
+        "fulcio takes only one of subjectEmail, subjectURI and subjectRegexp (found {})",
+        named.iter().map(|(n, _, _)| *n).collect::<Vec<_>>().join(" and ")
+    );
+    let identity = match named.first() {
+        Some(("subjectRegexp", kind, Some(r))) => {
+            Some(CertIdentity { kind: *kind, subject: Match::regex(r).context("fulcio.subjectRegexp")?, issuer })
+        }
+        Some((_, kind, Some(v))) => Some(CertIdentity { kind: *kind, subject: Match::Exact(v.to_string()), issuer }),
+        _ => None,
+    };
     let build_signer_uri = text(obj, "buildSignerURI")?.is_some();
-    ensure!(subject_email.is_some() || build_signer_uri, "fulcio.subjectEmail is required (or buildSignerURI)");
-    Ok(Fulcio { ca, oidc_issuer, subject_email, build_signer_uri })
+    ensure!(
+        identity.is_some() || build_signer_uri,
+        "fulcio.subjectEmail is required (or hostctl's subjectURI or subjectRegexp, or buildSignerURI)"
+    );
+    Ok(Fulcio { ca, identity, build_signer_uri })
 }
 
 /// Validates a `pki` object (hostctl does not verify X.509 PKI signatures).
@@ -565,6 +610,65 @@ mod tests {
                 "hostctl matches certificates by email only: every image of the scope is refused",
             ),
         ]);
+    }
+
+    /// hostctl's fields beyond containers-policy.json(5) (docs/trust.md):
+    /// containers/image refuses each as an unknown field.
+    #[test]
+    fn hostctl_identity_and_trusted_root_extensions() {
+        const EXT: &str = "hostctl's extension (docs/trust.md); containers/image refuses the unknown field";
+        let base = json!({"caPath":"/ca.pem","oidcIssuer":"https://token.actions.githubusercontent.com"});
+        let f = |set: Value, del: &[&str]| json!({"type":"sigstoreSigned","fulcio":edit(&base, set, del),"rekorPublicKeyPath":"/rekor.pub"});
+        let wf = "https://github.com/o/r/.github/workflows/w.yml@refs/heads/main";
+        let keyless = Loads("sigstoreSigned");
+        run(vec![
+            (f(json!({"subjectURI":wf}), &[]), Refuses, keyless, EXT),
+            (f(json!({"subjectRegexp":"https://github\\.com/o/r/.*"}), &[]), Refuses, keyless, EXT),
+            (
+                f(json!({"subjectEmail":"a@b.c","oidcIssuerRegexp":"https://.*"}), &["oidcIssuer"]),
+                Refuses,
+                keyless,
+                EXT,
+            ),
+            (f(json!({"subjectEmail":"a@b.c","subjectURI":wf}), &[]), Refuses, Error("only one of subjectEmail"), ""),
+            (f(json!({"subjectRegexp":"(unclosed"}), &[]), Refuses, Error("invalid regular expression"), ""),
+            (
+                f(json!({"subjectURI":wf,"oidcIssuerRegexp":"x"}), &[]),
+                Refuses,
+                Error("only one of oidcIssuer and oidcIssuerRegexp"),
+                "",
+            ),
+            (f(json!({"subjectURI":1}), &[]), Refuses, Error("\"subjectURI\" must be a string"), ""),
+            (
+                json!({"type":"sigstoreSigned","fulcio":{"oidcIssuer":"https://i","subjectURI":wf},"trustedRootPath":"/r.json"}),
+                Refuses,
+                keyless,
+                EXT,
+            ),
+            (
+                json!({"type":"sigstoreSigned","keyPath":"/k.pub","trustedRootPath":"/r.json"}),
+                Refuses,
+                Loads("sigstoreSigned"),
+                EXT,
+            ),
+            (
+                json!({"type":"sigstoreSigned","fulcio":{"oidcIssuer":"https://i","subjectURI":wf}}),
+                Refuses,
+                Error("or hostctl's trustedRootPath"),
+                "",
+            ),
+        ]);
+        // The parsed identity: kind, subject and issuer as written; regexes anchored.
+        let Requirement::SigstoreSigned(s) = parse(&Node::from_value(&f(json!({"subjectRegexp":"a.c"}), &[]))).unwrap()
+        else {
+            panic!()
+        };
+        let Trust::Fulcio { identity, .. } = s.trust else { panic!() };
+        assert_eq!(identity.kind, SanKind::Any);
+        assert!(
+            identity.subject.matches("abc") && !identity.subject.matches("xabc") && !identity.subject.matches("abcd")
+        );
+        assert!(identity.issuer.matches("https://token.actions.githubusercontent.com"));
     }
 
     /// `TestPRSigstoreSignedPKIUnmarshalJSON`, `TestNewPRSigstoreSignedPKI`.
