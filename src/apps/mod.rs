@@ -8,6 +8,7 @@
 //! (digest check, pull, restart, roll back by digest), [`status`] (list and
 //! status). podman and systemd are reached only through [`crate::host`].
 
+pub mod bound;
 pub mod install;
 pub mod quadlet;
 pub mod record;

@@ -10,12 +10,14 @@ use clap::{Args, Subcommand};
 
 use super::output::{outln, print, print_json};
 use super::GlobalArgs;
+use crate::apps::bound::{self, ImageCleanup};
 use crate::apps::install::{install, remove, AppDown, Source};
 use crate::apps::quadlet::ContainerSpec;
 use crate::apps::status::{list, render, status};
 use crate::apps::update::{update, RegistryDigest, UpdateOptions};
 use crate::apps::Apps;
-use crate::host::podman::{PodmanCli, PullSettings};
+use crate::deploy::stage::Deployer;
+use crate::host::podman::{Podman, PodmanCli, PullSettings};
 use crate::host::units::{Outcome, Systemctl, Units, WaitPolicy};
 
 #[derive(Debug, Subcommand)]
@@ -153,20 +155,18 @@ fn wait(timeout: u64) -> WaitPolicy {
     WaitPolicy { timeout: Duration::from_secs(timeout), settle: Duration::from_secs(settle), ..WaitPolicy::default() }
 }
 
-fn apps<'a>(g: &GlobalArgs, podman: &'a PodmanCli, units: &'a Systemctl, timeout: u64) -> Apps<'a> {
-    Apps {
-        root: g.sysroot.clone(),
-        podman,
-        units,
-        pull: PullSettings {
-            tls_verify: g.tls_verify != Some(false),
-            authfile: g.authfile.clone(),
-            cert_dir: g.cert_dir.clone(),
-            policy: g.policy.clone(),
-        },
-        wait: wait(timeout),
-        journal_lines: 10,
+/// podman's pull settings from the global options (the same files as for OS images).
+pub(super) fn pull_settings(g: &GlobalArgs) -> PullSettings {
+    PullSettings {
+        tls_verify: g.tls_verify != Some(false),
+        authfile: g.authfile.clone(),
+        cert_dir: g.cert_dir.clone(),
+        policy: g.policy.clone(),
     }
+}
+
+fn apps<'a>(g: &GlobalArgs, podman: &'a PodmanCli, units: &'a Systemctl, timeout: u64) -> Apps<'a> {
+    Apps { root: g.sysroot.clone(), podman, units, pull: pull_settings(g), wait: wait(timeout), journal_lines: 10 }
 }
 
 pub async fn run(g: &GlobalArgs, cmd: AppCommand) -> Result<()> {
@@ -256,6 +256,27 @@ pub async fn run(g: &GlobalArgs, cmd: AppCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `cleanup`'s part for apps: the bound images that no deployment kept in
+/// the state and no installed app uses leave podman's storage.
+pub(super) fn cleanup_bound_images(g: &GlobalArgs, d: &Deployer) -> Result<ImageCleanup> {
+    let state_dir = g.sysroot.join(bound::STATE_DIR);
+    if bound::PulledLedger::load(&state_dir)?.pulled.is_empty() {
+        return Ok(ImageCleanup::default()); // nothing of hostctl's: podman is not asked
+    }
+    let (podman, units) = (PodmanCli::default(), Systemctl);
+    let ap = apps(g, &podman, &units, 0);
+    let mut app_images = Vec::new();
+    for name in ap.names()? {
+        let unit = ap.unit(&name)?;
+        if let Some(c) = podman.container(&unit.container_name)? {
+            app_images.push(c.image);
+        }
+        app_images.push(unit.image);
+    }
+    let trees: Vec<PathBuf> = d.load_state()?.all().iter().map(|id| d.layout.tree(id)).collect();
+    bound::cleanup_images(&podman, &state_dir, &trees, &app_images)
 }
 
 fn start(g: &GlobalArgs, podman: &PodmanCli, units: &Systemctl, a: NameWait, restart: bool) -> Result<()> {

@@ -433,7 +433,11 @@ impl Podman for FakePodman {
         if let Some(msg) = st.pull_errors.get(reference) {
             return Err(pull_error(reference, msg));
         }
-        let Some(img) = st.registry.get(reference).cloned() else {
+        // By digest: whatever the registry has with that manifest digest.
+        let by_digest = reference.split_once('@').and_then(|(repo, d)| {
+            st.registry.iter().find(|(k, v)| k.starts_with(repo) && v.digest == d).map(|(_, v)| v.clone())
+        });
+        let Some(img) = st.registry.get(reference).cloned().or(by_digest) else {
             bail!("podman pull {reference} failed: manifest unknown");
         };
         st.images.insert(img.id.clone(), img.clone());
