@@ -276,3 +276,25 @@ fn hc_json_env(sysroot: &Path, env: &[(&str, &str)], args: &[&str]) -> serde_jso
     assert!(out.status.success(), "hostctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// Two app commands at once: while one holds the apps lock, another that
+/// changes an app fails with exit code 3 (after HOSTCTL_LOCK_TIMEOUT), and
+/// one that only reads is not held up.
+#[test]
+fn an_app_command_while_another_runs_fails_locked_and_reading_is_not_blocked() {
+    let sys = tmp();
+    let lock = sys.path().join("var/lib/hostctl/apps.lock");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let held = hostctl::sysroot::lock_file(&lock, std::time::Duration::ZERO).unwrap();
+    let env = [("HOSTCTL_LOCK_TIMEOUT", std::ffi::OsStr::new("0"))];
+    let out = crate::support::hostctl_env(sys.path(), &env, &["app", "remove", "web"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("apps.lock"), "{err}");
+    let out = crate::support::hostctl_env(sys.path(), &env, &["app", "list", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    drop(held);
+    let out = crate::support::hostctl_env(sys.path(), &env, &["app", "remove", "web"]);
+    assert_eq!(out.status.code(), Some(1), "now it runs, and says there is no app web");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no app web"), "{}", String::from_utf8_lossy(&out.stderr));
+}

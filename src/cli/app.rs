@@ -171,6 +171,11 @@ fn apps<'a>(g: &GlobalArgs, podman: &'a PodmanCli, units: &'a Systemctl, timeout
 
 pub async fn run(g: &GlobalArgs, cmd: AppCommand) -> Result<()> {
     let (podman, units) = (PodmanCli::default(), Systemctl);
+    // Every command that changes an app holds the apps lock (reading ones do not).
+    let _lock = match &cmd {
+        AppCommand::List(_) | AppCommand::Status(_) | AppCommand::Logs(_) => None,
+        _ => Some(apps(g, &podman, &units, 0).lock(super::lock_wait())?),
+    };
     match cmd {
         AppCommand::Install(a) => {
             let source = if a.file.is_empty() {
@@ -244,7 +249,7 @@ pub async fn run(g: &GlobalArgs, cmd: AppCommand) -> Result<()> {
                 for r in &reports {
                     outln!("{:<24} {:<24} {:<40} {:<9} {}", r.unit, r.container, r.image, r.policy, r.updated)?;
                     if let Some(reason) = &r.reason {
-                        outln!("  {reason}")?;
+                        outln!("  {}", reason.replace('\n', "\n  "))?;
                     }
                 }
             }
