@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use super::output::{outln, print, print_json};
 use super::GlobalArgs;
 use crate::apps::bound::{self, ImageCleanup};
-use crate::apps::install::{install, remove, AppDown, Source};
+use crate::apps::install::{files_of, install, remove, AppDown, Source};
 use crate::apps::quadlet::ContainerSpec;
 use crate::apps::status::{list, render, status};
 use crate::apps::update::{update, RegistryDigest, UpdateOptions};
@@ -171,11 +171,9 @@ fn apps<'a>(g: &GlobalArgs, podman: &'a PodmanCli, units: &'a Systemctl, timeout
 
 pub async fn run(g: &GlobalArgs, cmd: AppCommand) -> Result<()> {
     let (podman, units) = (PodmanCli::default(), Systemctl);
-    // Every command that changes an app holds the apps lock (reading ones do not).
-    let _lock = match &cmd {
-        AppCommand::List(_) | AppCommand::Status(_) | AppCommand::Logs(_) => None,
-        _ => Some(apps(g, &podman, &units, 0).lock(super::lock_wait())?),
-    };
+    // Every command that changes an app holds the apps lock (reading ones do
+    // not), taken once its arguments are checked: bad input writes nothing.
+    let lock = || apps(g, &podman, &units, 0).lock(super::lock_wait());
     match cmd {
         AppCommand::Install(a) => {
             let source = if a.file.is_empty() {
@@ -191,6 +189,8 @@ pub async fn run(g: &GlobalArgs, cmd: AppCommand) -> Result<()> {
             } else {
                 Source::Files(a.file)
             };
+            files_of(&source)?;
+            let _lock = lock()?;
             let r = install(&apps(g, &podman, &units, a.timeout), source, !a.no_start)?;
             if a.json {
                 print_json(&r)?;
@@ -225,9 +225,12 @@ pub async fn run(g: &GlobalArgs, cmd: AppCommand) -> Result<()> {
         AppCommand::Restart(a) => start(g, &podman, &units, a, true)?,
         AppCommand::Stop(a) => {
             apps(g, &podman, &units, 0).unit(&a.name)?;
+            let _lock = lock()?;
             units.stop(&Apps::service(&a.name))?;
         }
         AppCommand::Remove(a) => {
+            apps(g, &podman, &units, 0).unit(&a.name)?;
+            let _lock = lock()?;
             let r = remove(&apps(g, &podman, &units, 0), &a.name, a.purge)?;
             if a.json {
                 print_json(&r)?;
@@ -241,6 +244,7 @@ pub async fn run(g: &GlobalArgs, cmd: AppCommand) -> Result<()> {
             for n in &names {
                 ap.unit(n)?;
             }
+            let _lock = ap.lock(super::lock_wait())?;
             let opts = UpdateOptions { check: a.check, download_only: a.download_only };
             let reports = update(&ap, &RegistryDigest(g.registry_options()), &names, opts).await?;
             if a.json {
@@ -287,6 +291,7 @@ pub(super) fn cleanup_bound_images(g: &GlobalArgs, d: &Deployer) -> Result<Image
 fn start(g: &GlobalArgs, podman: &PodmanCli, units: &Systemctl, a: NameWait, restart: bool) -> Result<()> {
     let ap = apps(g, podman, units, a.timeout);
     ap.unit(&a.name)?;
+    let _lock = ap.lock(super::lock_wait())?;
     let service = Apps::service(&a.name);
     units.reset_failed(&service)?;
     if let Outcome::Down { why, state } = ap.come_up(&a.name, restart)? {
