@@ -224,36 +224,41 @@ impl Sysroot {
     /// finish; with `Duration::ZERO` fails at once with [`LockHeld`].
     pub fn lock(&self, wait: Duration) -> Result<SysrootLock> {
         fs::create_dir_all(self.hostctl_dir()).with_context(|| format!("creating {}", self.hostctl_dir().display()))?;
-        let path = self.hostctl_dir().join("lock");
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("opening lock file {}", path.display()))?;
-        let start = Instant::now();
-        loop {
-            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => break,
-                Err(rustix::io::Errno::WOULDBLOCK) => {
-                    if start.elapsed() >= wait {
-                        let holder = fs::read_to_string(&path).unwrap_or_default().trim().to_string();
-                        return Err(LockHeld {
-                            path,
-                            holder: if holder.is_empty() { "unknown".into() } else { holder },
-                        }
-                        .into());
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(e) => return Err(e).with_context(|| format!("locking {}", path.display())),
-            }
-        }
-        // Record the holder for the message others see; best effort by design.
-        let _ = fs::write(&path, format!("{}\n", std::process::id()));
-        Ok(SysrootLock { file })
+        lock_file(&self.hostctl_dir().join("lock"), wait)
     }
+}
+
+/// Takes an exclusive `flock(2)` on the file `path` (created if missing; its
+/// directory must exist), as [`Sysroot::lock`] does on the sysroot's: waits
+/// up to `wait`, then fails with [`LockHeld`] naming the holder's pid.
+pub fn lock_file(path: &Path, wait: Duration) -> Result<SysrootLock> {
+    let path = path.to_path_buf();
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening lock file {}", path.display()))?;
+    let start = Instant::now();
+    loop {
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => break,
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                if start.elapsed() >= wait {
+                    let holder = fs::read_to_string(&path).unwrap_or_default().trim().to_string();
+                    return Err(
+                        LockHeld { path, holder: if holder.is_empty() { "unknown".into() } else { holder } }.into()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e).with_context(|| format!("locking {}", path.display())),
+        }
+    }
+    // Record the holder for the message others see; best effort by design.
+    let _ = fs::write(&path, format!("{}\n", std::process::id()));
+    Ok(SysrootLock { file })
 }
 
 #[cfg(test)]

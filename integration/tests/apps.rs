@@ -140,3 +140,165 @@ fn app_install_refuses_bad_input_before_writing_anything() {
     }
     assert_eq!(std::fs::read_dir(sys.path()).unwrap().count(), 0, "nothing written under the sysroot");
 }
+
+/// podman storage of its own for the hostctl under test (hermetic): a
+/// containers-storage.conf(5) that `CONTAINERS_STORAGE_CONF` points at.
+fn storage_conf(dir: &Path) -> std::path::PathBuf {
+    let conf = dir.join("storage.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+            dir.join("root").display(),
+            dir.join("run").display()
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+/// An OS image (oci: layout) with a kernel and a bound app `hello.container`
+/// running `image`, linked from bootc's directory.
+fn os_with_bound_app(dir: &Path, tag: &str, image: &str) -> String {
+    let tree = tempfile::tempdir().unwrap();
+    write_tree(
+        tree.path(),
+        &[
+            ("usr/lib/modules/6.1.0-test/vmlinuz", "kernel"),
+            ("etc/hostname", "h\n"),
+            ("usr/share/my-os/version", tag),
+            (
+                "usr/share/containers/systemd/hello.container",
+                &format!("[Container]\nImage={image}\nPublishPort=8081:8081\n"),
+            ),
+        ],
+    );
+    let links = tree.path().join("usr/lib/bootc/bound-images.d");
+    std::fs::create_dir_all(&links).unwrap();
+    std::os::unix::fs::symlink("/usr/share/containers/systemd/hello.container", links.join("hello.container")).unwrap();
+    let layout = crate::support::images::Layout::new(&dir.join("layout"), tag);
+    layout.add_layer(tree.path());
+    layout.oci_ref()
+}
+
+/// The staging of an OS image with a bound app pulls the app's image into
+/// podman's storage and pins the unit by digest in that deployment; a bound
+/// image that does not exist, or that the trust policy refuses (exit 4),
+/// fails the switch with nothing staged; `cleanup` removes the bound image
+/// no deployment uses any more, and only that one.
+#[test]
+fn bound_images_are_pulled_and_pinned_when_staging_and_a_missing_or_refused_one_stages_nothing() {
+    use crate::deploy::{deploy_dir, hc};
+    require_tool("podman");
+    let reg = Registry::start();
+    let (builder, store, layouts, sys) = (tmp(), tmp(), tmp(), tmp());
+    let s = sys.path();
+    let bound = reg.image("apps/bound:stable");
+    build_push_app(builder.path(), "bound A", &bound);
+    let conf = storage_conf(store.path());
+    let conf = conf.to_str().unwrap();
+    let env = [("CONTAINERS_STORAGE_CONF", conf)];
+    let podman = PodmanCli { global: storage_args(store.path()), ..PodmanCli::default() };
+    let digest_a = podman_digest_of(&reg, "apps/bound:stable");
+
+    let v1 = os_with_bound_app(layouts.path(), "1", &bound);
+    let out = hc(s, &env, &["switch", "--json", &v1]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let st = hc_json_env(s, &env, &["status", "--json"]);
+    let b = &st["status"]["booted"]["boundImages"][0];
+    assert_eq!((b["unit"].as_str(), b["digest"].as_str()), (Some("hello.container"), Some(digest_a.as_str())), "{st}");
+    let pinned_a = b["pinned"].as_str().unwrap().to_string();
+    assert_eq!(pinned_a, format!("{}@{digest_a}", reg.image("apps/bound")));
+    assert_eq!(podman.image(&pinned_a).unwrap().expect("pulled by hostctl").digest, digest_a);
+    let id1 = st["status"]["booted"]["id"].as_str().unwrap().to_string();
+    let pin = std::fs::read_to_string(
+        deploy_dir(s).join(&id1).join("etc/containers/systemd/hello.container.d/90-hostctl-bound-image.conf"),
+    )
+    .unwrap();
+    assert!(pin.contains(&format!("[Container]\nImage={pinned_a}\n")), "{pin}");
+
+    // A bound image that does not exist: exit 1, nothing staged.
+    let none = os_with_bound_app(layouts.path(), "2", &reg.image("apps/none:1"));
+    let before = std::fs::read_dir(deploy_dir(s)).unwrap().count();
+    let out = hc(s, &env, &["switch", &none]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("pulling bound images") && err.contains("apps/none:1"), "{err}");
+    assert_eq!(std::fs::read_dir(deploy_dir(s)).unwrap().count(), before, "nothing staged");
+    assert!(hc_json_env(s, &env, &["status", "--json"])["status"]["staged"].is_null());
+
+    // Refused by the trust policy (podman applies the same policy.json): exit 4, nothing staged.
+    let policy = store.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        format!(
+            r#"{{"default":[{{"type":"insecureAcceptAnything"}}],"transports":{{"docker":{{"{}":[{{"type":"reject"}}]}}}}}}"#,
+            reg.image("apps")
+        ),
+    )
+    .unwrap();
+    let v2 = os_with_bound_app(layouts.path(), "3", &bound);
+    let out = hc(s, &env, &["--policy", policy.to_str().unwrap(), "switch", &v2]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert_eq!(std::fs::read_dir(deploy_dir(s)).unwrap().count(), before, "nothing staged");
+
+    // The tag moves on: the next deployments pin B; A stays pinned by v1 until it goes.
+    build_push_app(builder.path(), "bound B", &bound);
+    let digest_b = podman_digest_of(&reg, "apps/bound:stable");
+    assert_ne!(digest_a, digest_b);
+    for tag in ["4", "5"] {
+        let out = hc(s, &env, &["switch", &os_with_bound_app(layouts.path(), tag, &bound)]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let st = hc_json_env(s, &env, &["status", "--json"]);
+    assert_eq!(st["status"]["booted"]["boundImages"][0]["digest"].as_str(), Some(digest_b.as_str()), "{st}");
+    let r = hc_json_env(s, &env, &["cleanup", "--json"]);
+    assert_eq!(r["appImages"]["removed"], serde_json::json!([pinned_a]), "{r}");
+    assert!(podman.image(&pinned_a).unwrap().is_none(), "A removed");
+    assert!(podman.image(&format!("{}@{digest_b}", reg.image("apps/bound"))).unwrap().is_some(), "B kept");
+    // Images hostctl did not pull as bound images are never touched.
+    let r = hc_json_env(s, &env, &["cleanup", "--json"]);
+    assert_eq!(r["appImages"]["removed"], serde_json::json!([]), "{r}");
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// The manifest digest `repo_tag` has in `reg` now (one request, hostctl's client).
+fn podman_digest_of(reg: &Registry, repo_tag: &str) -> String {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(RegistryDigest(insecure()).digest(&reg.image(repo_tag))).unwrap()
+}
+
+fn hc_json_env(sysroot: &Path, env: &[(&str, &str)], args: &[&str]) -> serde_json::Value {
+    let out = crate::deploy::hc(sysroot, env, args);
+    assert!(out.status.success(), "hostctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Two app commands at once: while one holds the apps lock, another that
+/// changes an app fails with exit code 3 (after HOSTCTL_LOCK_TIMEOUT), and
+/// one that only reads is not held up.
+#[test]
+fn an_app_command_while_another_runs_fails_locked_and_reading_is_not_blocked() {
+    let sys = tmp();
+    write_tree(sys.path(), &[("etc/containers/systemd/web.container", "[Container]\nImage=127.0.0.1:5000/web:1\n")]);
+    let lock = sys.path().join("var/lib/hostctl/apps.lock");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let held = hostctl::sysroot::lock_file(&lock, std::time::Duration::ZERO).unwrap();
+    let env = [("HOSTCTL_LOCK_TIMEOUT", std::ffi::OsStr::new("0"))];
+    let out = crate::support::hostctl_env(sys.path(), &env, &["app", "remove", "web"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("apps.lock"), "{err}");
+    // Reading does not wait (it then needs systemd, which this host lacks).
+    let out = crate::support::hostctl_env(sys.path(), &env, &["app", "list", "--json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() != Some(3) && !err.contains("apps.lock"), "{err}");
+    drop(held);
+    // Free again: it runs (and fails further on, as this host has no systemd).
+    let out = crate::support::hostctl_env(sys.path(), &env, &["app", "remove", "web"]);
+    assert_ne!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -6,7 +6,7 @@
 #   - kernel and initramfs in /usr/lib/modules/<kver>/{vmlinuz,initramfs.img},
 #     /boot left empty (the ESP is mounted there);
 #   - hostctl's initramfs hook (prepare-root) in the initramfs;
-#   - hostctl's units (finalize-staged, health, fetch-apply-updates timer);
+#   - hostctl's units (finalize-staged, health, fetch-apply-updates timer, app-update timer);
 #   - kernel arguments in /usr/lib/hostctl/kargs.d, a base health check;
 #   - hostctl's man pages and bash, zsh and fish completions (made by the binary).
 # (/etc becomes /usr/etc when hostctl imports the image, not here.)
@@ -63,6 +63,8 @@ else
     mkdir -p "$r/usr/lib/systemd/system/multi-user.target.wants"
     ln -sf "../$u" "$r/usr/lib/systemd/system/multi-user.target.wants/$u"
   done
+  mkdir -p "$r/usr/lib/systemd/system/timers.target.wants"
+  ln -sf ../hostctl-app-update.timer "$r/usr/lib/systemd/system/timers.target.wants/hostctl-app-update.timer"
   mkdir -p "$r/usr/lib/systemd/system/boot-complete.target.requires"
   ln -sf ../hostctl-health.service "$r/usr/lib/systemd/system/boot-complete.target.requires/hostctl-health.service"
   mkdir -p "$r/sysroot"

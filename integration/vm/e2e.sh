@@ -32,6 +32,8 @@ cleanup() {
   [ -n "$probe_pid" ] && kill "$probe_pid" 2>/dev/null || true
   for i in v1 v2 v3 v4 v5 v6; do podman rmi -f "localhost/hostctl-e2e-$$/os:$i" >/dev/null 2>&1 || true; done
   for i in v1 v2; do podman rmi -f "localhost/hostctl-e2e-$$/web:$i" >/dev/null 2>&1 || true; done
+  for i in vA vB; do podman rmi -f "localhost/hostctl-e2e-$$/bound:$i" >/dev/null 2>&1 || true; done
+  podman rmi -f "localhost/hostctl-e2e-$$/os:v2b" >/dev/null 2>&1 || true
   if [ "${KEEP:-0}" = 1 ]; then echo "work dir kept: $W" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
@@ -40,8 +42,14 @@ trap cleanup EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$W/reg" "$W/ctx"
 printf 'version: 0.1\nstorage: {filesystem: {rootdirectory: %s}, delete: {enabled: true}}\nhttp: {addr: 127.0.0.1:%s}\n' "$W/reg/data" "$port" > "$W/reg/config.yml"
-/usr/bin/docker-registry serve "$W/reg/config.yml" >"$W/reg/log" 2>&1 & reg_pid=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; kill -0 $reg_pid || fail "registry died: $(cat "$W/reg/log")"; sleep 0.1; done
+# The registry is stopped for the boot that shows bound apps start without it (boot 3).
+reg_start() {
+  /usr/bin/docker-registry serve "$W/reg/config.yml" >>"$W/reg/log" 2>&1 & reg_pid=$!
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && return; kill -0 $reg_pid || fail "registry died: $(cat "$W/reg/log")"; sleep 0.1; done
+  fail "the registry did not answer on 127.0.0.1:$port"
+}
+reg_stop() { kill "$reg_pid"; wait "$reg_pid" 2>/dev/null || true; reg_pid=; }
+reg_start
 reg=127.0.0.1:$port/hostctl-e2e/os
 local_tag=localhost/hostctl-e2e-$$/os
 step "registry on 127.0.0.1:$port"
@@ -51,10 +59,15 @@ HOSTCTL_BASE_VERSION=v1 "$here/build-base.sh" --test-agent "$cache" "$bin" "$loc
 podman push -q --tls-verify=false "$local_tag:v1" "docker://$reg:latest"
 step "base image v1 built and pushed"
 # v2 also takes Containerfile.example's initramfs rebuild, which boot 2 then boots.
+# v2 has a bound app (Containerfile.example's hello.container): bound:stable,
+# which is image A when v2 is staged (boot 1) and image B when v2b is (boot 2).
 podman build -q --build-arg BASE="$local_tag:v1" --build-arg VERSION=v2 --build-arg REBUILD_INITRAMFS=1 \
+  --build-arg BOUND_IMAGE=10.0.2.100:5000/hostctl-e2e/bound:stable \
   -t "$local_tag:v2" -f "$repo/Containerfile.example" "$W/ctx" >"$W/v2-build.log" 2>&1 \
   || fail "podman build of Containerfile.example: $(tail -n 20 "$W/v2-build.log")"
 podman push -q --tls-verify=false "$local_tag:v2" "docker://$reg:v2"
+printf 'FROM %s\nRUN echo v2b > /usr/share/my-os/version\nLABEL org.opencontainers.image.version=v2b\n' "$local_tag:v2" > "$W/v2b.Containerfile"
+podman build -q -t "$local_tag:v2b" -f "$W/v2b.Containerfile" "$W/ctx" >/dev/null || fail "podman build of v2b"
 mkdir -p "$W/v3"
 cat > "$W/v3/Containerfile" <<EOT
 FROM $local_tag:v2
@@ -120,7 +133,17 @@ printf 'FROM scratch\nCOPY busybox /bin/busybox\nCMD ["/bin/busybox", "sh", "-c"
 podman build -q -t "$app_tag:v1" "$W/app" >/dev/null || fail "podman build of the app"
 podman build -q -t "$app_tag:v2" -f "$W/app/Containerfile.broken" "$W/app" >/dev/null || fail "podman build of the broken app"
 podman push -q --tls-verify=false "$app_tag:v1" "docker://$app_reg:stable"
-step "app image (busybox httpd) built and pushed; its broken update built"
+# The bound app: busybox httpd on 8081; A and B differ in their page.
+bound_reg=127.0.0.1:$port/hostctl-e2e/bound
+bound_tag=localhost/hostctl-e2e-$$/bound
+for v in A B; do
+  mkdir -p "$W/bound$v/www"; cp /bin/busybox "$W/bound$v/busybox"
+  echo "hostctl-e2e bound app $v" > "$W/bound$v/www/index.html"
+  printf 'FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\nCMD ["/bin/busybox", "httpd", "-f", "-v", "-p", "8081", "-h", "/www"]\n' > "$W/bound$v/Containerfile"
+  podman build -q -t "$bound_tag:v$v" "$W/bound$v" >/dev/null || fail "podman build of bound app $v"
+done
+podman push -q --tls-verify=false --digestfile "$W/boundA.digest" "$bound_tag:vA" "docker://$bound_reg:stable"
+step "app image (busybox httpd) built and pushed; its broken update built; bound app A pushed, B built"
 
 # --- install v1
 "$bin" --tls-verify=false --progress=none install to-disk "$W/disk.img" --size 6G \
@@ -141,6 +164,8 @@ accel=(-accel tcg,thread=single)
 truncate -s 1M "$W/cmd.img"
 # The app's port 8080 in the guest is forwarded to this host port.
 appport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# The bound app's port 8081 in the guest is forwarded to this one.
+boundport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 # app_probe N MARKER...: during boot N, each time the guest prints MARKER (it
 # then waits a few seconds), fetch the app's page and the file in its volume
 # from the host through the forwarded port, into $W/app-N-MARKER.txt.
@@ -155,10 +180,16 @@ app_probe() {
       sleep 0.5
     done
     mv "$out.tmp" "$out"
+    for _ in $(seq 16); do
+      curl -sf --max-time 2 "http://127.0.0.1:$boundport/index.html" > "$out.bound" 2>/dev/null && break
+      sleep 0.5
+    done
   done
 }
 # app_served N MARKER TEXT: whether the host got TEXT from the app at MARKER.
 app_served() { grep -q -- "$3" "$W/app-$1-$2.txt" 2>/dev/null; }
+# bound_served N MARKER TEXT: whether the host got TEXT from the bound app at MARKER.
+bound_served() { grep -q -- "$3" "$W/app-$1-$2.txt.bound" 2>/dev/null; }
 nboot=0
 boot() { # boot SCRIPT_FILE [APP_PROBE_MARKER...] -> log in $W/boot$nboot.log
   nboot=$((nboot + 1))
@@ -175,7 +206,7 @@ boot() { # boot SCRIPT_FILE [APP_PROBE_MARKER...] -> log in $W/boot$nboot.log
     -drive if=pflash,format=raw,unit=1,file="$W/vars.fd" \
     -drive file="$W/disk.img",format=raw,if=virtio \
     -drive file="$W/cmd.img",format=raw,if=none,id=cmd -device virtio-blk-pci,drive=cmd,serial=e2ecmd \
-    -nic "user,model=virtio-net-pci,restrict=on,guestfwd=tcp:10.0.2.100:5000-cmd:socat - TCP:127.0.0.1:$port,hostfwd=tcp:127.0.0.1:$appport-:8080" \
+    -nic "user,model=virtio-net-pci,restrict=on,guestfwd=tcp:10.0.2.100:5000-cmd:socat - TCP:127.0.0.1:$port,hostfwd=tcp:127.0.0.1:$appport-:8080,hostfwd=tcp:127.0.0.1:$boundport-:8081" \
     </dev/null >"$W/qemu$nboot.out" 2>&1 && qemu_rc=0 || { qemu_rc=$?; echo "qemu exited with $qemu_rc (boot $nboot)"; }
   if [ -n "$probe_pid" ]; then kill "$probe_pid" 2>/dev/null || true; wait "$probe_pid" 2>/dev/null || true; probe_pid=; fi
   echo "boot $nboot took $(( $(date +%s) - t ))s"
@@ -210,6 +241,14 @@ grep -q "edited after staging" /etc/hostctl-e2e-late.conf && echo "E2E-ETC-LATE-
 grep -q "state kept" /var/lib/hostctl-e2e-data && echo "E2E-VAR-KEPT"
 if touch /usr/hostctl-e2e 2>/dev/null; then echo "E2E-USR-WRITABLE"; else echo "E2E-USR-READONLY"; fi
 findmnt -n -o TARGET /sysroot >/dev/null && echo "E2E-SYSROOT-MOUNTED"
+echo "E2E-APP-PROBE"; sleep 5
+\$H upgrade && echo "E2E-UPGRADE-OK"
+sync; systemctl reboot
+EOF
+# Boot 3 (v2b) runs with the registry stopped, then rolls back to v2.
+cat > "$W/s2b.sh" <<EOF
+$common
+hostctl status --json | tr -d ' \\n' | grep -o '"boundImages":\[[^]]*\]' | sed 's/^/E2E-BOUND /'
 echo "E2E-APP-PROBE"; sleep 5
 \$H rollback && echo "E2E-ROLLBACK-OK"
 sync; systemctl reboot
@@ -275,7 +314,9 @@ need 1 "E2E-UPGRADE-OK" "hostctl upgrade in the guest"
 need 1 "finalised" "hostctl-finalize-staged.service ran at shutdown"
 step "boot 1: v1 booted, status, /etc and /var written, app installed and served to the host, upgrade staged, finalised at shutdown"
 
-podman push -q --tls-verify=false "$local_tag:v3" "docker://$reg:latest"  # the next upgrade finds v3
+# The next upgrade finds v2b, and v2b's bound app is image B.
+podman push -q --tls-verify=false "$local_tag:v2b" "docker://$reg:latest"
+podman push -q --tls-verify=false --digestfile "$W/boundB.digest" "$bound_tag:vB" "docker://$bound_reg:stable"
 boot "$W/s2.sh" E2E-APP-PROBE
 need 2 "E2E-VERSION v2" "v2 booted after the upgrade"
 need 2 "E2E-ETC-MERGED" "/etc edit made before the upgrade kept"
@@ -283,82 +324,103 @@ need 2 "E2E-ETC-LATE-MERGED" "/etc edit made after staging kept (finalised at sh
 need 2 "E2E-VAR-KEPT" "/var kept"
 need 2 "E2E-USR-READONLY" "/usr read-only"
 need 2 "E2E-SYSROOT-MOUNTED" "physical root at /sysroot"
-need 2 "E2E-ROLLBACK-OK" "hostctl rollback"
+need 2 "E2E-UPGRADE-OK" "upgrade to v2b staged (its bound image B pulled)"
 initrd() { grep -a -m1 '^E2E-INITRD ' "$W/boot$1.log.txt" | cut -d' ' -f2; }
 [ -n "$(initrd 2)" ] && [ "$(initrd 1)" != "$(initrd 2)" ] \
   || fail "boot 2 did not boot v2's rebuilt initramfs (boot 1: $(initrd 1), boot 2: $(initrd 2))"
 app_served 2 E2E-APP-PROBE "hostctl-e2e app v1" && app_served 2 E2E-APP-PROBE "volume kept" \
   || fail "boot 2: the app did not serve its page and volume file after the OS upgrade ($(cat "$W/app-2-E2E-APP-PROBE.txt" 2>/dev/null))"
-step "boot 2: v2 booted, /etc merged, /var kept, /usr read-only, the app still served with its volume data; rollback"
+bound_served 2 E2E-APP-PROBE "bound app A" \
+  || fail "boot 2: v2's bound app did not serve image A ($(cat "$W/app-2-E2E-APP-PROBE.txt.bound" 2>/dev/null))"
+step "boot 2: v2 booted, /etc merged, /var kept, /usr read-only, the app still served with its volume data, v2's bound app serves A; upgrade to v2b (bound B)"
 
-podman push -q --tls-verify=false "$app_tag:v2" "docker://$app_reg:stable"  # the app update in boot 3 finds the broken one
+reg_stop
+boot "$W/s2b.sh" E2E-APP-PROBE
+need 3 "E2E-VERSION v2b" "v2b booted after the upgrade"
+bound_served 3 E2E-APP-PROBE "bound app B" \
+  || fail "boot 3: v2b's bound app did not serve image B with the registry stopped ($(cat "$W/app-3-E2E-APP-PROBE.txt.bound" 2>/dev/null))"
+app_served 3 E2E-APP-PROBE "hostctl-e2e app v1" \
+  || fail "boot 3: the installed app did not serve with the registry stopped ($(cat "$W/app-3-E2E-APP-PROBE.txt" 2>/dev/null))"
+for v in A B; do
+  grep -aq "E2E-BOUND .*$(cat "$W/bound$v.digest")" "$W/boot3.log.txt" || fail "boot 3: status --json does not list bound image $v by digest; see $W/boot3.log.txt"
+done
+need 3 "E2E-ROLLBACK-OK" "hostctl rollback (to v2)"
+step "boot 3: v2b booted with the registry stopped; its bound app serves B, the app serves too; status lists A (v2) and B (v2b) by digest; rollback"
+reg_start
+
+podman push -q --tls-verify=false "$local_tag:v3" "docker://$reg:latest"  # the next upgrade finds v3
+
+
+podman push -q --tls-verify=false "$app_tag:v2" "docker://$app_reg:stable"  # the app update in boot 4 finds the broken one
 
 boot "$W/s3.sh" E2E-APP-PROBE E2E-APP-PROBE-AFTER-UPDATE
-need 3 "E2E-VERSION base-v1" "v1 booted after the rollback"
-app_served 3 E2E-APP-PROBE "hostctl-e2e app v1" && app_served 3 E2E-APP-PROBE "volume kept" \
-  || fail "boot 3: the app did not serve its page and volume file after the OS rollback ($(cat "$W/app-3-E2E-APP-PROBE.txt" 2>/dev/null))"
-grep -aq 'E2E-APP-UPDATE-RC [1-9]' "$W/boot3.log.txt" || fail "boot 3: app update to the broken image did not exit non-zero; see $W/boot3.log.txt"
-sed -n '/^E2E-APP-STATUS-BEGIN/,/^E2E-APP-STATUS-END/p' "$W/boot3.log.txt" > "$W/app-status3.txt"
-grep -q "Last update: rolled back" "$W/app-status3.txt" && grep -q "did not" "$W/app-status3.txt" \
-  || fail "boot 3: app status does not say the update was rolled back and why: $(cat "$W/app-status3.txt")"
-sed 's/^/  /' "$W/app-status3.txt"
-app_served 3 E2E-APP-PROBE-AFTER-UPDATE "hostctl-e2e app v1" && app_served 3 E2E-APP-PROBE-AFTER-UPDATE "volume kept" \
-  || fail "boot 3: the app did not serve the old page after its rollback ($(cat "$W/app-3-E2E-APP-PROBE-AFTER-UPDATE.txt" 2>/dev/null))"
-need 3 "E2E-UPGRADE-OK" "upgrade to v3 staged"
-step "boot 3: v1 after rollback, the app still served with its volume data; app update to a broken image rolled back by itself (non-zero exit, status says why, old page served); upgrade to v3 staged"
+need 4 "E2E-VERSION v2$" "v2 booted after the rollback"
+app_served 4 E2E-APP-PROBE "hostctl-e2e app v1" && app_served 4 E2E-APP-PROBE "volume kept" \
+  || fail "boot 4: the app did not serve its page and volume file after the OS rollback ($(cat "$W/app-4-E2E-APP-PROBE.txt" 2>/dev/null))"
+grep -aq 'E2E-APP-UPDATE-RC [1-9]' "$W/boot4.log.txt" || fail "boot 4: app update to the broken image did not exit non-zero; see $W/boot4.log.txt"
+sed -n '/^E2E-APP-STATUS-BEGIN/,/^E2E-APP-STATUS-END/p' "$W/boot4.log.txt" > "$W/app-status4.txt"
+grep -q "Last update: rolled back" "$W/app-status4.txt" && grep -q "did not" "$W/app-status4.txt" \
+  || fail "boot 4: app status does not say the update was rolled back and why: $(cat "$W/app-status4.txt")"
+sed 's/^/  /' "$W/app-status4.txt"
+app_served 4 E2E-APP-PROBE-AFTER-UPDATE "hostctl-e2e app v1" && app_served 4 E2E-APP-PROBE-AFTER-UPDATE "volume kept" \
+  || fail "boot 4: the app did not serve the old page after its rollback ($(cat "$W/app-4-E2E-APP-PROBE-AFTER-UPDATE.txt" 2>/dev/null))"
+bound_served 4 E2E-APP-PROBE "bound app A" \
+  || fail "boot 4: back on v2, its bound app did not serve v2's image A ($(cat "$W/app-4-E2E-APP-PROBE.txt.bound" 2>/dev/null))"
+need 4 "E2E-UPGRADE-OK" "upgrade to v3 staged"
+step "boot 4: v2 after rollback, its bound app serves A again, the app still served with its volume data; app update to a broken image rolled back by itself (non-zero exit, status says why, old page served); upgrade to v3 staged"
 
 boot "$W/s4.sh"
-need 4 "90-broken FAILED" "v3's health check failed"
-has 4 "E2E-VERSION" && fail "boot 4: the test agent ran on v3 although its health check failed"
-step "boot 4: v3's health check failed; entry marked bad, rebooted"
+need 5 "90-broken FAILED" "v3's health check failed"
+has 5 "E2E-VERSION" && fail "boot 5: the test agent ran on v3 although its health check failed"
+step "boot 5: v3's health check failed; entry marked bad, rebooted"
 
 podman push -q --tls-verify=false "$local_tag:v4" "docker://$reg:latest"  # the next upgrade finds v4
 boot "$W/s5.sh"
-need 5 "E2E-VERSION base-v1" "the machine came back on v1 by itself"
-need 5 "failed to boot" "hostctl status explains the automatic rollback"
-need 5 "E2E-JSON-BAD" "status --json marks v3's entry bad and carries its failed health check"
-need 5 "E2E-JSON-BOOTC" "status --json has bootc's structure (spec.image, booted.image.image, type)"
-need 5 "E2E-UPGRADE-OK" "upgrade to v4 staged"
-step "boot 5: back on v1 by itself; status explains; upgrade to v4 staged"
+need 6 "E2E-VERSION v2$" "the machine came back on v2 by itself"
+need 6 "failed to boot" "hostctl status explains the automatic rollback"
+need 6 "E2E-JSON-BAD" "status --json marks v3's entry bad and carries its failed health check"
+need 6 "E2E-JSON-BOOTC" "status --json has bootc's structure (spec.image, booted.image.image, type)"
+need 6 "E2E-UPGRADE-OK" "upgrade to v4 staged"
+step "boot 6: back on v2 by itself; status explains; upgrade to v4 staged"
 
-for n in 6 7; do
+for n in 7 8; do
   boot "$W/s4.sh"
-  need $n "E2E-V4-INIT" "v4's broken init ran (try $((n - 5)) of 2)"
-  need $n "Kernel panic" "the kernel panicked and rebooted (try $((n - 5)) of 2)"
+  need $n "E2E-V4-INIT" "v4's broken init ran (try $((n - 6)) of 2)"
+  need $n "Kernel panic" "the kernel panicked and rebooted (try $((n - 6)) of 2)"
   has $n "E2E-VERSION" && fail "boot $n: the test agent ran although v4 never comes up"
 done
-step "boots 6-7: v4 never came up (init exits, kernel panic), twice"
+step "boots 7-8: v4 never came up (init exits, kernel panic), twice"
 
 boot "$W/s8.sh"
-need 8 "E2E-VERSION base-v1" "after v4 used up its tries, the machine came back on v1 by itself"
-need 8 "failed to boot (2 attempts" "hostctl status explains: v4 abandoned after 2 attempts"
-need 8 "E2E-PULLED-V5" "v5 pulled"
-need 8 "E2E-UNSYNCED " "the layers the pull committed are marked as not yet synced"
-need 8 "sysrq: Resetting" "the kernel reset the machine at once (sysrq b)"
-step "boot 8: back on v1 by itself after v4 used up its 2 tries; v5 pulled, then the power cut"
+need 9 "E2E-VERSION v2$" "after v4 used up its tries, the machine came back on v2 by itself"
+need 9 "failed to boot (2 attempts" "hostctl status explains: v4 abandoned after 2 attempts"
+need 9 "E2E-PULLED-V5" "v5 pulled"
+need 9 "E2E-UNSYNCED " "the layers the pull committed are marked as not yet synced"
+need 9 "sysrq: Resetting" "the kernel reset the machine at once (sysrq b)"
+step "boot 9: back on v2 by itself after v4 used up its 2 tries; v5 pulled, then the power cut"
 
-podman push -q --tls-verify=false "$local_tag:v6" "docker://$reg:latest"  # the upgrade in boot 9 finds v6
+podman push -q --tls-verify=false "$local_tag:v6" "docker://$reg:latest"  # the upgrade in boot 10 finds v6
 boot "$W/s9.sh"
-need 9 "E2E-VERSION base-v1" "the machine came back after the power cut"
-need 9 "E2E-PULL-RC 0" "the pull after the power cut succeeded"
-need 9 "E2E-RECOVERY " "the pull checked the layers an earlier boot left unsynced"
-grep -aq '"layersChecked":[1-9]' "$W/boot9.log.txt" || fail "boot 9: no layer was checked; see $W/boot9.log.txt"
-need 9 "E2E-AGAIN-NOTHING" "a second pull downloads nothing"
-echo "after the power cut: $(grep -ao '"layersDropped":\[[^]]*\],"objectsLost":[0-9]*' "$W/boot9.log.txt" | head -1)"
-need 9 "E2E-UPGRADE-OK" "upgrade to v6 staged"
-step "boot 9: after the power cut, the pull re-checked the unsynced layers and completed v5; upgrade to v6 staged"
+need 10 "E2E-VERSION v2$" "the machine came back after the power cut"
+need 10 "E2E-PULL-RC 0" "the pull after the power cut succeeded"
+need 10 "E2E-RECOVERY " "the pull checked the layers an earlier boot left unsynced"
+grep -aq '"layersChecked":[1-9]' "$W/boot10.log.txt" || fail "boot 10: no layer was checked; see $W/boot10.log.txt"
+need 10 "E2E-AGAIN-NOTHING" "a second pull downloads nothing"
+echo "after the power cut: $(grep -ao '"layersDropped":\[[^]]*\],"objectsLost":[0-9]*' "$W/boot10.log.txt" | head -1)"
+need 10 "E2E-UPGRADE-OK" "upgrade to v6 staged"
+step "boot 10: after the power cut, the pull re-checked the unsynced layers and completed v5; upgrade to v6 staged"
 
 boot "$W/s4.sh"
-need 10 "E2E-V6-HANG" "v6's hanging unit started"
-has 10 "E2E-VERSION" && fail "boot 10: the test agent ran although v6 never completes its boot"
-[ "$qemu_rc" = 0 ] || fail "boot 10: the machine did not reboot by itself (qemu: $qemu_rc); see $W/boot10.log.txt"
-need 10 "Rebooting: job timed out" "systemd's job timeout on the counted boot rebooted the machine"
-step "boot 10: v6 hung before boot-complete.target; the timeout on counted boots rebooted it"
+need 11 "E2E-V6-HANG" "v6's hanging unit started"
+has 11 "E2E-VERSION" && fail "boot 11: the test agent ran although v6 never completes its boot"
+[ "$qemu_rc" = 0 ] || fail "boot 11: the machine did not reboot by itself (qemu: $qemu_rc); see $W/boot11.log.txt"
+need 11 "Rebooting: job timed out" "systemd's job timeout on the counted boot rebooted the machine"
+step "boot 11: v6 hung before boot-complete.target; the timeout on counted boots rebooted it"
 
 boot "$W/s11.sh"
-need 11 "E2E-VERSION base-v1" "after v6 used its only try, the machine came back on v1 by itself"
-need 11 "failed to boot (1 attempt" "hostctl status explains: v6 abandoned after 1 attempt"
-step "boot 11: back on v1 by itself after v6 hung"
+need 12 "E2E-VERSION v2$" "after v6 used its only try, the machine came back on v2 by itself"
+need 12 "failed to boot (1 attempt" "hostctl status explains: v6 abandoned after 1 attempt"
+step "boot 12: back on v2 by itself after v6 hung"
 
 echo "E2E PASSED in $(( $(date +%s) - T0 ))s ($nboot boots)"
 

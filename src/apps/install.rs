@@ -71,7 +71,7 @@ fn journal_text(lines: &[String]) -> String {
 }
 
 /// The files of an install, as (file name, text), the `.container` first.
-fn files_of(source: &Source) -> Result<(String, Vec<(String, String)>)> {
+pub fn files_of(source: &Source) -> Result<(String, Vec<(String, String)>)> {
     match source {
         Source::Spec(spec) => {
             spec.validate()?;

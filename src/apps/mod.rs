@@ -8,6 +8,7 @@
 //! (digest check, pull, restart, roll back by digest), [`status`] (list and
 //! status). podman and systemd are reached only through [`crate::host`].
 
+pub mod bound;
 pub mod install;
 pub mod quadlet;
 pub mod record;
@@ -63,6 +64,22 @@ impl Apps<'_> {
     /// `ROOT/var/lib/hostctl/apps`: one record per app.
     pub fn records_dir(&self) -> PathBuf {
         self.root.join("var/lib/hostctl/apps")
+    }
+
+    /// `ROOT/var/lib/hostctl/apps.lock`: held by every app command that
+    /// changes something, so that two of them cannot interleave.
+    pub fn lock_path(&self) -> PathBuf {
+        self.root.join("var/lib/hostctl/apps.lock")
+    }
+
+    /// Takes the apps lock, waiting up to `wait` for another app command to
+    /// finish (then [`LockHeld`](crate::sysroot::LockHeld): exit code 3).
+    pub fn lock(&self, wait: std::time::Duration) -> Result<crate::sysroot::SysrootLock> {
+        let path = self.lock_path();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        crate::sysroot::lock_file(&path, wait)
     }
 
     /// The systemd service Quadlet makes of `NAME.container`.
@@ -194,6 +211,17 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two app commands at once: the second waits, then fails with exit code 3.
+    #[test]
+    fn a_second_app_command_waits_for_the_first_then_fails_locked() {
+        let f = testing::Fixture::new();
+        let held = f.apps().lock(std::time::Duration::ZERO).unwrap();
+        let e = f.apps().lock(std::time::Duration::from_millis(100)).unwrap_err();
+        assert_eq!(crate::error::exit_code(&e), crate::error::code::LOCKED, "{e:#}");
+        drop(held);
+        f.apps().lock(std::time::Duration::ZERO).unwrap();
+    }
 
     #[test]
     fn app_names() {

@@ -113,7 +113,8 @@ pub fn render(s: &AppStatus) -> String {
         }
         out.push('\n');
         if let Some(r) = &u.reason {
-            out.push_str(&format!("    Reason: {r}\n"));
+            // A reason's journal lines are on lines of their own, indented under it.
+            out.push_str(&format!("    Reason: {}\n", r.replace('\n', "\n      ")));
         }
     }
     if let Some(w) = &s.why_down {
@@ -155,5 +156,42 @@ mod tests {
         assert!(text.contains("status=1/FAILURE"), "{text}");
         assert_eq!(list(&f.apps()).unwrap().len(), 1);
         assert!(list(&f.apps()).unwrap()[0].why_down.is_none());
+    }
+
+    /// `app status` after an update that rolled back: the reason's journal
+    /// lines were joined with " | " on one line; now each is on its own line,
+    /// indented under the reason.
+    #[test]
+    fn app_status_after_a_rolled_back_update_shows_the_journal_lines_one_per_line() {
+        let s = AppStatus {
+            name: "web".into(),
+            unit: "web.service".into(),
+            image: "reg/web:1".into(),
+            image_id: None,
+            digest: None,
+            state: "active".into(),
+            sub_state: "running".into(),
+            health: None,
+            ports: vec![],
+            volumes: vec![],
+            auto_update: None,
+            last_update: Some(UpdateRecord {
+                time: "2026-12-07T07:00:00Z".into(),
+                updated: "rolled back".into(),
+                from_digest: None,
+                to_digest: None,
+                reason: Some(
+                    "sha256:d2 did not come up; rolled back to sha256:d1\nlast journal lines:\n  one\n  two".into(),
+                ),
+            }),
+            why_down: None,
+        };
+        let text = render(&s);
+        assert!(
+            text.contains(
+                "    Reason: sha256:d2 did not come up; rolled back to sha256:d1\n      last journal lines:\n        one\n        two\n"
+            ),
+            "{text}"
+        );
     }
 }

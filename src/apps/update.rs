@@ -114,12 +114,17 @@ pub async fn update(
     Ok(reports)
 }
 
-fn down_text(why: &str, state: &UnitState, journal: &[String]) -> String {
-    let mut s = format!("{why} (unit {})", state.summary());
-    if !journal.is_empty() {
-        s.push_str(&format!("; last journal lines: {}", journal.join(" | ")));
+fn down_text(why: &str, state: &UnitState) -> String {
+    format!("{why} (unit {})", state.summary())
+}
+
+/// The unit's last journal lines, one per line and indented, after the
+/// sentence they explain (`app status` shows them so, under the reason).
+fn journal_block(journal: &[String]) -> String {
+    match journal.is_empty() {
+        true => String::new(),
+        false => format!("\nlast journal lines:\n  {}", journal.join("\n  ")),
     }
-    s
 }
 
 async fn update_one(
@@ -185,17 +190,18 @@ async fn update_one(
         return finish(apps, name, report);
     };
     let journal = apps.units.journal(&service, apps.journal_lines).unwrap_or_default();
-    let failed = format!("{latest} did not come up: {}", down_text(&why, &state, &journal));
+    let failed = format!("{latest} did not come up: {}", down_text(&why, &state));
+    let block = journal_block(&journal);
     let Some(previous) = current else {
-        report.reason = Some(format!("{failed}; there is no previous image to go back to"));
+        report.reason = Some(format!("{failed}; there is no previous image to go back to{block}"));
         return finish(apps, name, report);
     };
     report.reason = Some(match roll_back(apps, name, &unit.image, &previous) {
         Ok(notes) => {
             report.updated = "rolled back".into();
-            format!("{failed}; rolled back to {}{notes}", previous.digest)
+            format!("{failed}; rolled back to {}{notes}{block}", previous.digest)
         }
-        Err(e) => format!("{failed}; rolling back to {} failed too: {e:#}", previous.digest),
+        Err(e) => format!("{failed}; rolling back to {} failed too: {e:#}{block}", previous.digest),
     });
     finish(apps, name, report)
 }
@@ -208,7 +214,7 @@ fn roll_back(apps: &Apps<'_>, name: &str, reference: &str, previous: &ImageInfo)
     apps.units.reset_failed(service)?;
     if let Outcome::Down { why, state } = apps.come_up(name, true)? {
         let journal = apps.units.journal(service, apps.journal_lines).unwrap_or_default();
-        bail!("the previous image did not come up either: {}", down_text(&why, &state, &journal));
+        bail!("the previous image did not come up either: {}{}", down_text(&why, &state), journal_block(&journal));
     }
     let mut notes = String::new();
     for dep in apps.units.dependents(service)? {
@@ -344,6 +350,8 @@ mod tests {
         assert!(reason.contains("sha256:d2 did not come up: it started but did not stay up"), "{reason}");
         assert!(reason.contains("app v2 is broken on purpose"), "{reason}");
         assert!(reason.contains("rolled back to sha256:d1"), "{reason}");
+        // The journal lines come last, one per line, indented (not joined with " | ").
+        assert!(reason.ends_with("\nlast journal lines:\n  app v2 is broken on purpose"), "{reason}");
         // The old image is back under the reference, by its ID.
         assert_eq!(f.podman.image(IMG).unwrap().unwrap().id, "id1");
         assert!(f.podman.calls().contains(&format!("tag id1 {IMG}")));

@@ -10,12 +10,14 @@ use clap::{Args, Subcommand};
 
 use super::output::{outln, print, print_json};
 use super::GlobalArgs;
-use crate::apps::install::{install, remove, AppDown, Source};
+use crate::apps::bound::{self, ImageCleanup};
+use crate::apps::install::{files_of, install, remove, AppDown, Source};
 use crate::apps::quadlet::ContainerSpec;
 use crate::apps::status::{list, render, status};
 use crate::apps::update::{update, RegistryDigest, UpdateOptions};
 use crate::apps::Apps;
-use crate::host::podman::{PodmanCli, PullSettings};
+use crate::deploy::stage::Deployer;
+use crate::host::podman::{Podman, PodmanCli, PullSettings};
 use crate::host::units::{Outcome, Systemctl, Units, WaitPolicy};
 
 #[derive(Debug, Subcommand)]
@@ -153,24 +155,25 @@ fn wait(timeout: u64) -> WaitPolicy {
     WaitPolicy { timeout: Duration::from_secs(timeout), settle: Duration::from_secs(settle), ..WaitPolicy::default() }
 }
 
-fn apps<'a>(g: &GlobalArgs, podman: &'a PodmanCli, units: &'a Systemctl, timeout: u64) -> Apps<'a> {
-    Apps {
-        root: g.sysroot.clone(),
-        podman,
-        units,
-        pull: PullSettings {
-            tls_verify: g.tls_verify != Some(false),
-            authfile: g.authfile.clone(),
-            cert_dir: g.cert_dir.clone(),
-            policy: g.policy.clone(),
-        },
-        wait: wait(timeout),
-        journal_lines: 10,
+/// podman's pull settings from the global options (the same files as for OS images).
+pub(super) fn pull_settings(g: &GlobalArgs) -> PullSettings {
+    PullSettings {
+        tls_verify: g.tls_verify != Some(false),
+        authfile: g.authfile.clone(),
+        cert_dir: g.cert_dir.clone(),
+        policy: g.policy.clone(),
     }
+}
+
+fn apps<'a>(g: &GlobalArgs, podman: &'a PodmanCli, units: &'a Systemctl, timeout: u64) -> Apps<'a> {
+    Apps { root: g.sysroot.clone(), podman, units, pull: pull_settings(g), wait: wait(timeout), journal_lines: 10 }
 }
 
 pub async fn run(g: &GlobalArgs, cmd: AppCommand) -> Result<()> {
     let (podman, units) = (PodmanCli::default(), Systemctl);
+    // Every command that changes an app holds the apps lock (reading ones do
+    // not), taken once its arguments are checked: bad input writes nothing.
+    let lock = || apps(g, &podman, &units, 0).lock(super::lock_wait());
     match cmd {
         AppCommand::Install(a) => {
             let source = if a.file.is_empty() {
@@ -186,6 +189,8 @@ pub async fn run(g: &GlobalArgs, cmd: AppCommand) -> Result<()> {
             } else {
                 Source::Files(a.file)
             };
+            files_of(&source)?;
+            let _lock = lock()?;
             let r = install(&apps(g, &podman, &units, a.timeout), source, !a.no_start)?;
             if a.json {
                 print_json(&r)?;
@@ -220,9 +225,12 @@ pub async fn run(g: &GlobalArgs, cmd: AppCommand) -> Result<()> {
         AppCommand::Restart(a) => start(g, &podman, &units, a, true)?,
         AppCommand::Stop(a) => {
             apps(g, &podman, &units, 0).unit(&a.name)?;
+            let _lock = lock()?;
             units.stop(&Apps::service(&a.name))?;
         }
         AppCommand::Remove(a) => {
+            apps(g, &podman, &units, 0).unit(&a.name)?;
+            let _lock = lock()?;
             let r = remove(&apps(g, &podman, &units, 0), &a.name, a.purge)?;
             if a.json {
                 print_json(&r)?;
@@ -236,6 +244,7 @@ pub async fn run(g: &GlobalArgs, cmd: AppCommand) -> Result<()> {
             for n in &names {
                 ap.unit(n)?;
             }
+            let _lock = ap.lock(super::lock_wait())?;
             let opts = UpdateOptions { check: a.check, download_only: a.download_only };
             let reports = update(&ap, &RegistryDigest(g.registry_options()), &names, opts).await?;
             if a.json {
@@ -244,7 +253,7 @@ pub async fn run(g: &GlobalArgs, cmd: AppCommand) -> Result<()> {
                 for r in &reports {
                     outln!("{:<24} {:<24} {:<40} {:<9} {}", r.unit, r.container, r.image, r.policy, r.updated)?;
                     if let Some(reason) = &r.reason {
-                        outln!("  {reason}")?;
+                        outln!("  {}", reason.replace('\n', "\n  "))?;
                     }
                 }
             }
@@ -258,9 +267,31 @@ pub async fn run(g: &GlobalArgs, cmd: AppCommand) -> Result<()> {
     Ok(())
 }
 
+/// `cleanup`'s part for apps: the bound images that no deployment kept in
+/// the state and no installed app uses leave podman's storage.
+pub(super) fn cleanup_bound_images(g: &GlobalArgs, d: &Deployer) -> Result<ImageCleanup> {
+    let state_dir = g.sysroot.join(bound::STATE_DIR);
+    if bound::PulledLedger::load(&state_dir)?.pulled.is_empty() {
+        return Ok(ImageCleanup::default()); // nothing of hostctl's: podman is not asked
+    }
+    let (podman, units) = (PodmanCli::default(), Systemctl);
+    let ap = apps(g, &podman, &units, 0);
+    let mut app_images = Vec::new();
+    for name in ap.names()? {
+        let unit = ap.unit(&name)?;
+        if let Some(c) = podman.container(&unit.container_name)? {
+            app_images.push(c.image);
+        }
+        app_images.push(unit.image);
+    }
+    let trees: Vec<PathBuf> = d.load_state()?.all().iter().map(|id| d.layout.tree(id)).collect();
+    bound::cleanup_images(&podman, &state_dir, &trees, &app_images)
+}
+
 fn start(g: &GlobalArgs, podman: &PodmanCli, units: &Systemctl, a: NameWait, restart: bool) -> Result<()> {
     let ap = apps(g, podman, units, a.timeout);
     ap.unit(&a.name)?;
+    let _lock = ap.lock(super::lock_wait())?;
     let service = Apps::service(&a.name);
     units.reset_failed(&service)?;
     if let Outcome::Down { why, state } = ap.come_up(&a.name, restart)? {

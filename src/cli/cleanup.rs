@@ -1,4 +1,5 @@
-//! `hostctl cleanup`: remove deployments, layers and objects nothing needs.
+//! `hostctl cleanup`: remove deployments, layers and objects nothing needs,
+//! and the bound app images no kept deployment and no installed app uses.
 
 use anyhow::Result;
 use clap::Args;
@@ -19,8 +20,11 @@ pub async fn run(g: &GlobalArgs, a: CleanupArgs) -> Result<()> {
     let (d, _lock) = open_locked(g)?;
     let booted = d.booted()?;
     let r = crate::deploy::cleanup::cleanup(&d, booted.as_deref())?;
+    let images = super::app::cleanup_bound_images(g, &d)?;
     if a.json {
-        return print_json(&r);
+        let mut v = serde_json::to_value(&r)?;
+        v["appImages"] = serde_json::to_value(&images)?;
+        return print_json(&v);
     }
     outln!(
         "Removed {} deployment(s), {} layer(s), {} object(s), {}, {} temporary file(s)",
@@ -30,5 +34,15 @@ pub async fn run(g: &GlobalArgs, a: CleanupArgs) -> Result<()> {
         human_bytes(r.store.bytes),
         r.temporaries_removed
     )?;
+    if !images.removed.is_empty() {
+        outln!(
+            "Removed {} app image(s) no deployment or app uses: {}",
+            images.removed.len(),
+            images.removed.join(", ")
+        )?;
+    }
+    for k in &images.kept {
+        outln!("Kept {k}")?;
+    }
     Ok(())
 }

@@ -76,5 +76,10 @@ fn boot_facts(g: &GlobalArgs, layout: &Layout, state: &State) -> status::BootFac
     };
     let health =
         state.all().into_iter().filter_map(|id| health::read_record(&g.sysroot, &id).map(|r| (id, r))).collect();
-    status::BootFacts { entries, entries_error, health }
+    let bound_images = state
+        .all()
+        .into_iter()
+        .filter_map(|id| crate::deploy::hooks::read_bound_images(&layout.tree(&id)).ok().map(|b| (id, b)))
+        .collect();
+    status::BootFacts { entries, entries_error, health, bound_images }
 }

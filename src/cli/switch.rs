@@ -20,5 +20,5 @@ pub struct SwitchArgs {
 pub async fn run(g: &GlobalArgs, a: SwitchArgs) -> Result<()> {
     let opts = pull_options(g)?;
     let (d, _lock) = open_locked(g)?;
-    run_flow(&d, &a.image, true, &opts, &a.flow).await
+    run_flow(g, &d, &a.image, true, &opts, &a.flow).await
 }

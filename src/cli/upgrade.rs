@@ -6,8 +6,10 @@ use clap::Args;
 
 use super::output::{outln, print_json};
 use super::GlobalArgs;
+use crate::apps::bound::BoundImagesHook;
 use crate::deploy::stage::Deployer;
-use crate::deploy::upgrade::{check, deploy, FlowOptions, FlowReport};
+use crate::deploy::upgrade::{check, deploy_with, FlowOptions, FlowReport};
+use crate::host::podman::PodmanCli;
 use crate::host::reboot::SystemctlReboot;
 use crate::imgref::ImageRef;
 use crate::pull::PullOptions;
@@ -57,14 +59,28 @@ pub async fn run(g: &GlobalArgs, a: UpgradeArgs) -> Result<()> {
     }
     let (d, _lock) = open_locked(g)?;
     let (imgref, opts) = tracked(g, &d)?;
-    run_flow(&d, &imgref, false, &opts, &a.flow).await
+    run_flow(g, &d, &imgref, false, &opts, &a.flow).await
 }
 
 /// Pulls and stages `imgref` as far as `flow` says and prints what happened
-/// (`track`: make it the tracked image, as `switch` does).
-pub async fn run_flow(d: &Deployer, imgref: &ImageRef, track: bool, opts: &PullOptions, flow: &FlowArgs) -> Result<()> {
+/// (`track`: make it the tracked image, as `switch` does). The new
+/// deployment's bound images are pulled before its staging completes.
+pub async fn run_flow(
+    g: &GlobalArgs,
+    d: &Deployer,
+    imgref: &ImageRef,
+    track: bool,
+    opts: &PullOptions,
+    flow: &FlowArgs,
+) -> Result<()> {
     let options = FlowOptions { download_only: flow.download_only, apply: flow.apply };
-    let report = deploy(d, imgref, track, opts, options, &SystemctlReboot).await?;
+    let podman = PodmanCli::default();
+    let bound = BoundImagesHook {
+        podman: &podman,
+        pull: super::app::pull_settings(g),
+        state_dir: g.sysroot.join(crate::apps::bound::STATE_DIR),
+    };
+    let report = deploy_with(d, imgref, track, opts, options, &SystemctlReboot, &[&bound]).await?;
     // With --progress=json the result is the terminal `done` event (docs/cli.md).
     if opts.progress.is_json() {
         opts.progress.done(serde_json::to_value(&report)?);

@@ -203,6 +203,8 @@ pub struct BootFacts {
     pub entries_error: Option<String>,
     /// The health records of the deployments whose checks ever ran, by id.
     pub health: HashMap<String, HealthRecord>,
+    /// The bound images each deployment was staged with, by id.
+    pub bound_images: HashMap<String, Vec<crate::deploy::hooks::BoundImage>>,
 }
 
 impl BootFacts {
@@ -247,6 +249,8 @@ pub struct DeploymentStatus {
     pub boot_entry: Option<BootEntryStatus>,
     /// Its last health-check run; `null` when the checks never ran for it.
     pub health: Option<HealthStatus>,
+    /// The logically bound app images it runs, pinned by digest (docs/apps.md).
+    pub bound_images: Vec<crate::deploy::hooks::BoundImage>,
     /// Why the metadata could not be read, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -281,6 +285,7 @@ pub fn build(
             verdict: m.as_ref().and_then(|m| m.verdict.clone()),
             boot_entry: boot.entries.iter().find(|e| e.deployment == id).map(|e| (&e.assessment).into()),
             health: boot.health.get(id).cloned().map(HealthStatus::from),
+            bound_images: boot.bound_images.get(id).cloned().unwrap_or_default(),
             image: m.map(|m| m.image),
             error,
         }
@@ -448,6 +453,7 @@ mod tests {
                 EntryAssessment { deployment: "a.1".into(), assessment: Assessment::Good },
             ],
             entries_error: None,
+            bound_images: HashMap::new(),
             health: [failed_record("b.2", "90-broken", "broken on purpose")].into_iter().collect(),
         }
     }
@@ -512,6 +518,7 @@ mod tests {
                 EntryAssessment { deployment: "a.1".into(), assessment: Assessment::Pending { left: 2, done: 1 } },
             ],
             entries_error: None,
+            bound_images: HashMap::new(),
             health: [
                 failed_record("c.3", "10-net", "no route"),
                 failed_record("b.2", "90-broken", "broken on purpose"),

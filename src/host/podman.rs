@@ -277,6 +277,25 @@ impl PodmanCli {
     }
 }
 
+impl PodmanCli {
+    /// `podman WHAT inspect --format json NAME`; `None` when it went away
+    /// since `exists` said it was there (a `--rm` container of a unit whose
+    /// process just exited is removed by conmon at any moment: seen in the VM
+    /// during an app update to an image that exits at start).
+    fn inspect(&self, what: &str, name: &str) -> Result<Option<Vec<u8>>> {
+        let args = [what, "inspect", "--format", "json", name];
+        let out = self.output(&args)?;
+        if out.status.success() {
+            return Ok(Some(out.stdout));
+        }
+        let err = stderr_of(&out);
+        if err.contains(&format!("no such {what}")) {
+            return Ok(None);
+        }
+        bail!("podman {} failed ({}): {err}", args.join(" "), out.status)
+    }
+}
+
 /// Turns a failed pull's message into the typed error its cause deserves.
 fn pull_error(reference: &str, message: &str) -> anyhow::Error {
     // containers/image's words for a policy refusal and for ENOSPC.
@@ -323,7 +342,7 @@ impl Podman for PodmanCli {
         if !self.exists("image", reference)? {
             return Ok(None);
         }
-        let out = self.run(&["image", "inspect", "--format", "json", reference])?;
+        let Some(out) = self.inspect("image", reference)? else { return Ok(None) };
         let mut list: Vec<ImageInfo> =
             serde_json::from_slice(&out).with_context(|| format!("parsing podman image inspect {reference}"))?;
         Ok(list.pop())
@@ -341,7 +360,7 @@ impl Podman for PodmanCli {
         if !self.exists("container", name)? {
             return Ok(None);
         }
-        let out = self.run(&["container", "inspect", "--format", "json", name])?;
+        let Some(out) = self.inspect("container", name)? else { return Ok(None) };
         let mut list: Vec<ContainerInfo> =
             serde_json::from_slice(&out).with_context(|| format!("parsing podman container inspect {name}"))?;
         Ok(list.pop())
@@ -433,7 +452,11 @@ impl Podman for FakePodman {
         if let Some(msg) = st.pull_errors.get(reference) {
             return Err(pull_error(reference, msg));
         }
-        let Some(img) = st.registry.get(reference).cloned() else {
+        // By digest: whatever the registry has with that manifest digest.
+        let by_digest = reference.split_once('@').and_then(|(repo, d)| {
+            st.registry.iter().find(|(k, v)| k.starts_with(repo) && v.digest == d).map(|(_, v)| v.clone())
+        });
+        let Some(img) = st.registry.get(reference).cloned().or(by_digest) else {
             bail!("podman pull {reference} failed: manifest unknown");
         };
         st.images.insert(img.id.clone(), img.clone());
@@ -520,6 +543,35 @@ mod tests {
         let json = r#"[{"Id":"i1","Digest":"sha256:aa","RepoTags":["x/y:1"],"RepoDigests":["x/y@sha256:aa","x/y@sha256:bb"]}]"#;
         let list: Vec<ImageInfo> = serde_json::from_str(json).unwrap();
         assert_eq!(list[0].digests(), ["sha256:aa", "sha256:bb"]);
+    }
+
+    /// An app update to an image that exits at start: podman removed the
+    /// `--rm` container between `container exists` and `container inspect`,
+    /// and `app update` failed with "no such container" instead of rolling
+    /// back (seen in the VM). Now the container counts as gone.
+    #[test]
+    fn a_container_removed_between_exists_and_inspect_is_gone_not_an_error() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("podman");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh
+case \"$1 $2\" in
+  \"container exists\") exit 0 ;;
+  \"image exists\") exit 0 ;;
+  \"container inspect\") echo \"Error: no such container $5\" >&2; exit 125 ;;
+  *) echo \"Error: something else broke\" >&2; exit 125 ;;
+esac
+",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let p = PodmanCli { program: fake, ..PodmanCli::default() };
+        assert_eq!(p.container("web").unwrap(), None);
+        // Any other failure is still an error, with podman's message.
+        let e = p.image("reg/web:1").unwrap_err();
+        assert!(format!("{e:#}").contains("something else broke"), "{e:#}");
     }
 
     #[test]
