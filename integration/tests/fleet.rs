@@ -355,6 +355,9 @@ fn sim_agent(root: &Path, cfg: &str, clock: Arc<ManualClock>, machine_id: &str) 
         reboot: Arc::new(SimBoot { root: root.to_path_buf() }),
         machine_id: machine_id.to_string(),
         lock_wait: std::time::Duration::from_secs(30),
+        // The images carry no bound images, so the stage hook runs and pulls nothing.
+        podman: Some(Arc::new(hostctl::host::podman::FakePodman::default())),
+        bound_pull: Default::default(),
     }
 }
 

@@ -19,11 +19,14 @@ use time::{Duration, OffsetDateTime};
 use super::clock::Clock;
 use super::config::{AgentConfig, Strategy};
 use super::state::{self, AgentState, Health, Phase, Target};
+use crate::apps::bound::BoundImagesHook;
+use crate::deploy::hooks::StageHook;
 use crate::deploy::stage::{Deployer, StageOptions};
 use crate::deploy::upgrade::{check_update, Update};
 use crate::fleet::client::LockClient;
 use crate::fleet::release;
 use crate::fleet::waves::{eligibility, format_time, Eligibility, Position};
+use crate::host::podman::{Podman, PullSettings};
 use crate::host::reboot::Reboot;
 use crate::imgref::ImageRef;
 use crate::pull::PullOptions;
@@ -62,6 +65,11 @@ pub struct Agent {
     pub machine_id: String,
     /// How long to wait for the sysroot lock.
     pub lock_wait: std::time::Duration,
+    /// The podman that pulls and pins the new deployment's bound images when
+    /// it is staged (as `upgrade` does); `None` stages without them.
+    pub podman: Option<Arc<dyn Podman>>,
+    /// Registry settings for those pulls.
+    pub bound_pull: PullSettings,
 }
 
 /// The machine-id of the system under `root` (`etc/machine-id`).
@@ -337,7 +345,13 @@ impl Agent {
         let pulled = u.pull(c, &opts).await?;
         // Staged locked, as `upgrade --download-only` does: a reboot for any
         // other reason does not boot it before the gate opens.
-        let staged = u.stage(&pulled, StageOptions { spec: None, locked: true }, &[])?;
+        let bound = self.podman.as_deref().map(|podman| BoundImagesHook {
+            podman,
+            pull: self.bound_pull.clone(),
+            state_dir: self.root.join(crate::apps::bound::STATE_DIR),
+        });
+        let hooks: Vec<&dyn StageHook> = bound.iter().map(|h| h as &dyn StageHook).collect();
+        let staged = u.stage(&pulled, StageOptions { spec: None, locked: true }, &hooks)?;
         let id = staged.id.to_string();
         t.deployment = Some(id.clone());
         s.target = Some(t);

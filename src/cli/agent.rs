@@ -63,6 +63,8 @@ async fn run_agent(g: &GlobalArgs, once: bool) -> Result<()> {
         reboot: Arc::new(SystemctlReboot),
         machine_id: machine_id(&g.sysroot)?,
         lock_wait: super::lock_wait(),
+        podman: Some(Arc::new(crate::host::podman::PodmanCli::default())),
+        bound_pull: super::app::pull_settings(g),
         config,
     };
     let s = agent.run(once).await?;
