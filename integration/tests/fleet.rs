@@ -23,11 +23,11 @@ use hostctl::host::reboot::Reboot;
 use hostctl::host::systemd::BootControl;
 use hostctl::sysroot::Sysroot;
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 use time::{Duration, OffsetDateTime};
 
 use crate::deploy::{hc, hc_json, hc_ok};
 use crate::support::fleetlock::LockServer;
+use crate::support::images::push_one_layer;
 use crate::support::registry::{free_port, Registry};
 use crate::support::{require_tool, run};
 
@@ -39,54 +39,11 @@ const PASSWORD: &str = "fleet-test";
 /// health check that exits `check_exit`) to `repo_tag` with skopeo; returns
 /// its manifest digest.
 fn push_image(reg: &Registry, work: &Path, repo_tag: &str, version: &str, check_exit: i32) -> String {
-    let layout = work.join(format!("layout-{version}"));
-    let blobs = layout.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |bytes: &[u8]| -> (String, usize) {
-        let hex = hex::encode(Sha256::digest(bytes));
-        std::fs::write(blobs.join(&hex), bytes).unwrap();
-        (format!("sha256:{hex}"), bytes.len())
-    };
-    let mut tar = tar::Builder::new(Vec::new());
     let os_release = format!("ID=test\nVERSION_ID={version}\n");
     let check = format!("#!/bin/sh\nexit {check_exit}\n");
-    for (path, content, mode) in
-        [(KERNEL, "kernel", 0o644), ("etc/os-release", os_release.as_str(), 0o644), (CHECK, check.as_str(), 0o755)]
-    {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(content.len() as u64);
-        h.set_mode(mode);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(1_700_000_000);
-        tar.append_data(&mut h, path, content.as_bytes()).unwrap();
-    }
-    let layer = tar.into_inner().unwrap();
-    let (layer_digest, layer_size) = put(&layer);
-    let config = serde_json::json!({
-        "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
-        "os": "linux",
-        "config": {"Labels": {"org.opencontainers.image.version": version}},
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest]}
-    });
-    let (config_digest, config_size) = put(&serde_json::to_vec(&config).unwrap());
-    let manifest = serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}]
-    });
-    let manifest = serde_json::to_vec(&manifest).unwrap();
-    let (m_digest, m_size) = put(&manifest);
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m_digest, "size": m_size,
-        "annotations": {"org.opencontainers.image.ref.name": "t"}}]});
-    std::fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    run(Command::new("skopeo")
-        .args(["copy", "--quiet", "--dest-tls-verify=false", "--preserve-digests"])
-        .arg(format!("oci:{}:t", layout.display()))
-        .arg(format!("docker://{}", reg.image(repo_tag))));
-    m_digest
+    let files =
+        [(KERNEL, "kernel", 0o644), ("etc/os-release", os_release.as_str(), 0o644), (CHECK, check.as_str(), 0o755)];
+    push_one_layer(&work.join(format!("layout-{version}")), &reg.image(repo_tag), version, &files)
 }
 
 /// `hostctl fleet release` (temporarily `fleet-release`) as JSON.

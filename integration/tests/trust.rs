@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 
 use sha2::{Digest as _, Sha256};
 
+use crate::support::images::push_one_layer;
 use crate::support::registry::Registry;
 use crate::support::{hostctl_bin, require_tool, run};
 
@@ -37,49 +38,9 @@ impl Env {
     /// `repo_tag` and returns its manifest digest as the registry stores it.
     pub(crate) fn push(&self, repo_tag: &str, files: &[(&str, &str)]) -> String {
         let layout = self.path(&format!("layout-{}", repo_tag.replace([':', '/'], "-")));
-        let blobs = layout.join("blobs/sha256");
-        std::fs::create_dir_all(&blobs).unwrap();
-        let put = |bytes: &[u8]| -> (String, usize) {
-            let hex = hex::encode(Sha256::digest(bytes));
-            std::fs::write(blobs.join(&hex), bytes).unwrap();
-            (format!("sha256:{hex}"), bytes.len())
-        };
-        let mut tar = tar::Builder::new(Vec::new());
-        let mut all: Vec<(&str, &str)> = vec![(KERNEL, "kernel"), ("etc/os-release", "ID=test\n")];
-        all.extend_from_slice(files);
-        for (path, content) in all {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(content.len() as u64);
-            h.set_mode(0o644);
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_mtime(1_700_000_000);
-            tar.append_data(&mut h, path, content.as_bytes()).unwrap();
-        }
-        let layer = tar.into_inner().unwrap();
-        let (layer_digest, layer_size) = put(&layer);
-        let config = serde_json::json!({
-            "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
-            "os": "linux",
-            "config": {"Labels": {"org.opencontainers.image.version": repo_tag}},
-            "rootfs": {"type": "layers", "diff_ids": [layer_digest]}
-        });
-        let (config_digest, config_size) = put(&serde_json::to_vec(&config).unwrap());
-        let manifest = serde_json::json!({
-            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}]
-        });
-        let (m_digest, m_size) = put(&serde_json::to_vec(&manifest).unwrap());
-        let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m_digest, "size": m_size,
-            "annotations": {"org.opencontainers.image.ref.name": "t"}}]});
-        std::fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-        std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-        run(Command::new("skopeo")
-            .args(["copy", "--quiet", "--dest-tls-verify=false", "--preserve-digests"])
-            .arg(format!("oci:{}:t", layout.display()))
-            .arg(format!("docker://{}", self.reg.image(repo_tag))));
+        let mut all: Vec<(&str, &str, u32)> = vec![(KERNEL, "kernel", 0o644), ("etc/os-release", "ID=test\n", 0o644)];
+        all.extend(files.iter().map(|(p, c)| (*p, *c, 0o644)));
+        push_one_layer(&layout, &self.reg.image(repo_tag), repo_tag, &all);
         self.remote_digest(repo_tag)
     }
 
