@@ -134,22 +134,7 @@ pub fn upload(host: &str, repo: &str, tag: &str, layer: &ChunkedLayer, annotatio
 }
 
 fn upload_blob(host: &str, repo: &str, blob: &[u8]) {
-    let out = run(Command::new("curl")
-        .args(["-sSf", "-X", "POST", "-D", "-", "-o", "/dev/null"])
-        .arg(format!("http://{host}/v2/{repo}/blobs/uploads/")));
-    let headers = String::from_utf8_lossy(&out.stdout);
-    let location = headers
-        .lines()
-        .find_map(|l| l.strip_prefix("Location: ").or_else(|| l.strip_prefix("location: ")))
-        .expect("upload location")
-        .trim()
-        .to_string();
-    let url = if location.starts_with("http") { location } else { format!("http://{host}{location}") };
-    let sep = if url.contains('?') { '&' } else { '?' };
     let file = tempfile::NamedTempFile::new().unwrap();
     file.as_file().write_all(blob).unwrap();
-    run(Command::new("curl")
-        .args(["-sSf", "-X", "PUT", "-H", "Content-Type: application/octet-stream", "--data-binary"])
-        .arg(format!("@{}", file.path().display()))
-        .arg(format!("{url}{sep}digest={}", sha256(blob))));
+    super::images::upload_blob_file(host, repo, file.path(), &sha256(blob));
 }

@@ -127,23 +127,7 @@ fn upload_dir(dir: &Path, dest: &str) {
     let mut blobs = vec![parsed["config"]["digest"].as_str().unwrap().to_string()];
     blobs.extend(parsed["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()));
     for digest in blobs {
-        let file = dir.join(digest.trim_start_matches("sha256:"));
-        let out = run(Command::new("curl")
-            .args(["-sSf", "-X", "POST", "-D", "-", "-o", "/dev/null"])
-            .arg(format!("http://{host}/v2/{repo}/blobs/uploads/")));
-        let headers = String::from_utf8_lossy(&out.stdout);
-        let location = headers
-            .lines()
-            .find_map(|l| l.strip_prefix("Location: ").or_else(|| l.strip_prefix("location: ")))
-            .expect("upload location")
-            .trim()
-            .to_string();
-        let url = if location.starts_with("http") { location } else { format!("http://{host}{location}") };
-        let sep = if url.contains('?') { '&' } else { '?' };
-        run(Command::new("curl")
-            .args(["-sSf", "-X", "PUT", "-H", "Content-Type: application/octet-stream", "--data-binary"])
-            .arg(format!("@{}", file.display()))
-            .arg(format!("{url}{sep}digest={digest}")));
+        upload_blob_file(host, repo, &dir.join(digest.trim_start_matches("sha256:")), &digest);
     }
     let media_type = parsed["mediaType"].as_str().unwrap_or("application/vnd.oci.image.manifest.v1+json");
     run(Command::new("curl")
@@ -152,6 +136,27 @@ fn upload_dir(dir: &Path, dest: &str) {
         .arg("--data-binary")
         .arg(format!("@{}", dir.join("manifest.json").display()))
         .arg(format!("http://{host}/v2/{repo}/manifests/{tag}")));
+}
+
+/// Uploads the blob in `file`, whose digest is `digest`, to `repo` on the
+/// registry at `host` (plain HTTP): a POST for the upload session, then one PUT.
+pub fn upload_blob_file(host: &str, repo: &str, file: &Path, digest: &str) {
+    let out = run(Command::new("curl")
+        .args(["-sSf", "-X", "POST", "-D", "-", "-o", "/dev/null"])
+        .arg(format!("http://{host}/v2/{repo}/blobs/uploads/")));
+    let headers = String::from_utf8_lossy(&out.stdout);
+    let location = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("Location: ").or_else(|| l.strip_prefix("location: ")))
+        .expect("upload location")
+        .trim()
+        .to_string();
+    let url = if location.starts_with("http") { location } else { format!("http://{host}{location}") };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    run(Command::new("curl")
+        .args(["-sSf", "-X", "PUT", "-H", "Content-Type: application/octet-stream", "--data-binary"])
+        .arg(format!("@{}", file.display()))
+        .arg(format!("{url}{sep}digest={digest}")));
 }
 
 /// Writes `files` (relative path → content) under `root`, creating directories.
