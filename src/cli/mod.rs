@@ -201,7 +201,7 @@ pub enum Command {
     /// Install an OS image to a disk or a prepared filesystem.
     #[command(subcommand)]
     Install(install::InstallCommand),
-    /// Fleet rollout: the FleetLock lock server on etcd, halts, resumes and slots.
+    /// Fleet rollout: releases with their waves, the FleetLock lock server on etcd, halts, resumes and slots.
     #[command(subcommand)]
     Fleet(fleet::FleetCommand),
     /// Check signatures by hand (sigstore bundles).
