@@ -46,6 +46,26 @@ fn push_image(reg: &Registry, work: &Path, repo_tag: &str, version: &str, check_
     push_one_layer(&work.join(format!("layout-{version}")), &reg.image(repo_tag), version, &files)
 }
 
+/// A registry with `os:latest` at v1, a sysroot switched to it, then v2
+/// pushed to the same tag (its digest in `v2`): a host with an update waiting.
+struct OnV1 {
+    reg: Registry,
+    work: tempfile::TempDir,
+    sys: tempfile::TempDir,
+    v2: String,
+}
+
+fn on_v1_with_v2_pushed() -> OnV1 {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let sys = tempfile::tempdir().unwrap();
+    let image = reg.image("os:latest");
+    push_image(&reg, work.path(), "os:latest", "1", 0);
+    hc_ok(sys.path(), &["switch", &image]);
+    let v2 = push_image(&reg, work.path(), "os:latest", "2", 0);
+    OnV1 { reg, work, sys, v2 }
+}
+
 /// `hostctl fleet release` (temporarily `fleet-release`) as JSON.
 fn release(sys: &Path, image: &str, waves: &str, start: &str, extra: &[&str]) -> Value {
     let mut args = vec!["fleet-release", "--json", image, "--waves", waves, "--start", start];
@@ -100,13 +120,8 @@ fn malformed_agent_toml_is_refused_with_file_and_line() {
 /// with a growing backoff; `status --json` shows it all.
 #[test]
 fn lock_server_down_keeps_the_staged_update_and_retries_with_backoff() {
-    let reg = Registry::start();
-    let work = tempfile::tempdir().unwrap();
-    let sys = tempfile::tempdir().unwrap();
-    let image = reg.image("os:latest");
-    push_image(&reg, work.path(), "os:latest", "1", 0);
-    hc_ok(sys.path(), &["switch", &image]);
-    let v2 = push_image(&reg, work.path(), "os:latest", "2", 0);
+    // The registry and the layouts live as long as the test does.
+    let OnV1 { reg: _reg, work: _work, sys, v2 } = on_v1_with_v2_pushed();
     let dead = free_port();
     write(sys.path(), "etc/machine-id", "0123456789abcdef0123456789abcdef\n");
     write(
@@ -332,13 +347,8 @@ async fn step_until_wait(agent: &Agent, clock: &ManualClock) -> OffsetDateTime {
 /// its own (in Europe/Berlin), and nothing reboots outside them.
 #[tokio::test]
 async fn periodic_strategy_downloads_and_reboots_only_inside_their_windows() {
-    let reg = Registry::start();
-    let work = tempfile::tempdir().unwrap();
-    let sys = tempfile::tempdir().unwrap();
-    let image = reg.image("os:latest");
-    push_image(&reg, work.path(), "os:latest", "1", 0);
-    hc_ok(sys.path(), &["switch", &image]);
-    let v2 = push_image(&reg, work.path(), "os:latest", "2", 0);
+    // The registry and the layouts live as long as the test does.
+    let OnV1 { reg: _reg, work: _work, sys, v2 } = on_v1_with_v2_pushed();
     let cfg = "strategy = \"periodic\"\ninterval = \"1h\"\n[periodic]\ntime_zone = \"Europe/Berlin\"\n\
                [[periodic.download]]\ndays = [\"Fri\"]\nstart = \"22:00\"\nlength = \"2h\"\n\
                [[periodic.reboot]]\ndays = [\"Sat\"]\nstart = \"03:00\"\nlength = \"1h\"\n";
