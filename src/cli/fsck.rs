@@ -38,12 +38,14 @@ pub async fn run(g: &GlobalArgs, a: FsckArgs) -> Result<()> {
 fn print_human(r: &Report) -> Result<()> {
     let c = &r.checked;
     outln!(
-        "Checked {} object(s), {} blob(s), {} layer index(es), {} deployment(s) ({} path(s)).",
+        "Checked {} object(s), {} blob(s), {} layer index(es), {} deployment(s) ({} path(s)), {} boot entr(ies), {} kernel(s).",
         c.objects,
         c.blobs,
         c.layers,
         c.deployments,
-        c.paths
+        c.paths,
+        c.boot_entries,
+        c.kernels
     )?;
     for dmg in &r.damaged {
         let left = r.unrepaired.as_ref().map(|u| u.iter().any(|x| x.path == dmg.path));
