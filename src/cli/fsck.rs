@@ -1,7 +1,7 @@
 //! `hostctl fsck [--repair] [--json]`: check the store's objects, blobs and
-//! layer indexes and every deployment's files against what was recorded;
-//! with `--repair`, fetch what is damaged again from each image's source and
-//! rewrite it. Exit codes: 0 nothing damaged, 8 damage found, 9 all of it
+//! layer indexes, every deployment's files and the boot partition's entries
+//! and kernels against what was recorded; with `--repair`, fetch what is
+//! damaged again from each image's source and rewrite it. Exit codes: 0 nothing damaged, 8 damage found, 9 all of it
 //! repaired, 10 some could not be repaired (docs/cli.md).
 
 use anyhow::Result;

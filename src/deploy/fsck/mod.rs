@@ -46,9 +46,9 @@ use crate::store::{LayerIndex, LayerSpec, ObjectId};
 pub struct Damage {
     /// The path at fault.
     pub path: PathBuf,
-    /// `blob`, `layer-index`, `object` or `deployed`.
+    /// `blob`, `layer-index`, `object`, `deployed`, `boot-entry` or `kernel`.
     pub kind: &'static str,
-    /// The deployment it belongs to (deployed paths only).
+    /// The deployment it belongs to (deployed paths, boot entries and kernels).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deployment: Option<String>,
     /// What is wrong.
