@@ -22,8 +22,8 @@ LAYERS = [
     ["trust"],
     ["pull", "boot", "fleet"],
     ["deploy", "apps"],
-    ["lint"],
     ["install", "agent"],
+    ["lint"],
     ["cli"],
     ["main", "lib"],
 ]

@@ -1,8 +1,10 @@
 //! `hostctl fsck [--repair]` against real damage: objects corrupted,
 //! truncated, deleted and chmod-ed, deployed files replaced, deleted and
 //! rewritten in place through their hard link, a directory's mode changed, a
-//! symlink retargeted; each reported by path (exit 8), repaired from the
-//! image's source (a real registry, an OCI layout; exit 9), and refused with
+//! symlink retargeted, xattrs of directories and symlinks changed, extra
+//! files in `/usr`, the boot partition's kernels and entries damaged; each
+//! reported by path (exit 8), repaired from the image's source (a real
+//! registry, an OCI layout) or the deployment (exit 9), and refused with
 //! exit 10 once the source is gone.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -10,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::deploy::{hc, hc_ok, push_small, status, Podman};
+use crate::deploy::{entries, hc, hc_ok, push_small, status, Podman, SwitchedToV1};
+use crate::support::images::{write_tree, Compression, Layout};
 use crate::support::registry::Registry;
 
 /// The deployed tree of the booted deployment and the store's object path of
@@ -202,4 +205,162 @@ fn fsck_repairs_symlinks_directories_owners_and_indexes_from_an_oci_layout_and_n
     assert_eq!(code, Some(10), "{out}{err}");
     assert!(err.contains(&format!("the source of oci:{}", layout.display())) && err.contains("gone"), "{err}");
     assert!(out.contains("could not repair: layer sha256:"), "{out}");
+}
+
+/// The kernel directory (`/hostctl/default/<checksum>`) a boot entry's text names.
+fn kernel_dir_of(boot: &Path, entry_text: &str) -> PathBuf {
+    let linux = entry_text.lines().find_map(|l| l.strip_prefix("linux ")).unwrap();
+    boot.join(linux.trim_start_matches('/')).parent().unwrap().to_path_buf()
+}
+
+/// The line fsck printed for `path`, which must say `problem`.
+fn assert_reported(out: &str, tag: &str, path: &Path, problem: &str) {
+    let line = out.lines().find(|l| l.starts_with(&format!("{tag}: {} (", path.display())));
+    let line = line.unwrap_or_else(|| panic!("{} not reported as {tag}:\n{out}", path.display()));
+    assert!(line.contains(problem), "{line}");
+}
+
+/// A truncated initramfs, an altered kernel, an edited, a missing and a stray boot entry.
+#[test]
+fn fsck_finds_damaged_kernels_and_boot_entries_and_repair_rewrites_them_from_the_deployments() {
+    let v = SwitchedToV1::new();
+    let sys = v.sys.path();
+    // v2 ships an initramfs: its kernel directory is another one than v1's.
+    let v2 = v.push("2.0", &[("usr/lib/modules/6.1.0-test/initramfs.img", "initramfs of v2")]);
+    hc_ok(sys, &["switch", &v2]);
+    let boot = sys.join("boot");
+    let before = entries(&boot);
+    assert_eq!(before.len(), 2, "{before:?}");
+    let (v2_entry, v1_entry) = (before[0].clone(), before[1].clone());
+    let (k2, k1) = (kernel_dir_of(&boot, &v2_entry.2), kernel_dir_of(&boot, &v1_entry.2));
+    assert_ne!(k1, k2);
+    let (code, out, err) = fsck(sys, &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("2 boot entr(ies), 2 kernel(s)"), "{out}");
+
+    let entries_dir = boot.join("loader/entries");
+    std::fs::OpenOptions::new().write(true).open(k2.join("initramfs.img")).unwrap().set_len(5).unwrap();
+    std::fs::write(k1.join("vmlinuz"), "KERNEL").unwrap(); // same size
+    let v2_path = entries_dir.join(&v2_entry.0);
+    std::fs::write(&v2_path, v2_entry.2.replace("\noptions ", "\noptions init=/bin/sh ")).unwrap();
+    std::fs::remove_file(entries_dir.join(&v1_entry.0)).unwrap();
+    let stray = entries_dir.join("hostctl-default-1-abc.9.conf");
+    std::fs::write(&stray, "title stray\nlinux /hostctl/default/x/vmlinuz\noptions quiet\n").unwrap();
+
+    let (code, out, err) = fsck(sys, &[]);
+    assert_eq!(code, Some(8), "{out}{err}");
+    for (path, problem) in [
+        (k2.join("initramfs.img"), "(kernel): truncated: 5 bytes where the deployment's copy has 15"),
+        (k1.join("vmlinuz"), "(kernel): altered: its content differs from the deployment's copy"),
+        (v2_path.clone(), "(boot-entry): its `options` line differs from what the deployment records"),
+        (entries_dir.join(format!("hostctl-default-*-{}.conf", v1_entry.1)), "(boot-entry): missing"),
+        (stray.clone(), "(boot-entry): names deployment abc.9, which state.json does not list"),
+    ] {
+        assert_reported(&out, "damaged", &path, problem);
+    }
+    assert!(err.contains("5 damaged path(s) found"), "{err}");
+
+    let (code, out, err) = fsck(sys, &["--repair"]);
+    assert_eq!(code, Some(9), "{out}{err}");
+    assert_reported(&out, "repaired", &k2.join("initramfs.img"), "truncated");
+    let (code, out, err) = fsck(sys, &[]);
+    assert_eq!(code, Some(0), "all repaired: {out}{err}");
+    assert_eq!(std::fs::read_to_string(k2.join("initramfs.img")).unwrap(), "initramfs of v2");
+    assert_eq!(std::fs::read_to_string(k1.join("vmlinuz")).unwrap(), "kernel");
+    // The same entries, in the same order, with the same text (new file names: entries are never edited in place).
+    let after = entries(&boot);
+    let ids_texts =
+        |e: &[(String, String, String)]| e.iter().map(|(_, id, t)| (id.clone(), t.clone())).collect::<Vec<_>>();
+    assert_eq!(ids_texts(&after), ids_texts(&before));
+    assert!(!stray.exists());
+}
+
+#[test]
+fn fsck_reports_changed_xattrs_and_extra_files_repair_fixes_them_and_cleanup_takes_a_killed_repairs_scratch() {
+    let reg = Registry::start();
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().join("tree");
+    write_tree(
+        &tree,
+        &[
+            ("usr/lib/modules/6.1.0-test/vmlinuz", "kernel"),
+            ("usr/bin/hello", "#!/bin/sh\necho hello\n"),
+            ("usr/lib/app/data", "data"),
+            ("usr/share/doc/readme", "read me"),
+            ("etc/motd", "hello\n"),
+        ],
+    );
+    std::os::unix::fs::symlink("hello", tree.join("usr/bin/hi")).unwrap();
+    rustix::fs::setxattr(tree.join("usr/lib/app"), "user.origin", b"image", rustix::fs::XattrFlags::empty()).unwrap();
+    let layout = Layout::new(&t.path().join("layout"), "v1");
+    layout.add_layer(&tree);
+    let image = reg.image("os:latest");
+    layout.push(&image, Compression::Gzip);
+    let sys = tempfile::tempdir().unwrap();
+    let sys = sys.path();
+    hc_ok(sys, &["switch", &image]);
+    let dep = booted_tree(sys);
+    let d = |rel: &str| dep.join(rel);
+    let xattr = |p: &Path, name: &str| {
+        let mut buf = [0u8; 64];
+        rustix::fs::lgetxattr(p, name, &mut buf[..]).ok().map(|n| buf[..n].to_vec())
+    };
+    assert_eq!(xattr(&d("usr/lib/app"), "user.origin").as_deref(), Some(&b"image"[..]), "the image records the xattr");
+    assert_eq!(fsck(sys, &[]).0, Some(0));
+
+    // Changed xattrs on two directories and a symlink.
+    rustix::fs::lsetxattr(d("usr/lib/app"), "user.origin", b"tampered", rustix::fs::XattrFlags::empty()).unwrap();
+    rustix::fs::lsetxattr(d("usr/share"), "user.evil", b"1", rustix::fs::XattrFlags::empty()).unwrap();
+    // (user.* is not allowed on symlinks; trusted.* is, as root.)
+    rustix::fs::lsetxattr(d("usr/bin/hi"), "trusted.evil", b"1", rustix::fs::XattrFlags::empty()).unwrap();
+    // Extra entries below /usr, and what a killed `fsck --repair` of an earlier hostctl left there.
+    std::fs::write(d("usr/bin/backdoor"), "#!/bin/sh\n").unwrap();
+    std::fs::create_dir_all(d("usr/lib/app/cache/deep")).unwrap();
+    std::fs::create_dir_all(d("usr/share/.tmp-fsck-4242")).unwrap();
+    std::fs::write(d("usr/share/.tmp-fsck-4242/readme"), "half a repair").unwrap();
+    // Not the image's to judge: the host's /etc, staging's additions to usr/etc, state outside /usr.
+    std::fs::write(d("etc/local.conf"), "mine\n").unwrap();
+    std::fs::write(d("usr/etc/added-by-staging"), "pin\n").unwrap();
+    std::fs::create_dir_all(d("root")).unwrap();
+    std::fs::write(d("root/notes"), "admin's\n").unwrap();
+    // What a killed `fsck --repair` leaves now: its scratch directory in the stateroot.
+    let scratch = dep.parent().unwrap().join(".tmp-fsck-4242");
+    std::fs::create_dir_all(scratch.join("hi")).unwrap();
+
+    let (code, out, err) = fsck(sys, &[]);
+    assert_eq!(code, Some(8), "{out}{err}");
+    for (path, problem) in [
+        (d("usr/lib/app"), "xattr user.origin differs from the recorded value"),
+        (d("usr/share"), "has xattr user.evil, which was not recorded"),
+        (d("usr/bin/hi"), "has xattr trusted.evil, which was not recorded"),
+        (d("usr/bin/backdoor"), "not in the image (an extra entry)"),
+        (d("usr/lib/app/cache"), "not in the image (an extra entry)"),
+        (d("usr/share/.tmp-fsck-4242"), "left by a killed `fsck --repair`"),
+    ] {
+        assert_reported(&out, "damaged", &path, problem);
+    }
+    assert!(err.contains("6 damaged path(s) found"), "{out}{err}");
+
+    let (code, out, err) = fsck(sys, &["--repair"]);
+    assert_eq!(code, Some(9), "{out}{err}");
+    assert_eq!(fsck(sys, &[]).0, Some(0));
+    assert_eq!(xattr(&d("usr/lib/app"), "user.origin").as_deref(), Some(&b"image"[..]));
+    assert_eq!(xattr(&d("usr/share"), "user.evil"), None);
+    assert_eq!(xattr(&d("usr/bin/hi"), "trusted.evil"), None);
+    assert_eq!(std::fs::read_link(d("usr/bin/hi")).unwrap(), Path::new("hello"));
+    for gone in ["usr/bin/backdoor", "usr/lib/app/cache", "usr/share/.tmp-fsck-4242"] {
+        assert!(std::fs::symlink_metadata(d(gone)).is_err(), "{gone} is still there");
+    }
+    assert_eq!(
+        std::fs::read_to_string(d("usr/lib/app/data")).unwrap(),
+        "data",
+        "a repaired directory keeps its content"
+    );
+    for kept in ["etc/local.conf", "usr/etc/added-by-staging", "root/notes"] {
+        assert!(d(kept).is_file(), "{kept} was removed");
+    }
+    // The killed run's scratch is not the tree's; cleanup removes it.
+    assert!(scratch.exists());
+    hc_ok(sys, &["cleanup"]);
+    assert!(!scratch.exists());
 }

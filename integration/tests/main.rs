@@ -22,6 +22,7 @@ mod registry;
 mod sources;
 mod store;
 mod tar_compat;
+mod tar_table;
 mod trust;
 mod trust_bundles;
 mod usr_overlay;

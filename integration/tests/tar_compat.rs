@@ -146,7 +146,7 @@ fn switch_to_an_image_whose_layers_gnu_tar_and_python_wrote_lands_where_containe
     // umoci, the reference unpacker of the checkout tests, unpacks the first
     // two layers to the same paths. (umoci 0.4.7, Debian's, refuses layer 3
     // with "mkdir parent: not a directory"; umoci#546 made later versions
-    // replace the file, as hostctl does: see src/deploy/tar_compat.rs.)
+    // replace the file, as hostctl does: see integration/tests/tar_table.rs.)
     require_tool("umoci");
     let two = work.path().join("two-layers");
     hostile::hand_layout(&two, "v1", &layers[..2], LayerCompression::Plain);

@@ -181,6 +181,23 @@ pub fn load(root: &Path) -> Result<AgentConfig> {
     Ok(cfg)
 }
 
+/// Parses one file alone, as strictly as [`parse`] reads each file before
+/// merging them: an unknown key or a bad value is an error naming `path` and
+/// the line. Settings that only make sense together (`fleet_lock`'s `url`)
+/// may come from another file, so they are not required here
+/// (`container lint` checks an image's files with this).
+pub fn check_file(path: &Path, text: &str) -> Result<()> {
+    read_file(path, text).map(|_| ())
+}
+
+fn read_file(path: &Path, text: &str) -> Result<Partial> {
+    toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let at = line.map(|l| format!(":{l}")).unwrap_or_default();
+        anyhow::anyhow!("{}{at}: {}", path.display(), e.message().trim())
+    })
+}
+
 /// Merges the files `(path, text)` in order (the pure part of [`load`]).
 pub fn parse(files: &[(PathBuf, String)]) -> Result<AgentConfig> {
     let mut strategy: Option<(StrategyName, &Path)> = None;
@@ -190,11 +207,7 @@ pub fn parse(files: &[(PathBuf, String)]) -> Result<AgentConfig> {
     let (mut url, mut group) = (None, None);
     let (mut tz, mut download, mut reboot) = (None, None, None);
     for (path, text) in files {
-        let p: Partial = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            let at = line.map(|l| format!(":{l}")).unwrap_or_default();
-            anyhow::anyhow!("{}{at}: {}", path.display(), e.message().trim())
-        })?;
+        let p = read_file(path, text)?;
         if let Some(s) = p.strategy {
             strategy = Some((s, path.as_path()));
         }

@@ -137,6 +137,14 @@ pub fn install(k: &KernelSource, boot: &Path, stateroot: &str) -> Result<Install
     if dest.is_dir() {
         return Ok(out);
     }
+    let tmp = copy_beside(k, &parent, &checksum)?;
+    std::fs::rename(&tmp, &dest).with_context(|| format!("renaming {} into place", dest.display()))?;
+    fsutil::sync_dir(&parent)?;
+    Ok(InstalledKernel { copied: true, ..out })
+}
+
+/// Copies `k`'s files into a fresh `.tmp-<checksum>` directory in `parent`, synced.
+fn copy_beside(k: &KernelSource, parent: &Path, checksum: &str) -> Result<PathBuf> {
     let tmp = parent.join(format!("{}{checksum}", fsutil::TMP_PREFIX));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
@@ -147,9 +155,49 @@ pub fn install(k: &KernelSource, boot: &Path, stateroot: &str) -> Result<Install
         copy_synced(i, &tmp.join(INITRAMFS))?;
     }
     fsutil::sync_dir(&tmp)?;
+    Ok(tmp)
+}
+
+/// Rewrites the kernel directory `checksum` of `stateroot` from `k` (`fsck
+/// --repair`: its files on the boot partition were damaged). The copy is
+/// checked against `checksum` before it replaces the damaged directory;
+/// until the final rename, the old directory stays in place.
+pub fn reinstall(k: &KernelSource, boot: &Path, stateroot: &str, checksum: &str) -> Result<()> {
+    let (got, _) = k.checksum()?;
+    if got != checksum {
+        bail!(
+            "the deployment's own kernel files ({}) do not match the recorded checksum {checksum}",
+            k.vmlinuz.display()
+        );
+    }
+    let parent = kernels_dir(boot, stateroot);
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let tmp = copy_beside(k, &parent, checksum)?;
+    let copied = KernelSource {
+        version: k.version.clone(),
+        vmlinuz: tmp.join(VMLINUZ),
+        initramfs: k.initramfs.as_ref().map(|_| tmp.join(INITRAMFS)),
+    };
+    if copied.checksum()?.0 != checksum {
+        std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+        bail!("the copy of {} on the boot partition does not read back as written", k.vmlinuz.display());
+    }
+    let dest = parent.join(checksum);
+    let old = parent.join(format!("{}old-{checksum}", fsutil::TMP_PREFIX));
+    if dest.symlink_metadata().is_ok() {
+        if old.exists() {
+            std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+        }
+        std::fs::rename(&dest, &old).with_context(|| format!("moving {} aside", dest.display()))?;
+    }
     std::fs::rename(&tmp, &dest).with_context(|| format!("renaming {} into place", dest.display()))?;
-    fsutil::sync_dir(&parent)?;
-    Ok(InstalledKernel { copied: true, ..out })
+    match old.symlink_metadata() {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&old),
+        Ok(_) => std::fs::remove_file(&old),
+        Err(_) => Ok(()),
+    }
+    .with_context(|| format!("removing {}", old.display()))?;
+    fsutil::sync_dir(&parent)
 }
 
 fn copy_synced(from: &Path, to: &Path) -> Result<()> {

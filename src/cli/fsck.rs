@@ -1,7 +1,7 @@
 //! `hostctl fsck [--repair] [--json]`: check the store's objects, blobs and
-//! layer indexes and every deployment's files against what was recorded;
-//! with `--repair`, fetch what is damaged again from each image's source and
-//! rewrite it. Exit codes: 0 nothing damaged, 8 damage found, 9 all of it
+//! layer indexes, every deployment's files and the boot partition's entries
+//! and kernels against what was recorded; with `--repair`, fetch what is
+//! damaged again from each image's source and rewrite it. Exit codes: 0 nothing damaged, 8 damage found, 9 all of it
 //! repaired, 10 some could not be repaired (docs/cli.md).
 
 use anyhow::Result;
@@ -38,12 +38,14 @@ pub async fn run(g: &GlobalArgs, a: FsckArgs) -> Result<()> {
 fn print_human(r: &Report) -> Result<()> {
     let c = &r.checked;
     outln!(
-        "Checked {} object(s), {} blob(s), {} layer index(es), {} deployment(s) ({} path(s)).",
+        "Checked {} object(s), {} blob(s), {} layer index(es), {} deployment(s) ({} path(s)), {} boot entr(ies), {} kernel(s).",
         c.objects,
         c.blobs,
         c.layers,
         c.deployments,
-        c.paths
+        c.paths,
+        c.boot_entries,
+        c.kernels
     )?;
     for dmg in &r.damaged {
         let left = r.unrepaired.as_ref().map(|u| u.iter().any(|x| x.path == dmg.path));

@@ -130,7 +130,7 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
     (
         "fsck",
         &[
-            ("Check every object and deployed file; exit 8 if any is damaged", "hostctl fsck"),
+            ("Check every object, deployed file, boot entry and kernel; exit 8 if any is damaged", "hostctl fsck"),
             ("Fetch what is damaged again and rewrite it, as JSON", "hostctl fsck --repair --json"),
         ],
     ),

@@ -194,7 +194,7 @@ pub enum Command {
     Pin(pin::PinArgs),
     /// Let a pinned deployment be garbage-collected again.
     Unpin(pin::PinArgs),
-    /// Check the store and every deployment against what was recorded; repair from the images' sources.
+    /// Check the store, every deployment and the boot partition against what was recorded; repair them.
     Fsck(fsck::FsckArgs),
     /// Make the booted /usr writable until the next boot (an overlay on a tmpfs).
     UsrOverlay(usr_overlay::UsrOverlayArgs),

@@ -9,7 +9,7 @@
 //! | `hostctl/.tmp-*` | `state.json` being replaced |
 //! | `hostctl/repo/tmp/*` | objects being written by a layer import |
 //! | `hostctl/repo/{blobs/sha256,layers,layers/by-blob,images,unsynced}/.tmp-*` | manifests, configs, layer indexes, aliases, image records, durability marks being replaced |
-//! | `hostctl/deploy/<stateroot>/.tmp-*` | a deployment being checked out or removed, metadata being replaced, a `/var` being seeded |
+//! | `hostctl/deploy/<stateroot>/.tmp-*` | a deployment being checked out or removed, metadata being replaced, a `/var` being seeded, a path being rewritten by `fsck --repair` (`.tmp-fsck-<pid>`) |
 //! | `hostctl/deploy/<stateroot>/<id>/.tmp-etc` | an `/etc` being merged |
 //! | `<boot>/loader/entries/.tmp-*` | boot entries being replaced |
 //! | `<boot>/hostctl/<stateroot>/.tmp-*` | a kernel being copied |
@@ -110,6 +110,7 @@ mod tests {
             h.join("repo/unsynced/.tmp-e"),
             h.join("deploy/default/.tmp-abc.1/usr/bin/x"),
             h.join("deploy/default/.tmp-var/lib/x"),
+            h.join("deploy/default/.tmp-fsck-4242/bin/.tmp-old/x"),
             h.join("deploy/default/def.2/.tmp-etc/motd"),
             h.join("deploy/other/.tmp-f"),
             boot.join("loader/entries/.tmp-g"),

@@ -21,8 +21,6 @@ pub mod rollback;
 pub mod stage;
 pub mod state;
 pub mod status;
-#[cfg(test)]
-mod tar_compat;
 pub mod tree;
 pub mod upgrade;
 pub mod usr_overlay;

@@ -196,7 +196,8 @@ impl Deployer {
         }
     }
 
-    fn entry_for(&self, state: &State, m: &Metadata) -> bls::BlsEntry {
+    /// The boot entry `m`'s deployment gets in `state` (what `fsck` checks the entries against).
+    pub fn entry_for(&self, state: &State, m: &Metadata) -> bls::BlsEntry {
         entry::build(&entry::EntryInputs {
             title: m.title(),
             stateroot: &state.stateroot,

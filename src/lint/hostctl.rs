@@ -112,7 +112,7 @@ fn bound_image(root: &Root, dir: &str, target: Option<&Path>) -> Result<(), Stri
 
 /// `p` made relative to the image's root with `.` and `..` resolved
 /// lexically; `None` if `..` would climb above the root.
-fn lexical(p: &Path) -> Option<PathBuf> {
+pub(super) fn lexical(p: &Path) -> Option<PathBuf> {
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {

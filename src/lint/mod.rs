@@ -5,9 +5,11 @@
 //! Each check has a name, a one-line explanation and a [`Level`]; it returns
 //! its findings (empty: passed). The checks live one group per file: boot
 //! (`boot.rs`), the root's layout (`layout.rs`), `/etc` (`etc.rs`), the whole
-//! tree (`tree.rs`) and hostctl's own parts (`hostctl.rs`). The list and its
-//! mapping to bootc's `container lint` are in docs/authoring.md.
+//! tree (`tree.rs`), hostctl's own parts (`hostctl.rs`) and the fleet agent's
+//! configuration (`agent.rs`). The list and its mapping to bootc's
+//! `container lint` are in docs/authoring.md.
 
+mod agent;
 mod boot;
 mod etc;
 mod hostctl;
@@ -69,6 +71,7 @@ pub fn checks() -> Vec<Check> {
     all.extend_from_slice(etc::CHECKS);
     all.extend_from_slice(tree::CHECKS);
     all.extend_from_slice(hostctl::CHECKS);
+    all.extend_from_slice(agent::CHECKS);
     all
 }
 

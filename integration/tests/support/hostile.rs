@@ -107,8 +107,9 @@ pub fn oci_ref(dir: &Path, tag: &str) -> String {
     format!("oci:{}:{tag}", dir.display())
 }
 
-/// A tar header for `path` (written raw: no path checks).
-fn raw_header(kind: tar::EntryType, path: &str, link: &str, size: u64) -> tar::Header {
+/// A GNU tar header for `path` (written raw: no path checks, no cleaning;
+/// root-owned, mode 755 for directories, else 644).
+pub fn raw_header(kind: tar::EntryType, path: &str, link: &str, size: u64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
     h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });

@@ -5,8 +5,10 @@
 //! `TestUntarInvalidHardlink`, `TestUntarInvalidSymlink`) and umoci
 //! (`oci/layer/tar_extract_test.go`), as one table. Each row's layers go
 //! through the real pipeline: imported into a store (`Store::import_layer`),
-//! then checked out (`checkout`). Beside each row: the upstream expectation,
-//! and the reason wherever hostctl differs on purpose.
+//! then checked out (`checkout`), through the library. Beside each row: the
+//! upstream expectation, and the reason wherever hostctl differs on purpose.
+//! (It was a unit test, `src/deploy/tar_compat.rs`; it lives here to share
+//! `support::hostile`'s raw tar headers.)
 //!
 //! Every row, whatever it expects, also checks that nothing outside the
 //! checkout changed: the case runs in a directory that holds a `victim`
@@ -17,9 +19,11 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use crate::deploy::checkout::{checkout, CheckoutOptions};
-use crate::digest::Digest;
-use crate::store::{LayerIndex, LayerSpec, Store};
+use hostctl::deploy::checkout::{checkout, CheckoutOptions};
+use hostctl::digest::Digest;
+use hostctl::store::{LayerIndex, LayerSpec, Store};
+
+use crate::support::hostile::raw_header;
 
 /// One tar entry; names and targets are written raw (no checks, no cleaning).
 #[derive(Clone, Copy, Debug)]
@@ -266,21 +270,6 @@ const CASES: &[Case] = &[
         lower: &[], layer: &[Sym("etc", "/etc"), File("etc/cron.d/evil", "* * * * * root sh")],
         expect: CheckoutError("too many levels of symbolic links"), differs: None },
 ];
-
-fn raw_header(kind: tar::EntryType, name: &str, link: &str, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
-    h.set_size(size);
-    h.set_mtime(1_700_000_000);
-    h.set_uid(0);
-    h.set_gid(0);
-    let old = h.as_old_mut();
-    old.name[..name.len()].copy_from_slice(name.as_bytes());
-    old.linkname[..link.len()].copy_from_slice(link.as_bytes());
-    h.set_cksum();
-    h
-}
 
 fn tar_of(entries: &[E], victim: &str) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());

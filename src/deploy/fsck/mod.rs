@@ -1,10 +1,12 @@
-//! `hostctl fsck`: the store checked against its ids ([`crate::store::fsck`])
-//! and every deployment's tree against the image it was built from (the
-//! layer indexes, merged as the checkout merges them): each path's type,
-//! mode, owner, link target, device number, and for regular files that it is
-//! still the store's intact object (the same inode). The deployments' `/etc`
-//! (the admin's merged copy) is not the image's and is not checked; their
-//! `usr/etc` is.
+//! `hostctl fsck`: the store checked against its ids ([`crate::store::fsck`]),
+//! every deployment's tree against the image it was built from (the layer
+//! indexes, merged as the checkout merges them; `walk.rs`), and the boot
+//! partition against what the deployments recorded (`boot.rs`). In a tree:
+//! each path's type, mode, owner, link target, device number and xattrs, for
+//! regular files that it is still the store's intact object (the same
+//! inode), and below `usr` the entries the image does not have. The
+//! deployments' `/etc` (the admin's merged copy) is not the image's and is
+//! not checked; their `usr/etc` is.
 //!
 //! Repairing ([`repair`]) fetches damaged layers, manifests and configs again
 //! from the source each image came from (by digest, so only the very bytes
@@ -13,11 +15,17 @@
 //! are hard-linked to their object again (a file rewritten in place had
 //! changed the object every deployment shares; once the object is rewritten,
 //! the old inode is replaced in every deployment), other nodes are created
-//! anew, directories get their recorded owner and mode back.
+//! anew (in a `.tmp-fsck-<pid>` directory of the stateroot, which `cleanup`
+//! removes if the run is killed), directories get their recorded owner, mode
+//! and xattrs back, extra entries are removed. Last, the boot partition's
+//! damaged kernels are copied again from their deployment and its entries
+//! written again.
+
+mod boot;
+mod walk;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -38,9 +46,9 @@ use crate::store::{LayerIndex, LayerSpec, ObjectId};
 pub struct Damage {
     /// The path at fault.
     pub path: PathBuf,
-    /// `blob`, `layer-index`, `object` or `deployed`.
+    /// `blob`, `layer-index`, `object`, `deployed`, `boot-entry` or `kernel`.
     pub kind: &'static str,
-    /// The deployment it belongs to (deployed paths only).
+    /// The deployment it belongs to (deployed paths, boot entries and kernels).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deployment: Option<String>,
     /// What is wrong.
@@ -77,20 +85,33 @@ pub struct Checked {
     pub deployments: usize,
     /// Deployed paths compared with their image.
     pub paths: usize,
+    /// Boot entries compared with their deployment.
+    pub boot_entries: usize,
+    /// Kernel directories on the boot partition compared with their checksum.
+    pub kernels: usize,
 }
 
-/// A damaged deployed path with the node it should be.
+/// A damaged deployed path and how to repair it.
 struct DeployedDamage {
     damage: Damage,
     tree: PathBuf,
     rel: PathBuf,
-    expected: Node,
+    fix: Fix,
+}
+
+/// How a damaged deployed path is repaired.
+enum Fix {
+    /// Rewritten as this node of the image's tree.
+    Node(Node),
+    /// Removed: the image does not have it.
+    Remove,
 }
 
 /// Everything one check found.
 struct Found {
     store: StoreCheck,
     deployed: Vec<DeployedDamage>,
+    boot: Vec<boot::BootDamage>,
     checked: Checked,
 }
 
@@ -112,6 +133,7 @@ impl Found {
             })
             .collect();
         v.extend(self.deployed.iter().map(|d| d.damage.clone()));
+        v.extend(self.boot.iter().map(|b| b.damage.clone()));
         v
     }
 }
@@ -143,134 +165,20 @@ fn check_all(d: &Deployer) -> Result<Found> {
                 },
                 tree: tree_dir,
                 rel: PathBuf::new(),
-                expected: Tree::new().root,
+                fix: Fix::Node(Tree::new().root),
             });
             continue;
         };
         let mut tree = Tree::from_layers(&indexes).with_context(|| format!("merging the layers of deployment {id}"))?;
         tree.relocate_etc()?;
-        let mut walker = Walker { store: &store, id: &id, tree: &tree_dir, found: &mut deployed, paths: 0 };
+        let mut walker = walk::Walker { store: &store, id: &id, tree: &tree_dir, found: &mut deployed, paths: 0 };
         walker.dir(&tree.root, &mut PathBuf::new());
         checked.paths += walker.paths;
     }
-    Ok(Found { store, deployed, checked })
-}
-
-struct Walker<'a> {
-    store: &'a StoreCheck,
-    id: &'a str,
-    tree: &'a Path,
-    found: &'a mut Vec<DeployedDamage>,
-    paths: usize,
-}
-
-impl Walker<'_> {
-    fn dir(&mut self, node: &Node, rel: &mut PathBuf) {
-        for (name, child) in node.children().into_iter().flatten() {
-            rel.push(name);
-            self.paths += 1;
-            let ok = match self.compare(child, rel) {
-                Some(problem) => {
-                    self.found.push(DeployedDamage {
-                        damage: Damage {
-                            path: self.tree.join(&*rel),
-                            kind: "deployed",
-                            deployment: Some(self.id.to_string()),
-                            problem,
-                        },
-                        tree: self.tree.to_path_buf(),
-                        rel: rel.clone(),
-                        expected: child.clone(),
-                    });
-                    false
-                }
-                None => true,
-            };
-            // A directory that is missing or no directory is recreated whole: its children need no report.
-            let is_dir = std::fs::symlink_metadata(self.tree.join(&*rel)).map(|m| m.is_dir()).unwrap_or(false);
-            if matches!(child.kind, NodeKind::Dir(_)) && (ok || is_dir) {
-                self.dir(child, rel);
-            }
-            rel.pop();
-        }
-    }
-
-    /// What is wrong with the path `rel`, if anything.
-    fn compare(&self, node: &Node, rel: &Path) -> Option<String> {
-        let m = match std::fs::symlink_metadata(self.tree.join(rel)) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some("missing".into()),
-            Err(e) => return Some(format!("cannot be read: {e}")),
-        };
-        let ft = m.file_type();
-        let want = &node.meta;
-        let (mode, owner) = (m.mode() & 0o7777, (m.uid(), m.gid()));
-        let meta_problem = || {
-            if owner != (want.uid, want.gid) {
-                Some(format!("owner {}:{} where {}:{} was recorded", owner.0, owner.1, want.uid, want.gid))
-            } else {
-                None
-            }
-        };
-        match &node.kind {
-            NodeKind::Dir(_) if !ft.is_dir() => Some("not a directory".into()),
-            NodeKind::Dir(_) if mode != want.mode & 0o7777 => {
-                Some(format!("mode {mode:o} where {:o} was recorded", want.mode & 0o7777))
-            }
-            NodeKind::Dir(_) => meta_problem(),
-            NodeKind::File { object, size } => {
-                if !ft.is_file() {
-                    return Some("not a regular file".into());
-                }
-                if self.store.missing_objects.contains(object) {
-                    return Some(format!("its object {object} is missing from the store"));
-                }
-                if self.store.bad_objects.contains(object) {
-                    return Some(format!("its object {object} is damaged (see the object's own report)"));
-                }
-                match self.store.inodes.get(object) {
-                    None => Some(format!("its object {object} is missing from the store")),
-                    Some(ino) if *ino == (m.dev(), m.ino()) => None,
-                    Some(_) if m.len() != *size => {
-                        format!("size {} where {size} was recorded (not the store's object any more)", m.len()).into()
-                    }
-                    Some(_) if mode != want.mode & 0o7777 => Some(format!(
-                        "mode {mode:o} where {:o} was recorded (not the store's object any more)",
-                        want.mode & 0o7777
-                    )),
-                    Some(_) => Some(format!("not a hard link of its object {object} any more (replaced)")),
-                }
-            }
-            NodeKind::Symlink { target } => {
-                if !ft.is_symlink() {
-                    return Some("not a symbolic link".into());
-                }
-                match std::fs::read_link(self.tree.join(rel)) {
-                    Ok(t) if t.as_os_str() == target.as_str() => meta_problem(),
-                    Ok(t) => Some(format!("points to {} where {target} was recorded", t.display())),
-                    Err(e) => Some(format!("cannot be read: {e}")),
-                }
-            }
-            NodeKind::CharDevice { major, minor } | NodeKind::BlockDevice { major, minor } => {
-                let char_dev = matches!(node.kind, NodeKind::CharDevice { .. });
-                if (char_dev && !ft.is_char_device()) || (!char_dev && !ft.is_block_device()) {
-                    return Some("not the recorded kind of device".into());
-                }
-                if m.rdev() != rustix::fs::makedev(*major, *minor) {
-                    return Some(format!("device number differs from the recorded {major}:{minor}"));
-                }
-                if mode != want.mode & 0o7777 {
-                    return Some(format!("mode {mode:o} where {:o} was recorded", want.mode & 0o7777));
-                }
-                meta_problem()
-            }
-            NodeKind::Fifo if !ft.is_fifo() => Some("not a fifo".into()),
-            NodeKind::Fifo if mode != want.mode & 0o7777 => {
-                Some(format!("mode {mode:o} where {:o} was recorded", want.mode & 0o7777))
-            }
-            NodeKind::Fifo => meta_problem(),
-        }
-    }
+    let boot = boot::check(d, &state)?;
+    checked.boot_entries = state.deployments.len();
+    checked.kernels = boot::kernels(d, &state)?;
+    Ok(Found { store, deployed, boot, checked })
 }
 
 /// An image the sysroot knows, and where it came from.
@@ -301,6 +209,9 @@ pub async fn repair(d: &Deployer, registry: &RegistryOptions) -> Result<Report> 
             report.repair_errors.push(format!("{}: {e:#}", dd.damage.path.display()));
         }
     }
+    // The boot partition against the repaired deployments (its kernels are copied from their trees).
+    let state = d.load_state()?;
+    boot::repair(d, &state, &boot::check(d, &state)?, &mut report.repair_errors)?;
     let last = check_all(d)?;
     report.unrepaired = Some(last.damage());
     Ok(report)
@@ -502,38 +413,44 @@ async fn repair_from(
     Ok(done)
 }
 
-/// Rewrites one damaged deployed path from the (repaired) store.
+/// Rewrites one damaged deployed path from the (repaired) store, or removes
+/// it when the image does not have it.
 fn rewrite(d: &Deployer, dd: &DeployedDamage, store: &StoreCheck) -> Result<()> {
     let path = dd.tree.join(&dd.rel);
     let current = std::fs::symlink_metadata(&path).ok();
-    // A directory only its owner or mode are wrong about keeps its content.
-    if let (NodeKind::Dir(_), Some(m)) = (&dd.expected.kind, &current) {
+    let expected = match &dd.fix {
+        Fix::Remove => return crate::deploy::stage::remove_any(&path),
+        Fix::Node(n) => n,
+    };
+    // A directory only its owner, mode or xattrs are wrong about keeps its content.
+    if let (NodeKind::Dir(_), Some(m)) = (&expected.kind, &current) {
         if m.is_dir() {
-            let meta = &dd.expected.meta;
+            let meta = &expected.meta;
             std::os::unix::fs::lchown(&path, Some(meta.uid), Some(meta.gid))?;
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(meta.mode & 0o7777))?;
-            return Ok(());
+            return walk::restore_xattrs(&path, &meta.xattrs);
         }
     }
-    if let NodeKind::File { object, .. } = &dd.expected.kind {
+    if let NodeKind::File { object, .. } = &expected.kind {
         anyhow::ensure!(store.inodes.contains_key(object), "its object {object} could not be repaired");
     }
-    let parent = path.parent().context("a deployed path has a parent")?;
     let name = dd.rel.file_name().context("a deployed path has a name")?.to_string_lossy().into_owned();
-    // The node is written, through the checkout, into a fresh directory beside it, then renamed into place.
-    let scratch = parent.join(format!("{}fsck-{}", crate::fsutil::TMP_PREFIX, std::process::id()));
+    // The node is written, through the checkout, into a fresh directory in
+    // the stateroot's directory (where `cleanup` removes what a killed run
+    // leaves: deploy/leftovers.rs), then renamed into place.
+    let scratch = d.layout.dir.join(format!("{}fsck-{}", crate::fsutil::TMP_PREFIX, std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     let mut root = Tree::new();
     if let NodeKind::Dir(children) = &mut root.root.kind {
-        children.insert(name.clone(), dd.expected.clone());
+        children.insert(name.clone(), expected.clone());
     }
     checkout_tree(&d.store, &root, &scratch)?;
     let result = (|| -> Result<()> {
         if current.as_ref().is_some_and(|m| m.is_dir()) {
-            let old = parent.join(format!("{}fsck-old-{}", crate::fsutil::TMP_PREFIX, std::process::id()));
+            // The damaged directory goes aside, into the scratch directory, before it is removed.
+            let old = scratch.join(format!("{}old", crate::fsutil::TMP_PREFIX));
             std::fs::rename(&path, &old)?;
             std::fs::rename(scratch.join(&name), &path)?;
-            std::fs::remove_dir_all(&old)?;
         } else {
             std::fs::rename(scratch.join(&name), &path).with_context(|| format!("replacing {}", path.display()))?;
         }
