@@ -59,6 +59,7 @@ async fn run(o: &Opts, endpoints: Vec<String>) -> Result<()> {
         slots: 2,
         holder_ttl: Duration::from_secs(1800),
         halt_after: HaltAfter::Hosts(1),
+        tls: None,
     };
     let srv = Arc::new(server::Server::connect(&config).await?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

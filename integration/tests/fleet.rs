@@ -1,7 +1,7 @@
 //! The update agent and rollout metadata end to end, against a real registry
 //! (Debian's docker-registry), images pushed by real skopeo, metadata signed
-//! by real cosign, and a FleetLock server over real HTTP (the minimal one in
-//! `support::fleetlock` until the etcd-backed server is merged).
+//! by real cosign, and the real lock server (`hostctl fleet server`) on a
+//! real etcd.
 //!
 //! The fleet test runs 50 agents as tasks in this process, each with its own
 //! temp sysroot, machine-id and clock; a reboot is simulated by running the
@@ -26,7 +26,8 @@ use serde_json::Value;
 use time::{Duration, OffsetDateTime};
 
 use crate::deploy::{hc, hc_json, hc_ok};
-use crate::support::fleetlock::LockServer;
+use crate::support::etcd::EtcdCluster;
+use crate::support::fleet::{holders, status, FleetServer};
 use crate::support::images::push_one_layer;
 use crate::support::registry::{free_port, Registry};
 use crate::support::{require_tool, run};
@@ -66,9 +67,9 @@ fn on_v1_with_v2_pushed() -> OnV1 {
     OnV1 { reg, work, sys, v2 }
 }
 
-/// `hostctl fleet release` (temporarily `fleet-release`) as JSON.
+/// `hostctl fleet release` as JSON.
 fn release(sys: &Path, image: &str, waves: &str, start: &str, extra: &[&str]) -> Value {
-    let mut args = vec!["fleet-release", "--json", image, "--waves", waves, "--start", start];
+    let mut args = vec!["fleet", "release", "--json", image, "--waves", waves, "--start", start];
     args.extend_from_slice(extra);
     hc_json(sys, &args)
 }
@@ -441,11 +442,47 @@ fn transitions_to(s: &AgentState, to: Phase, digest: &str) -> bool {
     s.history.iter().any(|t| t.to == to && t.reason.contains(digest))
 }
 
-/// 50 hosts follow one tag with fleet_lock (3 slots). A good release rolls
-/// out in its waves (no host downloads before its turn on its own clock,
-/// never more than 3 slots held) and every host converges on it; a release
-/// whose health check fails in the first wave rolls back there, keeps its
-/// slot, halts, and no host outside the first wave stages it.
+/// The most holders of `group` a sampler of `GET /v1/status` saw while it ran.
+struct HeldSampler {
+    max: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HeldSampler {
+    /// Asks `base` for its status over and over, keeping the most holders of `group` seen.
+    fn start(base: &str, group: &'static str) -> HeldSampler {
+        let max = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (m, base) = (max.clone(), base.to_string());
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            loop {
+                let held = holders(&status(&http, &base).await, group).len();
+                m.fetch_max(held, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        });
+        HeldSampler { max, task }
+    }
+
+    fn max(&self) -> usize {
+        assert!(!self.task.is_finished(), "the status sampler stopped (the server did not answer?)");
+        self.max.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for HeldSampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// 50 hosts follow one tag with fleet_lock (3 slots) from `hostctl fleet
+/// server` on a real etcd. A good release rolls out in its waves (no host
+/// downloads before its turn on its own clock, never more than 3 slots held)
+/// and every host converges on it; a release whose health check fails in
+/// the first wave rolls back there, keeps its slot, halts by the release's
+/// own threshold (the server's `--halt-after` is far higher: the agents send
+/// the signed metadata's), and no host outside the first wave stages it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn fifty_hosts_follow_one_tag_through_waves_locks_and_a_halt() {
     const HOSTS: usize = 50;
@@ -462,10 +499,12 @@ async fn fifty_hosts_follow_one_tag_through_waves_locks_and_a_halt() {
     };
     let template = scratch();
     hc_ok(template.path(), &["switch", &image]);
-    let locks = LockServer::start(SLOTS, 1);
+    let etcd = EtcdCluster::single();
+    let server = FleetServer::start(&etcd.endpoints_arg(), &["--slots", &SLOTS.to_string(), "--halt-after", "50"]);
+    let http = reqwest::Client::new();
     let cfg = format!(
         "strategy = \"fleet_lock\"\ninterval = \"5m\"\nrequire_release = true\n[fleet_lock]\nurl = \"{}\"\ngroup = \"fleet\"\n",
-        locks.url
+        server.url
     );
     let t0 = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
     let mut hosts = Vec::new();
@@ -493,10 +532,11 @@ async fn fifty_hosts_follow_one_tag_through_waves_locks_and_a_halt() {
     );
     assert_eq!(pushed["metadata"]["imageDigest"], v2.as_str());
     let schedule = Schedule { start: t0, waves: waves.parse().unwrap() };
+    let held = HeldSampler::start(&server.url, "fleet");
     let mut now = t0;
     while now <= t0 + Duration::minutes(80) {
         tick(&mut hosts, now).await;
-        assert!(locks.max_held("fleet") <= SLOTS, "more than {SLOTS} slots held");
+        assert!(held.max() <= SLOTS, "{} slots held at once, more than {SLOTS}", held.max());
         now += Duration::minutes(1);
     }
     for h in &hosts {
@@ -514,27 +554,33 @@ async fn fifty_hosts_follow_one_tag_through_waves_locks_and_a_halt() {
             h.machine_id
         );
     }
-    assert!(locks.max_held("fleet") >= 2, "slots were contended ({} at most)", locks.max_held("fleet"));
-    assert_eq!(locks.state.lock().unwrap().healthy.get(&v2).map(|s| s.len()), Some(HOSTS));
+    assert!(held.max() >= 2, "slots were contended ({} at most)", held.max());
+    let st = status(&http, &server.url).await;
+    assert_eq!(st["releases"][&v2]["healthy"], HOSTS, "{st}");
+    assert!(holders(&st, "fleet").is_empty(), "every slot given back: {st}");
 
-    // A bad release: its health check fails. The first wave (10 % by 20 min) takes it, fails, and halts it.
+    // A bad release: its health check fails. The first wave (10 % by 20 min)
+    // takes it, fails, and halts it at the release's own threshold.
     let v3 = push_image(&reg, work.path(), "os:stable", "3", 1);
     let t1 = now;
     let bad_waves = "20m=10%,3h=100%";
-    release(
+    let bad = release(
         template.path(),
         &image,
         bad_waves,
         &t1.format(&time::format_description::well_known::Rfc3339).unwrap(),
-        &[],
+        &["--halt-after", "1"],
     );
+    assert_eq!(bad["metadata"]["haltAfter"], serde_json::json!({"hosts": 1}), "{bad}");
     while now <= t1 + Duration::minutes(60) {
         tick(&mut hosts, now).await;
-        assert!(locks.max_held("fleet") <= SLOTS);
+        assert!(held.max() <= SLOTS, "{} slots held at once, more than {SLOTS}", held.max());
         now += Duration::minutes(1);
     }
-    assert!(locks.is_halted(&v3), "the release halted after an unhealthy report");
+    let st = status(&http, &server.url).await;
+    assert!(st["halted"].as_array().unwrap().contains(&Value::from(v3.as_str())), "the release halted: {st}");
     let mut staged_v3 = 0;
+    let mut reported_v3 = Vec::new();
     for h in &hosts {
         let s = h.state();
         let pos = Position::of(&h.machine_id, &v3).value();
@@ -549,11 +595,20 @@ async fn fifty_hosts_follow_one_tag_through_waves_locks_and_a_halt() {
         }
         if transitions_to(&s, Phase::Reporting, &v3) {
             assert!(s.unhealthy.contains(&v3) && s.holds_slot, "an unhealthy host keeps its slot: {s:?}");
+            reported_v3.push(h.machine_id.clone());
         }
     }
     assert!(staged_v3 >= 1, "the first wave took the bad release");
-    let bad = locks.state.lock().unwrap().unhealthy.get(&v3).cloned().unwrap_or_default();
-    assert!(!bad.is_empty());
-    let held = locks.state.lock().unwrap().holders.get("fleet").cloned().unwrap_or_default();
-    assert!(bad.iter().all(|id| held.contains(id)), "unhealthy hosts {bad:?} keep their slots {held:?}");
+    assert!(!reported_v3.is_empty());
+    assert_eq!(st["releases"][&v3]["unhealthy"], reported_v3.len(), "{st}");
+    // The server keeps their slots (no lease) and says they are unhealthy.
+    let kept: Vec<String> = st["groups"]["fleet"]["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["unhealthy"] == true)
+        .map(|h| h["id"].as_str().unwrap().to_string())
+        .collect();
+    reported_v3.sort();
+    assert_eq!(kept, reported_v3, "unhealthy hosts keep their slots: {st}");
 }

@@ -11,6 +11,7 @@ mod cli;
 mod deploy;
 mod failures;
 mod fleet;
+mod fleet_client;
 mod fleet_server;
 mod format;
 mod fsck;

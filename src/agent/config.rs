@@ -12,6 +12,11 @@
 //! [fleet_lock]
 //! url = "http://locks.example:8080"
 //! group = "workers"
+//! # For a server on https:// (optional): its CA, and for a server run with
+//! # --client-ca, this host's certificate (its CN is the host's id) and key.
+//! ca = "/etc/hostctl/fleet/ca.pem"
+//! client_cert = "/etc/hostctl/fleet/host.pem"
+//! client_key = "/etc/hostctl/fleet/host.key"
 //! [periodic]
 //! time_zone = "Europe/Berlin"    # an IANA name, "UTC" or "localtime"
 //! [[periodic.download]]          # none: download at any time
@@ -30,6 +35,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Deserializer};
 
 use super::strategy::{Window, Windows};
+use crate::fleet::client::ClientTls;
 use crate::fleet::protocol::DEFAULT_GROUP;
 
 /// The main file, relative to the root.
@@ -82,6 +88,8 @@ pub struct AgentConfig {
     pub image: Option<String>,
     /// Take only images with verified rollout metadata.
     pub require_release: bool,
+    /// TLS with the lock server (`[fleet_lock]` `ca`, `client_cert`, `client_key`).
+    pub lock_tls: ClientTls,
     /// The files read, in order (for `agent status`).
     pub files: Vec<PathBuf>,
 }
@@ -113,6 +121,12 @@ struct FleetLockPartial {
     #[serde(default, deserialize_with = "url")]
     url: Option<String>,
     group: Option<String>,
+    #[serde(default, deserialize_with = "absolute")]
+    ca: Option<PathBuf>,
+    #[serde(default, deserialize_with = "absolute")]
+    client_cert: Option<PathBuf>,
+    #[serde(default, deserialize_with = "absolute")]
+    client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -137,6 +151,14 @@ fn url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let s = String::deserialize(d)?;
     if !(s.starts_with("http://") || s.starts_with("https://")) || s.len() < "http://x".len() {
         return Err(serde::de::Error::custom(format!("{s:?} is not an http:// or https:// URL")));
+    }
+    Ok(Some(s))
+}
+
+fn absolute<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let s = PathBuf::from(String::deserialize(d)?);
+    if !s.is_absolute() {
+        return Err(serde::de::Error::custom(format!("{} is not an absolute path", s.display())));
     }
     Ok(Some(s))
 }
@@ -205,6 +227,8 @@ pub fn parse(files: &[(PathBuf, String)]) -> Result<AgentConfig> {
     let mut image = None;
     let mut require_release = None;
     let (mut url, mut group) = (None, None);
+    let mut tls = ClientTls::default();
+    let mut tls_from: Option<&Path> = None;
     let (mut tz, mut download, mut reboot) = (None, None, None);
     for (path, text) in files {
         let p = read_file(path, text)?;
@@ -217,12 +241,25 @@ pub fn parse(files: &[(PathBuf, String)]) -> Result<AgentConfig> {
         if let Some(f) = p.fleet_lock {
             url = f.url.or(url);
             group = f.group.or(group);
+            if f.client_cert.is_some() || f.client_key.is_some() {
+                tls_from = Some(path.as_path());
+            }
+            tls.ca = f.ca.or(tls.ca);
+            tls.cert = f.client_cert.or(tls.cert);
+            tls.key = f.client_key.or(tls.key);
         }
         if let Some(per) = p.periodic {
             tz = per.time_zone.or(tz);
             download = per.download.or(download);
             reboot = per.reboot.or(reboot);
         }
+    }
+    if let (Some(from), true) = (tls_from, tls.cert.is_some() != tls.key.is_some()) {
+        bail!(
+            "{}: [fleet_lock] client_cert and client_key go together (only {} is set in any file)",
+            from.display(),
+            if tls.cert.is_some() { "client_cert" } else { "client_key" }
+        );
     }
     let tz = tz.unwrap_or_else(|| "UTC".into());
     let strategy = match strategy {
@@ -251,6 +288,7 @@ pub fn parse(files: &[(PathBuf, String)]) -> Result<AgentConfig> {
         interval: interval.unwrap_or(DEFAULT_INTERVAL),
         image,
         require_release: require_release.unwrap_or(false),
+        lock_tls: tls,
         files: files.iter().map(|(p, _)| p.clone()).collect(),
     })
 }
@@ -314,6 +352,7 @@ length = "45m"
         w("etc/hostctl/agent.d/README", "not toml, not read");
         let c = load(dir.path()).unwrap();
         assert_eq!(c.strategy, Strategy::FleetLock { url: "http://b:2".into(), group: "local".into() });
+        assert_eq!(c.lock_tls, ClientTls::default());
         assert_eq!(c.interval, 600);
         let names: Vec<_> = c.files.iter().map(|f| f.strip_prefix(dir.path()).unwrap().display().to_string()).collect();
         assert_eq!(
@@ -325,6 +364,27 @@ length = "45m"
                 "etc/hostctl/agent.d/30-url.toml"
             ]
         );
+    }
+
+    #[test]
+    fn tls_files_for_the_lock_server_merge_across_files() {
+        let c = parse(&[
+            (
+                PathBuf::from("/etc/hostctl/agent.toml"),
+                "strategy = \"fleet_lock\"\n[fleet_lock]\nurl = \"https://l:8443\"\nca = \"/etc/ca.pem\"\n".into(),
+            ),
+            (
+                PathBuf::from("/etc/hostctl/agent.d/50-cert.toml"),
+                "[fleet_lock]\nclient_cert = \"/etc/h.pem\"\nclient_key = \"/etc/h.key\"\n".into(),
+            ),
+        ])
+        .unwrap();
+        let want = ClientTls {
+            ca: Some("/etc/ca.pem".into()),
+            cert: Some("/etc/h.pem".into()),
+            key: Some("/etc/h.key".into()),
+        };
+        assert_eq!(c.lock_tls, want);
     }
 
     /// Malformed files: each error names the file, the line and the fault.
@@ -352,6 +412,10 @@ length = "45m"
         // Settings that only make sense together name the file that chose the strategy.
         let err = one("strategy = \"fleet_lock\"\n").unwrap_err().to_string();
         assert!(err.contains("/etc/hostctl/agent.toml: strategy \"fleet_lock\" needs [fleet_lock] url"), "{err}");
+        let err = one("[fleet_lock]\nurl = \"https://x:1\"\nclient_cert = \"/h.pem\"\n").unwrap_err().to_string();
+        assert!(err.contains("agent.toml: [fleet_lock] client_cert and client_key go together"), "{err}");
+        let err = format!("{:#}", one("[fleet_lock]\nca = \"ca.pem\"\n").unwrap_err());
+        assert!(err.contains("agent.toml:2: ca.pem is not an absolute path"), "{err}");
         let err = one("strategy = \"periodic\"\n").unwrap_err().to_string();
         assert!(err.contains("needs at least one [[periodic.reboot]] window"), "{err}");
     }

@@ -84,7 +84,9 @@ pub fn machine_id(root: &std::path::Path) -> Result<String> {
 impl Agent {
     fn lock_client(&self) -> Result<Option<LockClient>> {
         match &self.config.strategy {
-            Strategy::FleetLock { url, group } => Ok(Some(LockClient::new(url, &self.machine_id, group)?)),
+            Strategy::FleetLock { url, group } => {
+                Ok(Some(LockClient::with_tls(url, &self.machine_id, group, &self.config.lock_tls)?))
+            }
             _ => Ok(None),
         }
     }
@@ -250,6 +252,7 @@ impl Agent {
             deployment: None,
             release: search.found.as_ref().map(|v| v.artifact_digest.to_string()),
             schedule,
+            halt_after: search.found.as_ref().map(|v| v.metadata.halt_after),
             position: position.value(),
         });
         s.transition(Phase::UpdateAvailable, why, now)?;
@@ -378,7 +381,15 @@ impl Agent {
             Strategy::FleetLock { url, group } => {
                 if !s.holds_slot {
                     let lock = self.lock_client()?.expect("strategy fleet_lock");
-                    if let Ok(true) = lock.is_halted(&t.digest).await {
+                    let outcome = match lock.is_halted(&t.digest).await {
+                        Ok(true) => None,
+                        _ => match lock.pre_reboot(Some(&t.digest)).await {
+                            Ok(()) => Some(Ok(())),
+                            Err(e) if e.is_release_halted() => None,
+                            Err(e) => Some(Err(e)),
+                        },
+                    };
+                    let Some(taken) = outcome else {
                         s.transition(
                             Phase::Steady,
                             format!(
@@ -390,8 +401,8 @@ impl Agent {
                             now,
                         )?;
                         return Ok(now + Duration::seconds(self.config.interval as i64));
-                    }
-                    if let Err(e) = lock.pre_reboot().await {
+                    };
+                    if let Err(e) = taken {
                         s.failures += 1;
                         let retry = backoff(s.failures);
                         let what = if e.is_refusal() { "refused a slot" } else { "is down" };
@@ -476,7 +487,8 @@ impl Agent {
     async fn report(&self, s: &mut AgentState, now: OffsetDateTime, interval: Duration) -> Result<OffsetDateTime> {
         let h = s.health.clone().context("reporting without a verdict")?;
         if let Some(lock) = self.lock_client()? {
-            lock.report(&h.digest, h.healthy, &h.detail).await?;
+            let halt_after = s.target.as_ref().filter(|t| t.digest == h.digest).and_then(|t| t.halt_after);
+            lock.report(&h.digest, h.healthy, &h.detail, halt_after).await?;
             if h.healthy && s.holds_slot {
                 lock.steady_state().await?;
                 s.holds_slot = false;

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::fleet::protocol::HaltAfter;
 use crate::fleet::waves::{format_time, Schedule};
 
 /// Where the record lives, relative to the root.
@@ -100,6 +101,10 @@ pub struct Target {
     pub release: Option<String>,
     /// Its schedule (none: no verified metadata).
     pub schedule: Option<Schedule>,
+    /// Its halt threshold, sent with the health report (none: no verified
+    /// metadata, and the lock server's `--halt-after` applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halt_after: Option<HaltAfter>,
     /// This host's position for this release, in [0, 1).
     pub position: f64,
 }
@@ -316,12 +321,19 @@ mod tests {
             deployment: None,
             release: None,
             schedule: None,
+            halt_after: Some(HaltAfter::Percent(2.5)),
             position: 0.5,
         });
         save(dir.path(), &s).unwrap();
         assert_eq!(load(dir.path()).unwrap().unwrap(), s);
         let text = std::fs::read_to_string(path(dir.path())).unwrap();
-        for key in ["\"holdsSlot\"", "\"manifestDigest\"", "\"nextAttempt\"", "\"phase\": \"checking\""] {
+        for key in [
+            "\"holdsSlot\"",
+            "\"manifestDigest\"",
+            "\"nextAttempt\"",
+            "\"phase\": \"checking\"",
+            "\"haltAfter\": \"2.5%\"",
+        ] {
             assert!(text.contains(key), "{key} in {text}");
         }
         std::fs::write(path(dir.path()), "{").unwrap();

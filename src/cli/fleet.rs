@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use super::output::outln;
 use super::GlobalArgs;
 use crate::fleet::protocol::{HaltAfter, StatusResponse, STATUS_PATH};
+use crate::fleet::server::tls::TlsFiles;
 use crate::fleet::server::{self, etcd::DEFAULT_PREFIX, ServerConfig};
 
 /// A `hostctl fleet` command.
@@ -57,6 +58,16 @@ pub struct ServerArgs {
     /// reports carry no threshold of their own.
     #[arg(long, default_value = "1", value_name = "N|P%")]
     pub halt_after: HaltAfter,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Require client certificates signed by these CAs (PEM): a host may lock, release and report
+    /// only for the id its certificate's subject CN names (needs --tls-cert).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub client_ca: Option<std::path::PathBuf>,
 }
 
 /// `hostctl fleet status`.
@@ -68,6 +79,9 @@ pub struct StatusArgs {
     /// Print the status as JSON (the `/v1/status` body).
     #[arg(long)]
     pub json: bool,
+    /// Trust these CA certificates (PEM) for an https:// server, instead of the system's.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 /// `hostctl fleet halt|resume`.
@@ -102,6 +116,10 @@ pub async fn run(g: &GlobalArgs, c: FleetCommand) -> Result<()> {
                 slots: a.slots,
                 holder_ttl: a.holder_ttl,
                 halt_after: a.halt_after,
+                tls: match (a.tls_cert, a.tls_key) {
+                    (Some(cert), Some(key)) => Some(TlsFiles { cert, key, client_ca: a.client_ca }),
+                    _ => None,
+                },
             };
             server::run(config, &a.listen).await
         }
@@ -136,13 +154,21 @@ async fn admin(e: &EtcdArgs) -> Result<server::Server> {
         slots: 1,
         holder_ttl: Duration::from_secs(60),
         halt_after: HaltAfter::Hosts(1),
+        tls: None,
     };
     server::Server::connect(&config).await
 }
 
 async fn status(a: StatusArgs) -> Result<()> {
     let url = format!("{}{STATUS_PATH}", a.server.trim_end_matches('/'));
-    let resp = reqwest::Client::new().get(&url).send().await.with_context(|| format!("asking {url}"))?;
+    let mut http = reqwest::Client::builder();
+    if let Some(ca) = &a.ca {
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("--ca {}: not PEM certificates", ca.display()))?;
+        http = http.tls_certs_only(certs);
+    }
+    let resp = http.build()?.get(&url).send().await.with_context(|| format!("asking {url}"))?;
     let code = resp.status();
     let text = resp.text().await.with_context(|| format!("reading {url}"))?;
     anyhow::ensure!(code.is_success(), "{url} answered {code}: {text}");

@@ -73,7 +73,12 @@ pub async fn run(g: &GlobalArgs, a: ReleaseArgs) -> Result<()> {
         return print_json(&pushed);
     }
     outln!("Released {imgref} ({}):", subject.digest)?;
-    outln!("  starts {}, waves {}, halts after {}", format_time(start), meta.schedule.waves, meta.halt_after)?;
+    outln!(
+        "  starts {}, waves {}, halts after {}",
+        format_time(start),
+        meta.schedule.waves,
+        meta.halt_after.describe()
+    )?;
     let how = match pushed.referrers {
         ReferrersMode::Api => "the registry's referrers API".to_string(),
         ReferrersMode::TagSchema => {

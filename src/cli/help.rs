@@ -209,6 +209,7 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
         &[
             ("Two slots per group on a 3-member etcd", "hostctl fleet server --etcd http://10.0.0.1:2379,http://10.0.0.2:2379,http://10.0.0.3:2379 --listen 0.0.0.0:8080 --slots 2"),
             ("Silent holders lose their slot after an hour", "hostctl fleet server --etcd http://127.0.0.1:2379 --listen 127.0.0.1:8080 --holder-ttl 1h"),
+            ("HTTPS; each host acts only as its client certificate's CN", "hostctl fleet server --etcd http://127.0.0.1:2379 --listen 0.0.0.0:8443 --tls-cert server.pem --tls-key server.key --client-ca fleet-ca.pem"),
         ],
     ),
     ("fleet status", &[("The fleet's holders, releases and halts, as JSON", "hostctl fleet status --json --server http://fleetlock.example.org:8080")]),

@@ -213,9 +213,6 @@ pub enum Command {
     Man(completion::ManArgs),
     /// The update agent: follows the tracked image through its rollout waves, reboots and reports health.
     Agent(agent::AgentArgs),
-    /// Temporary (until `fleet release` is wired into the `fleet` command): push an image's rollout metadata.
-    #[command(name = "fleet-release", hide = true)]
-    FleetRelease(fleet_release::ReleaseArgs),
     /// Commands the host's units run, hidden from help.
     #[command(flatten)]
     Internal(internal::InternalCommand),
@@ -283,6 +280,5 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Man(a) => completion::man(a),
         Command::Internal(c) => internal::run(g, c).await,
         Command::Agent(a) => agent::run(g, a).await,
-        Command::FleetRelease(a) => fleet_release::run(g, a).await,
     }
 }

@@ -8,11 +8,15 @@
 
 use std::time::Duration;
 
+use std::path::PathBuf;
+
+use anyhow::Context;
 use reqwest::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::protocol::{
-    ClientParams, ErrorBody, LockRequest, PRE_REBOOT_PATH, PROTOCOL_HEADER, REPORT_PATH, STATUS_PATH, STEADY_STATE_PATH,
+    ClientParams, ErrorBody, HaltAfter, LockRequest, ReportRequest, PRE_REBOOT_PATH, PROTOCOL_HEADER, RELEASE_HEADER,
+    REPORT_PATH, STATUS_PATH, STEADY_STATE_PATH,
 };
 
 /// How long one request may take.
@@ -54,20 +58,25 @@ impl LockError {
     pub fn is_refusal(&self) -> bool {
         matches!(self, LockError::Refused { .. })
     }
+
+    /// The server refused because the release is halted
+    /// ([`kind::RELEASE_HALTED`](super::protocol::kind::RELEASE_HALTED)).
+    pub fn is_release_halted(&self) -> bool {
+        matches!(self, LockError::Refused { kind, .. } if kind == super::protocol::kind::RELEASE_HALTED)
+    }
 }
 
-/// The body of hostctl's `POST /v1/report` extension: a host's health after
-/// an update.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReportRequest {
-    /// Who reports.
-    pub client_params: ClientParams,
-    /// The image digest the host updated to.
-    pub digest: String,
-    /// Whether its health checks passed.
-    pub healthy: bool,
-    /// What failed, for people.
-    pub detail: String,
+/// The files for TLS with a lock server served over `https://`: the CA that
+/// signed the server's certificate (else the system's roots), and the host's
+/// own client certificate and key for a server run with `--client-ca`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// A PEM file of CA certificates to trust for the server, besides none other.
+    pub ca: Option<PathBuf>,
+    /// The host's client certificate (PEM).
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key: Option<PathBuf>,
 }
 
 /// A FleetLock client for one host in one group.
@@ -82,12 +91,39 @@ impl LockClient {
     /// A client for the server at `base_url` (`http://host:port`, or with a
     /// path prefix), as `id` in `group`.
     pub fn new(base_url: &str, id: &str, group: &str) -> anyhow::Result<LockClient> {
+        LockClient::with_tls(base_url, id, group, &ClientTls::default())
+    }
+
+    /// As [`LockClient::new`], with TLS files: the server's CA and the
+    /// host's client certificate and key (both or neither).
+    pub fn with_tls(base_url: &str, id: &str, group: &str, tls: &ClientTls) -> anyhow::Result<LockClient> {
         let base = base_url.trim_end_matches('/').to_string();
         anyhow::ensure!(
             base.starts_with("http://") || base.starts_with("https://"),
             "lock server URL {base_url:?} is not http:// or https://"
         );
-        let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build()?;
+        let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let mut b = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
+        if let Some(ca) = &tls.ca {
+            let certs = reqwest::Certificate::from_pem_bundle(&read(ca)?)
+                .with_context(|| format!("{}: not PEM certificates", ca.display()))?;
+            anyhow::ensure!(!certs.is_empty(), "{}: no certificate in it", ca.display());
+            b = b.tls_certs_only(certs);
+        }
+        match (&tls.cert, &tls.key) {
+            (Some(cert), Some(key)) => {
+                let mut pem = read(cert)?;
+                pem.push(b'\n');
+                pem.extend(read(key)?);
+                let id = reqwest::Identity::from_pem(&pem).with_context(|| {
+                    format!("{} and {}: not a PEM certificate and private key", cert.display(), key.display())
+                })?;
+                b = b.identity(id);
+            }
+            (None, None) => {}
+            _ => anyhow::bail!("a client certificate needs its key and the key its certificate"),
+        }
+        let http = b.build()?;
         Ok(LockClient { http, base, params: ClientParams { id: id.to_string(), group: group.to_string() } })
     }
 
@@ -96,25 +132,38 @@ impl LockClient {
         &self.params
     }
 
-    /// `POST /v1/pre-reboot`: takes a reboot slot (idempotent for a holder).
-    pub async fn pre_reboot(&self) -> Result<(), LockError> {
-        self.post("pre-reboot", PRE_REBOOT_PATH, &LockRequest { client_params: self.params.clone() }).await
+    /// `POST /v1/pre-reboot`: takes a reboot slot (idempotent for a holder)
+    /// to reboot into the release `digest`, which hostctl's server refuses
+    /// while that release is halted (the [`RELEASE_HEADER`]; other servers
+    /// ignore it).
+    pub async fn pre_reboot(&self, digest: Option<&str>) -> Result<(), LockError> {
+        let body = LockRequest { client_params: self.params.clone() };
+        self.post("pre-reboot", PRE_REBOOT_PATH, &body, digest).await
     }
 
     /// `POST /v1/steady-state`: gives the slot back (idempotent).
     pub async fn steady_state(&self) -> Result<(), LockError> {
-        self.post("steady-state", STEADY_STATE_PATH, &LockRequest { client_params: self.params.clone() }).await
+        self.post("steady-state", STEADY_STATE_PATH, &LockRequest { client_params: self.params.clone() }, None).await
     }
 
-    /// `POST /v1/report` (hostctl's extension): the host's health on `digest`.
-    pub async fn report(&self, digest: &str, healthy: bool, detail: &str) -> Result<(), LockError> {
+    /// `POST /v1/report` (hostctl's extension): the host's health on
+    /// `digest`, with the release's own halt threshold from its signed
+    /// rollout metadata (none: the server's `--halt-after`).
+    pub async fn report(
+        &self,
+        digest: &str,
+        healthy: bool,
+        detail: &str,
+        halt_after: Option<HaltAfter>,
+    ) -> Result<(), LockError> {
         let body = ReportRequest {
             client_params: self.params.clone(),
             digest: digest.to_string(),
             healthy,
             detail: detail.to_string(),
+            halt_after,
         };
-        self.post("report", REPORT_PATH, &body).await
+        self.post("report", REPORT_PATH, &body, None).await
     }
 
     /// `GET /v1/status` (hostctl's extension), as JSON.
@@ -147,10 +196,20 @@ impl LockClient {
         Ok(halted_digests(&status).iter().any(|d| d == digest))
     }
 
-    async fn post<T: Serialize>(&self, what: &'static str, path: &str, body: &T) -> Result<(), LockError> {
+    async fn post<T: Serialize>(
+        &self,
+        what: &'static str,
+        path: &str,
+        body: &T,
+        release: Option<&str>,
+    ) -> Result<(), LockError> {
         let url = format!("{}{path}", self.base);
         let unreachable = |e: reqwest::Error| LockError::Unreachable { url: url.clone(), what, detail: chain(&e) };
-        let resp = self.http.post(&url).header(PROTOCOL_HEADER, "true").json(body).send().await.map_err(unreachable)?;
+        let mut req = self.http.post(&url).header(PROTOCOL_HEADER, "true").json(body);
+        if let Some(d) = release {
+            req = req.header(RELEASE_HEADER, d);
+        }
+        let resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());
@@ -197,8 +256,8 @@ mod tests {
 
     use super::*;
 
-    /// What the test server saw: (method, path, protocol header, body).
-    type Seen = Arc<Mutex<Vec<(String, String, Option<String>, String)>>>;
+    /// What the test server saw: (method, path, protocol header, body, release header).
+    type Seen = Arc<Mutex<Vec<(String, String, Option<String>, String, Option<String>)>>>;
 
     /// A one-slot FleetLock server over real HTTP/1.1 on loopback, written
     /// from the protocol's description: it refuses requests without the
@@ -222,7 +281,7 @@ mod tests {
                         }
                         let mut parts = line.split_whitespace();
                         let (method, path) = (parts.next().unwrap().to_string(), parts.next().unwrap().to_string());
-                        let (mut len, mut header) = (0, None);
+                        let (mut len, mut header, mut release) = (0, None, None);
                         loop {
                             let mut h = String::new();
                             r.read_line(&mut h).await.unwrap();
@@ -234,13 +293,20 @@ mod tests {
                             match k.to_ascii_lowercase().as_str() {
                                 "content-length" => len = v.trim().parse().unwrap(),
                                 "fleet-lock-protocol" => header = Some(v.trim().to_string()),
+                                "hostctl-release-digest" => release = Some(v.trim().to_string()),
                                 _ => {}
                             }
                         }
                         let mut body = vec![0; len];
                         r.read_exact(&mut body).await.unwrap();
                         let body = String::from_utf8(body).unwrap();
-                        seen.lock().unwrap().push((method.clone(), path.clone(), header.clone(), body.clone()));
+                        seen.lock().unwrap().push((
+                            method.clone(),
+                            path.clone(),
+                            header.clone(),
+                            body.clone(),
+                            release,
+                        ));
                         let reply = |code: u16, b: String| {
                             format!(
                                 "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{b}",
@@ -289,28 +355,31 @@ mod tests {
         let (url, seen) = server().await;
         let a = LockClient::new(&url, "host-a", "workers").unwrap();
         let b = LockClient::new(&format!("{url}/"), "host-b", "workers").unwrap();
-        a.pre_reboot().await.unwrap();
-        a.pre_reboot().await.unwrap(); // a holder may ask again
-        let err = b.pre_reboot().await.unwrap_err();
+        a.pre_reboot(Some("sha256:aa")).await.unwrap();
+        a.pre_reboot(None).await.unwrap(); // a holder may ask again
+        let err = b.pre_reboot(None).await.unwrap_err();
         assert!(err.is_refusal(), "{err}");
         let msg = err.to_string();
         assert!(msg.contains("refused pre-reboot (HTTP 409): failed_lock: all 1 slots are held"), "{msg}");
         a.steady_state().await.unwrap();
-        b.pre_reboot().await.unwrap();
-        b.report("sha256:aa", false, "10-web failed").await.unwrap();
+        b.pre_reboot(None).await.unwrap();
+        b.report("sha256:aa", false, "10-web failed", Some(HaltAfter::Percent(2.5))).await.unwrap();
         let seen = seen.lock().unwrap().clone();
         // Every request carries the header and the FleetLock body.
-        for (method, _, header, _) in &seen {
+        for (method, _, header, _, _) in &seen {
             assert_eq!(method, "POST");
             assert_eq!(header.as_deref(), Some("true"));
         }
+        // The release rides in its header, only when given.
+        assert_eq!(seen[0].4.as_deref(), Some("sha256:aa"));
+        assert_eq!(seen[1].4, None);
         let first: serde_json::Value = serde_json::from_str(&seen[0].3).unwrap();
         assert_eq!(first, serde_json::json!({"client_params": {"id": "host-a", "group": "workers"}}));
         let report: serde_json::Value = serde_json::from_str(&seen.last().unwrap().3).unwrap();
         assert_eq!(
             report,
             serde_json::json!({"client_params": {"id": "host-b", "group": "workers"},
-                "digest": "sha256:aa", "healthy": false, "detail": "10-web failed"})
+                "digest": "sha256:aa", "healthy": false, "detail": "10-web failed", "halt_after": "2.5%"})
         );
     }
 
@@ -328,7 +397,7 @@ mod tests {
         // A port that was free a moment ago: nothing listens there.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let c = LockClient::new(&format!("http://127.0.0.1:{port}"), "h", "default").unwrap();
-        let err = c.pre_reboot().await.unwrap_err();
+        let err = c.pre_reboot(None).await.unwrap_err();
         assert!(!err.is_refusal());
         assert!(err.to_string().contains("unreachable for pre-reboot"), "{err}");
         assert!(LockClient::new("ftp://x", "h", "g").is_err());

@@ -71,21 +71,33 @@ pub mod kind {
     pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
     /// No such path.
     pub const NOT_FOUND: &str = "not_found";
-    /// The client certificate names another host than the body's id.
+    /// The client certificate names another host than the body's id (403).
     pub const FORBIDDEN: &str = "forbidden_client_id";
+    /// The server checks client certificates and the client presented none
+    /// it could read a host id from (403).
+    pub const CERTIFICATE_REQUIRED: &str = "client_certificate_required";
     /// The server could not reach etcd (retrying later may help).
     pub const STATE_UNAVAILABLE: &str = "state_unavailable";
 }
 
 /// How many unhealthy hosts halt a release: a count (`3`) or a share of the
-/// hosts that reported on it (`10%`), written as `--halt-after` takes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// hosts that reported on it (`2.5%`), written as `--halt-after` takes it.
+/// One type for every side: `fleet release` writes it into the signed rollout
+/// metadata, the agent sends it in its reports, the server judges by it.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum HaltAfter {
     /// Halt when this many hosts report the release unhealthy.
     Hosts(u32),
-    /// Halt when at least this percentage of the hosts that reported on the
-    /// release report it unhealthy (and at least one does).
-    Percent(u8),
+    /// Halt when at least this percentage (above 0, at most 100) of the hosts
+    /// that reported on the release report it unhealthy (and at least one does).
+    Percent(f64),
+}
+
+impl Default for HaltAfter {
+    /// The first unhealthy host halts the release.
+    fn default() -> Self {
+        HaltAfter::Hosts(1)
+    }
 }
 
 impl HaltAfter {
@@ -93,7 +105,15 @@ impl HaltAfter {
     pub fn reached(self, unhealthy: u64, reported: u64) -> bool {
         match self {
             HaltAfter::Hosts(n) => unhealthy >= u64::from(n.max(1)),
-            HaltAfter::Percent(p) => unhealthy > 0 && unhealthy * 100 >= u64::from(p) * reported,
+            HaltAfter::Percent(p) => unhealthy > 0 && unhealthy as f64 * 100.0 >= p * reported as f64,
+        }
+    }
+
+    /// The threshold in words (`2 unhealthy host(s)`, `2.5% of the hosts that reported`).
+    pub fn describe(self) -> String {
+        match self {
+            HaltAfter::Hosts(n) => format!("{n} unhealthy host(s)"),
+            HaltAfter::Percent(p) => format!("{p}% unhealthy hosts of those that reported"),
         }
     }
 }
@@ -110,10 +130,14 @@ impl std::fmt::Display for HaltAfter {
 impl std::str::FromStr for HaltAfter {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?} is not a halt threshold: write a number of hosts (3) or a percentage (10%)");
+        let bad = || {
+            format!("{s:?} is not a halt threshold: write a number of hosts (3) or a percentage above 0 and at most 100 (2.5%)")
+        };
         match s.strip_suffix('%') {
-            Some(p) => match p.parse::<u8>() {
-                Ok(p @ 1..=100) => Ok(HaltAfter::Percent(p)),
+            // Digits and a decimal point only: no signs, exponents, NaN or inf.
+            Some(p) if !p.bytes().all(|b| b.is_ascii_digit() || b == b'.') => Err(bad()),
+            Some(p) => match p.parse::<f64>() {
+                Ok(p) if p > 0.0 && p <= 100.0 => Ok(HaltAfter::Percent(p)),
                 _ => Err(bad()),
             },
             None => match s.parse::<u32>() {
@@ -138,8 +162,8 @@ impl<'de> Deserialize<'de> for HaltAfter {
 }
 
 /// The body of `POST /v1/report`: how a host fares on a release after it
-/// booted into it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// booted into it. The agent's client sends it, the server reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportRequest {
     /// Who reports.
@@ -222,14 +246,17 @@ mod tests {
     #[test]
     fn halt_thresholds_parse_as_fleet_release_writes_them() {
         assert_eq!("3".parse(), Ok(HaltAfter::Hosts(3)));
-        assert_eq!("10%".parse(), Ok(HaltAfter::Percent(10)));
-        assert_eq!("100%".parse(), Ok(HaltAfter::Percent(100)));
-        for bad in ["0", "0%", "101%", "-1", "", "%", "3 hosts", "1.5%"] {
+        assert_eq!("10%".parse(), Ok(HaltAfter::Percent(10.0)));
+        assert_eq!("100%".parse(), Ok(HaltAfter::Percent(100.0)));
+        // Fractions as rollout metadata has always allowed them (`--halt-after 2.5%`).
+        assert_eq!("2.5%".parse(), Ok(HaltAfter::Percent(2.5)));
+        for bad in ["0", "0%", "101%", "-1", "", "%", "3 hosts", "NaN%", "inf%", "1e1%", "-0.5%"] {
             assert!(bad.parse::<HaltAfter>().is_err(), "{bad:?} was accepted");
         }
-        let json = serde_json::to_string(&HaltAfter::Percent(25)).unwrap();
+        let json = serde_json::to_string(&HaltAfter::Percent(25.0)).unwrap();
         assert_eq!(json, "\"25%\"");
-        assert_eq!(serde_json::from_str::<HaltAfter>(&json).unwrap(), HaltAfter::Percent(25));
+        assert_eq!(serde_json::from_str::<HaltAfter>(&json).unwrap(), HaltAfter::Percent(25.0));
+        assert_eq!(serde_json::to_string(&HaltAfter::Percent(2.5)).unwrap(), "\"2.5%\"");
     }
 
     #[test]
@@ -240,11 +267,13 @@ mod tests {
             (HaltAfter::Hosts(2), 1, 5, false),
             (HaltAfter::Hosts(2), 2, 5, true),
             (HaltAfter::Hosts(1), 1, 1, true),
-            (HaltAfter::Percent(10), 0, 0, false),
-            (HaltAfter::Percent(10), 1, 11, false),
-            (HaltAfter::Percent(10), 1, 10, true),
-            (HaltAfter::Percent(50), 1, 1, true),
-            (HaltAfter::Percent(100), 9, 10, false),
+            (HaltAfter::Percent(10.0), 0, 0, false),
+            (HaltAfter::Percent(10.0), 1, 11, false),
+            (HaltAfter::Percent(10.0), 1, 10, true),
+            (HaltAfter::Percent(50.0), 1, 1, true),
+            (HaltAfter::Percent(100.0), 9, 10, false),
+            (HaltAfter::Percent(2.5), 1, 40, true),
+            (HaltAfter::Percent(2.5), 1, 41, false),
         ];
         for (t, unhealthy, reported, halts) in table {
             assert_eq!(t.reached(unhealthy, reported), halts, "{t} with {unhealthy} of {reported}");

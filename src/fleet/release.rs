@@ -7,13 +7,11 @@
 //! and reads it. Metadata that is unsigned or tampered with is refused,
 //! logged, and the image treated as not released.
 
-use std::fmt;
-use std::str::FromStr;
-
 use anyhow::{bail, ensure, Context, Result};
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use serde::{Deserialize, Serialize};
 
+pub use super::protocol::HaltAfter;
 use super::waves::{format_time, Schedule};
 use crate::digest::Digest;
 use crate::imgref::{ImageRef, RegistryRef};
@@ -33,44 +31,36 @@ pub const ANN_CREATED: &str = "org.opencontainers.image.created";
 /// Rollout artifacts looked at per image at most.
 pub const MAX_RELEASES: usize = 16;
 
-/// When a release halts itself: after this many unhealthy hosts, or this
-/// share of the fleet's reports.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum HaltAfter {
-    /// A number of unhealthy hosts.
-    Hosts(u64),
-    /// A percentage of the hosts that reported.
-    Percent(f64),
-}
+/// The halt threshold as rollout metadata has always written it:
+/// `{"hosts": N}` or `{"percent": P}` (the wire and the command line write
+/// the same [`HaltAfter`] as `N` or `P%`). Signed metadata already pushed
+/// must keep reading.
+mod metadata_halt_after {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-impl Default for HaltAfter {
-    /// The first unhealthy host halts the release.
-    fn default() -> Self {
-        HaltAfter::Hosts(1)
+    use super::HaltAfter;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    enum Written {
+        Hosts(u64),
+        Percent(f64),
     }
-}
 
-impl FromStr for HaltAfter {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<HaltAfter> {
-        if let Some(p) = s.strip_suffix('%') {
-            let p: f64 = p.trim().parse().with_context(|| format!("--halt-after {s:?}: not a percentage"))?;
-            ensure!(p > 0.0 && p <= 100.0, "--halt-after {s:?}: the percentage must be above 0 and at most 100");
-            return Ok(HaltAfter::Percent(p));
+    pub fn serialize<S: Serializer>(h: &HaltAfter, s: S) -> Result<S::Ok, S::Error> {
+        match *h {
+            HaltAfter::Hosts(n) => Written::Hosts(u64::from(n)),
+            HaltAfter::Percent(p) => Written::Percent(p),
         }
-        let n: u64 = s.trim().parse().with_context(|| format!("--halt-after {s:?}: not a number of hosts or P%"))?;
-        ensure!(n > 0, "--halt-after 0 would halt the release before any host took it");
-        Ok(HaltAfter::Hosts(n))
+        .serialize(s)
     }
-}
 
-impl fmt::Display for HaltAfter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HaltAfter::Hosts(n) => write!(f, "{n} unhealthy host(s)"),
-            HaltAfter::Percent(p) => write!(f, "{p}% unhealthy hosts"),
-        }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<HaltAfter, D::Error> {
+        let text = match Written::deserialize(d)? {
+            Written::Hosts(n) => n.to_string(),
+            Written::Percent(p) => format!("{p}%"),
+        };
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -86,6 +76,7 @@ pub struct RolloutMetadata {
     #[serde(flatten)]
     pub schedule: Schedule,
     /// When the release halts itself.
+    #[serde(with = "metadata_halt_after")]
     pub halt_after: HaltAfter,
 }
 
@@ -281,7 +272,7 @@ pub async fn find(
                     "rollout metadata {digest} for {subject}: start {}, waves {}, halt after {} ({})",
                     format_time(v.metadata.schedule.start),
                     v.metadata.schedule.waves,
-                    v.metadata.halt_after,
+                    v.metadata.halt_after.describe(),
                     v.verdict.rule
                 );
                 search.found = Some(v);
@@ -353,6 +344,32 @@ mod tests {
         assert_eq!("5%".parse::<HaltAfter>().unwrap(), HaltAfter::Percent(5.0));
         for bad in ["0", "0%", "101%", "-1", "x", "x%"] {
             assert!(bad.parse::<HaltAfter>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn metadata_keeps_writing_and_reading_halt_after_as_it_always_has() {
+        // (as written in signed metadata, the threshold it means)
+        let table = [
+            (r#"{"hosts":1}"#, Some(HaltAfter::Hosts(1))),
+            (r#"{"hosts":3}"#, Some(HaltAfter::Hosts(3))),
+            (r#"{"percent":2.5}"#, Some(HaltAfter::Percent(2.5))),
+            (r#"{"percent":100.0}"#, Some(HaltAfter::Percent(100.0))),
+            (r#"{"hosts":0}"#, None),
+            (r#"{"percent":0.0}"#, None),
+            (r#"{"percent":150.0}"#, None),
+            (r#""3""#, None),
+        ];
+        for (written, want) in table {
+            let doc = format!(
+                r#"{{"schemaVersion":1,"imageDigest":"sha256:00","start":"2026-12-07T10:00:00Z","waves":[{{"afterSeconds":0,"percent":100.0}}],"haltAfter":{written}}}"#
+            );
+            let got = RolloutMetadata::parse(doc.as_bytes()).map(|m| m.halt_after);
+            assert_eq!(got.as_ref().ok(), want.as_ref(), "{written}: {got:?}");
+            if let Ok(m) = RolloutMetadata::parse(doc.as_bytes()) {
+                let again = serde_json::to_value(&m).unwrap();
+                assert_eq!(again["haltAfter"], serde_json::from_str::<serde_json::Value>(written).unwrap());
+            }
         }
     }
 

@@ -17,8 +17,10 @@ pub struct FleetServer {
 
 impl FleetServer {
     /// Starts `hostctl fleet server --etcd ENDPOINTS` on a free loopback port
-    /// with `extra` arguments, and waits until it answers.
+    /// with `extra` arguments, and waits until it answers (over HTTPS when
+    /// `extra` has `--tls-cert`).
     pub fn start(etcd: &str, extra: &[&str]) -> FleetServer {
+        let scheme = if extra.contains(&"--tls-cert") { "https" } else { "http" };
         let port = super::registry::free_port();
         let log = tempfile::NamedTempFile::new().unwrap();
         let child = Command::new(super::hostctl_bin())
@@ -30,11 +32,12 @@ impl FleetServer {
             .stderr(log.reopen().unwrap())
             .spawn()
             .expect("starting hostctl fleet server");
-        let server = FleetServer { child: Some(child), url: format!("http://127.0.0.1:{port}"), log };
+        let server = FleetServer { child: Some(child), url: format!("{scheme}://127.0.0.1:{port}"), log };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let out = Command::new("curl")
-                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+                // -k: only whether it answers; the tests check its certificate.
+                .args(["-s", "-k", "-o", "/dev/null", "-w", "%{http_code}"])
                 .arg(format!("{}/v1/status", server.url))
                 .output()
                 .unwrap();

@@ -6,7 +6,6 @@
 pub mod chunked;
 pub mod etcd;
 pub mod fleet;
-pub mod fleetlock;
 pub mod hostile;
 pub mod images;
 pub mod registry;

@@ -9,6 +9,7 @@
 //! | `POST /v1/report` | 200 `{"halted","slot_kept"}` |
 //! | `GET /v1/status` | 200 [`StatusResponse`](crate::fleet::protocol::StatusResponse) |
 //! | no protocol header, bad JSON, bad id or group | 400 |
+//! | with `--client-ca`: no client certificate, or one naming another id | 403 `client_certificate_required` / `forbidden_client_id` |
 //! | another method | 405 with `Allow` |
 //! | another path | 404 |
 //! | etcd unreachable | 503 `state_unavailable` |
@@ -24,6 +25,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::slots::{LockRefused, Locked};
+use super::tls::Caller;
 use super::Server;
 use crate::fleet::protocol::{
     kind, ClientParams, ErrorBody, LockRequest, ReportRequest, ReportResponse, PRE_REBOOT_PATH, PROTOCOL_HEADER,
@@ -79,9 +81,13 @@ impl From<anyhow::Error> for Refusal {
 type Answer = Result<Response<Full<Bytes>>, Refusal>;
 
 /// Answers one request (never fails: a refusal is an answer too).
-pub async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+pub async fn handle(
+    server: Arc<Server>,
+    caller: Caller,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    let answer = route(&server, req).await;
+    let answer = route(&server, &caller, req).await;
     Ok(match answer {
         Ok(r) => r,
         Err(refusal) => {
@@ -96,7 +102,7 @@ pub async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Result<Respo
     })
 }
 
-async fn route(server: &Server, req: Request<Incoming>) -> Answer {
+async fn route(server: &Server, caller: &Caller, req: Request<Incoming>) -> Answer {
     let want = match req.uri().path() {
         PRE_REBOOT_PATH | STEADY_STATE_PATH | REPORT_PATH => Method::POST,
         STATUS_PATH => Method::GET,
@@ -129,7 +135,7 @@ async fn route(server: &Server, req: Request<Incoming>) -> Answer {
     match path.as_str() {
         PRE_REBOOT_PATH => {
             let LockRequest { client_params: p } = body(req).await?;
-            let p = check_client(p)?;
+            let p = authorize(caller, check_client(p)?)?;
             let outcome = server.slots.lock(&p.group, &p.id, digest.as_deref()).await?;
             match outcome {
                 Locked::Taken => tracing::info!("{} took a slot of group {}", p.id, p.group),
@@ -139,7 +145,7 @@ async fn route(server: &Server, req: Request<Incoming>) -> Answer {
         }
         STEADY_STATE_PATH => {
             let LockRequest { client_params: p } = body(req).await?;
-            let p = check_client(p)?;
+            let p = authorize(caller, check_client(p)?)?;
             if server.slots.unlock(&p.group, &p.id).await? {
                 tracing::info!("{} released its slot of group {}", p.id, p.group);
             }
@@ -147,7 +153,7 @@ async fn route(server: &Server, req: Request<Incoming>) -> Answer {
         }
         _ => {
             let r: ReportRequest = body(req).await?;
-            let p = check_client(r.client_params)?;
+            let p = authorize(caller, check_client(r.client_params)?)?;
             let digest = check_digest(&r.digest)?;
             let slot_kept = !r.healthy && server.slots.keep(&p.group, &p.id).await?;
             let outcome = server.health.report(&p.id, &p.group, &digest, r.healthy, &r.detail, r.halt_after).await?;
@@ -197,6 +203,20 @@ pub fn check_client(p: ClientParams) -> Result<ClientParams, Refusal> {
     Ok(p)
 }
 
+/// With `--client-ca`, a host acts only for the id its certificate names.
+pub fn authorize(caller: &Caller, p: ClientParams) -> Result<ClientParams, Refusal> {
+    match caller {
+        Caller::Anyone => Ok(p),
+        Caller::Certified(id) if *id == p.id => Ok(p),
+        Caller::Certified(id) => Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            kind::FORBIDDEN,
+            format!("the client certificate names {id:?}, not {:?}: a host may act only for itself", p.id),
+        )),
+        Caller::Uncertified(why) => Err(Refusal::new(StatusCode::FORBIDDEN, kind::CERTIFICATE_REQUIRED, why.clone())),
+    }
+}
+
 /// Checks that `d` is an image digest (`sha256:` and 64 hex digits).
 fn check_digest(d: &str) -> Result<String, Refusal> {
     d.parse::<crate::digest::Digest>()
@@ -241,5 +261,27 @@ mod tests {
             assert_eq!(check_client(client(id, group)).is_ok(), ok, "{id:?} in {group:?}");
         }
         assert!(check_client(client(&"x".repeat(MAX_ID + 1), "g")).is_err());
+    }
+
+    #[test]
+    fn with_client_certificates_a_host_acts_only_for_itself() {
+        // (caller, body id, status, kind)
+        let table = [
+            (Caller::Anyone, "host-b", None),
+            (Caller::Certified("host-a".into()), "host-a", None),
+            (Caller::Certified("host-a".into()), "host-b", Some(kind::FORBIDDEN)),
+            (Caller::Certified("host-a".into()), "host-A", Some(kind::FORBIDDEN)),
+            (Caller::Uncertified("no certificate".into()), "host-a", Some(kind::CERTIFICATE_REQUIRED)),
+        ];
+        for (caller, id, want) in table {
+            let got = authorize(&caller, client(id, "g"));
+            match want {
+                None => assert_eq!(got.unwrap().id, id),
+                Some(k) => {
+                    let r = got.unwrap_err();
+                    assert_eq!((r.status, r.kind), (StatusCode::FORBIDDEN, k), "{caller:?} as {id}");
+                }
+            }
+        }
     }
 }

@@ -7,12 +7,14 @@
 //! - [`health`]: reports, thresholds, halts and resumes.
 //! - [`status`]: the fleet's state for `GET /v1/status`.
 //! - [`etcd`]: the connection, key layout and retries.
+//! - [`tls`]: HTTPS, and hosts known by their client certificates.
 
 pub mod etcd;
 pub mod health;
 pub mod http;
 pub mod slots;
 pub mod status;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +24,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::fleet::protocol::HaltAfter;
+
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How `hostctl fleet server` runs.
 #[derive(Debug, Clone)]
@@ -36,6 +41,9 @@ pub struct ServerConfig {
     pub holder_ttl: Duration,
     /// The halt threshold for reports that carry none.
     pub halt_after: HaltAfter,
+    /// HTTPS, and with client certificates (`--tls-cert`, `--tls-key`,
+    /// `--client-ca`); `None`: plain HTTP.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 /// One replica's handles on the shared state (it holds nothing else).
@@ -43,6 +51,8 @@ pub struct Server {
     etcd: etcd::Etcd,
     slots: slots::Slots,
     health: health::Health,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    checks_clients: bool,
 }
 
 impl Server {
@@ -50,8 +60,11 @@ impl Server {
     pub async fn connect(config: &ServerConfig) -> Result<Server> {
         anyhow::ensure!(config.slots >= 1, "--slots must be at least 1");
         anyhow::ensure!(config.holder_ttl >= Duration::from_secs(1), "--holder-ttl must be at least 1s");
+        let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
         let etcd = etcd::Etcd::connect(&config.etcd, &config.prefix).await?;
         Ok(Server {
+            tls,
+            checks_clients: config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
             slots: slots::Slots::new(etcd.clone(), config.slots, config.holder_ttl),
             health: health::Health::new(etcd.clone(), config.halt_after),
             etcd,
@@ -68,8 +81,13 @@ impl Server {
         &self.health
     }
 
-    /// Serves HTTP/1.1 on `listener` until the task is dropped; each
-    /// connection on its own task.
+    /// Whether it serves HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Serves HTTP/1.1 (over TLS when configured) on `listener` until the
+    /// task is dropped; each connection on its own task.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> Result<()> {
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -84,10 +102,33 @@ impl Server {
             let _ = stream.set_nodelay(true);
             let server = self.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| http::handle(server.clone(), req));
-                if let Err(e) =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
-                {
+                let http = hyper::server::conn::http1::Builder::new();
+                let served = match server.tls.clone() {
+                    None => {
+                        let service = hyper::service::service_fn(move |req| {
+                            http::handle(server.clone(), tls::Caller::Anyone, req)
+                        });
+                        http.serve_connection(TokioIo::new(stream), service).await
+                    }
+                    Some(acceptor) => {
+                        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::info!("TLS handshake with {peer} failed: {e}");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::info!("TLS handshake with {peer} took longer than {HANDSHAKE_TIMEOUT:?}");
+                                return;
+                            }
+                        };
+                        let caller = tls::caller(stream.get_ref().1, server.checks_clients);
+                        let service =
+                            hyper::service::service_fn(move |req| http::handle(server.clone(), caller.clone(), req));
+                        http.serve_connection(TokioIo::new(stream), service).await
+                    }
+                };
+                if let Err(e) = served {
                     tracing::debug!("connection from {peer}: {e}");
                 }
             });
@@ -100,13 +141,18 @@ pub async fn run(config: ServerConfig, listen: &str) -> Result<()> {
     let server = Arc::new(Server::connect(&config).await?);
     let listener = TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
+    let scheme = if server.is_tls() { "https" } else { "http" };
+    let clients = match config.tls.as_ref().and_then(|t| t.client_ca.as_ref()) {
+        Some(ca) => format!("hosts known by their client certificates' CN (CA {})", ca.display()),
+        None => "the id in each request trusted".into(),
+    };
     tracing::info!(
-        "fleet lock server on http://{addr}, state in etcd at {} under {:?}, {} slot(s) per group, holder TTL {:?}",
+        "fleet lock server on {scheme}://{addr} ({clients}), state in etcd at {} under {:?}, {} slot(s) per group, holder TTL {:?}",
         config.etcd.join(","),
         config.prefix,
         config.slots,
         config.holder_ttl
     );
-    eprintln!("hostctl fleet server: listening on http://{addr}");
+    eprintln!("hostctl fleet server: listening on {scheme}://{addr}");
     server.serve(listener).await
 }
