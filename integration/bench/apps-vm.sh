@@ -16,8 +16,8 @@
 #         registry on the host, through the guest's forward to it);
 #   warm  the image is there already (hostctl still asks the registry, since
 #         it pulls the tag; podman run does not).
-# Each run starts the command and polls 127.0.0.1:8080 in the guest at once
-# (every 20 ms) until it serves the app's page: "served" is that time; "exit"
+# Each run starts the command and polls port 8080 of the guest's address in
+# the guest at once (every 20 ms, for at most 120 s) until it serves the app's page: "served" is that time; "exit"
 # is when the command itself returned (hostctl waits the unit's settling time,
 # 3 s by default, before it says the app is up; podman run -d returns once
 # the container started). One more hostctl install runs with -vv, whose
@@ -79,9 +79,12 @@ IMG=10.0.2.100:5000/hostctl-bench/web:stable
 H="hostctl --tls-verify=false --progress=none"
 now() { date +%s.%N; }
 since() { echo "$(now) $1" | awk '{printf "%.3f", $1 - $2}'; }
-# served: whether 127.0.0.1:8080 answers with the app's page.
+# served: whether port 8080 answers with the app's page, at the guest's own
+# address, as the host's forwarded port reaches it (the VM scenario's path;
+# 127.0.0.1 would need podman's localhost DNAT rules).
+ADDR=$(hostname -I 2>/dev/null | awk '{print $1}'); ADDR=${ADDR:-127.0.0.1}
 served() ( # in a subshell: a refused connection fails the exec
-  exec 3<>/dev/tcp/127.0.0.1/8080 || exit 1
+  exec 3<>"/dev/tcp/$ADDR/8080" || exit 1
   printf 'GET /index.html HTTP/1.0\r\n\r\n' >&3
   page=$(timeout 2 cat <&3)
   case $page in *"hostctl-bench app"*) exit 0 ;; esac
@@ -102,17 +105,24 @@ run() { # TOOL MODE ROUND
   else
     podman run -d --tls-verify=false --name web -p 8080:8080 "$IMG" >/tmp/out 2>&1 & pid=$!
   fi
-  for _ in $(seq 3000); do
+  # Until served, for at most 120 s, or until the command failed.
+  rc=
+  while [ "$(since "$t0" | cut -d. -f1)" -lt 120 ]; do
     if served 2>/dev/null; then served_at=$(since "$t0"); break; fi
+    if [ -z "$rc" ] && ! kill -0 "$pid" 2>/dev/null; then
+      wait "$pid"; rc=$?
+      [ "$rc" = 0 ] || break
+    fi
     sleep 0.02
   done
-  wait "$pid"; rc=$?
+  if [ -z "$rc" ]; then wait "$pid"; rc=$?; fi
   echo "BENCH-RUN $1 $2 $3 served=${served_at:-never} exit=$(since "$t0") rc=$rc"
   [ "$rc" = 0 ] || sed 's/^/BENCH-OUT /' /tmp/out
 }
 echo "BENCH-GUEST podman $(podman --version | awk '{print $3}') systemd $(systemctl --version | awk 'NR==1{print $2}') cpus $(nproc)"
-# One unmeasured install of each first: the first podman run of a boot sets up its network.
-run hostctl cold 0 >/dev/null; run podman cold 0 >/dev/null
+# One unmeasured install of each first (round 0): the first podman run of a
+# boot sets up its network.
+run hostctl cold 0; run podman cold 0
 for mode in cold warm; do
   for i in $(seq 1 ROUNDS); do
     if [ $((i % 2)) = 1 ]; then run hostctl "$mode" "$i"; run podman "$mode" "$i"
