@@ -160,19 +160,21 @@ fn storage_conf(dir: &Path) -> std::path::PathBuf {
 /// An OS image (oci: layout) with a kernel and a bound app `hello.container`
 /// running `image`, linked from bootc's directory.
 fn os_with_bound_app(dir: &Path, tag: &str, image: &str) -> String {
+    os_with_bound_app_and(dir, tag, image, &[])
+}
+
+/// [`os_with_bound_app`] with `extra` files in the image too.
+fn os_with_bound_app_and(dir: &Path, tag: &str, image: &str, extra: &[(&str, &str)]) -> String {
     let tree = tempfile::tempdir().unwrap();
-    write_tree(
-        tree.path(),
-        &[
-            ("usr/lib/modules/6.1.0-test/vmlinuz", "kernel"),
-            ("etc/hostname", "h\n"),
-            ("usr/share/my-os/version", tag),
-            (
-                "usr/share/containers/systemd/hello.container",
-                &format!("[Container]\nImage={image}\nPublishPort=8081:8081\n"),
-            ),
-        ],
-    );
+    let unit = format!("[Container]\nImage={image}\nPublishPort=8081:8081\n");
+    let mut files = vec![
+        ("usr/lib/modules/6.1.0-test/vmlinuz", "kernel"),
+        ("etc/hostname", "h\n"),
+        ("usr/share/my-os/version", tag),
+        ("usr/share/containers/systemd/hello.container", unit.as_str()),
+    ];
+    files.extend_from_slice(extra);
+    write_tree(tree.path(), &files);
     let links = tree.path().join("usr/lib/bootc/bound-images.d");
     std::fs::create_dir_all(&links).unwrap();
     std::os::unix::fs::symlink("/usr/share/containers/systemd/hello.container", links.join("hello.container")).unwrap();
@@ -260,6 +262,70 @@ fn bound_images_are_pulled_and_pinned_when_staging_and_a_missing_or_refused_one_
     // Images hostctl did not pull as bound images are never touched.
     let r = hc_json_env(s, &env, &["cleanup", "--json"]);
     assert_eq!(r["appImages"]["removed"], serde_json::json!([]), "{r}");
+}
+
+/// `install to-filesystem` of an OS image with a bound app: the app's image
+/// lands in the new system's podman storage (its stateroot's
+/// `/var/lib/containers/storage`, with the driver its storage.conf names), by
+/// digest, and the unit is pinned to it in the new `/etc`, so that the first
+/// boot runs it with the registry unreachable. The new system's podman, with
+/// its own run paths, reads that storage (podman's database, which records
+/// the installing podman's paths, is not left behind), and the host's own
+/// podman storage is untouched.
+#[test]
+fn install_to_filesystem_pulls_the_bound_images_into_the_new_systems_podman_storage() {
+    use crate::deploy::{deploy_dir, hc};
+    require_tool("podman");
+    let reg = Registry::start();
+    let (builder, layouts, root, host_store, later) = (tmp(), tmp(), tmp(), tmp(), tmp());
+    let bound = reg.image("apps/bound:stable");
+    build_push_app(builder.path(), "bound at install", &bound);
+    let digest = podman_digest_of(&reg, "apps/bound:stable");
+    let os = os_with_bound_app_and(
+        layouts.path(),
+        "1",
+        &bound,
+        &[
+            ("usr/lib/systemd/boot/efi/systemd-bootx64.efi", "MZ"),
+            ("usr/share/containers/storage.conf", "[storage]\ndriver = \"vfs\"\n"),
+        ],
+    );
+    let r = root.path();
+    // The host's own podman storage, which the install must leave alone.
+    let conf = storage_conf(host_store.path());
+    let env = [("CONTAINERS_STORAGE_CONF", conf.to_str().unwrap())];
+    let out = hc(r, &env, &["install", "to-filesystem", r.to_str().unwrap(), "--source-imgref", &os, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id =
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["deployment"].as_str().unwrap().to_string();
+
+    let pinned = format!("{}@{digest}", reg.image("apps/bound"));
+    let dropin = deploy_dir(r).join(&id).join("etc/containers/systemd/hello.container.d/90-hostctl-bound-image.conf");
+    let pin = std::fs::read_to_string(&dropin).unwrap_or_else(|e| panic!("{}: {e}", dropin.display()));
+    assert!(pin.contains(&format!("[Container]\nImage={pinned}\n")), "{pin}");
+    let st = hc_json_env(r, &[], &["status", "--json"]);
+    assert_eq!(st["status"]["deployments"][0]["boundImages"][0]["pinned"].as_str(), Some(pinned.as_str()), "{st}");
+
+    // The new system's podman: its storage, its own run root and tmpdir, its driver.
+    let storage = deploy_dir(r).join("var/lib/containers/storage");
+    assert!(storage.join("vfs-images").is_dir(), "pulled with the target's driver (vfs)");
+    let target = PodmanCli {
+        global: vec![
+            format!("--root={}", storage.display()),
+            format!("--runroot={}", later.path().join("run").display()),
+            format!("--tmpdir={}", later.path().join("libpod").display()),
+            "--storage-driver=vfs".into(),
+        ],
+        ..PodmanCli::default()
+    };
+    let img = target.image(&pinned).unwrap().expect("the bound image is in the new system's storage by digest");
+    assert_eq!(img.digest, digest);
+    // cleanup on the new system knows it pulled it.
+    let ledger = std::fs::read_to_string(deploy_dir(r).join("var/lib/hostctl/bound-images.json")).unwrap();
+    assert!(ledger.contains(&pinned), "{ledger}");
+    // Nothing went into the installing host's storage.
+    let host = PodmanCli { global: storage_args(host_store.path()), ..PodmanCli::default() };
+    assert!(host.image(&pinned).unwrap().is_none(), "the host's podman storage is untouched");
 }
 
 fn tmp() -> tempfile::TempDir {

@@ -805,6 +805,28 @@ async fn retry_after_from_a_busy_registry_is_honoured() {
     assert_eq!(proxy.matching_requests().len(), 2);
 }
 
+/// `app update --check` and `upgrade --check` ask the registry once per
+/// image: the manifest request goes out first, with no `GET /v2/` ping before
+/// it (the distribution spec's flow: a client learns the auth challenge from
+/// the resource's own 401). The insecure registry here speaks plain HTTP, so
+/// that one request also found the endpoint after HTTPS failed. Before: 2
+/// requests (`integration/bench/apps.sh` counted 40 for 20 apps).
+#[tokio::test]
+async fn a_manifest_check_is_one_request_with_no_ping_before_it() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    build_image(work.path(), "v1", 100).push(&reg.image("os:v1"), Compression::Gzip);
+    let proxy = FaultProxy::start(&reg.addr, Faults { path_match: "/v2/".into(), ..Default::default() });
+    let src = source(&format!("{}/os:v1", proxy.addr), &insecure());
+    src.fetch_manifest("v1").await.unwrap().expect("the manifest");
+    let reqs = proxy.matching_requests();
+    assert_eq!(reqs.len(), 1, "{reqs:#?}");
+    assert!(reqs[0].lines().next().unwrap().contains("/v2/os/manifests/v1"), "{reqs:#?}");
+    // The endpoint is remembered: the next request is one request too.
+    src.fetch_manifest("v1").await.unwrap().expect("the manifest");
+    assert_eq!(proxy.matching_requests().len(), 2);
+}
+
 // ---- client certificates (containers-certs.d(5)) ----
 
 #[test]

@@ -70,8 +70,9 @@ pub struct ToFilesystemArgs {
     pub source: SourceArgs,
 }
 
-fn options(s: &SourceArgs) -> InstallOptions {
+fn options(g: &GlobalArgs, s: &SourceArgs) -> InstallOptions {
     InstallOptions {
+        bound_images: Some(super::app::pull_settings(g)),
         source: s.source_imgref.clone(),
         target_imgref: s.target_imgref.clone(),
         kargs: s.kargs.clone(),
@@ -93,7 +94,7 @@ pub async fn run(g: &GlobalArgs, c: InstallCommand) -> Result<()> {
     match c {
         InstallCommand::ToFilesystem(a) => {
             let boot = g.boot_dir.clone().unwrap_or_else(|| a.path.join("boot"));
-            let r = install::to_filesystem(&a.path, &boot, &options(&a.source), &pull).await?;
+            let r = install::to_filesystem(&a.path, &boot, &options(g, &a.source), &pull).await?;
             report(a.source.json, &r)
         }
         InstallCommand::ToDisk(a) => {
@@ -120,7 +121,7 @@ pub async fn run(g: &GlobalArgs, c: InstallCommand) -> Result<()> {
                 .prefix(".hostctl-install-")
                 .tempdir_in(&base)
                 .with_context(|| format!("creating a work directory in {}", base.display()))?;
-            let (o, w, esp) = (&options(&a.source), work.path(), a.esp_size_mib);
+            let (o, w, esp) = (&options(g, &a.source), work.path(), a.esp_size_mib);
             let r = if is_block {
                 let target = Target::Device {
                     path: a.device.clone(),

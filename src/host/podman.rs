@@ -250,12 +250,15 @@ fn stderr_of(out: &Output) -> String {
 
 impl PodmanCli {
     fn output(&self, args: &[&str]) -> Result<Output> {
-        Command::new(&self.program)
+        let started = std::time::Instant::now();
+        let out = Command::new(&self.program)
             .args(&self.global)
             .args(args)
             .stdin(Stdio::null())
             .output()
-            .with_context(|| format!("running podman {}", args.join(" ")))
+            .with_context(|| format!("running podman {}", args.join(" ")))?;
+        tracing::debug!("podman {}: {} in {:?}", args.join(" "), out.status, started.elapsed());
+        Ok(out)
     }
 
     fn run(&self, args: &[&str]) -> Result<Vec<u8>> {
@@ -278,10 +281,13 @@ impl PodmanCli {
 }
 
 impl PodmanCli {
-    /// `podman WHAT inspect --format json NAME`; `None` when it went away
-    /// since `exists` said it was there (a `--rm` container of a unit whose
-    /// process just exited is removed by conmon at any moment: seen in the VM
-    /// during an app update to an image that exits at start).
+    /// `podman WHAT inspect --format json NAME`; `None` when there is no
+    /// such thing. One podman run, not `exists` then `inspect`: each run of
+    /// podman costs a start-up (≈0.2 s in the VM benchmark's guest), and
+    /// between the two a `--rm` container of a unit whose process just
+    /// exited could be removed by conmon anyway (seen in the VM during an
+    /// app update to an image that exits at start). podman says "no such
+    /// container NAME" and "NAME: image not known" (4.3 and 5.4 alike).
     fn inspect(&self, what: &str, name: &str) -> Result<Option<Vec<u8>>> {
         let args = [what, "inspect", "--format", "json", name];
         let out = self.output(&args)?;
@@ -289,7 +295,7 @@ impl PodmanCli {
             return Ok(Some(out.stdout));
         }
         let err = stderr_of(&out);
-        if err.contains(&format!("no such {what}")) {
+        if err.contains(&format!("no such {what}")) || err.contains(&format!("{what} not known")) {
             return Ok(None);
         }
         bail!("podman {} failed ({}): {err}", args.join(" "), out.status)
@@ -339,9 +345,6 @@ impl Podman for PodmanCli {
     }
 
     fn image(&self, reference: &str) -> Result<Option<ImageInfo>> {
-        if !self.exists("image", reference)? {
-            return Ok(None);
-        }
         let Some(out) = self.inspect("image", reference)? else { return Ok(None) };
         let mut list: Vec<ImageInfo> =
             serde_json::from_slice(&out).with_context(|| format!("parsing podman image inspect {reference}"))?;
@@ -357,9 +360,6 @@ impl Podman for PodmanCli {
     }
 
     fn container(&self, name: &str) -> Result<Option<ContainerInfo>> {
-        if !self.exists("container", name)? {
-            return Ok(None);
-        }
         let Some(out) = self.inspect("container", name)? else { return Ok(None) };
         let mut list: Vec<ContainerInfo> =
             serde_json::from_slice(&out).with_context(|| format!("parsing podman container inspect {name}"))?;
@@ -381,6 +381,7 @@ impl Podman for PodmanCli {
     }
 
     fn quadlet_dryrun(&self, dir: &Path) -> Result<DryRun> {
+        let started = std::time::Instant::now();
         let out = Command::new(&self.quadlet)
             .arg("-dryrun")
             .env("QUADLET_UNIT_DIRS", dir)
@@ -389,6 +390,7 @@ impl Podman for PodmanCli {
             .with_context(|| {
                 format!("running {} (podman's Quadlet generator, podman >= 4.4)", self.quadlet.display())
             })?;
+        tracing::debug!("quadlet -dryrun: {} in {:?}", out.status, started.elapsed());
         Ok(DryRun {
             ok: out.status.success(),
             generated: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -182,11 +182,13 @@ pub struct Systemctl;
 
 impl Systemctl {
     fn run(&self, args: &[&str]) -> Result<String> {
+        let started = Instant::now();
         let out = Command::new("systemctl")
             .args(args)
             .stdin(Stdio::null())
             .output()
             .with_context(|| format!("running systemctl {}", args.join(" ")))?;
+        tracing::debug!("systemctl {}: {} in {:?}", args.join(" "), out.status, started.elapsed());
         if !out.status.success() {
             bail!(
                 "systemctl {} failed ({}): {}",
@@ -201,6 +203,7 @@ impl Systemctl {
     /// Runs a blocking `systemctl VERB UNIT` (which returns when the job has
     /// completed, with a non-zero status if it failed), killed at `timeout`.
     fn job(&self, verb: &str, unit: &str, timeout: Duration) -> Result<JobResult> {
+        let started = Instant::now();
         let mut child = Command::new("systemctl")
             .args([verb, "--job-mode=replace", unit])
             .stdin(Stdio::null())
@@ -208,9 +211,10 @@ impl Systemctl {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("running systemctl {verb} {unit}"))?;
-        let end = Instant::now() + timeout;
+        let end = started + timeout;
         loop {
             if let Some(status) = child.try_wait()? {
+                tracing::debug!("systemctl {verb} {unit}: {status} in {:?}", started.elapsed());
                 let mut err = String::new();
                 if let Some(mut e) = child.stderr.take() {
                     let _ = e.read_to_string(&mut err);

@@ -12,6 +12,7 @@
 //! installed as the removable-media path `EFI/BOOT/BOOTX64.EFI`, so no EFI
 //! variable has to be written).
 
+pub mod bound;
 pub mod device;
 pub mod disk;
 
@@ -44,6 +45,9 @@ pub struct InstallOptions {
     pub kargs: Vec<String>,
     /// How long to wait for another hostctl holding the new sysroot's lock.
     pub lock_wait: std::time::Duration,
+    /// Pull the image's bound images into the new system's podman storage,
+    /// with these settings ([`bound`]); `None` leaves them to its first boot.
+    pub bound_images: Option<crate::host::podman::PullSettings>,
 }
 
 /// What was installed.
@@ -83,7 +87,10 @@ pub async fn build_sysroot(root: &Path, boot: &Path, opts: &InstallOptions, pull
         image: source.to_string(),
         transport_options: TransportOptions::recorded(&source, &pull.registry)?,
     });
-    u.stage(&image, StageOptions { spec, locked: false }, &[])?;
+    let bound = opts.bound_images.clone().map(|pull| bound::TargetBoundImages { podman: Default::default(), pull });
+    let hooks: Vec<&dyn crate::deploy::hooks::StageHook> =
+        bound.iter().map(|h| h as &dyn crate::deploy::hooks::StageHook).collect();
+    u.stage(&image, StageOptions { spec, locked: false }, &hooks)?;
     let id = u.finalize()?.now().map(|f| f.id).context("the deployment was not finalised")?;
     let mut s = d.load_state()?;
     if let Some(t) = &opts.target_imgref {

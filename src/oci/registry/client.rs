@@ -6,15 +6,14 @@
 //! reads manifest bodies whole with no size cap, follows descriptor `urls`,
 //! fixes the scheme up front (no HTTPS→HTTP fallback) and does not retry.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, RANGE, WWW_AUTHENTICATE};
-use reqwest::{Response, StatusCode};
+use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
-use tokio::sync::OnceCell;
 use tracing::{debug, warn};
 
 use super::auth::Auth;
@@ -52,7 +51,9 @@ pub struct Client {
     /// The TLS files in use (for messages).
     tls_note: Option<String>,
     /// `https://host[:port]` or, for insecure registries that do not speak TLS, `http://…`.
-    base: OnceCell<String>,
+    base: OnceLock<String>,
+    /// Held while `base` is being found: concurrent first requests wait for it.
+    probe: tokio::sync::Mutex<()>,
     pub(super) auth: Auth,
 }
 
@@ -66,7 +67,8 @@ impl Client {
             repository: repository.to_string(),
             insecure: opts.insecure,
             tls_note,
-            base: OnceCell::new(),
+            base: OnceLock::new(),
+            probe: tokio::sync::Mutex::new(()),
             auth: Auth::new(registry, repository, AuthSearch::new(opts.authfile.as_deref())),
         }))
     }
@@ -74,37 +76,28 @@ impl Client {
     /// The endpoint, found once with a `GET /v2/` ping: HTTPS first; when the
     /// registry is insecure and HTTPS fails at the connection or TLS level,
     /// plain HTTP (as skopeo does). The ping's 401 challenge seeds the auth.
+    /// Only pushes use it: reads find the endpoint with their first request
+    /// (`first_contact`).
     pub(super) async fn base(&self) -> Result<&str> {
-        self.base
-            .get_or_try_init(|| async {
-                let https = format!("https://{}", self.registry);
-                match self.ping(&https).await {
-                    Ok(()) => Ok(https),
-                    Err(e) if self.insecure => {
-                        debug!("HTTPS to {} failed ({e:#}); trying plain HTTP", self.registry);
-                        let http = format!("http://{}", self.registry);
-                        self.ping(&http).await.map_err(|e2| {
-                            anyhow!("cannot reach registry {} over HTTPS ({e:#}) nor over HTTP ({e2:#})", self.registry)
-                        })?;
-                        Ok(http)
-                    }
-                    Err(e) => Err(e.context(format!(
-                        "cannot reach registry {} over HTTPS ({}; for a registry without valid TLS, \
-                         --tls-verify=false)",
-                        self.registry,
-                        match &self.tls_note {
-                            Some(n) => n.clone(),
-                            None => format!(
-                                "for a private CA or a client certificate, pass --cert-dir or use a certs.d \
-                                 directory named {}",
-                                self.registry
-                            ),
-                        }
-                    ))),
-                }
-            })
-            .await
-            .map(String::as_str)
+        if let Some(base) = self.base.get() {
+            return Ok(base);
+        }
+        let _probe = self.probe.lock().await;
+        if let Some(base) = self.base.get() {
+            return Ok(base);
+        }
+        let https = format!("https://{}", self.registry);
+        let found = match self.ping(&https).await {
+            Ok(()) => https,
+            Err(e) if self.insecure => {
+                debug!("HTTPS to {} failed ({e:#}); trying plain HTTP", self.registry);
+                let http = format!("http://{}", self.registry);
+                self.ping(&http).await.map_err(|e2| self.unreachable_over_both(&e, &e2))?;
+                http
+            }
+            Err(e) => return Err(self.unreachable_over_https(e)),
+        };
+        Ok(self.base.get_or_init(|| found))
     }
 
     async fn ping(&self, base: &str) -> Result<()> {
@@ -116,9 +109,64 @@ impl Client {
         Ok(())
     }
 
+    fn unreachable_over_https(&self, e: anyhow::Error) -> anyhow::Error {
+        e.context(format!(
+            "cannot reach registry {} over HTTPS ({}; for a registry without valid TLS, --tls-verify=false)",
+            self.registry,
+            match &self.tls_note {
+                Some(n) => n.clone(),
+                None => format!(
+                    "for a private CA or a client certificate, pass --cert-dir or use a certs.d directory named {}",
+                    self.registry
+                ),
+            }
+        ))
+    }
+
+    fn unreachable_over_both(&self, https: &anyhow::Error, http: &anyhow::Error) -> anyhow::Error {
+        anyhow!("cannot reach registry {} over HTTPS ({https:#}) nor over HTTP ({http:#})", self.registry)
+    }
+
+    /// Sends the first request to this registry, which finds the endpoint as
+    /// the ping did (HTTPS, then plain HTTP for an insecure registry that
+    /// fails at the connection or TLS level) without a request of its own:
+    /// the distribution spec has a client go straight to the resource and
+    /// read the auth challenge from its 401, so `app update --check` makes one
+    /// request per app, not two. `build` makes the request for a base URL.
+    /// `None`: the endpoint is known (found by an earlier request, or by a
+    /// concurrent one this waited for); send it there. Failing to connect is
+    /// not retried, as the ping was not: a registry that is down says so at once.
+    async fn first_contact(&self, build: &(dyn Fn(&str) -> RequestBuilder + Sync)) -> Result<Option<Response>> {
+        if self.base.get().is_some() {
+            return Ok(None);
+        }
+        let _probe = self.probe.lock().await;
+        if self.base.get().is_some() {
+            return Ok(None);
+        }
+        let https = format!("https://{}", self.registry);
+        let (base, resp) = match build(&https).send().await.map_err(anyhow::Error::new) {
+            Ok(resp) => (https, resp),
+            Err(e) if self.insecure => {
+                debug!("HTTPS to {} failed ({e:#}); trying plain HTTP", self.registry);
+                let http = format!("http://{}", self.registry);
+                match build(&http).send().await.map_err(anyhow::Error::new) {
+                    Ok(resp) => (http, resp),
+                    Err(e2) => return Err(self.unreachable_over_both(&e, &e2)),
+                }
+            }
+            Err(e) => return Err(self.unreachable_over_https(e)),
+        };
+        self.base.get_or_init(|| base);
+        Ok(Some(resp))
+    }
+
     /// `GET {base}/v2/{repository}/{path}`, authorised, retried on connection
-    /// errors and 5xx/429 with backoff, re-authorised once on a 401 carrying a
-    /// new challenge. Other replies are returned for the caller to judge.
+    /// errors and 5xx/429 with backoff. A 401 to a request sent without
+    /// authorisation (the first, before any challenge is known) is answered
+    /// with the challenge it carries; a 401 to an authorised one is answered
+    /// once more with fresh authorisation (a new challenge, an expired
+    /// token). Other replies are returned for the caller to judge.
     pub async fn get(&self, path: &str, accept: &[&str], range_from: Option<u64>) -> Result<Response> {
         let range = range_from.filter(|n| *n > 0).map(|from| format!("bytes={from}-"));
         self.get_range(path, accept, range.as_deref()).await
@@ -126,32 +174,41 @@ impl Client {
 
     /// [`Client::get`] with any `Range` header value (`bytes=a-b,c-d`), or none.
     pub async fn get_range(&self, path: &str, accept: &[&str], range: Option<&str>) -> Result<Response> {
-        let url = format!("{}/v2/{}/{path}", self.base().await?, self.repository);
         let scope = self.auth.pull_scope();
-        let mut reauthorised = false;
+        let (mut reauthorised, mut challenged) = (false, false);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut req = self.http.get(&url);
-            if !accept.is_empty() {
-                req = req.header(ACCEPT, accept.join(", "));
-            }
-            if let Some(range) = range {
-                req = req.header(RANGE, range);
-            }
-            if let Some(h) = self.auth.header(&self.http, &scope).await? {
-                req = req.header(AUTHORIZATION, h);
-            }
+            let authorization = self.auth.header(&self.http, &scope).await?;
+            let sent_authorised = authorization.is_some();
+            let build = |base: &str| {
+                let mut req = self.http.get(format!("{base}/v2/{}/{path}", self.repository));
+                if !accept.is_empty() {
+                    req = req.header(ACCEPT, accept.join(", "));
+                }
+                if let Some(range) = range {
+                    req = req.header(RANGE, range);
+                }
+                if let Some(h) = &authorization {
+                    req = req.header(AUTHORIZATION, h.clone());
+                }
+                req
+            };
+            let sent = match self.first_contact(&build).await? {
+                Some(resp) => Ok(resp),
+                None => build(self.known_base()).send().await,
+            };
+            let url = format!("{}/v2/{}/{path}", self.known_base(), self.repository);
             let mut server_delay = None;
-            let retry_why = match req.send().await {
+            let retry_why = match sent {
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
-                    // A 401 names the (possibly new) challenge; answer it once
-                    // with fresh authorisation before giving up.
                     let challenge = header_str(&resp, WWW_AUTHENTICATE).map(str::to_string);
                     self.auth.record_challenge(challenge.as_deref()).await;
                     self.auth.forget_token(&scope).await;
-                    if !reauthorised && challenge.is_some() {
-                        reauthorised = true;
+                    // Each kind of 401 is answered once: the challenge to an
+                    // unauthorised request, a refusal of an authorised one.
+                    let answered = if sent_authorised { &mut reauthorised } else { &mut challenged };
+                    if challenge.is_some() && !std::mem::replace(answered, true) {
                         attempt -= 1;
                         continue;
                     }
@@ -171,6 +228,11 @@ impl Client {
             warn!("GET {url}: {retry_why}; retrying in {delay:?} (attempt {}/{MAX_ATTEMPTS})", attempt + 1);
             tokio::time::sleep(delay).await;
         }
+    }
+
+    /// The endpoint, once a request found it.
+    fn known_base(&self) -> &str {
+        self.base.get().map(String::as_str).expect("the endpoint is known after the first contact")
     }
 
     async fn unauthorized(&self, resp: Response) -> anyhow::Error {

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# hostctl's app-install benchmark in the VM (issue 13), not part of the test
+# suite: `hostctl app install NAME IMAGE --publish 8080:8080` until the app's
+# first served response, against `podman run -d --name NAME -p 8080:8080
+# IMAGE` and polling the same port, in the QEMU guest (Debian trixie, systemd
+# 257, podman 5.4; this host has neither systemd as PID 1 nor Quadlet). The
+# goal is hostctl within 1.2× of podman.
+#
+#   integration/bench/apps-vm.sh [--rounds N] [--binary PATH]
+#
+# One boot (the base image from integration/vm/build-base.sh --test-agent,
+# installed with `hostctl install to-disk`, as the VM scenario does). The
+# guest runs both N times in each of two modes, alternating which goes first,
+# and cleans up between runs:
+#   cold  the image is not in podman's storage (both pull it from the
+#         registry on the host, through the guest's forward to it);
+#   warm  the image is there already (hostctl still asks the registry, since
+#         it pulls the tag; podman run does not).
+# Each run starts the command and polls port 8080 of the guest's address in
+# the guest at once (every 20 ms, for at most 120 s) until it serves the app's page: "served" is that time; "exit"
+# is when the command itself returned (hostctl waits the unit's settling time,
+# 3 s by default, before it says the app is up; podman run -d returns once
+# the container started). One more hostctl install runs with -vv, whose
+# timestamped podman/systemctl lines show where its time goes.
+#
+# The host prints every run, then the medians and the ratios.
+# Environment: HOSTCTL_VM_CACHE (default /var/cache/hostctl-vm), KEEP=1 keeps
+# the work dir, BOOT_TIMEOUT (default 3600 s) bounds the boot and the runs.
+# Needs root and one boot under TCG; on a machine at load 20 the boot alone took 19 min.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+rounds=5 bin=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) rounds=$2; shift 2 ;;
+    --binary) bin=$2; shift 2 ;;
+    *) echo "usage: $0 [--rounds N] [--binary PATH]" >&2; exit 2 ;;
+  esac
+done
+if [ -z "$bin" ]; then (cd "$repo" && cargo build --release --quiet); bin=$repo/target/release/hostctl; fi
+bin=$(realpath "$bin")
+cache=${HOSTCTL_VM_CACHE:-/var/cache/hostctl-vm}
+export CONTAINERS_CONF=${CONTAINERS_CONF:-/etc/hostctl-test/containers.conf}
+export MTOOLS_SKIP_CHECK=1
+W=$(mktemp -d /var/tmp/hostctl-bench-apps-vm.XXXXXX)
+. "$repo/integration/vm/lib.sh"
+fail() { echo "BENCH FAILED: $*" >&2; echo "logs in $W" >&2; KEEP=1; exit 1; }
+local_tag=localhost/hostctl-bench-$$
+cleanup() {
+  [ -n "$reg_pid" ] && { kill "$reg_pid" 2>/dev/null; wait "$reg_pid" 2>/dev/null; } || true
+  podman rmi -f "$local_tag/os:v1" "$local_tag/web:v1" >/dev/null 2>&1 || true
+  if [ "${KEEP:-0}" = 1 ]; then echo "work dir kept: $W" >&2; else rm -rf "$W"; fi
+}
+trap cleanup EXIT
+
+port=$(free_port)
+reg_start
+HOSTCTL_BASE_VERSION=v1 "$repo/integration/vm/build-base.sh" --test-agent "$cache" "$bin" "$local_tag/os:v1" \
+  "127.0.0.1:$port/hostctl-bench/os:v1" || fail "building the base image"
+mkdir -p "$W/app/www"
+cp /bin/busybox "$W/app/busybox"
+echo "hostctl-bench app" > "$W/app/www/index.html"
+printf 'FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\nCMD ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]\n' \
+  > "$W/app/Containerfile"
+podman build -q -t "$local_tag/web:v1" "$W/app" >/dev/null || fail "podman build of the app"
+podman push -q --tls-verify=false "$local_tag/web:v1" "docker://127.0.0.1:$port/hostctl-bench/web:stable"
+"$bin" --tls-verify=false --progress=none install to-disk "$W/disk.img" --size 6G \
+  --source-imgref "127.0.0.1:$port/hostctl-bench/os:v1" >"$W/install.log" 2>&1 \
+  || fail "install to-disk: $(tail -n 20 "$W/install.log")"
+vm_prepare "$W"
+
+# The guest's script: sh for the test agent, the measuring in bash (/dev/tcp).
+cat > "$W/guest.sh" <<'EOF'
+#!/bin/sh
+exec >/dev/ttyS0 2>&1
+cat > /run/bench.sh <<'EOB'
+set -u
+IMG=10.0.2.100:5000/hostctl-bench/web:stable
+H="hostctl --tls-verify=false --progress=none"
+now() { date +%s.%N; }
+since() { echo "$(now) $1" | awk '{printf "%.3f", $1 - $2}'; }
+# served: whether port 8080 answers with the app's page, at the guest's own
+# address, as the host's forwarded port reaches it (the VM scenario's path;
+# 127.0.0.1 would need podman's localhost DNAT rules).
+ADDR=$(hostname -I 2>/dev/null | awk '{print $1}'); ADDR=${ADDR:-127.0.0.1}
+served() ( # in a subshell: a refused connection fails the exec
+  exec 3<>"/dev/tcp/$ADDR/8080" || exit 1
+  printf 'GET /index.html HTTP/1.0\r\n\r\n' >&3
+  page=$(timeout 2 cat <&3)
+  case $page in *"hostctl-bench app"*) exit 0 ;; esac
+  exit 1
+)
+clean() { # MODE
+  $H app remove web >/dev/null 2>&1
+  podman rm -f -t 0 web >/dev/null 2>&1
+  if [ "$1" = cold ]; then podman rmi -f "$IMG" >/dev/null 2>&1; else podman pull -q --tls-verify=false "$IMG" >/dev/null; fi
+  sync; sleep 1
+}
+run() { # TOOL MODE ROUND
+  local t0 pid served_at="" rc
+  clean "$2"
+  t0=$(now)
+  if [ "$1" = hostctl ]; then
+    $H app install web "$IMG" --publish 8080:8080 >/tmp/out 2>&1 & pid=$!
+  else
+    podman run -d --tls-verify=false --name web -p 8080:8080 "$IMG" >/tmp/out 2>&1 & pid=$!
+  fi
+  # Until served, for at most 120 s, or until the command failed.
+  rc=
+  while [ "$(since "$t0" | cut -d. -f1)" -lt 120 ]; do
+    if served 2>/dev/null; then served_at=$(since "$t0"); break; fi
+    if [ -z "$rc" ] && ! kill -0 "$pid" 2>/dev/null; then
+      wait "$pid"; rc=$?
+      [ "$rc" = 0 ] || break
+    fi
+    sleep 0.02
+  done
+  if [ -z "$rc" ]; then wait "$pid"; rc=$?; fi
+  echo "BENCH-RUN $1 $2 $3 served=${served_at:-never} exit=$(since "$t0") rc=$rc"
+  [ "$rc" = 0 ] || sed 's/^/BENCH-OUT /' /tmp/out
+}
+echo "BENCH-GUEST podman $(podman --version | awk '{print $3}') systemd $(systemctl --version | awk 'NR==1{print $2}') cpus $(nproc)"
+# One unmeasured install of each first (round 0): the first podman run of a
+# boot sets up its network.
+run hostctl cold 0; run podman cold 0
+for mode in cold warm; do
+  for i in $(seq 1 ROUNDS); do
+    if [ $((i % 2)) = 1 ]; then run hostctl "$mode" "$i"; run podman "$mode" "$i"
+    else run podman "$mode" "$i"; run hostctl "$mode" "$i"; fi
+  done
+done
+clean cold
+echo "BENCH-TRACE-BEGIN"
+$H -vv app install web "$IMG" --publish 8080:8080 2>&1 | sed 's/^/BENCH-TRACE /'
+echo "BENCH-TRACE-END"
+EOB
+bash /run/bench.sh
+echo "BENCH-DONE"
+sync; systemctl poweroff
+EOF
+sed -i "s/ROUNDS/$rounds/" "$W/guest.sh"
+vm_command "$W/guest.sh"
+t=$(date +%s)
+BOOT_TIMEOUT=${BOOT_TIMEOUT:-3600} vm_qemu "$W/boot.log" "$W/qemu.out" || echo "qemu exited with $? (see $W/qemu.out)"
+tr -d '\r' < "$W/boot.log" > "$W/boot.txt"
+echo "boot and runs took $(( $(date +%s) - t )) s"
+grep -q BENCH-DONE "$W/boot.txt" || fail "the guest did not finish; see $W/boot.txt"
+grep -a '^BENCH-GUEST\|^BENCH-RUN\|^BENCH-OUT' "$W/boot.txt"
+grep -a '^BENCH-TRACE ' "$W/boot.txt" | sed 's/^BENCH-TRACE //' > "$W/trace.txt"
+echo "hostctl app install -vv (the podman and systemctl calls and their times):"
+grep -E 'podman |systemctl |quadlet ' "$W/trace.txt" || cat "$W/trace.txt"
+python3 - "$W/boot.txt" <<'PY'
+import re, statistics, sys
+runs = {}
+for line in open(sys.argv[1], errors="replace"):
+    m = re.match(r"BENCH-RUN (\S+) (\S+) (\S+) served=(\S+) exit=(\S+) rc=(\S+)", line)
+    if not m or m[3] == "0":
+        continue
+    if m[6] != "0" or m[4] == "never":
+        sys.exit(f"a run failed: {line.strip()}")
+    runs.setdefault((m[1], m[2]), []).append((float(m[4]), float(m[5])))
+for mode in ("cold", "warm"):
+    h, p = runs[("hostctl", mode)], runs[("podman", mode)]
+    hs, he = statistics.median(x[0] for x in h), statistics.median(x[1] for x in h)
+    ps, pe = statistics.median(x[0] for x in p), statistics.median(x[1] for x in p)
+    print(f"{mode}: median over {len(h)} runs: hostctl served {hs:.2f} s (exit {he:.2f} s), "
+          f"podman run -d served {ps:.2f} s (exit {pe:.2f} s); ratio served {hs / ps:.2f}x, exit {he / pe:.2f}x")
+PY
