@@ -24,4 +24,5 @@ mod store;
 mod tar_compat;
 mod trust;
 mod trust_bundles;
+mod trust_update_root;
 mod usr_overlay;

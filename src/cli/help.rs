@@ -84,6 +84,10 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
                 "Check a keyed bundle over a digest, with a custom root",
                 "hostctl trust verify-bundle --bundle b.json --key cosign.pub --trusted-root trusted_root.json sha256:8f4e…",
             ),
+            (
+                "Refresh the pinned trusted root through TUF from a mirror",
+                "hostctl trust update-root --mirror https://tuf-mirror.example.com",
+            ),
         ],
     ),
     (

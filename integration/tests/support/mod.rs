@@ -10,6 +10,7 @@ pub mod fleetlock;
 pub mod hostile;
 pub mod images;
 pub mod registry;
+pub mod rekor;
 pub mod tokenserver;
 
 use std::path::{Path, PathBuf};
