@@ -84,9 +84,18 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
                 "Check a keyed bundle over a digest, with a custom root",
                 "hostctl trust verify-bundle --bundle b.json --key cosign.pub --trusted-root trusted_root.json sha256:8f4e…",
             ),
+        ],
+    ),
+    (
+        "trust update-root",
+        &[
             (
                 "Refresh the pinned trusted root through TUF from a mirror",
                 "hostctl trust update-root --mirror https://tuf-mirror.example.com",
+            ),
+            (
+                "Start from a TUF root.json you verified, and write the result elsewhere",
+                "hostctl trust update-root --mirror https://tuf-mirror.example.com --tuf-root root.json --trusted-root /tmp/trusted_root.json",
             ),
         ],
     ),
