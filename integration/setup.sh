@@ -85,4 +85,14 @@ if [ -n "$suite" ]; then
     echo "$stamp" > "$venv/.hostctl-stamp"
   fi
 fi
+# python-tuf for the test TUF repository of `trust update-root`'s tests
+# (integration/tests/support/tuf_repo.py), pinned with hashes, in its own venv.
+tufvenv=${HOSTCTL_TUF_VENV:-/var/cache/hostctl-tuf/venv}
+tufstamp=$(sha256sum "$(dirname "$0")/tuf-requirements.txt" | cut -d' ' -f1)
+if [ "$(cat "$tufvenv/.hostctl-stamp" 2>/dev/null)" != "$tufstamp" ]; then
+  rm -rf "$tufvenv"
+  /usr/bin/python3 -m venv "$tufvenv"
+  "$tufvenv/bin/pip" install -q --disable-pip-version-check --require-hashes -r "$(dirname "$0")/tuf-requirements.txt"
+  echo "$tufstamp" > "$tufvenv/.hostctl-stamp"
+fi
 echo "setup: ok (CONTAINERS_CONF=$conf)"

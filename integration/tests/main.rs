@@ -26,4 +26,5 @@ mod tar_compat;
 mod tar_table;
 mod trust;
 mod trust_bundles;
+mod trust_update_root;
 mod usr_overlay;

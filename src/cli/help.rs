@@ -87,6 +87,19 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
         ],
     ),
     (
+        "trust update-root",
+        &[
+            (
+                "Refresh the pinned trusted root through TUF from a mirror",
+                "hostctl trust update-root --mirror https://tuf-mirror.example.com",
+            ),
+            (
+                "Start from a TUF root.json you verified, and write the result elsewhere",
+                "hostctl trust update-root --mirror https://tuf-mirror.example.com --tuf-root root.json --trusted-root /tmp/trusted_root.json",
+            ),
+        ],
+    ),
+    (
         "switch",
         &[
             ("Track an image and stage it for the next boot", "hostctl switch quay.io/example/os:stable"),

@@ -1,6 +1,8 @@
 //! `hostctl trust verify-bundle`: check a sigstore bundle by hand, with the
 //! arguments of the sigstore conformance suite's CLI protocol (so the suite
 //! drives the same verifier `image pull` uses for bundle signatures).
+//! `hostctl trust update-root`: refresh the pinned `trusted_root.json`
+//! through TUF from a mirror ([`crate::trust::tuf`]).
 
 use std::path::PathBuf;
 
@@ -16,6 +18,26 @@ use crate::trust::bundle::{BundleVerifier, CertIdentity, Match, RootSource, SanK
 pub enum TrustCommand {
     /// Verify a sigstore bundle over a file or a sha256 digest, offline.
     VerifyBundle(VerifyBundleArgs),
+    /// Refresh the pinned trusted_root.json through TUF from a mirror.
+    UpdateRoot(UpdateRootArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateRootArgs {
+    /// The TUF repository's base URL (metadata at URL/N.root.json, URL/timestamp.json…,
+    /// targets at URL/targets/).
+    #[arg(long, value_name = "URL")]
+    pub mirror: String,
+    /// The pinned TUF root.json trust starts from [default: SYSROOT/etc/hostctl/sigstore/tuf-root.json].
+    #[arg(long, value_name = "FILE")]
+    pub tuf_root: Option<PathBuf>,
+    /// Where the TUF metadata last trusted is kept (for rollback checks)
+    /// [default: SYSROOT/var/lib/hostctl/sigstore/tuf].
+    #[arg(long, value_name = "DIR")]
+    pub metadata_dir: Option<PathBuf>,
+    /// The trusted_root.json to replace [default: SYSROOT/etc/hostctl/sigstore/trusted_root.json].
+    #[arg(long, value_name = "FILE")]
+    pub trusted_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -90,6 +112,34 @@ impl VerifyBundleArgs {
 pub async fn run(g: &GlobalArgs, c: TrustCommand) -> Result<()> {
     match c {
         TrustCommand::VerifyBundle(a) => verify_bundle(g, a),
+        TrustCommand::UpdateRoot(a) => update_root(g, a).await,
+    }
+}
+
+async fn update_root(g: &GlobalArgs, a: UpdateRootArgs) -> Result<()> {
+    use crate::trust::tuf;
+    let tuf_root = a.tuf_root.unwrap_or_else(|| g.sysroot.join(tuf::PINNED_TUF_ROOT));
+    let metadata_dir = a.metadata_dir.unwrap_or_else(|| g.sysroot.join(tuf::TUF_METADATA_DIR));
+    let out = a.trusted_root.unwrap_or_else(|| g.sysroot.join(crate::trust::PINNED_TRUSTED_ROOT));
+    match tuf::update_root(&a.mirror, &tuf_root, &metadata_dir, &out).await {
+        Ok(u) => {
+            let what = if u.changed { "updated" } else { "unchanged" };
+            outln!(
+                "{}: {what} (TUF root version {}, targets version {}, from {}).",
+                u.path.display(),
+                u.root_version,
+                u.targets_version,
+                a.mirror
+            )?;
+            Ok(())
+        }
+        Err(tuf::UpdateError::Refused(reason)) => Err(PolicyRejected {
+            image: tuf::TRUSTED_ROOT_TARGET.into(),
+            rule: format!("TUF root {}", tuf_root.display()),
+            reason: format!("{reason}; {} was left as it was", out.display()),
+        }
+        .into()),
+        Err(tuf::UpdateError::Other(e)) => Err(e.context(format!("{} was left as it was", out.display()))),
     }
 }
 

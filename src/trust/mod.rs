@@ -13,6 +13,7 @@ pub mod identity;
 pub mod keyed;
 pub mod keyless;
 pub mod policy;
+pub mod tuf;
 pub mod verifier;
 
 use std::path::Path;

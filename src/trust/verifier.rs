@@ -76,11 +76,14 @@ pub fn bundle_check(req: &SigstoreSigned, pinned: Option<&Path>) -> Result<(Bund
         _ => None,
     };
     let signers = match &req.trust {
-        // As for legacy signatures, keyed bundles need no log entry (the
-        // policy has no Rekor key for them); one that is there must be consistent.
+        // With a trusted root, a keyed bundle's log entry is verified against
+        // the root's logs (inclusion proof, checkpoint, entry timestamp), as a
+        // keyless one's. Without one, as for legacy keyed signatures, nothing
+        // can check the entry: it must only be consistent with the signature.
         Trust::Keys(keys) => {
             let keys = KeySet::load(keys).map_err(|e| format!("{e:#}"))?;
-            keys.keys.iter().map(|k| Signer::Key { der: k.der.clone(), tlog: false }).collect()
+            let tlog = root.is_some();
+            keys.keys.iter().map(|k| Signer::Key { der: k.der.clone(), tlog }).collect()
         }
         Trust::Fulcio { identity, .. } => vec![Signer::Identity(identity.clone())],
     };

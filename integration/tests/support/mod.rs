@@ -9,6 +9,7 @@ pub mod fleet;
 pub mod hostile;
 pub mod images;
 pub mod registry;
+pub mod rekor;
 pub mod tokenserver;
 
 use std::path::{Path, PathBuf};
