@@ -22,7 +22,7 @@ LAYERS = [
     ["trust"],
     ["pull", "boot", "fleet"],
     ["deploy", "apps"],
-    ["lint"],
+    ["lint", "rechunk"],
     ["install", "agent"],
     ["cli"],
     ["main", "lib"],

@@ -18,6 +18,7 @@ mod imgref;
 mod install;
 mod layout;
 mod pull;
+mod rechunk;
 mod registry;
 mod sources;
 mod store;
