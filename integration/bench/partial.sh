@@ -137,9 +137,9 @@ mkdir -p "$work/rechunk-scratch"
 for v in v1 v2; do
   t0=$(date +%s.%N)
   "$hostctl" --sysroot "$work/rechunk-scratch" --tls-verify=false --progress=none \
-    image rechunk "docker://$reg_gzip/os:$v" "oci:$work/rechunked:$v" > "$work/rechunk-$v.out"
+    image rechunk "docker://$reg_gzip/os:$v" "oci:$work/rechunked-oci:$v" > "$work/rechunk-$v.out"
   rechunk_secs[$v]=$(echo "$(date +%s.%N) - $t0" | bc)
-  skopeo copy -q --dest-tls-verify=false "oci:$work/rechunked:$v" "docker://$reg_rechunked/os:$v"
+  skopeo copy -q --dest-tls-verify=false "oci:$work/rechunked-oci:$v" "docker://$reg_rechunked/os:$v"
 done
 layer_size() { # REGISTRY TAG
   curl -s -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$1/v2/os/manifests/$2" |
