@@ -23,7 +23,7 @@ LAYERS = [
     ["pull", "boot", "fleet"],
     ["deploy", "apps"],
     ["install", "agent"],
-    ["lint"],
+    ["lint", "rechunk"],
     ["cli"],
     ["main", "lib"],
 ]

@@ -19,6 +19,7 @@
 //! - [`apps`]: apps as Podman Quadlet units, installed, updated, rolled back.
 //! - [`fleet`]: the FleetLock protocol, rollout metadata and waves.
 //! - [`agent`]: the update agent: strategies, the state machine, the loop.
+//! - [`rechunk`]: rewriting an OS image into content-stable layers (`image rechunk`).
 
 // Here rather than in Cargo.toml's [lints.rust]: that table applies to every
 // target, so it would also demand docs in main.rs and the integration tests.
@@ -42,6 +43,7 @@ pub mod lint;
 pub mod oci;
 pub mod progress;
 pub mod pull;
+pub mod rechunk;
 pub mod store;
 pub mod sysroot;
 pub mod trust;

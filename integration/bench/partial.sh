@@ -21,6 +21,9 @@
 #   hostctl image pull of the zstd:chunked image (partial pull)
 #   podman pull of the zstd:chunked image, private overlay storage with
 #     pull_options enable_partial_images=true
+#   hostctl image pull of the rechunked image (os-rechunked:v1/v2: the gzip
+#     image through `hostctl image rechunk`, pushed by skopeo to a third
+#     registry), with its layer reuse: the share of v2's bytes in layers v1 has
 # Bytes downloaded are what the registry wrote for blob GETs (its access log's
 # http.response.written), the same count for every tool. It starts two
 # registries and stops them (by PID) on exit.
@@ -116,8 +119,10 @@ start_registry() { # NAME: writes $work/NAME.addr
 }
 start_registry gzip
 start_registry chunked
+start_registry rechunked
 reg_gzip=$(cat "$work/gzip.addr")
 reg_chunked=$(cat "$work/chunked.addr")
+reg_rechunked=$(cat "$work/rechunked.addr")
 pm=(podman --root "$work/podman/root" --runroot "$work/podman/run" --storage-driver vfs)
 for v in v1 v2; do
   tree=$cache/rootfs
@@ -125,6 +130,16 @@ for v in v1 v2; do
   tar -C "$tree" --numeric-owner --xattrs -b1 -cf - . | "${pm[@]}" import -q - "localhost/os:$v" >/dev/null
   "${pm[@]}" push -q --tls-verify=false --compression-format gzip "localhost/os:$v" "docker://$reg_gzip/os:$v"
   "${pm[@]}" push -q --tls-verify=false --compression-format zstd:chunked "localhost/os:$v" "docker://$reg_chunked/os:$v"
+done
+echo "== rechunked images"
+declare -A rechunk_secs
+mkdir -p "$work/rechunk-scratch"
+for v in v1 v2; do
+  t0=$(date +%s.%N)
+  "$hostctl" --sysroot "$work/rechunk-scratch" --tls-verify=false --progress=none \
+    image rechunk "docker://$reg_gzip/os:$v" "oci:$work/rechunked-oci:$v" > "$work/rechunk-$v.out"
+  rechunk_secs[$v]=$(echo "$(date +%s.%N) - $t0" | bc)
+  skopeo copy -q --dest-tls-verify=false "oci:$work/rechunked-oci:$v" "docker://$reg_rechunked/os:$v"
 done
 layer_size() { # REGISTRY TAG
   curl -s -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$1/v2/os/manifests/$2" |
@@ -159,6 +174,9 @@ measure hostctl-gzip-v1 gzip hc "$work/s-gzip" "$reg_gzip/os:v1"
 measure hostctl-gzip-v2 gzip hc "$work/s-gzip" "$reg_gzip/os:v2"
 measure hostctl-chunked-v1 chunked hc "$work/s-chunked" "$reg_chunked/os:v1"
 measure hostctl-chunked-v2 chunked hc "$work/s-chunked" "$reg_chunked/os:v2"
+mkdir -p "$work/s-rechunked"
+measure hostctl-rechunked-v1 rechunked hc "$work/s-rechunked" "$reg_rechunked/os:v1"
+measure hostctl-rechunked-v2 rechunked hc "$work/s-rechunked" "$reg_rechunked/os:v2"
 mkdir -p "$work/pp"
 cat > "$work/pp/storage.conf" <<EOF
 [storage]
@@ -177,12 +195,31 @@ zc=$(layer_size "$reg_chunked" v2)
 echo
 echo "== v1 -> v2 (v2 layer: gzip $gz bytes, zstd:chunked $zc bytes; changed files, zstd -3: $changed_zstd bytes)"
 printf '%-34s %14s %10s %14s %14s\n' tool "bytes v2" "s v2" "bytes/layer" "bytes/changed"
-for name in hostctl-gzip hostctl-chunked podman-chunked; do
+rc=$(layer_size "$reg_rechunked" v2)
+for name in hostctl-gzip hostctl-chunked podman-chunked hostctl-rechunked; do
   layer=$zc
   [ $name = hostctl-gzip ] && layer=$gz
+  [ $name = hostctl-rechunked ] && layer=$rc
   printf '%-34s %14d %10.2f %14.3f %14.2f\n' "$name" "${bytes[$name-v2]}" "${secs[$name-v2]}" \
     "$(echo "${bytes[$name-v2]} / $layer" | bc -l)" "$(echo "${bytes[$name-v2]} / $changed_zstd" | bc -l)"
 done
 echo "wall time v2, zstd:chunked hostctl / gzip hostctl: $(echo "${secs[hostctl-chunked-v2]} / ${secs[hostctl-gzip-v2]}" | bc -l | cut -c1-5)"
 echo "wall time v2, hostctl / podman (zstd:chunked):      $(echo "${secs[hostctl-chunked-v2]} / ${secs[podman-chunked-v2]}" | bc -l | cut -c1-5)"
 echo "bytes v2, hostctl / podman (zstd:chunked):          $(echo "${bytes[hostctl-chunked-v2]} / ${bytes[podman-chunked-v2]}" | bc -l | cut -c1-5)"
+# Layer reuse of the rechunked image: the share of v2's bytes in layers v1 has too.
+reuse() {
+  python3 - "$1" <<'EOF2'
+import json, sys, urllib.request
+reg = sys.argv[1]
+def layers(tag):
+    req = urllib.request.Request(f"http://{reg}/v2/os/manifests/{tag}",
+                                 headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    return {l["digest"]: l["size"] for l in json.load(urllib.request.urlopen(req))["layers"]}
+v1, v2 = layers("v1"), layers("v2")
+shared = sum(s for d, s in v2.items() if d in v1)
+print(f"{len(v2)} layers in v2, {sum(1 for d in v2 if d in v1)} shared with v1: "
+      f"{shared} of {sum(v2.values())} bytes ({100 * shared / sum(v2.values()):.2f} %)")
+EOF2
+}
+echo "rechunked image layer reuse v1 -> v2:                $(reuse "$reg_rechunked")"
+echo "image rechunk time (from the gzip registry): v1 ${rechunk_secs[v1]} s, v2 ${rechunk_secs[v2]} s"

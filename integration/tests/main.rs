@@ -19,6 +19,7 @@ mod imgref;
 mod install;
 mod layout;
 mod pull;
+mod rechunk;
 mod registry;
 mod sources;
 mod store;

@@ -50,6 +50,13 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
         )],
     ),
     ("image prune", &[("Forget every image no deployment uses, then reclaim", "hostctl image prune && hostctl cleanup")]),
+    (
+        "image rechunk",
+        &[(
+            "Rewrite a built image into one layer per package group, then push it",
+            "hostctl image rechunk oci:/var/tmp/build:2 oci:/var/tmp/my-os:2",
+        )],
+    ),
     ("container", &[("Check the image being built (a Containerfile's last step: RUN …)", "hostctl container lint")]),
     (
         "container lint",

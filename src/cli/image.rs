@@ -30,6 +30,8 @@ pub enum ImageCommand {
     Rm(super::image_rm::RmArgs),
     /// Forget every image no deployment uses (`cleanup` then reclaims their layers).
     Prune(super::image_rm::PruneArgs),
+    /// Rewrite an OS image into content-stable layers, one per Debian package group.
+    Rechunk(super::image_rechunk::RechunkArgs),
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +69,7 @@ pub async fn run(g: &GlobalArgs, c: ImageCommand) -> Result<()> {
         ImageCommand::List(a) => list(g, a),
         ImageCommand::Rm(a) => super::image_rm::rm(g, a),
         ImageCommand::Prune(a) => super::image_rm::prune(g, a),
+        ImageCommand::Rechunk(a) => super::image_rechunk::rechunk(g, a).await,
     }
 }
 

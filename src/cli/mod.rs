@@ -13,6 +13,7 @@ mod fleet_release;
 mod fsck;
 mod help;
 mod image;
+mod image_rechunk;
 mod image_rm;
 mod install;
 mod internal;
