@@ -7,9 +7,11 @@
 #   SKIP_SETUP=1 integration/test.sh    skip the package check
 #   HOSTCTL_VM=0 integration/test.sh    skip the VM scenario
 # The VM scenario's slow first step, the Debian trixie debootstrap of its base
-# image, runs in the background while cargo builds and tests (it is mostly
-# downloads and dpkg), and the scenario boots the debug binary `cargo test`
-# built rather than waiting for a release build.
+# image, runs in the background during the check gate (it is mostly downloads
+# and dpkg). The scenario itself (≈20 min, one core: QEMU runs single-threaded
+# TCG) then runs in the background beside the cargo tests and the conformance
+# suite, booting the debug binary cargo built for the tests rather than
+# waiting for a release build; its log is printed when it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 vm=${HOSTCTL_VM:-1}
@@ -37,11 +39,12 @@ step "docs site (mdbook build + link check)"
 integration/check-docs.py
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
-step "cargo test (unit + integration against a real registry)"
-cargo test --all-targets 2>&1 | tee /tmp/hostctl-test.log
-step "sigstore conformance suite: bundle verification, offline (integration/conformance/run.sh)"
-integration/conformance/run.sh target/debug/hostctl
+vm_pid=
 if [ "$vm" = 1 ]; then
+  step "cargo build (the binary the VM scenario boots)"
+  cargo build --quiet
+  vmbin=$(mktemp /tmp/hostctl-vm-bin.XXXXXX)
+  cp target/debug/hostctl "$vmbin"
   step "VM base rootfs: waiting for the debootstrap"
   if ! wait "$deboot_pid"; then
     deboot_pid=
@@ -51,7 +54,19 @@ if [ "$vm" = 1 ]; then
   fi
   deboot_pid=
   cat /tmp/hostctl-debootstrap.log
-  step "VM end-to-end scenario (integration/run-vm-e2e)"
-  integration/run-vm-e2e --binary target/debug/hostctl
+  step "VM end-to-end scenario (integration/run-vm-e2e): started in the background (log: /tmp/hostctl-vm-e2e.log)"
+  setsid integration/run-vm-e2e --binary "$vmbin" >/tmp/hostctl-vm-e2e.log 2>&1 & vm_pid=$!
+  trap '[ -n "$vm_pid" ] && kill -- "-$vm_pid" 2>/dev/null || true' EXIT
+fi
+step "cargo test (unit + integration against a real registry)"
+cargo test --all-targets 2>&1 | tee /tmp/hostctl-test.log
+step "sigstore conformance suite: bundle verification, offline (integration/conformance/run.sh)"
+integration/conformance/run.sh target/debug/hostctl
+if [ "$vm" = 1 ]; then
+  step "VM end-to-end scenario: its log so far, then as it goes"
+  tail -n +1 -f --pid="$vm_pid" /tmp/hostctl-vm-e2e.log
+  vm_rc=0; wait "$vm_pid" || vm_rc=$?
+  vm_pid=
+  [ "$vm_rc" = 0 ] || { echo "the VM end-to-end scenario failed (exit $vm_rc)" >&2; exit 1; }
 fi
 step "all tests passed"
