@@ -391,7 +391,7 @@ impl Agent {
                         )?;
                         return Ok(now + Duration::seconds(self.config.interval as i64));
                     }
-                    if let Err(e) = lock.pre_reboot().await {
+                    if let Err(e) = lock.pre_reboot(Some(&t.digest)).await {
                         s.failures += 1;
                         let retry = backoff(s.failures);
                         let what = if e.is_refusal() { "refused a slot" } else { "is down" };

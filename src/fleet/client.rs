@@ -12,7 +12,8 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::protocol::{
-    ClientParams, ErrorBody, LockRequest, PRE_REBOOT_PATH, PROTOCOL_HEADER, REPORT_PATH, STATUS_PATH, STEADY_STATE_PATH,
+    ClientParams, ErrorBody, LockRequest, PRE_REBOOT_PATH, PROTOCOL_HEADER, RELEASE_HEADER, REPORT_PATH, STATUS_PATH,
+    STEADY_STATE_PATH,
 };
 
 /// How long one request may take.
@@ -97,8 +98,13 @@ impl LockClient {
     }
 
     /// `POST /v1/pre-reboot`: takes a reboot slot (idempotent for a holder).
-    pub async fn pre_reboot(&self) -> Result<(), LockError> {
-        self.post("pre-reboot", PRE_REBOOT_PATH, &LockRequest { client_params: self.params.clone() }).await
+    /// `release`, the digest the host is about to reboot into, goes in
+    /// hostctl's `hostctl-release-digest` header: hostctl's server records it
+    /// with the holder and refuses the slot for a halted release; other
+    /// FleetLock servers ignore it.
+    pub async fn pre_reboot(&self, release: Option<&str>) -> Result<(), LockError> {
+        let body = LockRequest { client_params: self.params.clone() };
+        self.post_with("pre-reboot", PRE_REBOOT_PATH, &body, release.map(|d| (RELEASE_HEADER, d))).await
     }
 
     /// `POST /v1/steady-state`: gives the slot back (idempotent).
@@ -148,9 +154,23 @@ impl LockClient {
     }
 
     async fn post<T: Serialize>(&self, what: &'static str, path: &str, body: &T) -> Result<(), LockError> {
+        self.post_with(what, path, body, None).await
+    }
+
+    async fn post_with<T: Serialize>(
+        &self,
+        what: &'static str,
+        path: &str,
+        body: &T,
+        extra: Option<(&str, &str)>,
+    ) -> Result<(), LockError> {
         let url = format!("{}{path}", self.base);
         let unreachable = |e: reqwest::Error| LockError::Unreachable { url: url.clone(), what, detail: chain(&e) };
-        let resp = self.http.post(&url).header(PROTOCOL_HEADER, "true").json(body).send().await.map_err(unreachable)?;
+        let mut req = self.http.post(&url).header(PROTOCOL_HEADER, "true").json(body);
+        if let Some((k, v)) = extra {
+            req = req.header(k, v);
+        }
+        let resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());
@@ -197,8 +217,8 @@ mod tests {
 
     use super::*;
 
-    /// What the test server saw: (method, path, protocol header, body).
-    type Seen = Arc<Mutex<Vec<(String, String, Option<String>, String)>>>;
+    /// What the test server saw: (method, path, protocol header, body, release header).
+    type Seen = Arc<Mutex<Vec<(String, String, Option<String>, String, Option<String>)>>>;
 
     /// A one-slot FleetLock server over real HTTP/1.1 on loopback, written
     /// from the protocol's description: it refuses requests without the
@@ -222,7 +242,7 @@ mod tests {
                         }
                         let mut parts = line.split_whitespace();
                         let (method, path) = (parts.next().unwrap().to_string(), parts.next().unwrap().to_string());
-                        let (mut len, mut header) = (0, None);
+                        let (mut len, mut header, mut release) = (0, None, None);
                         loop {
                             let mut h = String::new();
                             r.read_line(&mut h).await.unwrap();
@@ -234,13 +254,20 @@ mod tests {
                             match k.to_ascii_lowercase().as_str() {
                                 "content-length" => len = v.trim().parse().unwrap(),
                                 "fleet-lock-protocol" => header = Some(v.trim().to_string()),
+                                "hostctl-release-digest" => release = Some(v.trim().to_string()),
                                 _ => {}
                             }
                         }
                         let mut body = vec![0; len];
                         r.read_exact(&mut body).await.unwrap();
                         let body = String::from_utf8(body).unwrap();
-                        seen.lock().unwrap().push((method.clone(), path.clone(), header.clone(), body.clone()));
+                        seen.lock().unwrap().push((
+                            method.clone(),
+                            path.clone(),
+                            header.clone(),
+                            body.clone(),
+                            release,
+                        ));
                         let reply = |code: u16, b: String| {
                             format!(
                                 "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{b}",
@@ -289,21 +316,24 @@ mod tests {
         let (url, seen) = server().await;
         let a = LockClient::new(&url, "host-a", "workers").unwrap();
         let b = LockClient::new(&format!("{url}/"), "host-b", "workers").unwrap();
-        a.pre_reboot().await.unwrap();
-        a.pre_reboot().await.unwrap(); // a holder may ask again
-        let err = b.pre_reboot().await.unwrap_err();
+        a.pre_reboot(None).await.unwrap();
+        a.pre_reboot(Some("sha256:aa")).await.unwrap(); // a holder may ask again
+        let err = b.pre_reboot(None).await.unwrap_err();
         assert!(err.is_refusal(), "{err}");
         let msg = err.to_string();
         assert!(msg.contains("refused pre-reboot (HTTP 409): failed_lock: all 1 slots are held"), "{msg}");
         a.steady_state().await.unwrap();
-        b.pre_reboot().await.unwrap();
+        b.pre_reboot(None).await.unwrap();
         b.report("sha256:aa", false, "10-web failed").await.unwrap();
         let seen = seen.lock().unwrap().clone();
         // Every request carries the header and the FleetLock body.
-        for (method, _, header, _) in &seen {
+        for (method, _, header, _, _) in &seen {
             assert_eq!(method, "POST");
             assert_eq!(header.as_deref(), Some("true"));
         }
+        // The release header only where a release was named.
+        assert_eq!(seen[0].4, None);
+        assert_eq!(seen[1].4.as_deref(), Some("sha256:aa"));
         let first: serde_json::Value = serde_json::from_str(&seen[0].3).unwrap();
         assert_eq!(first, serde_json::json!({"client_params": {"id": "host-a", "group": "workers"}}));
         let report: serde_json::Value = serde_json::from_str(&seen.last().unwrap().3).unwrap();
@@ -328,7 +358,7 @@ mod tests {
         // A port that was free a moment ago: nothing listens there.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let c = LockClient::new(&format!("http://127.0.0.1:{port}"), "h", "default").unwrap();
-        let err = c.pre_reboot().await.unwrap_err();
+        let err = c.pre_reboot(None).await.unwrap_err();
         assert!(!err.is_refusal());
         assert!(err.to_string().contains("unreachable for pre-reboot"), "{err}");
         assert!(LockClient::new("ftp://x", "h", "g").is_err());
