@@ -523,7 +523,8 @@ step "boot 11: v6 hung before boot-complete.target; the timeout on counted boots
 truncate -s 4G "$W/disk2.img"
 sgdisk -q -n 1:0:+64M -c 1:e2e-keep "$W/disk2.img" >/dev/null || fail "partitioning the second disk"
 VM_EXTRA=(-drive "file=$W/disk2.img,format=raw,if=none,id=disk2" -device virtio-blk-pci,drive=disk2,serial=e2edisk2)
-boot "$W/s11.sh"
+# The install pulls and writes a whole image under TCG: more than a boot's time.
+BOOT_TIMEOUT=900 boot "$W/s11.sh"
 VM_EXTRA=()
 need 12 "E2E-VERSION v2$" "after v6 used its only try, the machine came back on v2 by itself"
 need 12 "failed to boot (1 attempt" "hostctl status explains: v6 abandoned after 1 attempt"
