@@ -522,7 +522,9 @@ step "boot 11: v6 hung before boot-complete.target; the timeout on counted boots
 # it is refused without --wipe).
 truncate -s 4G "$W/disk2.img"
 sgdisk -q -n 1:0:+64M -c 1:e2e-keep "$W/disk2.img" >/dev/null || fail "partitioning the second disk"
-VM_EXTRA=(-drive "file=$W/disk2.img,format=raw,if=none,id=disk2" -device virtio-blk-pci,drive=disk2,serial=e2edisk2)
+# At its own PCI slot: the others keep theirs, so the UEFI boot entries
+# saved so far (by PCI path) still find the boot disk.
+VM_EXTRA=(-drive "file=$W/disk2.img,format=raw,if=none,id=disk2" -device virtio-blk-pci,drive=disk2,serial=e2edisk2,addr=0x8)
 # The install pulls and writes a whole image under TCG: more than a boot's time.
 BOOT_TIMEOUT=900 boot "$W/s11.sh"
 VM_EXTRA=()
