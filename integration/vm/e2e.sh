@@ -521,7 +521,9 @@ step "boot 11: v6 hung before boot-complete.target; the timeout on counted boots
 # A second disk for boot 12, holding a partition table (so installing onto
 # it is refused without --wipe).
 truncate -s 4G "$W/disk2.img"
-sgdisk -q -n 1:0:+64M -c 1:e2e-keep "$W/disk2.img" >/dev/null || fail "partitioning the second disk"
+# (sgdisk -q writes nothing, silently: the first run of boot 12 installed without --wipe.)
+sgdisk -n 1:0:+64M -c 1:e2e-keep "$W/disk2.img" >/dev/null && sgdisk -p "$W/disk2.img" | grep -q e2e-keep \
+  || fail "partitioning the second disk"
 # At its own PCI slot: the others keep theirs, so the UEFI boot entries
 # saved so far (by PCI path) still find the boot disk.
 VM_EXTRA=(-drive "file=$W/disk2.img,format=raw,if=none,id=disk2" -device virtio-blk-pci,drive=disk2,serial=e2edisk2,addr=0x8)
