@@ -116,6 +116,28 @@ fn malformed_agent_toml_is_refused_with_file_and_line() {
     assert_eq!(st["state"], Value::Null);
 }
 
+/// A user runs `hostctl status --json` (or `--format yaml`) on a host whose
+/// agent has run: the document keeps bootc's key order (`staged`, `booted`,
+/// `rollback`, `rollbackQueued`, `type`, then hostctl's additions) with the
+/// agent's record last, as without the agent. It was merged through a
+/// `serde_json::Value`, whose map sorted every key (`agent`, `bootNotes`,
+/// `booted`, …): the VM scenario's check of bootc's structure (boot 6, after
+/// the agent's passes) fails on it without the fix.
+#[test]
+fn status_json_keeps_bootcs_key_order_once_the_agent_has_run() {
+    let sys = tempfile::tempdir().unwrap();
+    let before = hc_ok(sys.path(), &["status", "--json"]);
+    state::save(sys.path(), &AgentState::new(OffsetDateTime::now_utc())).unwrap();
+    let after = hc_ok(sys.path(), &["status", "--json"]);
+    // `before` without its two closing braces, then the record.
+    let open = before.trim_end().strip_suffix('}').unwrap().trim_end().strip_suffix('}').unwrap().trim_end();
+    assert!(after.starts_with(open), "the document changed before the agent's record:\n{before}\n{after}");
+    assert!(after[open.len()..].starts_with(",\n    \"agent\": {\n      \"phase\": \"steady\""), "{after}");
+    let yaml = hc_ok(sys.path(), &["status", "--format", "yaml"]);
+    let at = |k: &str| yaml.find(&format!("\n  {k}:")).unwrap_or_else(|| panic!("{k} in {yaml}"));
+    assert!(at("staged") < at("booted") && at("booted") < at("rollback") && at("rollback") < at("agent"), "{yaml}");
+}
+
 /// Bad input: the lock server is down. The agent stages the update, keeps
 /// it staged (held back from the next boot), does not reboot, and retries
 /// with a growing backoff; `status --json` shows it all.

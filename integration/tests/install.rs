@@ -261,3 +261,32 @@ fn to_disk_refuses_a_mounted_too_small_or_partitioned_disk_and_writes_nothing() 
         assert!(err.contains(&format!("is mounted at {}", point.display())), "{err}");
     }
 }
+
+/// `install to-disk /dev/disk/by-id/…`: a disk named by a link. Its
+/// partitions are the kernel's (`/dev/loop3p1`), not the link's name with a
+/// number appended; before the fix the disk was partitioned and then the
+/// install waited for `…/disk1` and failed.
+#[test]
+fn to_disk_onto_a_block_device_named_by_a_link_installs_onto_its_partitions() {
+    for tool in ["sgdisk", "mkfs.ext4", "mkfs.vfat", "mcopy", "losetup", "partx"] {
+        require_tool(tool);
+    }
+    let reg = Registry::start();
+    let pm = Podman::new();
+    let image = push_installable(&reg, &pm);
+    let work = tempfile::tempdir().unwrap();
+    let disk = LoopDisk::new("1G");
+    let link = work.path().join("virtio-e2edisk2");
+    std::os::unix::fs::symlink(&disk.dev, &link).unwrap();
+    let link_s = link.to_str().unwrap();
+    let args = ["install", "to-disk", link_s, "--esp-size-mib", "64", "--source-imgref", &image, "--json"];
+    let out = hc_json(work.path(), &args);
+    let uuid = out["rootUuid"].as_str().unwrap().to_string();
+    let dev = Path::new(&disk.dev);
+    let root = partition(dev, 2);
+    assert!(root.2.starts_with("4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"), "root (x86-64) type: {}", root.2);
+    let blkid =
+        run(Command::new("blkid").args(["-p", "-o", "value", "-s", "UUID", "-O"]).arg(root.0.to_string()).arg(dev));
+    assert_eq!(String::from_utf8_lossy(&blkid.stdout).trim(), uuid, "the root file system was written");
+    let _ = Command::new("partx").arg("-d").arg(dev).status();
+}

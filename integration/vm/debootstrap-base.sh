@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or reuses) the Debian trixie root filesystem that hostctl's bootable
 # base image is made from: minbase + kernel 6.12, systemd 257, systemd-boot,
-# udev, initramfs-tools, man-db, and podman (Quadlet; nftables for netavark's published
+# udev, initramfs-tools, man-db, gdisk and mtools (install to-disk), and podman (Quadlet; nftables for netavark's published
 # ports) unless HOSTCTL_VM_PODMAN=0.
 # Nothing hostctl-specific is added here (integration/vm/build-base.sh does
 # that), so this slow step (1-3 minutes) is cached across hostctl builds.
@@ -17,7 +17,8 @@ mkdir -p "$cache"; cache=$(cd "$cache" && pwd)
 out=$cache/trixie-rootfs
 podman=${HOSTCTL_VM_PODMAN:-1}
 # man-db: `man hostctl-upgrade` reads the pages build-base.sh installs.
-packages=linux-image-amd64,initramfs-tools,zstd,systemd,systemd-sysv,systemd-boot,systemd-boot-efi,udev,dbus,kmod,e2fsprogs,dosfstools,ca-certificates,man-db
+# gdisk and mtools: `hostctl install to-disk` from a booted host runs sgdisk and mcopy.
+packages=linux-image-amd64,initramfs-tools,zstd,systemd,systemd-sysv,systemd-boot,systemd-boot-efi,udev,dbus,kmod,e2fsprogs,dosfstools,ca-certificates,man-db,gdisk,mtools
 # A cached rootfs is reused only if it was made with the same package list.
 if [ -f "$out.done" ] && [ -d "$out" ] && [ "$(cat "$out.packages" 2>/dev/null)" = "$packages podman=$podman" ]; then
   echo "base rootfs: reusing $out ($(cat "$out.done"))" >&2

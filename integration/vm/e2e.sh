@@ -3,7 +3,11 @@
 # on the host's loopback, a trixie base image built by build-base.sh, v2 built
 # by podman from Containerfile.example, `hostctl install to-disk`, and QEMU
 # (TCG, OVMF, systemd-boot) booting the disk. The guest only reaches the
-# registry (-nic user,restrict=on + guestfwd to 127.0.0.1:PORT).
+# registry (-nic user,restrict=on + guestfwd to 127.0.0.1:PORT) and the
+# fleet lock server (a second guestfwd): `hostctl fleet server` on a real etcd,
+# both on the host's loopback. The guest's update agent (`hostctl agent --once`,
+# strategy fleet_lock) takes a reboot slot before it reboots into v2 and gives
+# it back once v2 is healthy; v3 fails its health check and the slot stays held.
 #
 # The guest is driven by the test agent (integration/vm/test-agent): before
 # each boot this script writes a shell script to a small second disk; the
@@ -28,7 +32,9 @@ T0=$(date +%s); TS=$T0
 step() { local t; t=$(date +%s); echo "E2E STEP ok: $1 ($((t - TS))s, total $((t - T0))s)"; TS=$t; }
 fail() { echo "E2E FAILED: $*" >&2; echo "logs in $W" >&2; KEEP=1; exit 1; }
 probe_pid=
+fleet_pid=; etcd_pid=
 cleanup() {
+  for p in $fleet_pid $etcd_pid; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null || true
   [ -n "$reg_pid" ] && wait "$reg_pid" 2>/dev/null || true
   [ -n "$probe_pid" ] && kill "$probe_pid" 2>/dev/null || true
@@ -47,6 +53,35 @@ reg_start
 reg=127.0.0.1:$port/hostctl-e2e/os
 local_tag=localhost/hostctl-e2e-$$/os
 step "registry on 127.0.0.1:$port"
+
+# --- the fleet lock server (docs/fleet.md): a one-member etcd and
+# `hostctl fleet server` with one slot, on random loopback ports; the guest
+# reaches the server at 10.0.2.101:4000 (a guestfwd, below).
+etcd_port=$(free_port); etcd_peer=$(free_port); fleet_port=$(free_port)
+etcd --name e2e --data-dir "$W/etcd" \
+  --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+  --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+  --initial-cluster "e2e=http://127.0.0.1:$etcd_peer" --log-level warn >"$W/etcd.log" 2>&1 & etcd_pid=$!
+for _ in $(seq 200); do curl -sf "http://127.0.0.1:$etcd_port/health" >/dev/null && break; kill -0 $etcd_pid || fail "etcd died: $(cat "$W/etcd.log")"; sleep 0.1; done
+"$bin" fleet server --etcd "http://127.0.0.1:$etcd_port" --listen "127.0.0.1:$fleet_port" --slots 1 >"$W/fleet.log" 2>&1 & fleet_pid=$!
+fleet=http://127.0.0.1:$fleet_port
+for _ in $(seq 200); do curl -sf "$fleet/v1/status" >/dev/null && break; kill -0 $fleet_pid || fail "fleet server died: $(cat "$W/fleet.log")"; sleep 0.1; done
+curl -sf "$fleet/v1/status" >/dev/null || fail "the fleet server did not answer on $fleet"
+# fleet_check WHAT PYTHON_EXPR [DIGEST]: asks the server (`hostctl fleet status
+# --json`) and fails unless EXPR holds of its answer `st`; also given: `me`
+# (the guest's machine-id), `group` (the holders of group default) and
+# `release` (DIGEST's healthy/unhealthy counts).
+fleet_check() {
+  "$bin" fleet status --server "$fleet" --json > "$W/fleet-status.json" 2>&1 || fail "fleet status: $(cat "$W/fleet-status.json")"
+  python3 - "$W/fleet-status.json" "${machine_id:-}" "$2" "${3:-}" <<'PY' || fail "$1: $(cat "$W/fleet-status.json")"
+import json, sys
+st = json.load(open(sys.argv[1])); me = sys.argv[2]; digest = sys.argv[4]
+release = st.get("releases", {}).get(digest, {})
+group = st.get("groups", {}).get("default", {}).get("holders", [])
+sys.exit(0 if eval(sys.argv[3]) else 1)
+PY
+}
+step "etcd on 127.0.0.1:$etcd_port, fleet server on $fleet"
 
 # --- images: base v1, v2 from Containerfile.example, v3 whose health check fails
 HOSTCTL_BASE_VERSION=v1 "$here/build-base.sh" --test-agent "$cache" "$bin" "$local_tag:v1" "$reg:v1" || fail "building base v1"
@@ -145,7 +180,7 @@ step "app image (busybox httpd) built and pushed; its broken update built; bound
   || fail "install to-disk: $(tail -n 20 "$W/install.log")"
 sgdisk -p "$W/disk.img" | grep -q EF00 || fail "no ESP in the partition table"
 step "install to-disk"
-podman push -q --tls-verify=false "$local_tag:v2" "docker://$reg:latest"  # the first upgrade finds v2
+podman push -q --tls-verify=false --digestfile "$W/v2.digest" "$local_tag:v2" "docker://$reg:latest"  # the agent's first update finds v2
 
 # --- boots (guestfwd with cmd: opens one host connection per guest connection;
 # a tcp: chardev target would carry a single connection for the whole boot)
@@ -155,6 +190,8 @@ appport=$(free_port)
 # The bound app's port 8081 in the guest is forwarded to this one.
 boundport=$(free_port)
 VM_HOSTFWD=",hostfwd=tcp:127.0.0.1:$appport-:8080,hostfwd=tcp:127.0.0.1:$boundport-:8081"
+# The fleet lock server, at 10.0.2.101:4000 in the guest.
+VM_HOSTFWD+=",guestfwd=tcp:10.0.2.101:4000-cmd:socat - TCP:127.0.0.1:$fleet_port"
 # app_probe N MARKER...: during boot N, each time the guest prints MARKER (it
 # then waits a few seconds), fetch the app's page and the file in its volume
 # from the host through the forwarded port, into $W/app-N-MARKER.txt.
@@ -212,24 +249,51 @@ echo "state kept" > /var/lib/hostctl-e2e-data
   && echo "E2E-APP-INSTALLED"
 podman exec web /bin/busybox sh -c 'echo "volume kept" > /www/data/note.txt' && echo "E2E-APP-DATA-WRITTEN"
 echo "E2E-APP-PROBE"; sleep 5
-\$H upgrade && echo "E2E-UPGRADE-OK"
-echo "edited after staging" > /etc/hostctl-e2e-late.conf
+# The update agent (docs/fleet.md), as a timer's pass runs it: it takes a
+# reboot slot from the lock server on the host, stages v2 and reboots.
+echo "E2E-MACHINE-ID \$(cat /etc/machine-id)"
+mkdir -p /etc/hostctl
+printf 'strategy = "fleet_lock"\ninterval = "30s"\n[fleet_lock]\nurl = "http://10.0.2.101:4000"\ngroup = "default"\n' > /etc/hostctl/agent.toml
+echo "E2E-AGENT-RUN"
+\$H agent --once
+# The agent has asked for the reboot; if it did not, say so.
+sleep 60; echo "E2E-AGENT-DID-NOT-REBOOT"; hostctl agent status
 sync; systemctl reboot
 EOF
 cat > "$W/s2.sh" <<EOF
 $common
 grep -q "edited after install" /etc/hostctl-e2e-local.conf && echo "E2E-ETC-MERGED"
-grep -q "edited after staging" /etc/hostctl-e2e-late.conf && echo "E2E-ETC-LATE-MERGED"
 grep -q "state kept" /var/lib/hostctl-e2e-data && echo "E2E-VAR-KEPT"
 if touch /usr/hostctl-e2e 2>/dev/null; then echo "E2E-USR-WRITABLE"; else echo "E2E-USR-READONLY"; fi
 findmnt -n -o TARGET /sysroot >/dev/null && echo "E2E-SYSROOT-MOUNTED"
+# The agent rebooted into v2 holding the slot; its next pass sees the health
+# checks' verdict, reports healthy and gives the slot back.
+echo "E2E-AGENT-STATUS-BEGIN"; hostctl agent status; echo "E2E-AGENT-STATUS-END"
+\$H agent --once; echo "E2E-AGENT-RC \$?"
+hostctl agent status --json | tr -d ' \\n' > /tmp/agent.json
+grep -q '"phase":"steady"' /tmp/agent.json && grep -q '"holdsSlot":false' /tmp/agent.json \\
+  && grep -q '"health":{[^}]*"healthy":true' /tmp/agent.json && echo "E2E-AGENT-STEADY"
+# usr-overlay: /usr writable until the next boot; the deployments' files untouched.
+\$H usr-overlay && echo "E2E-USR-OVERLAY-MOUNTED"
+echo "written in the overlay" > /usr/share/e2e-overlay && echo "e2e-overlay" >> /usr/share/my-os/version \\
+  && grep -q "written in the overlay" /usr/share/e2e-overlay && grep -q e2e-overlay /usr/share/my-os/version \\
+  && echo "E2E-USR-OVERLAY-WRITTEN"
+ls /sysroot/hostctl/deploy/*/*/usr/share/my-os/version > /tmp/trees
+[ -s /tmp/trees ] && ! ls /sysroot/hostctl/deploy/*/*/usr/share/e2e-overlay 2>/dev/null \\
+  && ! grep -l e2e-overlay \$(cat /tmp/trees) && echo "E2E-USR-OVERLAY-DEPLOYMENTS-UNTOUCHED"
 echo "E2E-APP-PROBE"; sleep 5
 \$H upgrade && echo "E2E-UPGRADE-OK"
+echo "edited after staging" > /etc/hostctl-e2e-late.conf
 sync; systemctl reboot
 EOF
 # Boot 3 (v2b) runs with the registry stopped, then rolls back to v2.
 cat > "$W/s2b.sh" <<EOF
 $common
+grep -q "edited after staging" /etc/hostctl-e2e-late.conf && echo "E2E-ETC-LATE-MERGED"
+[ ! -e /usr/share/e2e-overlay ] && ! grep -q e2e-overlay /usr/share/my-os/version \\
+  && ! findmnt -n -t overlay /usr >/dev/null && echo "E2E-USR-OVERLAY-GONE"
+man hostctl-upgrade > /tmp/man.txt 2>&1; echo "E2E-MAN-RC \$?"
+sed -n '1,/^DESCRIPTION/p' /tmp/man.txt | sed 's/^/E2E-MAN /'
 hostctl status --json | tr -d ' \\n' | grep -o '"boundImages":\[[^]]*\]' | sed 's/^/E2E-BOUND /'
 echo "E2E-APP-PROBE"; sleep 5
 \$H rollback && echo "E2E-ROLLBACK-OK"
@@ -241,7 +305,11 @@ echo "E2E-APP-PROBE"; sleep 5
 \$H app update web; echo "E2E-APP-UPDATE-RC \$?"
 echo "E2E-APP-STATUS-BEGIN"; \$H app status web; echo "E2E-APP-STATUS-END"
 echo "E2E-APP-PROBE-AFTER-UPDATE"; sleep 5
-\$H upgrade && echo "E2E-UPGRADE-OK"
+[ ! -e /usr/share/e2e-overlay ] && ! grep -q e2e-overlay /usr/share/my-os/version && echo "E2E-USR-OVERLAY-GONE"
+# The agent's next pass finds v3, takes the slot, stages it and reboots.
+echo "E2E-AGENT-RUN"
+\$H agent --once
+sleep 60; echo "E2E-AGENT-DID-NOT-REBOOT"; hostctl agent status
 sync; systemctl reboot
 EOF
 cat > "$W/s4.sh" <<EOF
@@ -269,12 +337,35 @@ grep -a '"recovered"' /tmp/pull.json | sed 's/^/E2E-RECOVERY /'
 \$H upgrade && echo "E2E-UPGRADE-OK"
 sync; systemctl reboot
 EOF
+# Boot 12 installs onto the second disk (serial e2edisk2) from the booted host:
+# refused while it holds a partition table, refused for the mounted boot
+# disk, then with --wipe from the registry. Boot 13 boots that disk alone.
 cat > "$W/s11.sh" <<EOF
 $common
+d2=\$(readlink -f /dev/disk/by-id/virtio-e2edisk2); echo "E2E-DISK2 \$d2"
+vda=/dev/\$(lsblk -no PKNAME "\$(findmnt -n -o SOURCE /sysroot)"); echo "E2E-BOOT-DISK \$vda"
+I="\$H install to-disk --source-imgref 10.0.2.100:5000/hostctl-e2e/os:v2 --target-imgref 10.0.2.100:5000/hostctl-e2e/os:latest"
+\$I "\$d2"; echo "E2E-INSTALL-NO-WIPE-RC \$?"
+sgdisk -p "\$d2" | grep -q e2e-keep && echo "E2E-DISK2-UNCHANGED"
+\$I --wipe "\$vda"; echo "E2E-INSTALL-MOUNTED-RC \$?"
+\$I --wipe "\$d2"; echo "E2E-INSTALL-RC \$?"
+sgdisk -p "\$d2" | sed 's/^/E2E-DISK2-TABLE /'
+sync; systemctl poweroff
+EOF
+cat > "$W/s13.sh" <<EOF
+$common
+echo "E2E-ROOT \$(grep -o 'root=UUID=[^ ]*' /proc/cmdline) \$(findmnt -n -o SOURCE /sysroot)"
 sync; systemctl poweroff
 EOF
 cat > "$W/s5.sh" <<EOF
 $common
+# The agent's pass sees v3's failed health check and the rollback: it reports
+# the host unhealthy and keeps the slot.
+\$H agent --once; echo "E2E-AGENT-RC \$?"
+echo "E2E-AGENT-STATUS-BEGIN"; hostctl agent status; echo "E2E-AGENT-STATUS-END"
+hostctl agent status --json | tr -d ' \\n' > /tmp/agent.json
+grep -q '"phase":"steady"' /tmp/agent.json && grep -q '"holdsSlot":true' /tmp/agent.json \\
+  && grep -q '"health":{[^}]*"healthy":false' /tmp/agent.json && echo "E2E-AGENT-UNHEALTHY-SLOT-KEPT"
 hostctl status --json | tr -d ' \\n' > /tmp/status.json
 grep -q '"bootEntry":{"assessment":"bad"' /tmp/status.json \\
   && grep -q '"name":"90-broken","passed":false' /tmp/status.json && echo "E2E-JSON-BAD"
@@ -292,9 +383,15 @@ need 1 "E2E-APP-INSTALLED" "hostctl app install (Quadlet unit, pull, start, wait
 need 1 "E2E-APP-DATA-WRITTEN" "a file written into the app's volume"
 app_served 1 E2E-APP-PROBE "hostctl-e2e app v1" && app_served 1 E2E-APP-PROBE "volume kept" \
   || fail "boot 1: the app did not answer on the forwarded port 127.0.0.1:$appport ($(cat "$W/app-1-E2E-APP-PROBE.txt" 2>/dev/null))"
-need 1 "E2E-UPGRADE-OK" "hostctl upgrade in the guest"
+need 1 "E2E-AGENT-RUN" "the update agent ran"
+has 1 "E2E-AGENT-DID-NOT-REBOOT" && fail "boot 1: the agent did not reboot into v2; see $W/boot1.log.txt"
 need 1 "finalised" "hostctl-finalize-staged.service ran at shutdown"
-step "boot 1: v1 booted, status, /etc and /var written, app installed and served to the host, upgrade staged, finalised at shutdown"
+machine_id=$(grep -a -m1 '^E2E-MACHINE-ID ' "$W/boot1.log.txt" | cut -d' ' -f2)
+[ -n "$machine_id" ] || fail "boot 1: no machine-id printed"
+fleet_check "after boot 1 the guest ($machine_id) should hold group default's one slot, for v2" \
+  'len(group) == 1 and group[0]["id"] == me and group[0].get("digest") == digest and not group[0]["unhealthy"]' \
+  "$(cat "$W/v2.digest")"
+step "boot 1: v1 booted, status, /etc and /var written, app installed and served to the host; the agent took the lock server's slot, staged v2 and rebooted; finalised at shutdown"
 
 # The next upgrade finds v2b, and v2b's bound app is image B.
 podman push -q --tls-verify=false "$local_tag:v2b" "docker://$reg:latest"
@@ -302,10 +399,19 @@ podman push -q --tls-verify=false --digestfile "$W/boundB.digest" "$bound_tag:vB
 boot "$W/s2.sh" E2E-APP-PROBE
 need 2 "E2E-VERSION v2" "v2 booted after the upgrade"
 need 2 "E2E-ETC-MERGED" "/etc edit made before the upgrade kept"
-need 2 "E2E-ETC-LATE-MERGED" "/etc edit made after staging kept (finalised at shutdown)"
 need 2 "E2E-VAR-KEPT" "/var kept"
 need 2 "E2E-USR-READONLY" "/usr read-only"
 need 2 "E2E-SYSROOT-MOUNTED" "physical root at /sysroot"
+sed -n '/^E2E-AGENT-STATUS-BEGIN/,/^E2E-AGENT-STATUS-END/p' "$W/boot2.log.txt" > "$W/agent-status2.txt"
+grep -q "Phase: *rebooting" "$W/agent-status2.txt" && grep -q "Holds a reboot slot" "$W/agent-status2.txt" \
+  || fail "boot 2: before its pass the agent should be rebooting and hold the slot: $(cat "$W/agent-status2.txt")"
+need 2 "E2E-AGENT-RC 0" "the agent's pass after the reboot"
+need 2 "E2E-AGENT-STEADY" "the agent reported v2 healthy, gave the slot back and is steady"
+fleet_check "after boot 2 the slot should be free and v2 ($(cat "$W/v2.digest")) counted healthy" \
+  'not group and release.get("healthy") == 1 and release.get("unhealthy") == 0' "$(cat "$W/v2.digest")"
+need 2 "E2E-USR-OVERLAY-MOUNTED" "hostctl usr-overlay"
+need 2 "E2E-USR-OVERLAY-WRITTEN" "a file written into /usr and one changed, through the overlay"
+need 2 "E2E-USR-OVERLAY-DEPLOYMENTS-UNTOUCHED" "the deployments' trees unchanged by the overlay"
 need 2 "E2E-UPGRADE-OK" "upgrade to v2b staged (its bound image B pulled)"
 initrd() { grep -a -m1 '^E2E-INITRD ' "$W/boot$1.log.txt" | cut -d' ' -f2; }
 [ -n "$(initrd 2)" ] && [ "$(initrd 1)" != "$(initrd 2)" ] \
@@ -314,11 +420,15 @@ app_served 2 E2E-APP-PROBE "hostctl-e2e app v1" && app_served 2 E2E-APP-PROBE "v
   || fail "boot 2: the app did not serve its page and volume file after the OS upgrade ($(cat "$W/app-2-E2E-APP-PROBE.txt" 2>/dev/null))"
 bound_served 2 E2E-APP-PROBE "bound app A" \
   || fail "boot 2: v2's bound app did not serve image A ($(cat "$W/app-2-E2E-APP-PROBE.txt.bound" 2>/dev/null))"
-step "boot 2: v2 booted, /etc merged, /var kept, /usr read-only, the app still served with its volume data, v2's bound app serves A; upgrade to v2b (bound B)"
+step "boot 2: v2 booted, /etc merged, /var kept, /usr read-only, the app still served with its volume data, v2's bound app serves A; the agent reported healthy and gave the slot back; usr-overlay wrote /usr, not the deployment; upgrade to v2b (bound B)"
 
 reg_stop
 boot "$W/s2b.sh" E2E-APP-PROBE
 need 3 "E2E-VERSION v2b" "v2b booted after the upgrade"
+need 3 "E2E-ETC-LATE-MERGED" "/etc edit made after staging kept (finalised at shutdown)"
+need 3 "E2E-USR-OVERLAY-GONE" "the /usr overlay of boot 2 is gone"
+need 3 "E2E-MAN-RC 0" "man hostctl-upgrade"
+need 3 "E2E-MAN .*hostctl-upgrade" "man hostctl-upgrade printed the page"
 bound_served 3 E2E-APP-PROBE "bound app B" \
   || fail "boot 3: v2b's bound app did not serve image B with the registry stopped ($(cat "$W/app-3-E2E-APP-PROBE.txt.bound" 2>/dev/null))"
 app_served 3 E2E-APP-PROBE "hostctl-e2e app v1" \
@@ -327,10 +437,10 @@ for v in A B; do
   grep -aq "E2E-BOUND .*$(cat "$W/bound$v.digest")" "$W/boot3.log.txt" || fail "boot 3: status --json does not list bound image $v by digest; see $W/boot3.log.txt"
 done
 need 3 "E2E-ROLLBACK-OK" "hostctl rollback (to v2)"
-step "boot 3: v2b booted with the registry stopped; its bound app serves B, the app serves too; status lists A (v2) and B (v2b) by digest; rollback"
+step "boot 3: v2b booted with the registry stopped; /etc edit after staging kept; the /usr overlay gone; man hostctl-upgrade; its bound app serves B, the app serves too; status lists A (v2) and B (v2b) by digest; rollback"
 reg_start
 
-podman push -q --tls-verify=false "$local_tag:v3" "docker://$reg:latest"  # the next upgrade finds v3
+podman push -q --tls-verify=false --digestfile "$W/v3.digest" "$local_tag:v3" "docker://$reg:latest"  # the agent's next pass finds v3
 
 
 podman push -q --tls-verify=false "$app_tag:v2" "docker://$app_reg:stable"  # the app update in boot 4 finds the broken one
@@ -348,8 +458,12 @@ app_served 4 E2E-APP-PROBE-AFTER-UPDATE "hostctl-e2e app v1" && app_served 4 E2E
   || fail "boot 4: the app did not serve the old page after its rollback ($(cat "$W/app-4-E2E-APP-PROBE-AFTER-UPDATE.txt" 2>/dev/null))"
 bound_served 4 E2E-APP-PROBE "bound app A" \
   || fail "boot 4: back on v2, its bound app did not serve v2's image A ($(cat "$W/app-4-E2E-APP-PROBE.txt.bound" 2>/dev/null))"
-need 4 "E2E-UPGRADE-OK" "upgrade to v3 staged"
-step "boot 4: v2 after rollback, its bound app serves A again, the app still served with its volume data; app update to a broken image rolled back by itself (non-zero exit, status says why, old page served); upgrade to v3 staged"
+need 4 "E2E-USR-OVERLAY-GONE" "back on v2, the /usr overlay of boot 2 is gone"
+need 4 "E2E-AGENT-RUN" "the update agent ran"
+has 4 "E2E-AGENT-DID-NOT-REBOOT" && fail "boot 4: the agent did not reboot into v3; see $W/boot4.log.txt"
+fleet_check "after boot 4 the guest should hold the slot again, for v3" \
+  'len(group) == 1 and group[0]["id"] == me and group[0].get("digest") == digest' "$(cat "$W/v3.digest")"
+step "boot 4: v2 after rollback, its bound app serves A again, the app still served with its volume data; app update to a broken image rolled back by itself (non-zero exit, status says why, old page served); the agent took the slot, staged v3 and rebooted"
 
 boot "$W/s4.sh"
 need 5 "90-broken FAILED" "v3's health check failed"
@@ -363,7 +477,12 @@ need 6 "failed to boot" "hostctl status explains the automatic rollback"
 need 6 "E2E-JSON-BAD" "status --json marks v3's entry bad and carries its failed health check"
 need 6 "E2E-JSON-BOOTC" "status --json has bootc's structure (spec.image, booted.image.image, type)"
 need 6 "E2E-UPGRADE-OK" "upgrade to v4 staged"
-step "boot 6: back on v2 by itself; status explains; upgrade to v4 staged"
+need 6 "E2E-AGENT-RC 0" "the agent's pass after the rollback"
+need 6 "E2E-AGENT-UNHEALTHY-SLOT-KEPT" "the agent reported v3 unhealthy and kept the slot"
+fleet_check "after boot 6 the guest should keep the slot, unhealthy, and v3 ($(cat "$W/v3.digest")) be counted unhealthy and halted" \
+  'len(group) == 1 and group[0]["id"] == me and group[0]["unhealthy"] and release.get("unhealthy") == 1 and release.get("halted")' \
+  "$(cat "$W/v3.digest")"
+step "boot 6: back on v2 by itself; status explains; the agent reported v3 unhealthy, the slot stays held and v3 is halted; upgrade to v4 staged"
 
 for n in 7 8; do
   boot "$W/s4.sh"
@@ -399,10 +518,40 @@ has 11 "E2E-VERSION" && fail "boot 11: the test agent ran although v6 never comp
 need 11 "Rebooting: job timed out" "systemd's job timeout on the counted boot rebooted the machine"
 step "boot 11: v6 hung before boot-complete.target; the timeout on counted boots rebooted it"
 
-boot "$W/s11.sh"
+# A second disk for boot 12, holding a partition table (so installing onto
+# it is refused without --wipe).
+truncate -s 4G "$W/disk2.img"
+# (sgdisk -q writes nothing, silently: the first run of boot 12 installed without --wipe.)
+sgdisk -n 1:0:+64M -c 1:e2e-keep "$W/disk2.img" >/dev/null && sgdisk -p "$W/disk2.img" | grep -q e2e-keep \
+  || fail "partitioning the second disk"
+# At its own PCI slot: the others keep theirs, so the UEFI boot entries
+# saved so far (by PCI path) still find the boot disk.
+VM_EXTRA=(-drive "file=$W/disk2.img,format=raw,if=none,id=disk2" -device virtio-blk-pci,drive=disk2,serial=e2edisk2,addr=0x8)
+# The install pulls and writes a whole image under TCG: more than a boot's time.
+BOOT_TIMEOUT=900 boot "$W/s11.sh"
+VM_EXTRA=()
 need 12 "E2E-VERSION v2$" "after v6 used its only try, the machine came back on v2 by itself"
 need 12 "failed to boot (1 attempt" "hostctl status explains: v6 abandoned after 1 attempt"
-step "boot 12: back on v2 by itself after v6 hung"
+need 12 "E2E-DISK2 /dev/vd" "the second disk is there"
+grep -aq "E2E-INSTALL-NO-WIPE-RC [1-9]" "$W/boot12.log.txt" && need 12 "holds a partition table" "install to-disk says why" \
+  || fail "boot 12: install to-disk onto a disk with a partition table was not refused without --wipe; see $W/boot12.log.txt"
+need 12 "E2E-DISK2-UNCHANGED" "the refused disk keeps its partition"
+grep -aq "E2E-INSTALL-MOUNTED-RC [1-9]" "$W/boot12.log.txt" && need 12 "is in use: .* is mounted at" "install to-disk says why" \
+  || fail "boot 12: install to-disk onto the mounted boot disk was not refused; see $W/boot12.log.txt"
+need 12 "E2E-INSTALL-RC 0" "install to-disk --wipe onto the second disk"
+need 12 "E2E-DISK2-TABLE .*hostctl-root" "the second disk has hostctl's partitions"
+step "boot 12: back on v2 by itself after v6 hung; install to-disk from the booted host: a disk with a partition table refused without --wipe, the mounted boot disk refused, then the second disk installed with --wipe"
+
+# Boot 13: that disk alone, with fresh UEFI variables.
+cp /usr/share/OVMF/OVMF_VARS_4M.fd "$W/vars.fd"
+VM_DISK=$W/disk2.img
+boot "$W/s13.sh"
+need 13 "E2E-VERSION v2$" "the installed v2 came up from the second disk"
+need 13 "Booted: " "hostctl status on the installed system"
+root12=$(grep -a -m1 -o 'Kernel arguments: root=UUID=[^ ]*' "$W/boot12.log.txt" | cut -d' ' -f3)
+[ -n "$root12" ] && grep -aq "^E2E-ROOT $root12 " "$W/boot13.log.txt" \
+  || fail "boot 13 did not boot the root file system boot 12 made (${root12:-none printed}); see $W/boot13.log.txt"
+step "boot 13: the disk installed from inside the VM boots alone; v2 healthy (the test agent runs after boot-complete.target)"
 
 echo "E2E PASSED in $(( $(date +%s) - T0 ))s ($nboot boots)"
 

@@ -123,10 +123,14 @@ pub async fn run(g: &GlobalArgs, c: InstallCommand) -> Result<()> {
                 .with_context(|| format!("creating a work directory in {}", base.display()))?;
             let (o, w, esp) = (&options(g, &a.source), work.path(), a.esp_size_mib);
             let r = if is_block {
+                // The partitions are named after the kernel's name of the
+                // disk: a link (/dev/disk/by-id/…) has `-part1`, not `1`.
+                let dev =
+                    std::fs::canonicalize(&a.device).with_context(|| format!("resolving {}", a.device.display()))?;
                 let target = Target::Device {
-                    path: a.device.clone(),
-                    esp: install::partition_path(&a.device, 1),
-                    root: install::partition_path(&a.device, 2),
+                    esp: install::partition_path(&dev, 1),
+                    root: install::partition_path(&dev, 2),
+                    path: dev,
                 };
                 install::to_disk(&target, w, esp, o, &pull, &ExternalTools, &Losetup).await
             } else if a.via_loopback {

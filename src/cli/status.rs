@@ -3,9 +3,11 @@
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
+use serde::Serialize;
 
 use super::output::{self, print_json};
 use super::GlobalArgs;
+use crate::agent::state::AgentState;
 use crate::deploy::booted;
 use crate::deploy::deployment::{Layout, Metadata};
 use crate::deploy::state::State;
@@ -57,13 +59,37 @@ pub async fn run(g: &GlobalArgs, a: StatusArgs) -> Result<()> {
     }
 }
 
-/// The document with the update agent's record as `status.agent`, when the
-/// agent has run (else `None`: the document as it is, its key order kept).
-fn with_agent(g: &GlobalArgs, h: &status::HostStatus) -> Result<Option<serde_json::Value>> {
+/// The status document with the update agent's record as `status.agent`.
+/// Serialized as it is, not through a `serde_json::Value`, whose map sorts
+/// the keys: bootc's order (`staged`, `booted`, `rollback`, …) is kept and
+/// the record comes last.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WithAgent<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: &'a status::ObjectMeta,
+    spec: &'a status::HostSpec,
+    status: StateWithAgent<'a>,
+}
+
+#[derive(Serialize)]
+struct StateWithAgent<'a> {
+    #[serde(flatten)]
+    state: &'a status::HostState,
+    agent: AgentState,
+}
+
+/// The document with the agent's record, when the agent has run (else `None`).
+fn with_agent<'a>(g: &GlobalArgs, h: &'a status::HostStatus) -> Result<Option<WithAgent<'a>>> {
     let Some(agent) = crate::agent::state::load(&g.sysroot)? else { return Ok(None) };
-    let mut doc = serde_json::to_value(h)?;
-    doc["status"]["agent"] = serde_json::to_value(agent)?;
-    Ok(Some(doc))
+    Ok(Some(WithAgent {
+        api_version: h.api_version,
+        kind: h.kind,
+        metadata: &h.metadata,
+        spec: &h.spec,
+        status: StateWithAgent { state: &h.status, agent },
+    }))
 }
 
 /// The stateroot's boot entries (boot counting) and the health-check records
