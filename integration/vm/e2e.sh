@@ -146,13 +146,15 @@ step "app image (busybox httpd) built and pushed; its broken update built; bound
 # /health.txt, so its health check fails; v3 is healthy and carries 32 MiB
 # of incompressible data, which cannot fit on the guest's filled disk.
 # v1 goes out as api:stable now; v2 and v3 when the guest asks (api_watch).
+# podman runs a HealthCmd= string with /bin/sh -c, so these images have one
+# (the first VM run of this step, without it, saw even v1 killed as unhealthy).
 api_reg=127.0.0.1:$port/hostctl-e2e/api
 api_tag=localhost/hostctl-e2e-$$/api
 for v in v1 v2 v3; do
-  mkdir -p "$W/api$v/www"; cp /bin/busybox "$W/api$v/busybox"
+  mkdir -p "$W/api$v/www" "$W/api$v/bin"; cp /bin/busybox "$W/api$v/bin/busybox"; ln -s busybox "$W/api$v/bin/sh"
   echo "hostctl-e2e api $v" > "$W/api$v/www/index.html"
   [ $v = v2 ] || echo ok > "$W/api$v/www/health.txt"
-  printf 'FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\nCMD ["/bin/busybox", "httpd", "-f", "-v", "-p", "8080", "-h", "/www"]\n' > "$W/api$v/Containerfile"
+  printf 'FROM scratch\nCOPY bin /bin\nCOPY www /www\nCMD ["/bin/busybox", "httpd", "-f", "-v", "-p", "8080", "-h", "/www"]\n' > "$W/api$v/Containerfile"
 done
 head -c 33554432 /dev/urandom > "$W/apiv3/blob"
 echo 'COPY blob /blob' >> "$W/apiv3/Containerfile"
@@ -211,7 +213,7 @@ bound_served() { grep -q -- "$3" "$W/app-$1-$2.txt.bound" 2>/dev/null; }
 api_watch() {
   local n=$1 seen=0 total line arg out
   while :; do
-    total=$(wc -l < "$W/boot$n.log" 2>/dev/null || echo 0)
+    total=$( { wc -l < "$W/boot$n.log"; } 2>/dev/null || echo 0)
     if [ "$total" -gt "$seen" ]; then
       while IFS= read -r line; do
         case $line in
