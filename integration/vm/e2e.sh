@@ -461,8 +461,10 @@ podman push -q --tls-verify=false "$local_tag:v3" "docker://$reg:latest"  # the 
 podman push -q --tls-verify=false "$app_tag:v2" "docker://$app_reg:stable"  # the app update in boot 4 finds the broken one
 
 api_watch 4 & api_watch_pid=$!
+BOOT_TIMEOUT=600  # boot 4 carries the api app's steps too (on a loaded machine 420 s was not enough)
 boot "$W/s3.sh" E2E-APP-PROBE E2E-APP-PROBE-AFTER-UPDATE
 kill "$api_watch_pid" 2>/dev/null || true; wait "$api_watch_pid" 2>/dev/null || true; api_watch_pid=
+unset BOOT_TIMEOUT
 need 4 "E2E-VERSION v2$" "v2 booted after the rollback"
 app_served 4 E2E-APP-PROBE "hostctl-e2e app v1" && app_served 4 E2E-APP-PROBE "volume kept" \
   || fail "boot 4: the app did not serve its page and volume file after the OS rollback ($(cat "$W/app-4-E2E-APP-PROBE.txt" 2>/dev/null))"
