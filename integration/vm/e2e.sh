@@ -42,6 +42,8 @@ cleanup() {
   for i in v1 v2; do podman rmi -f "localhost/hostctl-e2e-$$/web:$i" >/dev/null 2>&1 || true; done
   for i in vA vB; do podman rmi -f "localhost/hostctl-e2e-$$/bound:$i" >/dev/null 2>&1 || true; done
   podman rmi -f "localhost/hostctl-e2e-$$/os:v2b" >/dev/null 2>&1 || true
+  [ -n "${api_watch_pid:-}" ] && kill "$api_watch_pid" 2>/dev/null || true
+  for i in v1 v2 v3; do podman rmi -f "localhost/hostctl-e2e-$$/api:$i" >/dev/null 2>&1 || true; done
   if [ "${KEEP:-0}" = 1 ]; then echo "work dir kept: $W" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
@@ -173,6 +175,27 @@ for v in A B; do
 done
 podman push -q --tls-verify=false --digestfile "$W/boundA.digest" "$bound_tag:vA" "docker://$bound_reg:stable"
 step "app image (busybox httpd) built and pushed; its broken update built; bound app A pushed, B built"
+# The api app (boot 4, docs/apps.md "What is proven where"): Quadlet files
+# the guest writes itself, with a health check (HealthCmd= fetches
+# /health.txt, Notify=healthy). v1 is healthy; v2 serves but has no
+# /health.txt, so its health check fails; v3 is healthy and carries 32 MiB
+# of incompressible data, which cannot fit on the guest's filled disk.
+# v1 goes out as api:stable now; v2 and v3 when the guest asks (api_watch).
+# podman runs a HealthCmd= string with /bin/sh -c, so these images have one
+# (the first VM run of this step, without it, saw even v1 killed as unhealthy).
+api_reg=127.0.0.1:$port/hostctl-e2e/api
+api_tag=localhost/hostctl-e2e-$$/api
+for v in v1 v2 v3; do
+  mkdir -p "$W/api$v/www" "$W/api$v/bin"; cp /bin/busybox "$W/api$v/bin/busybox"; ln -s busybox "$W/api$v/bin/sh"
+  echo "hostctl-e2e api $v" > "$W/api$v/www/index.html"
+  [ $v = v2 ] || echo ok > "$W/api$v/www/health.txt"
+  printf 'FROM scratch\nCOPY bin /bin\nCOPY www /www\nCMD ["/bin/busybox", "httpd", "-f", "-v", "-p", "8080", "-h", "/www"]\n' > "$W/api$v/Containerfile"
+done
+head -c 33554432 /dev/urandom > "$W/apiv3/blob"
+echo 'COPY blob /blob' >> "$W/apiv3/Containerfile"
+for v in v1 v2 v3; do podman build -q -t "$api_tag:$v" "$W/api$v" >/dev/null || fail "podman build of api $v"; done
+podman push -q --tls-verify=false "$api_tag:v1" "docker://$api_reg:stable"
+step "api app v1 (healthy), v2 (health check fails), v3 (32 MiB more) built; v1 pushed"
 
 # --- install v1
 "$bin" --tls-verify=false --progress=none install to-disk "$W/disk.img" --size 6G \
@@ -192,6 +215,9 @@ boundport=$(free_port)
 VM_HOSTFWD=",hostfwd=tcp:127.0.0.1:$appport-:8080,hostfwd=tcp:127.0.0.1:$boundport-:8081"
 # The fleet lock server, at 10.0.2.101:4000 in the guest.
 VM_HOSTFWD+=",guestfwd=tcp:10.0.2.101:4000-cmd:socat - TCP:127.0.0.1:$fleet_port"
+# The api app's port 8082 in the guest (boot 4) is forwarded to this one.
+apiport=$(free_port)
+VM_HOSTFWD+=",hostfwd=tcp:127.0.0.1:$apiport-:8082"
 # app_probe N MARKER...: during boot N, each time the guest prints MARKER (it
 # then waits a few seconds), fetch the app's page and the file in its volume
 # from the host through the forwarded port, into $W/app-N-MARKER.txt.
@@ -216,6 +242,39 @@ app_probe() {
 app_served() { grep -q -- "$3" "$W/app-$1-$2.txt" 2>/dev/null; }
 # bound_served N MARKER TEXT: whether the host got TEXT from the bound app at MARKER.
 bound_served() { grep -q -- "$3" "$W/app-$1-$2.txt.bound" 2>/dev/null; }
+# api_watch N: during boot N, acts on the guest's api lines as they come.
+# "E2E-API-PUSH TAG" pushes api TAG as api:stable (the guest then waits until
+# `app update --check` sees it); "E2E-API-PROBE NAME" (the guest then waits
+# 3 s) fetches the api's page and the file in its volume from the host
+# through the forwarded port, into $W/api-N-NAME.txt.
+api_watch() {
+  local n=$1 seen=0 total line arg out
+  while :; do
+    total=$( { wc -l < "$W/boot$n.log"; } 2>/dev/null || echo 0)
+    if [ "$total" -gt "$seen" ]; then
+      while IFS= read -r line; do
+        case $line in
+          *"E2E-API-PUSH "*)
+            arg=$(printf '%s' "$line" | sed 's/.*E2E-API-PUSH \([A-Za-z0-9]*\).*/\1/')
+            podman push -q --tls-verify=false "$api_tag:$arg" "docker://$api_reg:stable" ;;
+          *"E2E-API-PROBE "*)
+            arg=$(printf '%s' "$line" | sed 's/.*E2E-API-PROBE \([A-Za-z0-9]*\).*/\1/')
+            out=$W/api-$n-$arg.txt
+            for _ in $(seq 8); do
+              { curl -sf --max-time 2 "http://127.0.0.1:$apiport/index.html" \
+                  && curl -sf --max-time 2 "http://127.0.0.1:$apiport/data/note.txt"; } > "$out.tmp" 2>/dev/null && break
+              sleep 0.5
+            done
+            mv "$out.tmp" "$out" ;;
+        esac
+      done < <(sed -n "$((seen + 1)),${total}p" "$W/boot$n.log" | tr -d '\r')
+      seen=$total
+    fi
+    sleep 0.5
+  done
+}
+# api_served N NAME TEXT: whether the host got TEXT from the api at probe NAME.
+api_served() { grep -q -- "$3" "$W/api-$1-$2.txt" 2>/dev/null; }
 nboot=0
 boot() { # boot SCRIPT_FILE [APP_PROBE_MARKER...] -> log in $W/boot$nboot.log
   if [ -n "${E2E_LAST_BOOT:-}" ] && [ "$nboot" -ge "$E2E_LAST_BOOT" ]; then
@@ -299,6 +358,71 @@ echo "E2E-APP-PROBE"; sleep 5
 \$H rollback && echo "E2E-ROLLBACK-OK"
 sync; systemctl reboot
 EOF
+# Boot 4's app steps (#13), after the web app's update: the api app from
+# Quadlet files the guest writes (a .container with a health check that
+# kills the container when it fails, a .volume), a unit that Requires= it and
+# one that BindsTo= it; an update to v2, whose health check fails (rolled
+# back by itself); an update to v3 with the disk full (exit 6, nothing left
+# behind), then again with room; remove --purge.
+apps4=$(cat <<'EOF'
+api_pending() { # until `app update --check` sees what the host pushed
+  i=0; until $H app update --check api 2>&1 | grep -q pending; do i=$((i + 1)); [ $i -lt 30 ] || return 1; sleep 1; done
+}
+mkdir -p /root/api
+cat > /root/api/api.container <<'EOT'
+[Unit]
+Description=VM test app: api (health-checked)
+[Container]
+Image=10.0.2.100:5000/hostctl-e2e/api:stable
+PublishPort=8082:8080
+Volume=api.volume:/www/data
+HealthCmd=/bin/busybox wget -q -O /dev/null http://127.0.0.1:8080/health.txt
+HealthInterval=2s
+HealthRetries=2
+HealthOnFailure=kill
+Notify=healthy
+[Install]
+WantedBy=multi-user.target
+EOT
+printf '[Volume]\n' > /root/api/api.volume
+for d in Requires:feed BindsTo:tail; do
+  printf '[Unit]\nDescription=VM test: %s the api app\n%s=api.service\nAfter=api.service\n[Service]\nExecStart=/bin/sleep infinity\n' \
+    "${d%%:*}" "${d%%:*}" > "/etc/systemd/system/api-${d#*:}.service"
+done
+$H app install --file /root/api/api.container --file /root/api/api.volume && echo "E2E-API-INSTALLED"
+systemctl start api-feed.service api-tail.service && echo "E2E-API-DEPENDENTS-STARTED"
+podman exec systemd-api /bin/busybox sh -c 'echo "api volume kept" > /www/data/note.txt'
+echo "E2E-API-PROBE installed"; sleep 3
+echo "E2E-API-PUSH v2"; api_pending || echo "E2E-API-NOT-PENDING v2"
+$H app update api; echo "E2E-API-UPDATE-RC $?"
+echo "E2E-API-STATUS-BEGIN"; $H app status api; echo "E2E-API-STATUS-END"
+echo "E2E-API-ACTIVE $(systemctl is-active api.service api-feed.service api-tail.service | tr '\n' ' ')"
+echo "E2E-API-PROBE rolledback"; sleep 3
+echo "E2E-API-PUSH v3"; api_pending || echo "E2E-API-NOT-PENDING v3"
+podman images -a -q --no-trunc | sort > /tmp/api-images-before
+# A full disk: a preallocated file (fallocate writes nothing) leaves 8 MiB,
+# counting the blocks only root may use (podman runs as root); v3 needs 32.
+set -- $(stat -f -c '%f %S' /var/lib/containers/storage)
+fallocate -l $(($1 * $2 - 8388608)) /var/lib/containers/e2e-filler && echo "E2E-API-DISK-FILLED"
+free0=$(stat -f -c %f /var/lib/containers/storage)
+$H app update api; echo "E2E-API-FULL-RC $?"
+free1=$(stat -f -c %f /var/lib/containers/storage)
+echo "E2E-API-FREE-BLOCKS before $free0 after $free1"
+podman images -a -q --no-trunc | sort | cmp -s - /tmp/api-images-before && echo "E2E-API-NO-NEW-IMAGE"
+[ "$free1" -ge $((free0 - 256)) ] && echo "E2E-API-NOTHING-LEFT"
+echo "E2E-API-PROBE diskfull"; sleep 3
+rm -f /var/lib/containers/e2e-filler
+$H app update api && echo "E2E-API-UPDATED"
+echo "E2E-API-PROBE updated"; sleep 3
+id=$(podman image inspect --format '{{.Id}}' 10.0.2.100:5000/hostctl-e2e/api:stable)
+$H app remove api --purge && echo "E2E-API-REMOVED"
+podman volume exists systemd-api || echo "E2E-API-VOLUME-GONE"
+podman image exists "$id" || echo "E2E-API-IMAGE-GONE"
+echo "E2E-API-UNITS-AFTER $(systemctl is-active api.service api-volume.service | tr '\n' ' ')"
+podman images -a --format '{{.Repository}}:{{.Tag}} {{.ID}}' | sed 's/^/E2E-API-IMAGES-LEFT /'
+rm -f /etc/systemd/system/api-feed.service /etc/systemd/system/api-tail.service; systemctl daemon-reload
+EOF
+)
 cat > "$W/s3.sh" <<EOF
 $common
 echo "E2E-APP-PROBE"; sleep 5
@@ -306,6 +430,7 @@ echo "E2E-APP-PROBE"; sleep 5
 echo "E2E-APP-STATUS-BEGIN"; \$H app status web; echo "E2E-APP-STATUS-END"
 echo "E2E-APP-PROBE-AFTER-UPDATE"; sleep 5
 [ ! -e /usr/share/e2e-overlay ] && ! grep -q e2e-overlay /usr/share/my-os/version && echo "E2E-USR-OVERLAY-GONE"
+$apps4
 # The agent's next pass finds v3, takes the slot, stages it and reboots.
 echo "E2E-AGENT-RUN"
 \$H agent --once
@@ -445,7 +570,11 @@ podman push -q --tls-verify=false --digestfile "$W/v3.digest" "$local_tag:v3" "d
 
 podman push -q --tls-verify=false "$app_tag:v2" "docker://$app_reg:stable"  # the app update in boot 4 finds the broken one
 
+api_watch 4 & api_watch_pid=$!
+BOOT_TIMEOUT=600  # boot 4 carries the api app's steps too (on a loaded machine 420 s was not enough)
 boot "$W/s3.sh" E2E-APP-PROBE E2E-APP-PROBE-AFTER-UPDATE
+kill "$api_watch_pid" 2>/dev/null || true; wait "$api_watch_pid" 2>/dev/null || true; api_watch_pid=
+unset BOOT_TIMEOUT
 need 4 "E2E-VERSION v2$" "v2 booted after the rollback"
 app_served 4 E2E-APP-PROBE "hostctl-e2e app v1" && app_served 4 E2E-APP-PROBE "volume kept" \
   || fail "boot 4: the app did not serve its page and volume file after the OS rollback ($(cat "$W/app-4-E2E-APP-PROBE.txt" 2>/dev/null))"
@@ -464,6 +593,34 @@ has 4 "E2E-AGENT-DID-NOT-REBOOT" && fail "boot 4: the agent did not reboot into 
 fleet_check "after boot 4 the guest should hold the slot again, for v3" \
   'len(group) == 1 and group[0]["id"] == me and group[0].get("digest") == digest' "$(cat "$W/v3.digest")"
 step "boot 4: v2 after rollback, its bound app serves A again, the app still served with its volume data; app update to a broken image rolled back by itself (non-zero exit, status says why, old page served); the agent took the slot, staged v3 and rebooted"
+need 4 "E2E-API-INSTALLED" "hostctl app install --file (a .container with a health check and a .volume, written in the guest)"
+need 4 "E2E-API-DEPENDENTS-STARTED" "the units that Require= and BindsTo= the api app started"
+api_served 4 installed "hostctl-e2e api v1" && api_served 4 installed "api volume kept" \
+  || fail "boot 4: the api app did not answer on the forwarded port 127.0.0.1:$apiport ($(cat "$W/api-4-installed.txt" 2>/dev/null))"
+has 4 "E2E-API-NOT-PENDING" && fail "boot 4: app update --check did not see what the host pushed; see $W/boot4.log.txt"
+grep -aq 'E2E-API-UPDATE-RC [1-9]' "$W/boot4.log.txt" || fail "boot 4: app update to an image whose health check fails did not exit non-zero; see $W/boot4.log.txt"
+sed -n '/^E2E-API-STATUS-BEGIN/,/^E2E-API-STATUS-END/p' "$W/boot4.log.txt" > "$W/api-status4.txt"
+grep -q "Last update: rolled back" "$W/api-status4.txt" && grep -q "did not come up" "$W/api-status4.txt" \
+  || fail "boot 4: app status api does not say the update was rolled back and why: $(cat "$W/api-status4.txt")"
+sed 's/^/  /' "$W/api-status4.txt"
+need 4 "E2E-API-ACTIVE active active active" "the api app and both units that depend on it active again after the rollback"
+api_served 4 rolledback "hostctl-e2e api v1" && api_served 4 rolledback "api volume kept" \
+  || fail "boot 4: the api app did not serve v1 and its volume after the rollback ($(cat "$W/api-4-rolledback.txt" 2>/dev/null))"
+need 4 "E2E-API-DISK-FILLED" "the disk podman's storage is on filled up to 8 MiB"
+need 4 "E2E-API-FULL-RC 6" "app update with the disk full exits 6"
+need 4 "hint: the disk is full" "app update with the disk full says so"
+need 4 "E2E-API-NO-NEW-IMAGE" "the failed pull left no image behind"
+need 4 "E2E-API-NOTHING-LEFT" "the failed pull gave back all the space it took"
+echo "  $(grep -a -m1 -o 'E2E-API-FREE-BLOCKS.*' "$W/boot4.log.txt")"
+api_served 4 diskfull "hostctl-e2e api v1" \
+  || fail "boot 4: the api app did not keep serving while the disk was full ($(cat "$W/api-4-diskfull.txt" 2>/dev/null))"
+need 4 "E2E-API-UPDATED" "app update to v3 once there was room again"
+api_served 4 updated "hostctl-e2e api v3" && api_served 4 updated "api volume kept" \
+  || fail "boot 4: the api app did not serve v3 and its volume after the update ($(cat "$W/api-4-updated.txt" 2>/dev/null))"
+need 4 "E2E-API-REMOVED" "app remove api --purge"
+need 4 "E2E-API-VOLUME-GONE" "remove --purge removed the app's .volume unit's volume"
+need 4 "E2E-API-IMAGE-GONE" "remove --purge removed the app's image"
+step "boot 4 (apps): the api app from user-written Quadlet files (health check, .volume) installed and served; its update to an image whose health check fails rolled back by itself (non-zero exit, status says why, v1 served, the units that Require= and BindsTo= it active again); with the disk full its update exits 6, keeps serving and leaves nothing; with room it updates to v3; remove --purge takes its volume and image"
 
 boot "$W/s4.sh"
 need 5 "90-broken FAILED" "v3's health check failed"

@@ -9,7 +9,11 @@
 //! The report keeps podman auto-update's JSON fields and values (`Unit`,
 //! `Container`, `ContainerName`, `ContainerID`, `Image`, `Policy`, `Updated`:
 //! `true`, `false`, `pending`, `failed`, `rolled back`) and adds `FromDigest`,
-//! `ToDigest` and `Reason`.
+//! `ToDigest` and `Reason`. A failed app keeps the error that failed it, so
+//! that the command exits as that error calls for ([`failure`]: a full disk
+//! while pulling is exit 6, a trust policy refusal 4).
+
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
@@ -59,7 +63,7 @@ pub struct UpdateOptions {
 }
 
 /// One app's result, with podman auto-update's field names.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize)]
 pub struct UpdateReport {
     /// The app's systemd unit.
     #[serde(rename = "Unit")]
@@ -91,6 +95,9 @@ pub struct UpdateReport {
     /// Why it failed or was rolled back, in a sentence.
     #[serde(rename = "Reason", skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The error that failed the pull, when that is what failed the app.
+    #[serde(skip)]
+    pub cause: Option<Arc<anyhow::Error>>,
 }
 
 impl UpdateReport {
@@ -153,6 +160,7 @@ async fn update_one(
         from_digest: current.as_ref().map(|i| i.digest.clone()).filter(|d| !d.is_empty()),
         to_digest: None,
         reason: None,
+        cause: None,
     };
     if unit.image.contains('@') {
         report.updated = "false".into();
@@ -177,6 +185,7 @@ async fn update_one(
     }
     if let Err(e) = apps.podman.pull(&unit.image, &apps.pull) {
         report.reason = Some(format!("pulling {} (the app was left as it is): {e:#}", unit.image));
+        report.cause = Some(Arc::new(e));
         return finish(apps, name, report);
     }
     if opts.download_only {
@@ -224,6 +233,44 @@ fn roll_back(apps: &Apps<'_>, name: &str, reference: &str, previous: &ImageInfo)
         }
     }
     Ok(notes)
+}
+
+/// `app update` failed for some apps: the message names them, and the
+/// error's chain carries the first cause that calls for its own exit code
+/// (`crate::error::exit_code`: a full disk 6, a trust policy refusal 4).
+#[derive(Debug)]
+pub struct UpdateFailed {
+    /// `not every app was updated: UNIT UPDATED, ...`.
+    pub message: String,
+    /// The error behind one of the failures, when it has its own exit code.
+    pub cause: Option<Arc<anyhow::Error>>,
+}
+
+impl std::fmt::Display for UpdateFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for UpdateFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let cause: &(dyn std::error::Error + Send + Sync + 'static) = self.cause.as_deref()?.as_ref();
+        Some(cause)
+    }
+}
+
+/// The error `app update` ends with, or `None` when no app failed.
+pub fn failure(reports: &[UpdateReport]) -> Option<UpdateFailed> {
+    let failed: Vec<&UpdateReport> = reports.iter().filter(|r| r.is_failure()).collect();
+    if failed.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = failed.iter().map(|r| format!("{} {}", r.unit, r.updated)).collect();
+    let cause = failed
+        .iter()
+        .filter_map(|r| r.cause.clone())
+        .find(|c| crate::error::exit_code(c) != crate::error::code::FAILURE);
+    Some(UpdateFailed { message: format!("not every app was updated: {}", names.join(", ")), cause })
 }
 
 /// Records the result as the app's last update.
@@ -431,6 +478,43 @@ mod tests {
         assert_eq!(f.podman.image(IMG).unwrap().unwrap().id, "id1");
     }
 
+    /// `app update` with the disk full exited 1 (the pull's ENOSPC became a
+    /// reason string), where every
+    /// other command that fills the disk exits 6 (with the hint); the app
+    /// kept running on its image.
+    #[tokio::test]
+    async fn app_update_with_the_disk_full_exits_6_and_leaves_the_app_running() {
+        let f = installed();
+        let units_before = f.units.calls().len();
+        let msg = "copying system image from manifest list: writing blob: storing blob to file \
+                   \"/var/tmp/container_images_storage1/1\": write /var/tmp/container_images_storage1/1: \
+                   no space left on device";
+        f.podman.state.lock().unwrap().pull_errors.insert(IMG.into(), msg.into());
+        let r = update(&f.apps(), &remote("sha256:d2"), &names(), UpdateOptions::default()).await.unwrap();
+        assert_eq!(r[0].updated, "failed");
+        assert_eq!(f.units.calls().len(), units_before, "the app is not restarted");
+        assert_eq!(f.podman.image(IMG).unwrap().unwrap().id, "id1");
+        let err = anyhow::Error::new(failure(&r).unwrap());
+        assert_eq!(crate::error::exit_code(&err), crate::error::code::NO_SPACE, "{err:#}");
+        assert!(crate::error::hint(&err).is_some());
+        let text = format!("{err:#}");
+        assert!(text.starts_with("not every app was updated: web.service failed: podman pull"), "{text}");
+        assert!(text.contains("no space left on device"), "{text}");
+
+        // A trust policy refusal is exit 4, as for install and the OS.
+        f.podman.state.lock().unwrap().pull_errors.insert(IMG.into(), "Source image rejected: signed by nobody".into());
+        let r = update(&f.apps(), &remote("sha256:d2"), &names(), UpdateOptions::default()).await.unwrap();
+        let err = anyhow::Error::new(failure(&r).unwrap());
+        assert_eq!(crate::error::exit_code(&err), crate::error::code::REJECTED, "{err:#}");
+
+        // The registry down, and a rollback, are exit 1; nothing failed, no error.
+        let r = update(&f.apps(), &FakeRemote::default(), &names(), UpdateOptions::default()).await.unwrap();
+        let err = anyhow::Error::new(failure(&r).unwrap());
+        assert_eq!(crate::error::exit_code(&err), crate::error::code::FAILURE, "{err:#}");
+        let r = update(&f.apps(), &remote("sha256:d1"), &names(), UpdateOptions::default()).await.unwrap();
+        assert!(failure(&r).is_none());
+    }
+
     #[test]
     fn report_uses_podman_auto_update_field_names() {
         let r = UpdateReport {
@@ -444,6 +528,7 @@ mod tests {
             from_digest: Some("sha256:d1".into()),
             to_digest: Some("sha256:d2".into()),
             reason: Some("x".into()),
+            cause: None,
         };
         let v = serde_json::to_value(&r).unwrap();
         for k in [

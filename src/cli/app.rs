@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 
 use super::output::{outln, print, print_json};
@@ -257,10 +257,8 @@ pub async fn run(g: &GlobalArgs, cmd: AppCommand) -> Result<()> {
                     }
                 }
             }
-            let failed: Vec<String> =
-                reports.iter().filter(|r| r.is_failure()).map(|r| format!("{} {}", r.unit, r.updated)).collect();
-            if !failed.is_empty() {
-                bail!("not every app was updated: {}", failed.join(", "));
+            if let Some(failed) = crate::apps::update::failure(&reports) {
+                return Err(failed.into());
             }
         }
     }
