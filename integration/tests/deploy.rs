@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::support::images::write_tree;
 use crate::support::registry::Registry;
-use crate::support::{hostctl_bin, require_tool, run};
+use crate::support::{hostctl_bin, require_tool, run, tree_snapshot};
 
 /// Runs hostctl on `sysroot` with extra environment variables.
 pub(crate) fn hc(sysroot: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
@@ -319,32 +319,6 @@ fn lifecycle_switch_edit_upgrade_merge_rollback_pin_cleanup() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no deployment"));
 }
 
-/// Lists a tree as path → (kind, mode, uid, gid, content or target) for comparison.
-fn snapshot(root: &Path) -> BTreeMap<String, (String, u32, u32, u32, Vec<u8>)> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (String, u32, u32, u32, Vec<u8>)>) {
-        let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
-        names.sort();
-        for p in names {
-            let m = p.symlink_metadata().unwrap();
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            let (kind, data) = if m.is_dir() {
-                ("dir", Vec::new())
-            } else if m.file_type().is_symlink() {
-                ("symlink", std::fs::read_link(&p).unwrap().to_string_lossy().as_bytes().to_vec())
-            } else {
-                ("file", std::fs::read(&p).unwrap())
-            };
-            out.insert(rel, (kind.into(), m.mode() & 0o7777, m.uid(), m.gid(), data));
-            if m.is_dir() {
-                walk(root, &p, out);
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
-}
-
 #[test]
 fn deployed_tree_equals_umoci_raw_unpack_except_etc() {
     require_tool("umoci");
@@ -393,11 +367,11 @@ fn deployed_tree_equals_umoci_raw_unpack_except_etc() {
     let tree = deploy_dir(sys.path()).join(r["staged"]["id"].as_str().unwrap());
 
     // Map umoci's etc/ to usr/etc/ and drop the deployment's live etc/.
-    let want: BTreeMap<_, _> = snapshot(&unpacked)
+    let want: BTreeMap<_, _> = tree_snapshot(&unpacked)
         .into_iter()
         .map(|(k, v)| if k == "etc" || k.starts_with("etc/") { (format!("usr/{k}"), v) } else { (k, v) })
         .collect();
-    let mut got = snapshot(&tree);
+    let mut got = tree_snapshot(&tree);
     got.retain(|k, _| k != "etc" && !k.starts_with("etc/"));
     let want_keys: Vec<_> = want.keys().collect();
     let got_keys: Vec<_> = got.keys().collect();

@@ -6,8 +6,6 @@
 //! from its layers, and two builds that differ in one package are compared
 //! layer by layer.
 
-use std::collections::BTreeMap;
-use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -18,7 +16,7 @@ use serde_json::Value;
 
 use crate::support::images::{push_with_skopeo, write_tree, Compression, Layout};
 use crate::support::registry::Registry;
-use crate::support::{hostctl, hostctl_env};
+use crate::support::{hostctl, hostctl_env, tree_snapshot, TreeSnapshot};
 
 /// The base tree: four packages (alpha, beta, dash, gamma), their lists, a
 /// diversion of /bin/sh by dash, and files no package lists.
@@ -138,7 +136,7 @@ fn layer_entries(dir: &Path, tag: &str) -> Vec<Vec<(String, tar::EntryType, Opti
         .collect()
 }
 
-type Snapshot = BTreeMap<String, (String, u32, u32, u32, Vec<u8>)>;
+type Snapshot = TreeSnapshot;
 
 /// Pulls `image` into `sysroot` with hostctl and checks out its layers (as a
 /// deployment does, /etc left in place) into `dest`.
@@ -148,33 +146,7 @@ fn deploy(sysroot: &Path, image: &str, layout: &Path, tag: &str, dest: &Path) ->
     let store = Store::open_dir(&sysroot.join("hostctl/repo")).unwrap();
     let layers = diff_ids(layout, tag).iter().map(|d| store.layer_index(d).unwrap()).collect::<Vec<_>>();
     checkout(&store, &layers, dest, &CheckoutOptions::default()).unwrap();
-    snapshot(dest)
-}
-
-fn snapshot(root: &Path) -> Snapshot {
-    fn walk(root: &Path, dir: &Path, out: &mut Snapshot) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            let m = p.symlink_metadata().unwrap();
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            let (kind, data) = if m.is_dir() {
-                ("dir", Vec::new())
-            } else if m.file_type().is_symlink() {
-                ("symlink", std::fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes())
-            } else {
-                let mut data = Vec::new();
-                std::fs::File::open(&p).unwrap().read_to_end(&mut data).unwrap();
-                ("file", data)
-            };
-            out.insert(rel, (kind.into(), m.mode() & 0o7777, m.uid(), m.gid(), data));
-            if m.is_dir() {
-                walk(root, &p, out);
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
+    tree_snapshot(dest)
 }
 
 /// The layer (by index) holding `path`.

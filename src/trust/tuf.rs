@@ -12,7 +12,6 @@
 //! `trusted_root.json` is one hostctl can verify with, and replacing the old
 //! file atomically (a refused or failed update leaves it as it was).
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -122,16 +121,10 @@ fn check_usable(bytes: &[u8]) -> Result<()> {
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".trusted_root.json.")
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes).and_then(|_| tmp.as_file().sync_all()).context("writing the new trusted root")?;
-    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .context("setting the new trusted root's mode")?;
-    tmp.persist(path).with_context(|| format!("replacing {}", path.display()))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))?;
-    Ok(())
+    crate::fsutil::write_atomic(path, bytes).context("writing the new trusted root")?;
+    // The temporary file was private (0600); the trusted root is public.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .context("setting the new trusted root's mode")
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod registry;
 pub mod rekor;
 pub mod tokenserver;
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -91,4 +92,33 @@ pub fn require_tool(name: &str) {
     let found =
         std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file())).unwrap_or(false);
     assert!(found, "{name} is not installed; run the README's test command, which installs it");
+}
+
+/// A tree as path → (kind, mode, uid, gid, content or link target).
+pub type TreeSnapshot = std::collections::BTreeMap<String, (String, u32, u32, u32, Vec<u8>)>;
+
+/// Lists a tree as path → (kind, mode, uid, gid, content or target) for comparison.
+pub fn tree_snapshot(root: &Path) -> TreeSnapshot {
+    fn walk(root: &Path, dir: &Path, out: &mut TreeSnapshot) {
+        let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        names.sort();
+        for p in names {
+            let m = p.symlink_metadata().unwrap();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let (kind, data) = if m.is_dir() {
+                ("dir", Vec::new())
+            } else if m.file_type().is_symlink() {
+                ("symlink", std::fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes())
+            } else {
+                ("file", std::fs::read(&p).unwrap())
+            };
+            out.insert(rel, (kind.into(), m.mode() & 0o7777, m.uid(), m.gid(), data));
+            if m.is_dir() {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = TreeSnapshot::new();
+    walk(root, root, &mut out);
+    out
 }
