@@ -44,7 +44,7 @@ if [ "$vm" = 1 ]; then
   step "cargo build (the binary the VM scenario boots)"
   cargo build --quiet
   vmbin=$(mktemp /tmp/hostctl-vm-bin.XXXXXX)
-  cp target/debug/hostctl "$vmbin"
+  install -m 0755 target/debug/hostctl "$vmbin"  # mktemp made it 0600
   step "VM base rootfs: waiting for the debootstrap"
   if ! wait "$deboot_pid"; then
     deboot_pid=
