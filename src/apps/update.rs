@@ -193,6 +193,9 @@ async fn update_one(
         report.reason = Some("downloaded; the next app update restarts the app on it".into());
         return Ok(report);
     }
+    // Asked now, while they run: once the restart has stopped them, systemd
+    // may unload them, and then they no longer show as dependents.
+    let dependents = apps.units.dependents(&service)?;
     apps.units.reset_failed(&service)?;
     let Outcome::Down { why, state } = apps.come_up(name, true)? else {
         report.updated = "true".into();
@@ -205,7 +208,7 @@ async fn update_one(
         report.reason = Some(format!("{failed}; there is no previous image to go back to{block}"));
         return finish(apps, name, report);
     };
-    report.reason = Some(match roll_back(apps, name, &unit.image, &previous) {
+    report.reason = Some(match roll_back(apps, name, &unit.image, &previous, &dependents) {
         Ok(notes) => {
             report.updated = "rolled back".into();
             format!("{failed}; rolled back to {}{notes}{block}", previous.digest)
@@ -216,8 +219,9 @@ async fn update_one(
 }
 
 /// Puts `previous` back under `reference`, restarts the app and then the
-/// units that depend on it. Returns notes on dependents that did not come up.
-fn roll_back(apps: &Apps<'_>, name: &str, reference: &str, previous: &ImageInfo) -> Result<String> {
+/// units that depend on it: those that did before the update (`before`) and
+/// those that do now. Returns notes on dependents that did not come up.
+fn roll_back(apps: &Apps<'_>, name: &str, reference: &str, previous: &ImageInfo, before: &[String]) -> Result<String> {
     let service = &Apps::service(name);
     apps.podman.tag(&previous.id, reference).with_context(|| format!("tagging {} as {reference}", previous.id))?;
     apps.units.reset_failed(service)?;
@@ -226,7 +230,13 @@ fn roll_back(apps: &Apps<'_>, name: &str, reference: &str, previous: &ImageInfo)
         bail!("the previous image did not come up either: {}{}", down_text(&why, &state), journal_block(&journal));
     }
     let mut notes = String::new();
+    let mut dependents = before.to_vec();
     for dep in apps.units.dependents(service)? {
+        if !dependents.contains(&dep) {
+            dependents.push(dep);
+        }
+    }
+    for dep in dependents {
         apps.units.reset_failed(&dep)?;
         if let Outcome::Down { why, .. } = start_and_wait(apps.units, &dep, true, &apps.wait)? {
             notes.push_str(&format!("; dependent {dep} did not come back: {why}"));
@@ -389,6 +399,9 @@ mod tests {
         );
         f.units.set_journal("web.service", &["app v2 is broken on purpose"]);
         f.units.set_dependents("web.service", &["web-client.service"]);
+        // As in the VM: the failed restart's stop unloads the dependent, and
+        // web.service no longer lists it afterwards.
+        f.units.unload_dependents_on_restart("web.service");
         let r = update(&f.apps(), &remote("sha256:d2"), &names(), UpdateOptions::default()).await.unwrap();
         let r = &r[0];
         assert_eq!(r.updated, "rolled back");

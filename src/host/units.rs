@@ -339,6 +339,9 @@ struct UnitScript {
     /// The states to report now.
     current: VecDeque<UnitState>,
     dependents: Vec<String>,
+    /// Whether a restart forgets `dependents`, as systemd does once the
+    /// dependents it stopped are unloaded (inactive, nothing refers to them).
+    unload_dependents_on_restart: bool,
     journal: Vec<String>,
 }
 
@@ -373,6 +376,13 @@ impl FakeUnits {
     pub fn set_dependents(&self, unit: &str, deps: &[&str]) {
         self.script.lock().unwrap().entry(unit.to_string()).or_default().dependents =
             deps.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// The next restart of `unit` forgets its dependents: systemd stops the
+    /// units that `Requires=`/`BindsTo=` it, then unloads them, and they no
+    /// longer show in `unit`'s `RequiredBy=`/`BoundBy=` (seen in the VM).
+    pub fn unload_dependents_on_restart(&self, unit: &str) {
+        self.script.lock().unwrap().entry(unit.to_string()).or_default().unload_dependents_on_restart = true;
     }
 
     /// `unit`'s journal is `lines`.
@@ -412,6 +422,11 @@ impl Units for FakeUnits {
 
     fn restart(&self, unit: &str, _timeout: Duration) -> Result<JobResult> {
         self.record(format!("restart {unit}"));
+        if let Some(s) = self.script.lock().unwrap().get_mut(unit) {
+            if std::mem::take(&mut s.unload_dependents_on_restart) {
+                s.dependents.clear();
+            }
+        }
         Ok(self.run_job(unit))
     }
 
