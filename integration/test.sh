@@ -7,11 +7,11 @@
 #   SKIP_SETUP=1 integration/test.sh    skip the package check
 #   HOSTCTL_VM=0 integration/test.sh    skip the VM scenario
 # The VM scenario's slow first step, the Debian trixie debootstrap of its base
-# image, runs in the background during the check gate (it is mostly downloads
-# and dpkg). The scenario itself (≈20 min, one core: QEMU runs single-threaded
-# TCG) then runs in the background beside the cargo tests and the conformance
-# suite, booting the debug binary cargo built for the tests rather than
-# waiting for a release build; its log is printed when it ends.
+# image, runs in the background while cargo builds the debug binary (it is
+# mostly downloads and dpkg). The scenario itself (≈30 min, one core: QEMU
+# runs single-threaded TCG) then runs in the background beside the check
+# gate, the cargo tests and the conformance suite, booting that debug binary
+# rather than waiting for a release build; its log follows once they are done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 vm=${HOSTCTL_VM:-1}
@@ -27,18 +27,6 @@ if [ "$vm" = 1 ]; then
   setsid integration/vm/debootstrap-base.sh "$cache" >/tmp/hostctl-debootstrap.log 2>&1 & deboot_pid=$!
   trap '[ -n "$deboot_pid" ] && kill -- "-$deboot_pid" 2>/dev/null || true' EXIT
 fi
-step "cargo fmt --check"
-cargo fmt --all -- --check
-step "cargo clippy --all-targets -- -D warnings"
-# With -D warnings this is also the MSRV check: clippy's incompatible_msrv
-# lint against clippy.toml's msrv (no 1.85 toolchain is installed; see `make msrv`).
-cargo clippy --all-targets --quiet -- -D warnings
-step "import graph (no upward import, no cycle)"
-integration/check-imports.py src
-step "docs site (mdbook build + link check)"
-integration/check-docs.py
-step "cargo doc"
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 vm_pid=
 if [ "$vm" = 1 ]; then
   step "cargo build (the binary the VM scenario boots)"
@@ -58,6 +46,18 @@ if [ "$vm" = 1 ]; then
   setsid integration/run-vm-e2e --binary "$vmbin" >/tmp/hostctl-vm-e2e.log 2>&1 & vm_pid=$!
   trap '[ -n "$vm_pid" ] && kill -- "-$vm_pid" 2>/dev/null || true' EXIT
 fi
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy --all-targets -- -D warnings"
+# With -D warnings this is also the MSRV check: clippy's incompatible_msrv
+# lint against clippy.toml's msrv (no 1.85 toolchain is installed; see `make msrv`).
+cargo clippy --all-targets --quiet -- -D warnings
+step "import graph (no upward import, no cycle)"
+integration/check-imports.py src
+step "docs site (mdbook build + link check)"
+integration/check-docs.py
+step "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 step "cargo test (unit + integration against a real registry)"
 cargo test --all-targets 2>&1 | tee /tmp/hostctl-test.log
 step "sigstore conformance suite: bundle verification, offline (integration/conformance/run.sh)"
