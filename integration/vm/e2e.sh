@@ -479,6 +479,7 @@ sgdisk -p "\$d2" | grep -q e2e-keep && echo "E2E-DISK2-UNCHANGED"
 sgdisk -p "\$d2" | sed 's/^/E2E-DISK2-TABLE /'
 sync; systemctl poweroff
 EOF
+cat > "$W/s13.sh" <<EOF
 $common
 echo "E2E-ROOT \$(grep -o 'root=UUID=[^ ]*' /proc/cmdline) \$(findmnt -n -o SOURCE /sysroot)"
 sync; systemctl poweroff
