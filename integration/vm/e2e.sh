@@ -218,6 +218,17 @@ VM_HOSTFWD+=",guestfwd=tcp:10.0.2.101:4000-cmd:socat - TCP:127.0.0.1:$fleet_port
 # The api app's port 8082 in the guest (boot 4) is forwarded to this one.
 apiport=$(free_port)
 VM_HOSTFWD+=",hostfwd=tcp:127.0.0.1:$apiport-:8082"
+# fetch_app PORT OUT: an app's page and the file in its volume, from the
+# host through the forwarded PORT, into OUT (up to 8 tries; empty if none
+# answered).
+fetch_app() {
+  for _ in $(seq 8); do
+    { curl -sf --max-time 2 "http://127.0.0.1:$1/index.html" \
+        && curl -sf --max-time 2 "http://127.0.0.1:$1/data/note.txt"; } > "$2.tmp" 2>/dev/null && break
+    sleep 0.5
+  done
+  mv "$2.tmp" "$2"
+}
 # app_probe N MARKER...: during boot N, each time the guest prints MARKER (it
 # then waits a few seconds), fetch the app's page and the file in its volume
 # from the host through the forwarded port, into $W/app-N-MARKER.txt.
@@ -225,13 +236,8 @@ app_probe() {
   local n=$1 m out; shift
   for m in "$@"; do
     until grep -aq -- "$m" "$W/boot$n.log" 2>/dev/null; do sleep 0.5; done
+    fetch_app "$appport" "$W/app-$n-$m.txt"
     out=$W/app-$n-$m.txt
-    for _ in $(seq 8); do
-      { curl -sf --max-time 2 "http://127.0.0.1:$appport/index.html" \
-          && curl -sf --max-time 2 "http://127.0.0.1:$appport/data/note.txt"; } > "$out.tmp" 2>/dev/null && break
-      sleep 0.5
-    done
-    mv "$out.tmp" "$out"
     for _ in $(seq 16); do
       curl -sf --max-time 2 "http://127.0.0.1:$boundport/index.html" > "$out.bound" 2>/dev/null && break
       sleep 0.5
@@ -248,7 +254,7 @@ bound_served() { grep -q -- "$3" "$W/app-$1-$2.txt.bound" 2>/dev/null; }
 # 3 s) fetches the api's page and the file in its volume from the host
 # through the forwarded port, into $W/api-N-NAME.txt.
 api_watch() {
-  local n=$1 seen=0 total line arg out
+  local n=$1 seen=0 total line arg
   while :; do
     total=$( { wc -l < "$W/boot$n.log"; } 2>/dev/null || echo 0)
     if [ "$total" -gt "$seen" ]; then
@@ -259,13 +265,7 @@ api_watch() {
             podman push -q --tls-verify=false "$api_tag:$arg" "docker://$api_reg:stable" ;;
           *"E2E-API-PROBE "*)
             arg=$(printf '%s' "$line" | sed 's/.*E2E-API-PROBE \([A-Za-z0-9]*\).*/\1/')
-            out=$W/api-$n-$arg.txt
-            for _ in $(seq 8); do
-              { curl -sf --max-time 2 "http://127.0.0.1:$apiport/index.html" \
-                  && curl -sf --max-time 2 "http://127.0.0.1:$apiport/data/note.txt"; } > "$out.tmp" 2>/dev/null && break
-              sleep 0.5
-            done
-            mv "$out.tmp" "$out" ;;
+            fetch_app "$apiport" "$W/api-$n-$arg.txt" ;;
         esac
       done < <(sed -n "$((seen + 1)),${total}p" "$W/boot$n.log" | tr -d '\r')
       seen=$total
