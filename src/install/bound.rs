@@ -10,10 +10,13 @@
 //! `storage.conf`), since that system's podman reads the images with that
 //! driver. podman records the paths it ran with in its database (`libpod/`
 //! in the storage); the installed system's podman refuses a database made
-//! with other paths ("database storage temporary directory (runroot) … does
-//! not match …: database configuration mismatch"), and nothing but images
-//! was made, so that database is removed after the pulls and the installed
-//! system's podman creates its own at first use.
+//! with other paths ("database static dir … does not match our static dir
+//! …: database configuration mismatch"), and nothing but images was made, so
+//! that database is removed after the pulls and the installed system's
+//! podman creates its own at first use. Where it is depends on podman's
+//! version and build: boltdb in `libpod/` before podman 5; SQLite in
+//! `libpod/` or, as Debian trixie's podman 5.4 puts it, at the top of the
+//! storage (`db.sql`). Both places are cleared.
 
 use std::path::{Path, PathBuf};
 
@@ -103,13 +106,24 @@ pub fn storage_driver(tree: &Path) -> Result<Option<String>> {
     Ok(None)
 }
 
-/// Removes what the installing podman recorded about itself in `graphroot`:
-/// its database (boltdb before podman 5, SQLite since), which holds its
-/// paths, and its choice of network backend, which is the new system's to make.
+/// What the installing podman records about itself in the storage: its
+/// database (boltdb before podman 5; SQLite, with its journal files, in
+/// `libpod/` or at the top), which holds its paths, and its choice of network
+/// backend, which is the new system's to make.
+const PODMAN_DATABASE: [&str; 8] = [
+    "libpod/bolt_state.db",
+    "libpod/db.sql",
+    "libpod/db.sql-wal",
+    "libpod/db.sql-shm",
+    "db.sql",
+    "db.sql-wal",
+    "db.sql-shm",
+    "defaultNetworkBackend",
+];
+
+/// Removes [`PODMAN_DATABASE`] from `graphroot`.
 fn remove_podman_database(graphroot: &Path) -> Result<()> {
-    for db in
-        ["libpod/bolt_state.db", "libpod/db.sql", "libpod/db.sql-wal", "libpod/db.sql-shm", "defaultNetworkBackend"]
-    {
+    for db in PODMAN_DATABASE {
         crate::fsutil::remove_file_if_present(&graphroot.join(db))?;
     }
     Ok(())
@@ -123,6 +137,28 @@ fn under_var(var: &Path, rel: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The files podman 4 (boltdb) and podman 5 (SQLite, in `libpod/` or, as
+    /// Debian trixie's 5.4 does, at the top) leave in a storage it was pointed
+    /// at with `--root`, and the files of the storage itself.
+    #[test]
+    fn the_installing_podmans_database_goes_wherever_podman_put_it_and_the_images_stay() {
+        let t = tempfile::tempdir().unwrap();
+        let kept = ["overlay-images/images.json", "overlay-layers/layers.json", "storage.lock", "libpod/.keep"];
+        for rel in PODMAN_DATABASE.iter().chain(kept.iter()) {
+            let p = t.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "x").unwrap();
+        }
+        remove_podman_database(t.path()).unwrap();
+        for rel in PODMAN_DATABASE {
+            assert!(!t.path().join(rel).exists(), "{rel} left behind");
+        }
+        for rel in kept {
+            assert!(t.path().join(rel).exists(), "{rel} removed");
+        }
+        remove_podman_database(t.path()).expect("nothing to remove is fine");
+    }
 
     #[test]
     fn the_storage_driver_comes_from_the_first_storage_conf_that_sets_one() {
