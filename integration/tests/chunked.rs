@@ -203,6 +203,15 @@ fn podman_zstd_chunked_image_pulled_partially_checks_out_like_a_full_pull_and_v2
     let c = tempfile::tempdir().unwrap();
     pull(c.path(), &v2, &["--require-full-layer-digest"]);
     assert_eq!(tree(a.path(), &v2), tree(c.path(), &v2), "partial and full pulls of v2 disagree");
+    // The store that pulled v1 whole knows its contents too (hashed while it
+    // unpacked them): its partial pull of v2 fetches the changes as well.
+    let (pb2, _) = pull(b.path(), &v2, &[]);
+    let (partial_b, fetched_b) = layer0(&pb2);
+    assert!(
+        partial_b && fetched_b * 4 < size,
+        "after a full pull of v1, v2 fetched {fetched_b} of {size} bytes: {pb2}"
+    );
+    assert_eq!(tree(b.path(), &v2), tree(c.path(), &v2), "v2 on top of a full v1 disagrees");
 
     // The old guarantee on demand: a layer built from its TOC is read whole again.
     let (again, _) = pull(a.path(), &v2, &["--require-full-layer-digest"]);

@@ -246,6 +246,8 @@ impl Read for ChunkReader {
 struct Unpacked {
     entries: Result<Vec<Entry>>,
     created: Vec<crate::store::ObjectId>,
+    /// The sha256 of each file content, for the layer index.
+    content_digests: BTreeMap<crate::store::ObjectId, Digest>,
 }
 
 /// The two digests of a layer and the length of its tar stream.
@@ -318,9 +320,11 @@ pub fn import_layer(
             let _ = tx.send(Err(format!("{e:#}")));
         }
         drop((tx, hash_tx));
-        let unpacked = unpack
-            .join()
-            .unwrap_or_else(|_| Unpacked { entries: Err(anyhow!("the unpack thread panicked")), created: Vec::new() });
+        let unpacked = unpack.join().unwrap_or_else(|_| Unpacked {
+            entries: Err(anyhow!("the unpack thread panicked")),
+            created: Vec::new(),
+            content_digests: BTreeMap::new(),
+        });
         // Read the rest of the blob (up to its declared size) so that
         // tampering is told apart from a layer that is authentic but
         // unusable; bytes after the end of the compressed stream count too.
@@ -338,7 +342,7 @@ pub fn import_layer(
 
     let (actual_blob, uncompressed_size) = (hashed.blob, hashed.tar_size);
     let tar = (&hashed.diff_id, uncompressed_size);
-    let Unpacked { entries, created } = unpacked;
+    let Unpacked { entries, created, content_digests } = unpacked;
     let verdict = judge(spec, &what, &blob.state, blob.count, &actual_blob, decode_result, entries, tar);
     let entries = match verdict {
         Ok(entries) => entries,
@@ -357,7 +361,7 @@ pub fn import_layer(
         uncompressed_size,
         entries,
         toc_digest: None,
-        content_digests: BTreeMap::new(),
+        content_digests,
     };
     let committed = crate::store::repo::commit_index(repo, &index);
     claims.release(me, &created, &repo.join("objects"), committed.is_err());
@@ -475,13 +479,18 @@ fn reusable(recycle: &Receiver<Chunk>) -> Vec<u8> {
 /// The unpack thread: turns tar entries into objects and index entries.
 fn unpack(repo: &Path, claims: &Arc<Claims>, me: u64, limits: &Limits, mut reader: ChunkReader) -> Unpacked {
     let mut writer = ObjectWriter::new(repo, claims, me);
+    writer.record_content_digests();
     let entries = read_entries(&mut reader, &mut writer, limits).and_then(|entries| {
         // The rest of the stream (padding after the end marker) still counts for the diff_id, which
         // the other thread hashes; taking it here lets the decoder finish and report its errors.
         reader.drain().context("reading past the end of the tar archive")?;
         Ok(entries)
     });
-    Unpacked { entries, created: std::mem::take(&mut writer.created) }
+    Unpacked {
+        entries,
+        created: std::mem::take(&mut writer.created),
+        content_digests: writer.content_digests.take().unwrap_or_default(),
+    }
 }
 
 /// Reads every tar entry, checks it and stores its content.

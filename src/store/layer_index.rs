@@ -60,9 +60,10 @@ pub struct LayerIndex {
     /// taken from the image config (docs/store.md, "Partial pulls").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub toc_digest: Option<Digest>,
-    /// sha256 of the content of the objects whose content digest is known
-    /// (those of partial pulls): how a later partial pull finds files the
-    /// store has.
+    /// sha256 of the content of the layer's objects: from the TOC for a
+    /// partial pull, hashed while unpacking for a full one (indexes written
+    /// before hostctl did that have none). How a later partial pull finds
+    /// files the store has.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub content_digests: BTreeMap<ObjectId, Digest>,
 }

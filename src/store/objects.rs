@@ -22,6 +22,7 @@ use anyhow::{Context, Result};
 use rustix::fs::{Gid, Mode, RenameFlags, Timespec, Timestamps, Uid, XattrFlags};
 use sha2::{Digest as _, Sha256};
 
+use crate::digest::Digest;
 use crate::store::ObjectId;
 
 /// Files up to this size are read into memory and hashed before anything is
@@ -143,6 +144,10 @@ pub struct ObjectWriter<'a> {
     pub created: Vec<ObjectId>,
     /// Bytes of new objects written.
     pub bytes_written: u64,
+    /// The plain sha256 of each stored object's content, when asked for
+    /// ([`ObjectWriter::record_content_digests`]): what a layer index keeps
+    /// so that later partial pulls find these contents by a TOC's digests.
+    pub content_digests: Option<BTreeMap<ObjectId, Digest>>,
 }
 
 impl<'a> ObjectWriter<'a> {
@@ -159,6 +164,20 @@ impl<'a> ObjectWriter<'a> {
             buf: Vec::new(),
             created: Vec::new(),
             bytes_written: 0,
+            content_digests: None,
+        }
+    }
+
+    /// From now on, also hashes each stored content on its own (sha256, one
+    /// more pass over the bytes already in hand) into
+    /// [`ObjectWriter::content_digests`].
+    pub fn record_content_digests(&mut self) {
+        self.content_digests.get_or_insert_with(BTreeMap::new);
+    }
+
+    fn note_content(&mut self, id: &ObjectId, content: Option<Sha256>) {
+        if let (Some(h), Some(map)) = (content, self.content_digests.as_mut()) {
+            map.insert(id.clone(), Digest::from_sha256(h.finalize().into()));
         }
     }
 
@@ -173,6 +192,7 @@ impl<'a> ObjectWriter<'a> {
     pub fn store(&mut self, meta: &ObjectMeta, size: u64, content: &mut dyn Read) -> Result<ObjectId> {
         let mut hasher = Sha256::new();
         hasher.update(object_header(meta, size));
+        let mut content_hasher = self.content_digests.is_some().then(Sha256::new);
         if size <= SMALL_OBJECT_MAX {
             self.buf.clear();
             let n = content.take(size).read_to_end(&mut self.buf).context("reading file content")?;
@@ -180,7 +200,11 @@ impl<'a> ObjectWriter<'a> {
                 anyhow::bail!("file content ended after {n} of {size} bytes");
             }
             hasher.update(&self.buf);
+            if let Some(h) = content_hasher.as_mut() {
+                h.update(&self.buf);
+            }
             let id = ObjectId(hex::encode(hasher.finalize()));
+            self.note_content(&id, content_hasher);
             self.claims.note_use(self.me, &id);
             if self.present(&id, size) {
                 return Ok(id);
@@ -197,12 +221,13 @@ impl<'a> ObjectWriter<'a> {
             Ok(id)
         } else {
             let (tmp_path, mut file) = self.create_tmp()?;
-            let r = copy_hashing(content, &mut file, &mut hasher, size, &mut self.buf);
+            let r = copy_hashing(content, &mut file, [Some(&mut hasher), content_hasher.as_mut()], size, &mut self.buf);
             if let Err(e) = r {
                 let _ = fs::remove_file(&tmp_path);
                 return Err(e).with_context(|| format!("writing {}", tmp_path.display()));
             }
             let id = ObjectId(hex::encode(hasher.finalize()));
+            self.note_content(&id, content_hasher);
             self.claims.note_use(self.me, &id);
             if self.present(&id, size) {
                 let _ = fs::remove_file(&tmp_path);
@@ -296,7 +321,13 @@ fn rename_noreplace(from: &Path, to: &Path) -> rustix::io::Result<()> {
 }
 
 /// Copies exactly `size` bytes from `r` to `w`, hashing them.
-fn copy_hashing(r: &mut dyn Read, w: &mut File, hasher: &mut Sha256, size: u64, buf: &mut Vec<u8>) -> Result<()> {
+fn copy_hashing(
+    r: &mut dyn Read,
+    w: &mut File,
+    mut hashers: [Option<&mut Sha256>; 2],
+    size: u64,
+    buf: &mut Vec<u8>,
+) -> Result<()> {
     buf.resize(256 * 1024, 0);
     let mut left = size;
     while left > 0 {
@@ -305,7 +336,9 @@ fn copy_hashing(r: &mut dyn Read, w: &mut File, hasher: &mut Sha256, size: u64, 
         if n == 0 {
             anyhow::bail!("file content ended after {} of {size} bytes", size - left);
         }
-        hasher.update(&buf[..n]);
+        for h in hashers.iter_mut().flatten() {
+            h.update(&buf[..n]);
+        }
         w.write_all(&buf[..n])?;
         left -= n as u64;
     }

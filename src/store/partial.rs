@@ -49,7 +49,7 @@ impl Known {
                 continue;
             }
             let Ok(bytes) = fs::read(&path) else { continue };
-            // Indexes without content digests (full pulls) are parsed for nothing; cheap next to a download.
+            // Indexes without content digests (full pulls by older hostctl) are parsed for nothing; cheap next to a download.
             let Ok(index) = serde_json::from_slice::<LayerIndex>(&bytes) else { continue };
             if index.content_digests.is_empty() {
                 continue;

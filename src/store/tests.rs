@@ -291,6 +291,14 @@ fn same_file_in_two_layers_is_one_object() {
     assert_eq!(obj(&i1, "a/big"), obj(&i2, "b/big-copy"));
     assert_eq!(fs::read(store.object_path(&obj(&i2, "b/big-copy"))).unwrap(), big);
     assert!(store.verify_object(&obj(&i1, "a/big")).unwrap());
+    // Each index knows the plain sha256 of its files' contents (streamed and
+    // small ones, new objects and ones the store had), for later partial pulls.
+    for (i, small, big_path) in [(&i1, "a/small", "a/big"), (&i2, "b/small-copy", "b/big-copy")] {
+        assert_eq!(i.content_digests.get(&obj(i, small)), Some(&Digest::of(b"shared")), "{small}");
+        assert_eq!(i.content_digests.get(&obj(i, big_path)), Some(&Digest::of(&big)), "{big_path}");
+    }
+    assert_eq!(i2.content_digests.get(&obj(&i2, "b/new")), Some(&Digest::of(b"x")));
+    assert_eq!(i2.content_digests.len(), 3, "one per object: {:?}", i2.content_digests);
 }
 
 #[test]
