@@ -2,10 +2,11 @@
 //! answered by real `openssl ts -reply`, signing with a certificate chain made
 //! by openssl when the authority starts (a P-384 root, a P-384 intermediate,
 //! and a P-256 signing certificate whose extended key usage is timeStamping,
-//! critical, as RFC 3161 requires). The intermediate carries the same
-//! extended key usage, as sigstore's timestamp authorities' intermediates do:
-//! sigstore-verify (through rustls-webpki) requires it of every certificate
-//! below the root, and refuses a chain whose intermediate has none.
+//! critical, as RFC 3161 requires). The intermediate carries the
+//! timeStamping extended key usage too, as the intermediate of GitHub's TSA
+//! in sigstore-rust's built-in GitHub root does: sigstore-verify (through
+//! rustls-webpki) requires it of every certificate below the root and refuses
+//! a chain whose intermediate has none (`RequiredEkuNotFound`, seen here).
 //!
 //! It speaks the HTTP form of RFC 3161 (section 3.4 of RFC 3161, as
 //! sigstore's timestamp-authority serves it at `/api/v1/timestamp`): a `POST`
