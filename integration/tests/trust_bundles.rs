@@ -11,6 +11,11 @@
 //! `trusted_root.json`. Accepted images switch and `status` names the rule
 //! and signer; every refusal is exit 4, names the rule, stores and stages
 //! nothing.
+//!
+//! Timestamped bundles: cosign fetches an RFC 3161 timestamp over its
+//! signature from a timestamp authority on loopback (`support::tsa`, real
+//! `openssl ts -reply` with its own certificate chain) and uploads to no log;
+//! the trusted root lists that authority, its chain and validity window.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,6 +24,7 @@ use base64::Engine as _;
 use serde_json::json;
 
 use crate::support::rekor::{Fault, Rekor};
+use crate::support::tsa::Tsa;
 use crate::support::{require_tool, run};
 use crate::trust::{cosign, Env};
 
@@ -60,6 +66,18 @@ fn referrers_index(env: &Env, repo: &str, digest: &str) -> Vec<u8> {
 
 /// A `trusted_root.json` naming `log` and, for keyless signing, the CA `ca_pem`.
 fn trusted_root(env: &Env, log: &Rekor, ca_pem: Option<&Path>) -> PathBuf {
+    trusted_root_file(env, "trusted_root.json", &[log], ca_pem, Vec::new())
+}
+
+/// A `trusted_root.json` in the work dir as `name`, listing `logs`, the CA
+/// `ca_pem` (for keyless signing) and the timestamp authorities `tsas`.
+fn trusted_root_file(
+    env: &Env,
+    name: &str,
+    logs: &[&Rekor],
+    ca_pem: Option<&Path>,
+    tsas: Vec<serde_json::Value>,
+) -> PathBuf {
     let cas: Vec<serde_json::Value> = ca_pem
         .map(|p| {
             let der = pem::parse(std::fs::read(p).unwrap()).unwrap().into_contents();
@@ -70,9 +88,10 @@ fn trusted_root(env: &Env, log: &Rekor, ca_pem: Option<&Path>) -> PathBuf {
         })
         .into_iter()
         .collect();
+    let tlogs: Vec<serde_json::Value> = logs.iter().map(|l| l.trusted_root_tlog()).collect();
     let root = json!({"mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
-        "tlogs": [log.trusted_root_tlog()], "certificateAuthorities": cas, "ctlogs": [], "timestampAuthorities": []});
-    let p = env.path("trusted_root.json");
+        "tlogs": tlogs, "certificateAuthorities": cas, "ctlogs": [], "timestampAuthorities": tsas});
+    let p = env.path(name);
     std::fs::write(&p, serde_json::to_vec_pretty(&root).unwrap()).unwrap();
     p
 }
@@ -398,4 +417,231 @@ fn keyless_bundle_with_a_certificate_outside_its_validity_window_is_refused() {
     let root = trusted_root(&env, &log, Some(&fulcio.ca()));
     let policy = keyless_policy(&env, &root, json!({"oidcIssuer": ISSUER, "subjectURI": WORKFLOW}));
     env.assert_refused(&policy, "os:v1", "sigstoreSigned", "certificate chain validation failed: CertExpired");
+}
+
+/// How long the timestamped keyless certificate lives, in seconds: enough for
+/// cosign to sign, fetch a timestamp and attach the bundle; short enough to
+/// wait out.
+const SHORT_LIFE: i64 = 15;
+
+/// [`attest`] with a key, a timestamp from `tsa` and no transparency log.
+fn attest_timestamped(env: &Env, tsa: &Tsa, repo: &str, digest: &str, key: &Path, extra: &[&str]) {
+    let mut args =
+        vec!["--tlog-upload=false", "--timestamp-server-url", tsa.url.as_str(), "--key", key.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    attest(env, repo, digest, &args);
+}
+
+/// `tsa`'s `timestampAuthorities` entry, trusted from 2020 on.
+fn tsa_entry(tsa: &Tsa) -> serde_json::Value {
+    tsa.trusted_root_entry(json!({"start": "2020-01-01T00:00:00Z"}))
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap()
+}
+
+/// The earliest verified signing time a verdict's signer names (`signed at T`).
+fn signed_at(signer: &str) -> time::OffsetDateTime {
+    let t = signer.split("signed at ").nth(1).and_then(|r| r.split(',').next()).expect("a signing time");
+    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).unwrap()
+}
+
+fn curl_ok(cmd: &mut Command) -> Vec<u8> {
+    run(cmd).stdout
+}
+
+/// The bundle manifest of `repo@digest` (its digest and parsed manifest) and the bundle it holds.
+fn bundle_of(env: &Env, repo: &str, digest: &str) -> (String, serde_json::Value, serde_json::Value) {
+    let index: serde_json::Value = serde_json::from_slice(&referrers_index(env, repo, digest)).unwrap();
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap().to_string();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&env.raw_manifest(&format!("{repo}@{manifest_digest}")).unwrap()).unwrap();
+    let blob = manifest["layers"][0]["digest"].as_str().unwrap();
+    let bundle =
+        curl_ok(Command::new("curl").arg("-sSf").arg(format!("http://{}/v2/{repo}/blobs/{blob}", env.reg.addr)));
+    (manifest_digest, manifest, serde_json::from_slice(&bundle).unwrap())
+}
+
+/// Uploads `bytes` as a blob of `repo` (a monolithic upload: POST, then PUT
+/// with the digest); returns its digest.
+fn put_blob(env: &Env, repo: &str, bytes: &[u8]) -> String {
+    let digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes)));
+    let head = curl_ok(
+        Command::new("curl")
+            .args(["-sSf", "-o", "/dev/null", "-D", "-", "-X", "POST"])
+            .arg(format!("http://{}/v2/{repo}/blobs/uploads/", env.reg.addr)),
+    );
+    let head = String::from_utf8(head).unwrap();
+    let location = head
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("location")).map(|(_, v)| v.trim()))
+        .expect("the registry names the upload's location")
+        .to_string();
+    let location = if location.starts_with('/') { format!("http://{}{location}", env.reg.addr) } else { location };
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let file = env.path("put-blob");
+    std::fs::write(&file, bytes).unwrap();
+    curl_ok(
+        Command::new("curl")
+            .args(["-sSf", "-X", "PUT", "-H", "Content-Type: application/octet-stream", "--data-binary"])
+            .arg(format!("@{}", file.display()))
+            .arg(format!("{location}{sep}digest={digest}")),
+    );
+    digest
+}
+
+/// Rewrites the bundle attached to `repo@digest` with `edit`, as someone with
+/// write access to the registry could: a new bundle blob, a new bundle
+/// manifest, and the referrers index pointing at it.
+fn replace_bundle(env: &Env, repo: &str, digest: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    let (_, mut manifest, mut bundle) = bundle_of(env, repo, digest);
+    edit(&mut bundle);
+    let bytes = serde_json::to_vec(&bundle).unwrap();
+    manifest["layers"][0]["digest"] = json!(put_blob(env, repo, &bytes));
+    manifest["layers"][0]["size"] = json!(bytes.len());
+    let m = serde_json::to_vec(&manifest).unwrap();
+    let m_digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&m)));
+    put_manifest(env, repo, &m_digest, "application/vnd.oci.image.manifest.v1+json", &m);
+    let mut index: serde_json::Value = serde_json::from_slice(&referrers_index(env, repo, digest)).unwrap();
+    index["manifests"][0]["digest"] = json!(m_digest);
+    index["manifests"][0]["size"] = json!(m.len());
+    let tag = digest.replacen(':', "-", 1);
+    put_manifest(env, repo, &tag, "application/vnd.oci.image.index.v1+json", &serde_json::to_vec(&index).unwrap());
+}
+
+/// The bundle's RFC 3161 timestamps (base64 DER, as cosign stores them).
+fn timestamps(bundle: &serde_json::Value) -> Vec<String> {
+    bundle["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"]
+        .as_array()
+        .map(|a| a.iter().map(|t| t["signedTimestamp"].as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+fn policy_named(env: &Env, name: &str, root: &Path) -> PathBuf {
+    env.policy(
+        name,
+        "os",
+        json!([{"type": "sigstoreSigned", "fulcio": {"oidcIssuer": ISSUER, "subjectURI": WORKFLOW},
+                "trustedRootPath": root, "signedIdentity": {"type": "matchRepository"}}]),
+    )
+}
+
+/// Keyless, no log entry, a timestamp from the local authority while the
+/// certificate was valid; verified after the certificate expired, under a
+/// root with the CA and the authority and no log: accepted, and `status`
+/// names the rule and the workflow. The same bundle is refused under a root
+/// without the authority, under one whose window for the authority ended
+/// before the timestamp, and under one that also lists a log (then an entry
+/// is required).
+#[test]
+fn keyless_bundle_timestamped_while_its_certificate_was_valid_is_accepted_after_it_expired() {
+    let env = Env::new();
+    let tsa = Tsa::start();
+    let fulcio = LocalFulcio::new(&env);
+    let start = fulcio.ca_start.clone();
+    // openssl_date keeps whole seconds: so does the certificate.
+    let not_after =
+        time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::seconds(SHORT_LIFE);
+    let (key, cert) = fulcio.issue(&env, "leaf", &start, &openssl_date(SHORT_LIFE));
+    let digest = env.push("os:v1", &[("etc/motd", "v1\n")]);
+    let ca = fulcio.ca();
+    attest_timestamped(
+        &env,
+        &tsa,
+        "os",
+        &digest,
+        &key,
+        &["--certificate", cert.to_str().unwrap(), "--certificate-chain", ca.to_str().unwrap()],
+    );
+    let (_, _, bundle) = bundle_of(&env, "os", &digest);
+    assert_eq!(timestamps(&bundle).len(), 1, "cosign put the authority's timestamp in the bundle: {bundle}");
+    assert!(bundle["verificationMaterial"]["tlogEntries"].as_array().is_none_or(Vec::is_empty), "{bundle}");
+
+    let wait = not_after + time::Duration::seconds(2) - time::OffsetDateTime::now_utc();
+    assert!(wait < time::Duration::seconds(SHORT_LIFE + 2), "{wait}");
+    std::thread::sleep(std::time::Duration::try_from(wait).unwrap_or_default());
+    assert!(time::OffsetDateTime::now_utc() > not_after, "the certificate has expired");
+
+    let root = trusted_root_file(&env, "tsa-root.json", &[], Some(&ca), vec![tsa_entry(&tsa)]);
+    let policy = policy_named(&env, "tsa-policy.json", &root);
+    let v = env.pull_ok(&policy, "os:v1");
+    assert_eq!(v["verdict"]["signatureVerified"], true, "{v}");
+    let signer = v["verdict"]["signers"][0].as_str().unwrap().to_string();
+    assert!(signer.starts_with(&format!("certificate {WORKFLOW} (issuer {ISSUER})")), "{signer}");
+    assert!(signer.contains("timestamp authority verified") && !signer.contains("transparency log"), "{signer}");
+    let at = signed_at(&signer);
+    assert!(at <= not_after, "timestamped at {at}, while the certificate (until {not_after}) was valid");
+    switch_and_status_names(&env, &policy, "os:v1", WORKFLOW);
+    let status = env.hostctl(&policy, &["status"]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("timestamp authority verified"));
+
+    // The root does not list the authority.
+    let env = fresh(env);
+    let no_tsa = trusted_root_file(&env, "no-tsa-root.json", &[], Some(&ca), Vec::new());
+    let policy = policy_named(&env, "no-tsa-policy.json", &no_tsa);
+    env.assert_refused(&policy, "os:v1", "sigstoreSigned", "invalid RFC 3161 timestamp");
+
+    // The root trusted the authority only until an hour ago.
+    let hour_ago = rfc3339(time::OffsetDateTime::now_utc() - time::Duration::hours(1));
+    let ended = tsa.trusted_root_entry(json!({"start": "2020-01-01T00:00:00Z", "end": hour_ago}));
+    let ended = trusted_root_file(&env, "ended-tsa-root.json", &[], Some(&ca), vec![ended]);
+    let policy = policy_named(&env, "ended-tsa-policy.json", &ended);
+    env.assert_refused(&policy, "os:v1", "sigstoreSigned", "outside the validity period of the authority");
+
+    // The root lists a transparency log as well: the bundle has no entry in it.
+    let log = Rekor::start();
+    let logged = trusted_root_file(&env, "log-root.json", &[&log], Some(&ca), vec![tsa_entry(&tsa)]);
+    let policy = policy_named(&env, "log-policy.json", &logged);
+    env.assert_refused(
+        &policy,
+        "os:v1",
+        "sigstoreSigned",
+        "no transparency-log entry, but the trusted root lists a log",
+    );
+}
+
+/// Keyed, timestamped by the local authority, no log: accepted under a root
+/// listing the authority. Then v1's bundle rewritten in the registry with
+/// one byte of its timestamp changed (the signed time, moved by ten
+/// minutes), and with v2's genuine timestamp (over another signature): each
+/// refused.
+#[test]
+fn keyed_bundle_with_a_tampered_or_borrowed_timestamp_is_refused() {
+    let env = Env::new();
+    let tsa = Tsa::start();
+    let pubkey = env.cosign_keys("release");
+    let v1 = env.push("os:v1", &[("etc/motd", "v1\n")]);
+    let v2 = env.push("os:v2", &[("etc/motd", "v2\n")]);
+    attest_timestamped(&env, &tsa, "os", &v1, &env.path("release.key"), &[]);
+    attest_timestamped(&env, &tsa, "os", &v2, &env.path("release.key"), &[]);
+    let root = trusted_root_file(&env, "tsa-root.json", &[], None, vec![tsa_entry(&tsa)]);
+    let policy = keyed_policy(&env, &pubkey, &root);
+    let v = env.pull_ok(&policy, "os:v1");
+    let signer = v["verdict"]["signers"][0].as_str().unwrap();
+    assert!(signer.starts_with("key SHA256:") && signer.contains("timestamp authority verified"), "{signer}");
+    assert!(!signer.contains("transparency log"), "{signer}");
+    let env = fresh(env);
+
+    // One byte: a digit of the minutes of the token's genTime (the first
+    // GeneralizedTime, tag 0x18, of 15 bytes: YYYYMMDDhhmmssZ).
+    replace_bundle(&env, "os", &v1, |b| {
+        let token = &mut b["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"][0];
+        let mut der =
+            base64::engine::general_purpose::STANDARD.decode(token["signedTimestamp"].as_str().unwrap()).unwrap();
+        let at = der.windows(2).position(|w| w == [0x18, 0x0f]).expect("a genTime") + 2;
+        let minute_tens = &mut der[at + 10];
+        assert!(minute_tens.is_ascii_digit());
+        *minute_tens ^= 1;
+        token["signedTimestamp"] = json!(b64(&der));
+    });
+    env.assert_refused(&policy, "os:v1", "sigstoreSigned", "invalid RFC 3161 timestamp");
+
+    let (_, _, other) = bundle_of(&env, "os", &v2);
+    let borrowed = timestamps(&other).remove(0);
+    replace_bundle(&env, "os", &v1, |b| {
+        b["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"][0]["signedTimestamp"] =
+            json!(borrowed);
+    });
+    env.assert_refused(&policy, "os:v1", "sigstoreSigned", "message hash mismatch");
 }

@@ -15,6 +15,9 @@
 //!   only, so a regex policy verifies with `any_identity()` and this module
 //!   matches the SAN and issuer the crate *verified* against the pattern,
 //!   anchored as a whole-string match;
+//! * when a transparency-log entry is required ([`log_entry_required`]):
+//!   the crate either verifies entries or skips them, so whether a root
+//!   without logs lets an RFC 3161 timestamp stand alone is decided here;
 //! * choosing the trusted root (a file, or the snapshot of the public-good
 //!   production or staging root the crate ships) and reading the artifact as a
 //!   file or a `sha256:` digest, as the conformance CLI protocol says.
@@ -240,6 +243,8 @@ pub struct BundleVerifier {
     /// Whether the root lists CT logs: without any (a private CA), SCTs are
     /// not required.
     ct_logs: bool,
+    /// Whether the root lists transparency logs: see [`log_entry_required`].
+    tlogs: bool,
     /// Where the root came from, for messages.
     pub root: String,
 }
@@ -249,7 +254,12 @@ impl BundleVerifier {
     pub fn new(source: &RootSource) -> Result<BundleVerifier> {
         let root = source.load()?;
         let verifier = Verifier::new(&root).with_context(|| format!("trusted root {}", source.describe()))?;
-        Ok(BundleVerifier { verifier, ct_logs: !root.ctlogs.is_empty(), root: source.describe() })
+        Ok(BundleVerifier {
+            verifier,
+            ct_logs: !root.ctlogs.is_empty(),
+            tlogs: !root.tlogs.is_empty(),
+            root: source.describe(),
+        })
     }
 
     /// A verifier with no authorities at all: enough for managed-key bundles
@@ -259,6 +269,7 @@ impl BundleVerifier {
         Ok(BundleVerifier {
             verifier: Verifier::new(&root)?,
             ct_logs: false,
+            tlogs: false,
             root: "no trusted root (a key alone)".into(),
         })
     }
@@ -276,14 +287,21 @@ impl BundleVerifier {
                 sigstore_verify::types::Artifact::from_digest(digest)
             }
         };
+        let log_required = log_entry_required(self.tlogs, signer);
+        if log_required && bundle.verification_material.tlog_entries.is_empty() {
+            bail!(
+                "the bundle has no transparency-log entry, but the trusted root lists a log, so one is required \
+                 (a timestamp authority's timestamp alone is enough only under a root that lists no log)"
+            );
+        }
         match signer {
-            Signer::Key { der, tlog } => {
+            Signer::Key { der, .. } => {
                 let mut policy = PublicKeyVerificationPolicy::new(DerPublicKey::new(der.clone()));
-                if !tlog {
+                if !log_required {
                     policy = policy.skip_tlog_unsafe();
                 }
                 let result = self.verifier.verify(artifact, &bundle, &policy)?;
-                Ok(format!("key {}{}", fingerprint(der), log_note(&result)))
+                Ok(format!("key {}{}", fingerprint(der), log_note(&result, &bundle)))
             }
             Signer::Identity(CertIdentity { kind, subject, issuer }) => {
                 // Exact identities are the crate's own check; regular
@@ -291,6 +309,12 @@ impl BundleVerifier {
                 let mut policy = VerificationPolicy::any_identity();
                 if !self.ct_logs {
                     policy = policy.skip_sct();
+                }
+                if !log_required {
+                    // The crate still demands a verified signing time: an
+                    // RFC 3161 timestamp from one of the root's authorities
+                    // (a log's entry timestamp cannot verify without a log).
+                    policy = policy.skip_tlog_unsafe();
                 }
                 if let Match::Exact(s) = subject {
                     policy = policy.require_identity(match kind {
@@ -319,16 +343,39 @@ impl BundleVerifier {
                 if !issuer.matches(iss) {
                     bail!("issuer mismatch: the certificate names {iss:?}, the policy wants {issuer}");
                 }
-                Ok(format!("certificate {} (issuer {iss}){}", san.as_str(), log_note(&result)))
+                Ok(format!("certificate {} (issuer {iss}){}", san.as_str(), log_note(&result, &bundle)))
             }
         }
     }
 }
 
-fn log_note(result: &sigstore_verify::VerificationResult) -> String {
+/// Whether a bundle must prove an entry in a transparency log of the
+/// trusted root (inclusion proof, signed checkpoint, and for Rekor v1 the
+/// signed entry timestamp), given whether the root lists any log.
+///
+/// A root that lists a log says that every signature of its trust domain is
+/// logged there, so a bundle without an entry is refused even when a timestamp
+/// authority dated it. A root that lists none (a private trust domain with a
+/// CA and a timestamp authority, as GitHub's for private repositories) cannot
+/// check an entry at all: the bundle's RFC 3161 timestamps, verified against
+/// the root's timestamp authorities, are then what dates the signature, and
+/// sigstore-verify requires at least one for a certificate. A managed key
+/// whose policy names no trusted root wants no entry either way.
+pub fn log_entry_required(root_lists_logs: bool, signer: &Signer) -> bool {
+    match signer {
+        Signer::Key { tlog, .. } => *tlog && root_lists_logs,
+        Signer::Identity(_) => root_lists_logs,
+    }
+}
+
+fn log_note(result: &sigstore_verify::VerificationResult, bundle: &Bundle) -> String {
     let mut notes = Vec::new();
     if result.tlog_verified() {
         notes.push("transparency log verified".to_string());
+    }
+    // Every timestamp a bundle carries must verify for the crate to accept it.
+    if !bundle.verification_material.timestamp_verification_data.rfc3161_timestamps.is_empty() {
+        notes.push("timestamp authority verified".to_string());
     }
     if let Some(t) = result.verified_timestamps().iter().min() {
         notes.push(format!("signed at {t}"));
@@ -408,6 +455,66 @@ mod tests {
         let message = json!({"messageSignature": {"messageDigest": {}, "signature": ""}}).to_string();
         let err = image_claim(message.as_bytes(), &d).unwrap_err();
         assert!(err.to_string().contains("message-signature bundle names no image"), "{err}");
+    }
+
+    /// Whether a log entry is required follows the root. The bundle is
+    /// sigstore-conformance's `rekor2-timestamp-with-embedded-cert` (a Rekor
+    /// v2 entry and a staging TSA timestamp over a.txt, its certificate long
+    /// expired), with its trusted root (the staging root, two logs, one TSA).
+    #[test]
+    fn a_timestamp_without_a_log_entry_counts_only_under_a_root_without_logs() {
+        let bundle: serde_json::Value =
+            serde_json::from_str(include_str!("fixtures/rekor2-timestamped.sigstore.json")).unwrap();
+        let root: serde_json::Value = serde_json::from_str(include_str!("fixtures/staging-trusted-root.json")).unwrap();
+        let artifact = Subject::Bytes(include_bytes!("fixtures/a.txt").to_vec());
+        let anyone = Signer::Identity(CertIdentity {
+            kind: SanKind::Any,
+            subject: Match::regex(".*").unwrap(),
+            issuer: Match::regex(".*").unwrap(),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let check = |root: &serde_json::Value, bundle: &serde_json::Value| {
+            let p = dir.path().join("trusted_root.json");
+            std::fs::write(&p, root.to_string()).unwrap();
+            BundleVerifier::new(&RootSource::File(p))
+                .unwrap()
+                .verify(bundle.to_string().as_bytes(), &artifact, &anyone)
+                .map_err(|e| format!("{e:#}"))
+        };
+
+        // As published: the entry and the timestamp both verify.
+        let who = check(&root, &bundle).unwrap();
+        assert!(who.contains("transparency log verified") && who.contains("timestamp authority verified"), "{who}");
+
+        // Its entry removed: the root lists logs, so the timestamp alone is refused.
+        let mut unlogged = bundle.clone();
+        unlogged["verificationMaterial"]["tlogEntries"] = json!([]);
+        let err = check(&root, &unlogged).unwrap_err();
+        assert!(err.contains("no transparency-log entry, but the trusted root lists a log"), "{err}");
+
+        // The same root without its logs: the timestamp dates the signature.
+        let mut no_logs = root.clone();
+        no_logs["tlogs"] = json!([]);
+        let who = check(&no_logs, &unlogged).unwrap();
+        assert!(!who.contains("transparency log") && who.contains("timestamp authority verified"), "{who}");
+        assert!(who.contains("signed at 20"), "{who}");
+
+        // ... but only a timestamp of one of its authorities, and only one that verifies.
+        let mut no_tsa = no_logs.clone();
+        no_tsa["timestampAuthorities"] = json!([]);
+        let err = check(&no_tsa, &unlogged).unwrap_err();
+        assert!(err.contains("no timestamp authorities configured"), "{err}");
+        let mut untimed = unlogged.clone();
+        untimed["verificationMaterial"]["timestampVerificationData"] = json!({"rfc3161Timestamps": []});
+        let err = check(&no_logs, &untimed).unwrap_err();
+        assert!(err.contains("at least one tlog entry or timestamp"), "{err}");
+
+        // Managed keys: an entry only when the policy has a root and it lists a log.
+        let key = |tlog| Signer::Key { der: Vec::new(), tlog };
+        assert!(log_entry_required(true, &key(true)));
+        assert!(!log_entry_required(false, &key(true)));
+        assert!(!log_entry_required(true, &key(false)));
+        assert!(log_entry_required(true, &anyone) && !log_entry_required(false, &anyone));
     }
 
     /// The built-in public-good roots load and prepare.

@@ -76,10 +76,11 @@ pub fn bundle_check(req: &SigstoreSigned, pinned: Option<&Path>) -> Result<(Bund
         _ => None,
     };
     let signers = match &req.trust {
-        // With a trusted root, a keyed bundle's log entry is verified against
-        // the root's logs (inclusion proof, checkpoint, entry timestamp), as a
-        // keyless one's. Without one, as for legacy keyed signatures, nothing
-        // can check the entry: it must only be consistent with the signature.
+        // With a trusted root that lists logs, a keyed bundle's log entry is
+        // verified against them (inclusion proof, checkpoint, entry
+        // timestamp), as a keyless one's (see bundle::log_entry_required).
+        // Without a root, as for legacy keyed signatures, nothing can check
+        // the entry: it must only be consistent with the signature.
         Trust::Keys(keys) => {
             let keys = KeySet::load(keys).map_err(|e| format!("{e:#}"))?;
             let tlog = root.is_some();

@@ -11,6 +11,7 @@ pub mod images;
 pub mod registry;
 pub mod rekor;
 pub mod tokenserver;
+pub mod tsa;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
