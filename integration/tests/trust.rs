@@ -11,6 +11,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::support::images::push_one_layer;
 use crate::support::registry::Registry;
+use crate::support::x509::self_signed_ca;
 use crate::support::{hostctl_bin, require_tool, run};
 
 pub(crate) const KERNEL: &str = "usr/lib/modules/6.1.0-test/vmlinuz";
@@ -388,20 +389,7 @@ fn keyless_signature_with_local_fulcio_and_rekor_verifies_offline() {
     let digest = env.push("os:v1", &[]);
     let dir = env.work.path();
     let ossl = |args: &[&str]| run(Command::new("openssl").current_dir(dir).args(args));
-    ossl(&["ecparam", "-name", "secp384r1", "-genkey", "-noout", "-out", "ca.key"]);
-    ossl(&[
-        "req",
-        "-x509",
-        "-new",
-        "-key",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "30",
-        "-subj",
-        "/O=test/CN=local fulcio",
-    ]);
+    self_signed_ca(dir, "ca", "secp384r1", "/O=test/CN=local fulcio", &[]);
     ossl(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "leaf.key"]);
     ossl(&["req", "-new", "-key", "leaf.key", "-subj", "/", "-out", "leaf.csr"]);
     std::fs::write(

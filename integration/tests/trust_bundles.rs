@@ -25,6 +25,7 @@ use serde_json::json;
 
 use crate::support::rekor::{Fault, Rekor};
 use crate::support::tsa::Tsa;
+use crate::support::x509::{openssl, self_signed_ca};
 use crate::support::{require_tool, run};
 use crate::trust::{cosign, Env};
 
@@ -283,28 +284,12 @@ impl LocalFulcio {
             ),
         )
         .unwrap();
-        let mut f = LocalFulcio { dir, ca_start: String::new() };
-        f.openssl(&["ecparam", "-name", "secp384r1", "-genkey", "-noout", "-out", "ca.key"]);
-        f.openssl(&[
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "30",
-            "-subj",
-            "/O=hostctl test/CN=local fulcio",
-        ]);
-        f.ca_start = openssl_date(0);
-        f
+        self_signed_ca(&dir, "ca", "secp384r1", "/O=hostctl test/CN=local fulcio", &[]);
+        LocalFulcio { dir, ca_start: openssl_date(0) }
     }
 
     fn openssl(&self, args: &[&str]) {
-        let mut cmd = Command::new("openssl");
-        run(cmd.current_dir(&self.dir).args(args));
+        openssl(&self.dir, args);
     }
 
     /// A new leaf key imported into cosign (`NAME.key`, in `env`'s work dir)

@@ -7,11 +7,13 @@ pub mod chunked;
 pub mod etcd;
 pub mod fleet;
 pub mod hostile;
+pub mod http1;
 pub mod images;
 pub mod registry;
 pub mod rekor;
 pub mod tokenserver;
 pub mod tsa;
+pub mod x509;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

@@ -23,7 +23,7 @@
 //! inclusion proof, as a misbehaving log would. Std threads; stops accepting
 //! when dropped.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,6 +33,8 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 use sigstore_crypto::KeyPair;
+
+use super::http1::{read_request, respond};
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -292,37 +294,9 @@ fn rand_u64() -> u64 {
 }
 
 fn serve(conn: TcpStream, log: &Mutex<Log>) {
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut line = String::new();
-    if reader.read_line(&mut line).is_err() {
-        return;
-    }
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
-    let mut len = 0usize;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" || h == "\n" {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0u8; len];
-    if reader.read_exact(&mut body).is_err() {
-        return;
-    }
-    let (status, ctype, extra, out) = answer(&method, &path, &body, log);
-    let mut conn = conn;
-    let _ = write!(
-        conn,
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
-        out.len()
-    );
-    let _ = conn.write_all(&out);
+    let Some(req) = read_request(&conn) else { return };
+    let (status, ctype, extra, out) = answer(&req.method, &req.path, &req.body, log);
+    respond(conn, &status, ctype, &extra, &out);
 }
 
 fn error(status: &str, message: &str) -> (String, &'static str, String, Vec<u8>) {

@@ -17,7 +17,7 @@
 //! signed time is the time of the request. Std threads; stops accepting when
 //! dropped, and its keys live in a temporary directory removed with it.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,7 +27,8 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use super::run;
+use super::http1::{read_request, respond};
+use super::x509::{openssl, self_signed_ca};
 
 /// The path requests are served at.
 pub const TIMESTAMP_PATH: &str = "/api/v1/timestamp";
@@ -46,10 +47,6 @@ pub struct Tsa {
     addr: String,
     dir: tempfile::TempDir,
     stop: Arc<AtomicBool>,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    run(Command::new("openssl").current_dir(dir).args(args));
 }
 
 /// A new EC key on `curve` in `dir/NAME.key` and a CSR for `subject` in `dir/NAME.csr`.
@@ -97,26 +94,12 @@ impl Tsa {
         super::require_tool("openssl");
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        openssl(d, &["ecparam", "-name", "secp384r1", "-genkey", "-noout", "-out", "root.key"]);
-        openssl(
+        self_signed_ca(
             d,
-            &[
-                "req",
-                "-x509",
-                "-new",
-                "-key",
-                "root.key",
-                "-out",
-                "root.pem",
-                "-days",
-                "30",
-                "-subj",
-                "/O=hostctl test/CN=local tsa root",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
+            "root",
+            "secp384r1",
+            "/O=hostctl test/CN=local tsa root",
+            &["basicConstraints=critical,CA:TRUE", "keyUsage=critical,keyCertSign,cRLSign"],
         );
         key_and_csr(d, "intermediate", "secp384r1", "/O=hostctl test/CN=local tsa intermediate");
         issue(
@@ -199,48 +182,18 @@ impl Drop for Tsa {
 }
 
 fn serve(conn: TcpStream, dir: &Path, signer: &Mutex<u64>) {
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut line = String::new();
-    if reader.read_line(&mut line).is_err() {
-        return;
-    }
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
-    let (mut len, mut ctype) = (0usize, String::new());
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" || h == "\n" {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().unwrap_or(0);
-            } else if k.eq_ignore_ascii_case("content-type") {
-                ctype = v.trim().to_ascii_lowercase();
-            }
-        }
-    }
-    let mut body = vec![0u8; len];
-    if reader.read_exact(&mut body).is_err() {
-        return;
-    }
-    let (status, out_type, out) = if method != "POST" || path != TIMESTAMP_PATH {
+    let Some(req) = read_request(&conn) else { return };
+    let (status, out_type, out) = if req.method != "POST" || req.path != TIMESTAMP_PATH {
         ("404 Not Found", "text/plain", b"not served by this test timestamp authority\n".to_vec())
-    } else if ctype != "application/timestamp-query" {
+    } else if req.content_type != "application/timestamp-query" {
         ("415 Unsupported Media Type", "text/plain", b"expected application/timestamp-query\n".to_vec())
     } else {
-        match reply(dir, signer, &body) {
+        match reply(dir, signer, &req.body) {
             Ok(der) => ("200 OK", "application/timestamp-reply", der),
             Err(why) => ("400 Bad Request", "text/plain", why.into_bytes()),
         }
     };
-    let mut conn = conn;
-    let _ = write!(
-        conn,
-        "HTTP/1.1 {status}\r\nContent-Type: {out_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        out.len()
-    );
-    let _ = conn.write_all(&out);
+    respond(conn, status, out_type, "", &out);
 }
 
 /// `openssl ts -reply` for the DER request `query`: the DER response, or
