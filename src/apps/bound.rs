@@ -187,8 +187,13 @@ pub fn pin_dropin(b: &BoundImage) -> String {
         b.image, b.digest, b.pinned
     );
     if section == "Image" {
-        // The image is in podman's storage: the .image unit must not need the registry at boot.
-        s.push_str("PodmanArgs=--policy=missing\n");
+        // The image is in podman's storage: the .image unit must not need the
+        // registry at boot. Quadlet's `[Image]` has no pull policy (podman
+        // 5.4: "unsupported key 'Policy'") and `podman image pull` takes no
+        // `--policy`, so the pull is skipped when the pinned image is there:
+        // an ExecCondition= that exits 1 skips the unit without failing it.
+        // (A reference holds no quote: [a-z0-9._/:@-] and the digest.)
+        s.push_str(&format!("\n[Service]\nExecCondition=/bin/sh -c '! podman image exists {}'\n", b.pinned));
     }
     s
 }

@@ -200,7 +200,13 @@ fn staging_pulls_every_bound_image_and_pins_it_by_digest() {
     assert!(pin.contains("[Container]\nImage=reg.example/apps/web@sha256:aa\n"), "{pin}");
     let pin =
         std::fs::read_to_string(t.path().join(format!("usr/etc/containers/systemd/db.image.d/{PIN_DROPIN}"))).unwrap();
-    assert!(pin.contains("[Image]\nImage=reg.example/apps/db@sha256:bb\nPodmanArgs=--policy=missing\n"), "{pin}");
+    assert!(
+        pin.contains(
+            "[Image]\nImage=reg.example/apps/db@sha256:bb\n\n\
+             [Service]\nExecCondition=/bin/sh -c '! podman image exists reg.example/apps/db@sha256:bb'\n"
+        ),
+        "{pin}"
+    );
     assert_eq!(read_bound_images(t.path()).unwrap(), got);
     assert_eq!(got[0].pinned, "reg.example/apps/web@sha256:aa");
     let ledger = PulledLedger::load(state.path()).unwrap();
