@@ -97,7 +97,10 @@ podman build -q --build-arg BASE="$local_tag:v1" --build-arg VERSION=v2 --build-
   -t "$local_tag:v2" -f "$repo/Containerfile.example" "$W/ctx" >"$W/v2-build.log" 2>&1 \
   || fail "podman build of Containerfile.example: $(tail -n 20 "$W/v2-build.log")"
 podman push -q --tls-verify=false "$local_tag:v2" "docker://$reg:v2"
-printf 'FROM %s\nRUN echo v2b > /usr/share/my-os/version\nLABEL org.opencontainers.image.version=v2b\n' "$local_tag:v2" > "$W/v2b.Containerfile"
+# v2b also binds a Quadlet .image unit (hello-tools.image, the same image):
+# staging pulls and pins it, and at boot its hello-tools-image.service must
+# find the image in podman's storage with the registry stopped.
+printf 'FROM %s\nRUN echo v2b > /usr/share/my-os/version \\\n && printf "[Image]\\nImage=10.0.2.100:5000/hostctl-e2e/bound:stable\\n" > /usr/share/containers/systemd/hello-tools.image \\\n && ln -s /usr/share/containers/systemd/hello-tools.image /usr/lib/hostctl/bound-images.d/hello-tools.image\nLABEL org.opencontainers.image.version=v2b\n' "$local_tag:v2" > "$W/v2b.Containerfile"
 podman build -q -t "$local_tag:v2b" -f "$W/v2b.Containerfile" "$W/ctx" >/dev/null || fail "podman build of v2b"
 mkdir -p "$W/v3"
 cat > "$W/v3/Containerfile" <<EOT
@@ -354,6 +357,9 @@ grep -q "edited after staging" /etc/hostctl-e2e-late.conf && echo "E2E-ETC-LATE-
 man hostctl-upgrade > /tmp/man.txt 2>&1; echo "E2E-MAN-RC \$?"
 sed -n '1,/^DESCRIPTION/p' /tmp/man.txt | sed 's/^/E2E-MAN /'
 hostctl status --json | tr -d ' \\n' | grep -o '"boundImages":\[[^]]*\]' | sed 's/^/E2E-BOUND /'
+echo "E2E-IMAGE-UNIT \$(systemctl is-failed hello-tools-image.service)"
+pinned=\$(sed -n 's/^Image=//p' /etc/containers/systemd/hello-tools.image.d/90-hostctl-bound-image.conf)
+podman image exists "\$pinned" && echo "E2E-IMAGE-PINNED-PRESENT \$pinned"
 echo "E2E-APP-PROBE"; sleep 5
 \$H rollback && echo "E2E-ROLLBACK-OK"
 sync; systemctl reboot
@@ -568,8 +574,14 @@ app_served 3 E2E-APP-PROBE "hostctl-e2e app v1" \
 for v in A B; do
   grep -aq "E2E-BOUND .*$(cat "$W/bound$v.digest")" "$W/boot3.log.txt" || fail "boot 3: status --json does not list bound image $v by digest; see $W/boot3.log.txt"
 done
+grep -aq "E2E-BOUND .*\"unit\":\"hello-tools.image\",\"image\":\"[^\"]*\",\"digest\":\"$(cat "$W/boundB.digest")\"" "$W/boot3.log.txt" \
+  || fail "boot 3: status --json does not list v2b's bound .image unit pinned to B; see $W/boot3.log.txt"
+# Its pinned image is in podman's storage, so its ExecCondition= skipped the
+# pull: the unit is inactive, not failed (a pull would have failed).
+need 3 "E2E-IMAGE-UNIT \\(in\\)\\?active$" "v2b's bound .image unit did not fail with the registry stopped"
+need 3 "E2E-IMAGE-PINNED-PRESENT .*@$(cat "$W/boundB.digest")" "the .image unit's pinned image (B) is in podman's storage"
 need 3 "E2E-ROLLBACK-OK" "hostctl rollback (to v2)"
-step "boot 3: v2b booted with the registry stopped; /etc edit after staging kept; the /usr overlay gone; man hostctl-upgrade; its bound app serves B, the app serves too; status lists A (v2) and B (v2b) by digest; rollback"
+step "boot 3: v2b booted with the registry stopped; /etc edit after staging kept; the /usr overlay gone; man hostctl-upgrade; its bound app serves B, its bound .image unit found its pinned image without the registry, the app serves too; status lists A (v2) and B (v2b) by digest; rollback"
 reg_start
 
 podman push -q --tls-verify=false --digestfile "$W/v3.digest" "$local_tag:v3" "docker://$reg:latest"  # the agent's next pass finds v3
