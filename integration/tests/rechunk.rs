@@ -291,13 +291,51 @@ fn rechunk_clamps_mtimes_to_source_date_epoch() {
     }
 }
 
+/// `image rechunk SRC docker://REG/REPO:TAG` pushes what it would write to a
+/// layout: the same manifest digest; skopeo copies it back out of the
+/// registry (checking every blob's digest) and the layers are the layout's.
+/// A second push finds every blob there. Destinations it cannot write are
+/// usage errors.
 #[test]
-fn rechunk_to_a_registry_is_a_usage_error_naming_skopeo() {
+fn rechunk_to_a_registry_pushes_the_image_it_writes_to_a_layout() {
+    crate::support::require_tool("umoci");
+    crate::support::require_tool("skopeo");
+    let work = tempfile::tempdir().unwrap();
+    let src = build_image(work.path(), "v1", "beta 1\n");
+    let reg = Registry::start();
+    let layout = work.path().join("a");
+    let to_layout = rechunk_at(&src.oci_ref(), &format!("oci:{}:t", layout.display()), &[], "1700000000");
+    let dest = reg.image("rechunked:1");
+    let to_registry = rechunk_at(&src.oci_ref(), &format!("docker://{dest}"), &[], "1700000000");
+    assert_eq!(to_layout, to_registry, "the same image, wherever it is written");
+    let back = work.path().join("back");
+    let copied = std::process::Command::new("skopeo")
+        .args([
+            "copy",
+            "-q",
+            "--src-tls-verify=false",
+            &format!("docker://{dest}"),
+            &format!("oci:{}:t", back.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(copied.status.success(), "{}", String::from_utf8_lossy(&copied.stderr));
+    assert_eq!(manifest(&back, "t"), manifest(&layout, "t"), "the registry holds the rechunked manifest");
+    assert_eq!(read_json(&back.join("index.json"))["manifests"][0]["digest"], to_layout.as_str());
+    // Pushed again (by digest only: no tag), every blob is found there already.
+    let again = rechunk_at(&src.oci_ref(), &format!("docker://{}", reg.image("rechunked")), &[], "1700000000");
+    assert_eq!(again, to_layout);
+
     let scratch = tempfile::tempdir().unwrap();
-    let out = hostctl(scratch.path(), &["image", "rechunk", "oci:/nonexistent:x", "registry:example.com/os:1"]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("oci:DIR") && err.contains("skopeo"), "{err}");
+    for (dst, why) in [
+        (format!("docker://{dest}@{to_layout}"), "not to a digest"),
+        (format!("oci-archive:{}", work.path().join("x.tar").display()), "not an archive"),
+    ] {
+        let out = hostctl(scratch.path(), &["image", "rechunk", "oci:/nonexistent:x", &dst]);
+        assert_eq!(out.status.code(), Some(2), "{dst}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{dst}: {err}");
+    }
     let out = hostctl(scratch.path(), &["image", "rechunk", "oci:/a", "oci:/b", "--max-layers", "0"]);
     assert_eq!(out.status.code(), Some(2));
 }

@@ -3,12 +3,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 use super::output::{outln, print_json};
 use super::GlobalArgs;
-use crate::imgref::ImageRef;
+use crate::imgref::{ImageRef, RegistryRef};
 use crate::pull::PullOptions;
 use crate::rechunk::{plan, Compression, Options};
 use crate::util::human_bytes;
@@ -17,9 +17,9 @@ use crate::util::human_bytes;
 pub struct RechunkArgs {
     /// The image to rewrite: [registry:|docker://|oci:|oci-archive:]NAME[:TAG][@DIGEST].
     pub source: ImageRef,
-    /// Where to write it: oci:DIR[:TAG] (push it on with skopeo copy).
+    /// Where to write it: oci:DIR[:TAG], or a registry ([registry:|docker://]NAME[:TAG]).
     #[arg(value_parser = parse_destination)]
-    pub destination: (PathBuf, Option<String>),
+    pub destination: Destination,
     /// Layers at most, the directory layer included (1–127).
     #[arg(long, default_value_t = plan::DEFAULT_MAX_LAYERS, value_parser = parse_max_layers)]
     pub max_layers: usize,
@@ -31,13 +31,26 @@ pub struct RechunkArgs {
     pub json: bool,
 }
 
-/// `oci:DIR[:TAG]`, the only destination rechunk writes.
-fn parse_destination(s: &str) -> Result<(PathBuf, Option<String>), String> {
+/// Where the rechunked image goes.
+#[derive(Clone, Debug)]
+pub enum Destination {
+    /// An OCI layout directory and the tag to give the image there.
+    Layout(PathBuf, Option<String>),
+    /// A registry repository (and tag: none pushes by digest only).
+    Registry(RegistryRef),
+}
+
+/// `oci:DIR[:TAG]` or a registry reference; not an archive, nor a digest to push to.
+fn parse_destination(s: &str) -> Result<Destination, String> {
     match s.parse::<ImageRef>().map_err(|e| format!("{e:#}"))? {
-        ImageRef::OciDir { path, tag } => Ok((path, tag)),
-        _ => Err(format!(
-            "{s}: rechunk writes to an OCI layout directory (oci:DIR[:TAG]); copy it to a registry with skopeo copy"
-        )),
+        ImageRef::OciDir { path, tag } => Ok(Destination::Layout(path, tag)),
+        ImageRef::Registry(r) if r.digest.is_some() => {
+            Err(format!("{s}: push to a tag (or to the repository), not to a digest: the digest is the result"))
+        }
+        ImageRef::Registry(r) => Ok(Destination::Registry(r)),
+        ImageRef::OciArchive { .. } => {
+            Err(format!("{s}: rechunk writes to an OCI layout (oci:DIR[:TAG]) or a registry, not an archive"))
+        }
     }
 }
 
@@ -68,9 +81,21 @@ pub async fn rechunk(g: &GlobalArgs, a: RechunkArgs) -> Result<()> {
     };
     let opts =
         Options { max_layers: a.max_layers, compression: a.compression, source_date_epoch: source_date_epoch()? };
-    let (dir, tag) = a.destination;
     let started = std::time::Instant::now();
-    let done = crate::rechunk::rechunk(&a.source, &dir, tag.as_deref(), &pull, &opts).await?;
+    let done = match &a.destination {
+        Destination::Layout(dir, tag) => crate::rechunk::rechunk(&a.source, dir, tag.as_deref(), &pull, &opts).await?,
+        Destination::Registry(dest) => {
+            // Written to a layout in /var/tmp (not /tmp, often a RAM disk), pushed from there.
+            let scratch = tempfile::Builder::new()
+                .prefix("hostctl-rechunk-")
+                .tempdir_in("/var/tmp")
+                .context("creating a scratch directory in /var/tmp")?;
+            let done = crate::rechunk::rechunk(&a.source, scratch.path(), None, &pull, &opts).await?;
+            crate::rechunk::push::push_layout(scratch.path(), &done.manifest_digest, dest, &g.registry_options())
+                .await?;
+            done
+        }
+    };
     if a.json {
         print_json(&done)?;
     } else {

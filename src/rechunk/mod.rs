@@ -23,6 +23,7 @@
 pub mod output;
 pub mod owners;
 pub mod plan;
+pub mod push;
 pub mod tarball;
 
 use std::collections::BTreeMap;

@@ -1,7 +1,8 @@
-//! Writing to a repository: small blobs uploaded in one request (POST then
-//! PUT with the digest, the spec's monolithic upload) and manifests PUT by
-//! tag or digest, authorised with a push scope. Only small documents are
-//! pushed (rollout metadata, referrers indexes): no chunked uploads.
+//! Writing to a repository: blobs uploaded in one request (POST then PUT with
+//! the digest, the spec's monolithic upload), from memory for small
+//! documents (rollout metadata, referrers indexes) or streamed from a file
+//! for image layers (`image rechunk` to a registry), never held whole; and
+//! manifests PUT by tag or digest; authorised with a push scope.
 
 use anyhow::{anyhow, bail, Context, Result};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
@@ -51,12 +52,33 @@ impl Client {
     /// Uploads `bytes` as a blob (skipped when the registry has it already).
     pub async fn push_blob(&self, bytes: &[u8]) -> Result<Digest> {
         let digest = Digest::of(bytes);
+        let body = bytes.to_vec();
+        self.upload(&digest, bytes.len() as u64, || Ok(reqwest::Body::from(body.clone()))).await?;
+        Ok(digest)
+    }
+
+    /// Uploads the file at `path`, whose digest is `digest` and length
+    /// `size`, as a blob, streamed (skipped when the registry has it
+    /// already). The registry checks the digest; a file that changed under
+    /// us is refused by it, not pushed under a wrong name.
+    pub async fn push_blob_file(&self, path: &std::path::Path, digest: &Digest, size: u64) -> Result<()> {
+        self.upload(digest, size, || {
+            let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+            Ok(reqwest::Body::wrap_stream(stream))
+        })
+        .await
+    }
+
+    /// The monolithic upload of blob `digest` (`size` bytes), its body made
+    /// by `body` (once more if the PUT must be retried after a challenge).
+    async fn upload(&self, digest: &Digest, size: u64, body: impl Fn() -> Result<reqwest::Body>) -> Result<()> {
         let base = self.base().await?.to_string();
         let repo = &self.repository;
         let blob_url = format!("{base}/v2/{repo}/blobs/{digest}");
         let head = self.send_push("checking a blob", || self.http.head(&blob_url)).await?;
         if head.status() == StatusCode::OK {
-            return Ok(digest);
+            return Ok(());
         }
         let start_url = format!("{base}/v2/{repo}/blobs/uploads/");
         let started = self.send_push("starting a blob upload", || self.http.post(&start_url)).await?;
@@ -67,16 +89,21 @@ impl Client {
         let location = if location.starts_with('/') { format!("{base}{location}") } else { location };
         let sep = if location.contains('?') { '&' } else { '?' };
         let put_url = format!("{location}{sep}digest={digest}");
-        let body = bytes.to_vec();
+        body()?; // fails here, not inside the request, if the content cannot be read
         let put = self
             .send_push("uploading a blob", || {
-                self.http.put(&put_url).header(CONTENT_TYPE, "application/octet-stream").body(body.clone())
+                let req = self.http.put(&put_url).header(CONTENT_TYPE, "application/octet-stream");
+                match body() {
+                    Ok(b) => req.header(reqwest::header::CONTENT_LENGTH, size).body(b),
+                    // Readable a moment ago; an empty body the registry refuses by its digest.
+                    Err(_) => req.body(Vec::new()),
+                }
             })
             .await?;
         if put.status() != StatusCode::CREATED {
             return Err(self.status_error(put, &format!("uploading blob {digest}")).await);
         }
-        Ok(digest)
+        Ok(())
     }
 
     /// PUTs a manifest (or index) at `reference` (a tag, or its digest).
