@@ -16,8 +16,9 @@ pub const HEALTH_INTERVAL_SECS: u64 = 5;
 pub const HEALTH_RETRIES: u64 = 3;
 /// The grace period after a container's start during which failed checks do
 /// not count (`HealthStartPeriod=`), unless `--health-start-period` says
-/// otherwise. A check that passes ends it early, so it costs a healthy app
-/// nothing; it only delays the kill of one that never answers.
+/// otherwise. A check that passes makes the container healthy at once, so
+/// it costs a healthy app nothing; it delays the kill of one that does not
+/// answer (podman counts it from the container's start).
 pub const DEFAULT_HEALTH_START_PERIOD_SECS: u64 = 30;
 /// What systemd's start timeout (`TimeoutStartSec=`) allows beyond the
 /// latest moment a failing health check kills the container: creating and
