@@ -348,6 +348,10 @@ mod tests {
         // --file excludes NAME IMAGE; update needs names or --all.
         assert!(Cli::try_parse_from(["hostctl", "app", "install", "--file", "a.container", "web"]).is_err());
         assert!(Cli::try_parse_from(["hostctl", "app", "update"]).is_err());
+        // A health start period needs a health check.
+        let i = ["hostctl", "app", "install", "web", "r.example/web:1", "--health-start-period", "60"];
+        assert!(Cli::try_parse_from(i).is_err());
+        assert!(Cli::try_parse_from([&i[..], &["--health-cmd", "true"]].concat()).is_ok());
         assert!(Cli::try_parse_from(["hostctl", "app", "update", "--all", "web"]).is_err());
         assert!(Cli::try_parse_from(["hostctl", "app", "update", "--all", "--check"]).is_ok());
     }
