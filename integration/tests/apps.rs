@@ -455,7 +455,7 @@ async fn a_rollback_on_real_podman_removes_the_failed_image_or_keeps_it_for_purg
     // remove --purge, once the container is gone: v3 goes; v1, which the app's container runs, stays.
     podman_run(&["rm", "debug"]);
     let rm = remove(&apps, "web", true).unwrap();
-    assert_eq!(rm.failed_images_removed, [v3.id.clone()], "{rm:?}");
+    assert_eq!(rm.failed_images_removed, [v3.id.as_str()], "{rm:?}");
     assert!(podman.image(&v3.id).unwrap().is_none());
     assert_eq!(rm.image_removed, None, "the running container keeps v1");
     assert_eq!(dangling(), "");

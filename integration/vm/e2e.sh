@@ -362,8 +362,11 @@ EOF
 # Quadlet files the guest writes (a .container with a health check that
 # kills the container when it fails, a .volume), a unit that Requires= it and
 # one that BindsTo= it; an update to v2, whose health check fails (rolled
-# back by itself); an update to v3 with the disk full (exit 6, nothing left
-# behind), then again with room; remove --purge.
+# back by itself, its start ended by the kill, the image it pulled removed);
+# an update to v3 with the disk full (exit 6, nothing left behind), then
+# again with room; an app installed with --health-cmd (the unit hostctl
+# writes), killed and restarted by systemd when it turns unhealthy while
+# running; remove --purge.
 apps4=$(cat <<'EOF'
 api_pending() { # until `app update --check` sees what the host pushed
   i=0; until $H app update --check api 2>&1 | grep -q pending; do i=$((i + 1)); [ $i -lt 30 ] || return 1; sleep 1; done
