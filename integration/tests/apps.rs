@@ -1,6 +1,7 @@
 //! Apps on the host's real tools: what `app update` and its rollback rest on
 //! (podman pulls, inspects and re-tags by ID; hostctl's one-request digest
-//! check agrees with podman's digest) against a real registry, with images
+//! check agrees with podman's digest; the rollback removes the image the
+//! failed update pulled) against a real registry, with images
 //! built by real podman; and bad input refused by the CLI before anything is
 //! written. Quadlet and systemd units need podman >= 4.4 and systemd as PID 1,
 //! which this host lacks: unit activation is proven in the VM scenario
@@ -367,4 +368,96 @@ fn an_app_command_while_another_runs_fails_locked_and_reading_is_not_blocked() {
     // Free again: it runs (and fails further on, as this host has no systemd).
     let out = crate::support::hostctl_env(sys.path(), &env, &["app", "remove", "web"]);
     assert_ne!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `app update`'s rollback on real podman (systemd is the recording fake:
+/// this host has none), against a real registry: the image the failed
+/// update pulled, nameless after the rollback re-tagged the previous one,
+/// is removed, and no dangling image is left; one that a container still
+/// uses is kept, recorded, and removed by `app remove --purge` once that
+/// container is gone.
+#[tokio::test]
+async fn a_rollback_on_real_podman_removes_the_failed_image_or_keeps_it_for_purge() {
+    use hostctl::apps::install::remove;
+    use hostctl::apps::record::AppRecord;
+    use hostctl::apps::update::{update, UpdateOptions};
+    use hostctl::apps::Apps;
+    use hostctl::host::units::{state, FakeUnits, JobResult, WaitPolicy};
+
+    require_tool("podman");
+    let reg = Registry::start();
+    let (builder, host, root) = (tmp(), tmp(), tmp());
+    let podman = PodmanCli { global: storage_args(host.path()), ..PodmanCli::default() };
+    let units = FakeUnits::new();
+    let web = reg.image("apps/web:stable");
+    write_tree(
+        root.path(),
+        &[("etc/containers/systemd/web.container", &format!("[Container]\nImage={web}\nContainerName=web\n"))],
+    );
+    let apps = Apps {
+        root: root.path().to_path_buf(),
+        podman: &podman,
+        units: &units,
+        pull: PullSettings { tls_verify: false, ..Default::default() },
+        wait: WaitPolicy {
+            timeout: std::time::Duration::from_secs(5),
+            settle: std::time::Duration::from_millis(10),
+            poll: std::time::Duration::from_millis(1),
+        },
+        journal_lines: 5,
+    };
+    let remote = RegistryDigest(insecure());
+    let podman_run = |args: &[&str]| run(Command::new("podman").args(storage_args(host.path())).args(args));
+    let dangling = || {
+        let out = run(Command::new("podman").args(storage_args(host.path())).args([
+            "images",
+            "-q",
+            "--filter",
+            "dangling=true",
+        ]));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+
+    // v1 runs as the app's container (no network: this host has none set up for podman).
+    build_push_app(builder.path(), "v1\n", &web);
+    podman.pull(&web, &apps.pull).unwrap();
+    let v1 = podman.image(&web).unwrap().unwrap();
+    podman_run(&["run", "-d", "--network=none", "--name", "web", &v1.id]);
+
+    // v2 does not come up: rolled back, and v2 is gone from podman's storage.
+    build_push_app(builder.path(), "v2\n", &web);
+    units.on_next_start("web.service", JobResult::Failed("Job failed".into()), vec![state("failed", "failed")]);
+    let r = update(&apps, &remote, &["web".to_string()], UpdateOptions::default()).await.unwrap();
+    let reason = r[0].reason.clone().unwrap_or_default();
+    assert_eq!(r[0].updated, "rolled back", "{reason}");
+    assert!(reason.contains("removed the image it pulled"), "{reason}");
+    let d2 = r[0].to_digest.clone().unwrap();
+    assert_eq!(podman.image(&web).unwrap().unwrap().id, v1.id, "v1 back under the tag");
+    assert_eq!(dangling(), "", "no nameless image left");
+    assert!(AppRecord::load(&apps.records_dir(), "web").unwrap().failed_images.is_empty());
+    assert!(d2.starts_with("sha256:"));
+
+    // v3 does not come up either, and a stopped container uses it: kept, recorded.
+    build_push_app(builder.path(), "v3\n", &web);
+    podman.pull(&web, &apps.pull).unwrap();
+    let v3 = podman.image(&web).unwrap().unwrap();
+    podman_run(&["create", "--network=none", "--name", "debug", &v3.id]);
+    podman.tag(&v1.id, &web).unwrap(); // as before the update: the tag names what runs
+    units.on_next_start("web.service", JobResult::Failed("Job failed".into()), vec![state("failed", "failed")]);
+    let r = update(&apps, &remote, &["web".to_string()], UpdateOptions::default()).await.unwrap();
+    let reason = r[0].reason.clone().unwrap_or_default();
+    assert_eq!(r[0].updated, "rolled back", "{reason}");
+    assert!(reason.contains("kept the image it pulled") && reason.contains("container debug uses it"), "{reason}");
+    let rec = AppRecord::load(&apps.records_dir(), "web").unwrap();
+    assert_eq!(rec.failed_images.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), [v3.id.as_str()]);
+    assert!(podman.image(&v3.id).unwrap().is_some());
+
+    // remove --purge, once the container is gone: v3 goes; v1, which the app's container runs, stays.
+    podman_run(&["rm", "debug"]);
+    let rm = remove(&apps, "web", true).unwrap();
+    assert_eq!(rm.failed_images_removed, [v3.id.as_str()], "{rm:?}");
+    assert!(podman.image(&v3.id).unwrap().is_none());
+    assert_eq!(rm.image_removed, None, "the running container keeps v1");
+    assert_eq!(dangling(), "");
+    podman_run(&["rm", "-f", "-t", "0", "web"]);
 }

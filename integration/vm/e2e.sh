@@ -368,8 +368,11 @@ EOF
 # Quadlet files the guest writes (a .container with a health check that
 # kills the container when it fails, a .volume), a unit that Requires= it and
 # one that BindsTo= it; an update to v2, whose health check fails (rolled
-# back by itself); an update to v3 with the disk full (exit 6, nothing left
-# behind), then again with room; remove --purge.
+# back by itself, its start ended by the kill, the image it pulled removed);
+# an update to v3 with the disk full (exit 6, nothing left behind), then
+# again with room; an app installed with --health-cmd (the unit hostctl
+# writes), killed and restarted by systemd when it turns unhealthy while
+# running; remove --purge.
 apps4=$(cat <<'EOF'
 api_pending() { # until `app update --check` sees what the host pushed
   i=0; until $H app update --check api 2>&1 | grep -q pending; do i=$((i + 1)); [ $i -lt 30 ] || return 1; sleep 1; done
@@ -385,8 +388,11 @@ Volume=api.volume:/www/data
 HealthCmd=/bin/busybox wget -q -O /dev/null http://127.0.0.1:8080/health.txt
 HealthInterval=2s
 HealthRetries=2
+HealthStartPeriod=10s
 HealthOnFailure=kill
 Notify=healthy
+[Service]
+Restart=on-failure
 [Install]
 WantedBy=multi-user.target
 EOT
@@ -400,7 +406,14 @@ systemctl start api-feed.service api-tail.service && echo "E2E-API-DEPENDENTS-ST
 podman exec systemd-api /bin/busybox sh -c 'echo "api volume kept" > /www/data/note.txt'
 echo "E2E-API-PROBE installed"; sleep 3
 echo "E2E-API-PUSH v2"; api_pending || echo "E2E-API-NOT-PENDING v2"
+podman images -q --no-trunc --filter dangling=true | sort > /tmp/dangling-before
+t0=$(date +%s)
 $H app update api; echo "E2E-API-UPDATE-RC $?"
+echo "E2E-API-UPDATE-SECONDS $(($(date +%s) - t0))"
+podman images -q --no-trunc --filter dangling=true | sort > /tmp/dangling-after
+echo "E2E-API-DANGLING before $(wc -l < /tmp/dangling-before) after $(wc -l < /tmp/dangling-after)"
+comm -13 /tmp/dangling-before /tmp/dangling-after | sed 's/^/E2E-API-LEFTOVER /'
+[ ! -s /tmp/dangling-after ] && echo "E2E-API-NO-DANGLING"
 echo "E2E-API-STATUS-BEGIN"; $H app status api; echo "E2E-API-STATUS-END"
 echo "E2E-API-ACTIVE $(systemctl is-active api.service api-feed.service api-tail.service | tr '\n' ' ')"
 echo "E2E-API-PROBE rolledback"; sleep 3
@@ -422,6 +435,19 @@ echo "E2E-API-PROBE diskfull"; sleep 3
 rm -f /var/lib/containers/e2e-filler
 $H app update api && echo "E2E-API-UPDATED"
 echo "E2E-API-PROBE updated"; sleep 3
+# The unit hostctl writes for --health-cmd (on api v3, already here): it
+# comes up healthy after its start period began; when its running container
+# turns unhealthy, podman kills it and systemd starts it again.
+$H app install hc 10.0.2.100:5000/hostctl-e2e/api:stable --health-start-period 20 \
+  --health-cmd '/bin/busybox wget -q -O /dev/null http://127.0.0.1:8080/health.txt' && echo "E2E-HC-INSTALLED"
+echo "E2E-HC-UNIT $(systemctl show -p Restart -p TimeoutStartUSec --value hc.service | tr '\n' ' ')"
+t0=$(date +%s)
+podman exec hc /bin/busybox rm /www/health.txt
+i=0; until [ "$(systemctl show -p NRestarts --value hc.service)" -ge 1 ] || [ $i -ge 150 ]; do i=$((i + 1)); sleep 1; done
+echo "E2E-HC-RESTARTS $(systemctl show -p NRestarts --value hc.service) after $(($(date +%s) - t0)) s"
+i=0; until [ "$(podman inspect --format '{{.State.Health.Status}}' hc 2>/dev/null)" = healthy ] || [ $i -ge 120 ]; do i=$((i + 1)); sleep 1; done
+echo "E2E-HC-AGAIN $(podman inspect --format '{{.State.Health.Status}}' hc 2>/dev/null) $(systemctl is-active hc.service) after $(($(date +%s) - t0)) s"
+$H app remove hc && echo "E2E-HC-REMOVED"
 id=$(podman image inspect --format '{{.Id}}' 10.0.2.100:5000/hostctl-e2e/api:stable)
 $H app remove api --purge && echo "E2E-API-REMOVED"
 podman volume exists systemd-api || echo "E2E-API-VOLUME-GONE"
@@ -590,7 +616,7 @@ podman push -q --tls-verify=false --digestfile "$W/v3.digest" "$local_tag:v3" "d
 podman push -q --tls-verify=false "$app_tag:v2" "docker://$app_reg:stable"  # the app update in boot 4 finds the broken one
 
 api_watch 4 & api_watch_pid=$!
-BOOT_TIMEOUT=600  # boot 4 carries the api app's steps too (on a loaded machine 420 s was not enough)
+BOOT_TIMEOUT=720  # boot 4 carries the api app's steps too (on a loaded machine 420 s was not enough; with the hc app 525 s of 600 were used)
 boot "$W/s3.sh" E2E-APP-PROBE E2E-APP-PROBE-AFTER-UPDATE
 kill "$api_watch_pid" 2>/dev/null || true; wait "$api_watch_pid" 2>/dev/null || true; api_watch_pid=
 unset BOOT_TIMEOUT
@@ -622,6 +648,22 @@ sed -n '/^E2E-API-STATUS-BEGIN/,/^E2E-API-STATUS-END/p' "$W/boot4.log.txt" > "$W
 grep -q "Last update: rolled back" "$W/api-status4.txt" && grep -q "did not come up" "$W/api-status4.txt" \
   || fail "boot 4: app status api does not say the update was rolled back and why: $(cat "$W/api-status4.txt")"
 sed 's/^/  /' "$W/api-status4.txt"
+# HealthOnFailure=kill ends the failed start once the start period (10 s)
+# and the retries (2 x 2 s) are over: its restart job fails (it does not time
+# out). Measured 2026-12-07 (TCG, loaded host): 73 s for the whole update:
+# ~25 s check, pull and stop of v1, v2 killed ~23 s after its start, ~25 s
+# for the rollback with its two dependents. Without the kill the start alone
+# waited for systemd's start timeout (90 s), so the update took 140 s or
+# more; 120 s (hostctl's own wait) lies between, with room for a slower host.
+grep -q "restart job failed" "$W/api-status4.txt" \
+  || fail "boot 4: the api update's start did not fail (timed out instead?): $(cat "$W/api-status4.txt")"
+secs=$(grep -a -m1 -o 'E2E-API-UPDATE-SECONDS [0-9]*' "$W/boot4.log.txt" | cut -d' ' -f2)
+echo "  the failed api update took ${secs:-?} s, rollback included"
+[ -n "$secs" ] && [ "$secs" -lt 120 ] || fail "boot 4: the failed api update took ${secs:-?} s (want < 120 s; waiting for the start timeout takes 140 s or more)"
+echo "  $(grep -a -m1 -o 'E2E-API-DANGLING.*' "$W/boot4.log.txt")"
+has 4 "E2E-API-LEFTOVER" && fail "boot 4: the rollback left the image the failed update pulled: $(grep -a 'E2E-API-LEFTOVER' "$W/boot4.log.txt")"
+grep -q "removed the image it pulled" "$W/api-status4.txt" \
+  || fail "boot 4: app status api does not say the failed image was removed: $(cat "$W/api-status4.txt")"
 need 4 "E2E-API-ACTIVE active active active" "the api app and both units that depend on it active again after the rollback"
 api_served 4 rolledback "hostctl-e2e api v1" && api_served 4 rolledback "api volume kept" \
   || fail "boot 4: the api app did not serve v1 and its volume after the rollback ($(cat "$W/api-4-rolledback.txt" 2>/dev/null))"
@@ -636,6 +678,13 @@ api_served 4 diskfull "hostctl-e2e api v1" \
 need 4 "E2E-API-UPDATED" "app update to v3 once there was room again"
 api_served 4 updated "hostctl-e2e api v3" && api_served 4 updated "api volume kept" \
   || fail "boot 4: the api app did not serve v3 and its volume after the update ($(cat "$W/api-4-updated.txt" 2>/dev/null))"
+need 4 "E2E-HC-INSTALLED" "app install --health-cmd --health-start-period (the unit hostctl writes) came up healthy"
+need 4 "E2E-HC-UNIT on-failure 1min 40s" "its unit restarts on failure and gives the start 20 + (3 + 1) x 5 + 60 s"
+need 4 "E2E-HC-RESTARTS [1-9]" "its container, turned unhealthy while running, was killed and systemd started it again"
+echo "  $(grep -a -m1 -o 'E2E-HC-RESTARTS.*' "$W/boot4.log.txt")"
+need 4 "E2E-HC-AGAIN healthy active" "the restarted app is healthy again"
+echo "  $(grep -a -m1 -o 'E2E-HC-AGAIN.*' "$W/boot4.log.txt")"
+need 4 "E2E-HC-REMOVED" "app remove hc"
 need 4 "E2E-API-REMOVED" "app remove api --purge"
 need 4 "E2E-API-VOLUME-GONE" "remove --purge removed the app's .volume unit's volume"
 need 4 "E2E-API-IMAGE-GONE" "remove --purge removed the app's image"

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use super::leftover::{remove_unused, Disposal};
 use super::quadlet::{parse_publish, AppUnit, ContainerSpec};
 use super::record::AppRecord;
 use super::{check_name, Apps, QUADLET_EXTENSIONS};
@@ -105,6 +106,22 @@ pub fn files_of(source: &Source) -> Result<(String, Vec<(String, String)>)> {
     }
 }
 
+/// Refuses a health start period so long that hostctl would give up waiting
+/// before podman could have decided that the app is unhealthy.
+fn check_wait_covers_health(spec: &ContainerSpec, timeout: std::time::Duration) -> Result<()> {
+    if let Some(deadline) = spec.health_kill_deadline() {
+        if timeout.as_secs() < deadline {
+            bail!(
+                "--health-start-period {}: an app whose health check fails is only killed up to {deadline} s \
+                 after its start, longer than --timeout {}; give --timeout {deadline} or more",
+                spec.health_start_period.unwrap_or(super::quadlet::DEFAULT_HEALTH_START_PERIOD_SECS),
+                timeout.as_secs()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a published host port that something already listens on.
 fn check_port_free(publish: &str) -> Result<()> {
     let p = parse_publish(publish)?;
@@ -127,6 +144,9 @@ fn check_port_free(publish: &str) -> Result<()> {
 /// Installs an app and, unless `start` is false, starts it and waits until it is up.
 pub fn install(apps: &Apps, source: Source, start: bool) -> Result<InstallReport> {
     let (name, files) = files_of(&source)?;
+    if let (Source::Spec(spec), true) = (&source, start) {
+        check_wait_covers_health(spec, apps.wait.timeout)?;
+    }
     let unit_name = Apps::service(&name);
     let dir = apps.units_dir();
     for (file, _) in &files {
@@ -171,7 +191,7 @@ pub fn install(apps: &Apps, source: Source, start: bool) -> Result<InstallReport
                 return Err(AppDown { name: name.clone(), unit: unit_name.clone(), why, state, journal }.into());
             }
         }
-        AppRecord { files: written.clone(), last_update: None }.save(&apps.records_dir(), &name)
+        AppRecord { files: written.clone(), ..Default::default() }.save(&apps.records_dir(), &name)
     })();
     if let Err(err) = result {
         let undo = undo_install(apps, &unit_name, &written, (!had_image).then_some(unit.image.as_str()));
@@ -244,10 +264,17 @@ pub struct RemoveReport {
     pub volumes_removed: Vec<String>,
     /// The image removed (with `--purge`, when no other container used it).
     pub image_removed: Option<String>,
+    /// With `--purge`: the IDs of images that rolled-back updates of the app
+    /// pulled and left behind, removed now.
+    pub failed_images_removed: Vec<String>,
+    /// With `--purge`: those left behind still, each with why.
+    pub failed_images_kept: Vec<String>,
 }
 
 /// Removes an app: stops it, removes its unit files and record; `purge`
-/// also removes its named volumes, and its image when no container uses it.
+/// also removes its named volumes, its image when no container uses it, and
+/// the images its rolled-back updates left behind (recorded in its record)
+/// when nothing uses them.
 pub fn remove(apps: &Apps, name: &str, purge: bool) -> Result<RemoveReport> {
     let unit = apps.unit(name)?;
     let service = Apps::service(name);
@@ -265,8 +292,14 @@ pub fn remove(apps: &Apps, name: &str, purge: bool) -> Result<RemoveReport> {
     apps.units.daemon_reload()?;
     apps.units.reset_failed(&service)?;
     AppRecord::remove(&apps.records_dir(), name)?;
-    let mut report =
-        RemoveReport { name: name.into(), files_removed: files, volumes_removed: vec![], image_removed: None };
+    let mut report = RemoveReport {
+        name: name.into(),
+        files_removed: files,
+        volumes_removed: vec![],
+        image_removed: None,
+        failed_images_removed: vec![],
+        failed_images_kept: vec![],
+    };
     if purge {
         for v in &unit.volumes {
             let src = v.split(':').next().unwrap_or("");
@@ -285,6 +318,15 @@ pub fn remove(apps: &Apps, name: &str, purge: bool) -> Result<RemoveReport> {
             if apps.podman.containers_of_image(&img.id)?.is_empty() {
                 apps.podman.remove_image(&unit.image)?;
                 report.image_removed = Some(unit.image.clone());
+            }
+        }
+        for failed in &record.failed_images {
+            match remove_unused(apps.podman, &failed.id) {
+                Disposal::Removed => report.failed_images_removed.push(failed.id.clone()),
+                Disposal::Gone => {}
+                Disposal::Kept(why) => {
+                    report.failed_images_kept.push(format!("{} ({}): {why}", failed.id, failed.digest))
+                }
             }
         }
     }
@@ -406,6 +448,22 @@ mod tests {
         assert!(err.to_string().contains("a systemd unit web.service already exists"), "{err:#}");
         assert!(f.units.calls().is_empty());
         assert!(!f.apps().units_dir().exists());
+    }
+
+    /// hostctl would give up before podman kills an app whose health check
+    /// fails: refused before anything is done, naming the --timeout needed.
+    #[test]
+    fn a_health_start_period_longer_than_the_wait_is_refused_before_anything() {
+        let f = fixture(); // waits 1 s
+        let mut s = spec();
+        s.health_cmd = Some("true".into());
+        s.health_start_period = Some(300);
+        let err = install(&f.apps(), Source::Spec(s.clone()), true).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("--health-start-period 300") && msg.contains("give --timeout 320 or more"), "{msg}");
+        assert!(f.podman.calls().is_empty() && f.units.calls().is_empty());
+        // Not started: nothing to wait for.
+        install(&f.apps(), Source::Spec(s), false).unwrap();
     }
 
     #[test]

@@ -10,6 +10,21 @@ use anyhow::{bail, Result};
 /// The label hostctl puts on the containers of apps it wrote the unit for.
 pub const APP_LABEL: &str = "io.hostctl.app";
 
+/// Seconds between two runs of an app's health check (`HealthInterval=`).
+pub const HEALTH_INTERVAL_SECS: u64 = 5;
+/// Failed checks in a row that make a container unhealthy (`HealthRetries=`).
+pub const HEALTH_RETRIES: u64 = 3;
+/// The grace period after a container's start during which failed checks do
+/// not count (`HealthStartPeriod=`), unless `--health-start-period` says
+/// otherwise. A check that passes makes the container healthy at once, so
+/// it costs a healthy app nothing; it delays the kill of one that does not
+/// answer (podman counts it from the container's start).
+pub const DEFAULT_HEALTH_START_PERIOD_SECS: u64 = 30;
+/// What systemd's start timeout (`TimeoutStartSec=`) allows beyond the
+/// latest moment a failing health check kills the container: creating and
+/// starting the container (the image is already pulled).
+pub const START_TIMEOUT_MARGIN_SECS: u64 = 60;
+
 /// What `hostctl app install NAME IMAGE [options]` asks for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ContainerSpec {
@@ -25,6 +40,9 @@ pub struct ContainerSpec {
     pub volumes: Vec<String>,
     /// The container's health check command (`HealthCmd=`).
     pub health_cmd: Option<String>,
+    /// `HealthStartPeriod=` in seconds (with a health check only);
+    /// [`DEFAULT_HEALTH_START_PERIOD_SECS`] when `None`.
+    pub health_start_period: Option<u64>,
     /// Whether podman auto-update may update it (`AutoUpdate=registry`).
     pub auto_update: bool,
 }
@@ -115,12 +133,33 @@ impl ContainerSpec {
         if let Some(h) = &self.health_cmd {
             one_line("--health-cmd", h)?;
         }
+        if let (Some(p), None) = (self.health_start_period, &self.health_cmd) {
+            bail!("--health-start-period {p}: there is no health check (give --health-cmd)");
+        }
         Ok(())
     }
 
-    /// The `.container` unit. The container is named after the app; with a
-    /// health command the unit only counts as started once the container is
-    /// healthy (`Notify=healthy`); `[Install]` starts it at every boot.
+    /// With a health check: the most seconds after its container started
+    /// that a container whose check never passes lives before podman kills
+    /// it (`HealthOnFailure=kill`): the start period, then `HealthRetries=`
+    /// failed checks, plus one interval for the check that was under way
+    /// when the start period ended.
+    pub fn health_kill_deadline(&self) -> Option<u64> {
+        self.health_cmd.as_ref()?;
+        let start = self.health_start_period.unwrap_or(DEFAULT_HEALTH_START_PERIOD_SECS);
+        Some(start + (HEALTH_RETRIES + 1) * HEALTH_INTERVAL_SECS)
+    }
+
+    /// The `.container` unit. The container is named after the app;
+    /// `[Install]` starts it at every boot. With a health command the unit
+    /// only counts as started once the container is healthy
+    /// (`Notify=healthy`); a container that turns unhealthy is killed
+    /// (`HealthOnFailure=kill`), so that a start that will never be healthy
+    /// fails once the start period and the retries are over instead of at
+    /// systemd's start timeout, and a running app that turns unhealthy is
+    /// restarted by systemd (`Restart=on-failure`). `TimeoutStartSec=`
+    /// leaves room for the start period, which may be longer than systemd's
+    /// default of 90 s.
     pub fn render(&self) -> String {
         let mut s = String::new();
         s.push_str("# Written by `hostctl app install`. hostctl reads Image=, PublishPort=, Volume=,\n");
@@ -137,10 +176,18 @@ impl ContainerSpec {
             s.push_str(&format!("Volume={v}\n"));
         }
         if let Some(h) = &self.health_cmd {
-            s.push_str(&format!("HealthCmd={h}\nHealthInterval=5s\nHealthRetries=3\nNotify=healthy\n"));
+            let start = self.health_start_period.unwrap_or(DEFAULT_HEALTH_START_PERIOD_SECS);
+            s.push_str(&format!(
+                "HealthCmd={h}\nHealthInterval={HEALTH_INTERVAL_SECS}s\nHealthRetries={HEALTH_RETRIES}\n\
+                 HealthStartPeriod={start}s\nHealthOnFailure=kill\nNotify=healthy\n"
+            ));
         }
         if self.auto_update {
             s.push_str("AutoUpdate=registry\n");
+        }
+        if let Some(deadline) = self.health_kill_deadline() {
+            let timeout = deadline + START_TIMEOUT_MARGIN_SECS;
+            s.push_str(&format!("\n[Service]\nRestart=on-failure\nTimeoutStartSec={timeout}\n"));
         }
         s.push_str("\n[Install]\nWantedBy=multi-user.target\n");
         s
@@ -263,8 +310,60 @@ mod tests {
             env: vec!["GREETING=hello world".into(), "A=1".into()],
             volumes: vec!["webdata:/www/data".into()],
             health_cmd: Some("/bin/busybox wget -q -O /dev/null http://127.0.0.1:80/".into()),
+            health_start_period: None,
             auto_update: true,
         }
+    }
+
+    /// A health check that fails kills the container (`HealthOnFailure=kill`):
+    /// without it, a start that never turns healthy lasted until systemd's
+    /// start timeout, and `app install`'s wait and `app update`'s rollback
+    /// with it. Failed checks count only after the start period; the start
+    /// timeout leaves room for it; a running app killed for turning
+    /// unhealthy is restarted by systemd.
+    #[test]
+    fn a_failing_health_check_kills_the_container_after_the_start_period() {
+        let text = spec().render();
+        let f = UnitFile::parse(&text).unwrap();
+        let c = |k: &str| f.last("Container", k);
+        assert_eq!(c("HealthCmd"), spec().health_cmd);
+        assert_eq!(c("HealthInterval").as_deref(), Some("5s"));
+        assert_eq!(c("HealthRetries").as_deref(), Some("3"));
+        assert_eq!(c("HealthStartPeriod").as_deref(), Some("30s"));
+        assert_eq!(c("HealthOnFailure").as_deref(), Some("kill"));
+        assert_eq!(c("Notify").as_deref(), Some("healthy"));
+        assert_eq!(f.last("Service", "Restart").as_deref(), Some("on-failure"));
+        // Killed at the latest 30 + (3 + 1) * 5 = 50 s after the start; systemd waits 60 s more.
+        assert_eq!(spec().health_kill_deadline(), Some(50));
+        assert_eq!(f.last("Service", "TimeoutStartSec").as_deref(), Some("110"));
+        // [Service] comes before [Install], after every [Container] key.
+        let service = text.find("\n[Service]\n").unwrap();
+        assert!(text.find("HealthOnFailure=kill").unwrap() < service && service < text.find("[Install]").unwrap());
+
+        // A slow app gets a longer start period, and systemd's start timeout grows with it
+        // (past its default of 90 s, which would otherwise end the start first).
+        let slow = ContainerSpec { health_start_period: Some(300), ..spec() };
+        slow.validate().unwrap();
+        let f = UnitFile::parse(&slow.render()).unwrap();
+        assert_eq!(f.last("Container", "HealthStartPeriod").as_deref(), Some("300s"));
+        assert_eq!(f.last("Service", "TimeoutStartSec").as_deref(), Some("380"));
+        // No start period at all: killed after the retries alone.
+        let eager = ContainerSpec { health_start_period: Some(0), ..spec() };
+        assert_eq!(eager.health_kill_deadline(), Some(20));
+        assert!(eager.render().contains("HealthStartPeriod=0s\n"));
+    }
+
+    /// Without a health check the unit has none of it: no kill, no restart
+    /// policy of hostctl's, systemd's own start timeout.
+    #[test]
+    fn an_app_without_a_health_check_gets_no_health_keys_and_no_service_section() {
+        let s = ContainerSpec { health_cmd: None, ..spec() };
+        s.validate().unwrap();
+        let text = s.render();
+        for k in ["Health", "Notify=", "[Service]", "Restart=", "TimeoutStartSec="] {
+            assert!(!text.contains(&format!("\n{k}")), "{k} in {text}");
+        }
+        assert_eq!(s.health_kill_deadline(), None);
     }
 
     #[test]
@@ -298,6 +397,13 @@ mod tests {
             (|s| s.volumes = vec!["data".into()], "--volume"),
             (|s| s.volumes = vec!["data:relative".into()], "--volume"),
             (|s| s.image = "a b".into(), "image reference"),
+            (
+                |s| {
+                    s.health_cmd = None;
+                    s.health_start_period = Some(10);
+                },
+                "--health-start-period 10: there is no health check",
+            ),
         ];
         for (change, expect) in cases {
             let mut s = spec();

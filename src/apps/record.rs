@@ -1,7 +1,8 @@
 //! What hostctl remembers of each app, in `/var/lib/hostctl/apps/NAME.json`
 //! (persistent `/var`, so it survives OS upgrades and rollbacks): the files
-//! the install wrote and the last update's result. The unit file stays the
-//! source of truth for everything else.
+//! the install wrote, the last update's result, and the images that updates
+//! which were rolled back pulled and that could not be removed then. The
+//! unit file stays the source of truth for everything else.
 
 use std::path::Path;
 
@@ -17,6 +18,20 @@ pub struct AppRecord {
     /// The app's last update, if it had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_update: Option<UpdateRecord>,
+    /// Images that updates pulled and then rolled back from, which were left
+    /// in podman's storage (a container used them, or podman refused to
+    /// remove them); `app remove --purge` removes them once nothing uses them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_images: Vec<FailedImage>,
+}
+
+/// An image a rolled-back update pulled, left in podman's storage.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FailedImage {
+    /// The image ID (what it is removed by: it has no name any more).
+    pub id: String,
+    /// The manifest digest the update pulled it by.
+    pub digest: String,
 }
 
 /// The outcome of the last `app update` that did more than check.
@@ -82,9 +97,13 @@ mod tests {
                 to_digest: Some("sha256:bb".into()),
                 reason: Some("it exited".into()),
             }),
+            failed_images: vec![FailedImage { id: "id2".into(), digest: "sha256:bb".into() }],
         };
         r.save(&d.path().join("apps"), "web").unwrap();
         assert_eq!(AppRecord::load(&d.path().join("apps"), "web").unwrap(), r);
+        // A record from before failed images were kept still reads.
+        std::fs::write(d.path().join("old.json"), r#"{"files":["old.container"]}"#).unwrap();
+        assert!(AppRecord::load(d.path(), "old").unwrap().failed_images.is_empty());
         AppRecord::remove(&d.path().join("apps"), "web").unwrap();
         assert_eq!(AppRecord::load(&d.path().join("apps"), "web").unwrap(), AppRecord::default());
     }

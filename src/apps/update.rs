@@ -4,7 +4,9 @@
 //! it does not come up, the previous image is put back under the reference
 //! by its ID (re-tag), the unit is restarted, the units that depend on it
 //! (`Requires=`, `BindsTo=`) are restarted too, and the app is reported
-//! `rolled back` with the reason; the command then exits non-zero.
+//! `rolled back` with the reason; the command then exits non-zero. The
+//! image the failed update pulled is then removed when nothing uses it, or
+//! kept in the app's record for `app remove --purge` ([`super::leftover`]).
 //!
 //! The report keeps podman auto-update's JSON fields and values (`Unit`,
 //! `Container`, `ContainerName`, `ContainerID`, `Image`, `Policy`, `Updated`:
@@ -19,7 +21,8 @@ use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 use serde::Serialize;
 
-use super::record::{now, AppRecord, UpdateRecord};
+use super::leftover::{remove_unused, Disposal};
+use super::record::{now, AppRecord, FailedImage, UpdateRecord};
 use super::Apps;
 use crate::host::podman::ImageInfo;
 use crate::host::units::{start_and_wait, Outcome, UnitState};
@@ -193,6 +196,8 @@ async fn update_one(
         report.reason = Some("downloaded; the next app update restarts the app on it".into());
         return Ok(report);
     }
+    // What the pull brought: removed again if the update is rolled back.
+    let pulled = apps.podman.image(&unit.image)?;
     // Asked now, while they run: once the restart has stopped them, systemd
     // may unload them, and then they no longer show as dependents.
     let dependents = apps.units.dependents(&service)?;
@@ -211,7 +216,11 @@ async fn update_one(
     report.reason = Some(match roll_back(apps, name, &unit.image, &previous, &dependents) {
         Ok(notes) => {
             report.updated = "rolled back".into();
-            format!("{failed}; rolled back to {}{notes}{block}", previous.digest)
+            let cleaned = match pulled.filter(|p| p.id != previous.id) {
+                Some(p) => drop_failed_image(apps, name, &p.id, &latest)?,
+                None => String::new(),
+            };
+            format!("{failed}; rolled back to {}{notes}{cleaned}{block}", previous.digest)
         }
         Err(e) => format!("{failed}; rolling back to {} failed too: {e:#}{block}", previous.digest),
     });
@@ -243,6 +252,26 @@ fn roll_back(apps: &Apps<'_>, name: &str, reference: &str, previous: &ImageInfo,
         }
     }
     Ok(notes)
+}
+
+/// After a rollback: removes the image the failed update pulled (`id`, by
+/// manifest digest `digest`) when nothing uses it, or records it in the
+/// app's record for `app remove --purge`. Returns the note for the reason.
+fn drop_failed_image(apps: &Apps<'_>, name: &str, id: &str, digest: &str) -> Result<String> {
+    let short = &id[..id.len().min(12)];
+    match remove_unused(apps.podman, id) {
+        Disposal::Removed => Ok(format!("; removed the image it pulled ({short})")),
+        Disposal::Gone => Ok(String::new()),
+        Disposal::Kept(why) => {
+            let dir = apps.records_dir();
+            let mut record = AppRecord::load(&dir, name)?;
+            if !record.failed_images.iter().any(|f| f.id == id) {
+                record.failed_images.push(FailedImage { id: id.to_string(), digest: digest.to_string() });
+                record.save(&dir, name)?;
+            }
+            Ok(format!("; kept the image it pulled ({short}), as {why}; app remove --purge removes it"))
+        }
+    }
 }
 
 /// `app update` failed for some apps: the message names them, and the
@@ -429,6 +458,82 @@ mod tests {
         );
         let rec = AppRecord::load(&f.apps().records_dir(), "web").unwrap().last_update.unwrap();
         assert_eq!((rec.updated.as_str(), rec.reason.as_deref()), ("rolled back", r.reason.as_deref()));
+    }
+
+    /// The image a rolled-back update pulled stayed in podman's storage,
+    /// nameless, and not even `app remove --purge` removed it. Now the
+    /// rollback removes it when nothing uses it, and says so.
+    #[tokio::test]
+    async fn a_rollback_removes_the_image_the_failed_update_pulled() {
+        let f = installed();
+        f.units.on_next_start("web.service", JobResult::Failed("Job failed".into()), vec![state("failed", "failed")]);
+        let r = update(&f.apps(), &remote("sha256:d2"), &names(), UpdateOptions::default()).await.unwrap();
+        assert_eq!(r[0].updated, "rolled back", "{:?}", r[0].reason);
+        let reason = r[0].reason.as_deref().unwrap();
+        assert!(reason.contains("rolled back to sha256:d1; removed the image it pulled (id2)"), "{reason}");
+        assert!(f.podman.calls().contains(&"rmi id2".to_string()), "{:?}", f.podman.calls());
+        assert!(f.podman.image("id2").unwrap().is_none());
+        assert_eq!(f.podman.image(IMG).unwrap().unwrap().id, "id1", "the app's image stays");
+        assert!(AppRecord::load(&f.apps().records_dir(), "web").unwrap().failed_images.is_empty());
+    }
+
+    /// When something still uses the failed image, or podman will not remove
+    /// it, the rollback stands and the image is kept, recorded, and said so;
+    /// `app remove --purge` removes it once nothing uses it.
+    #[tokio::test]
+    async fn a_failed_image_in_use_is_kept_recorded_and_purged_with_the_app() {
+        let f = installed();
+        f.podman.state.lock().unwrap().containers.insert("debug".into(), container("debug", "id2", "exited"));
+        f.units.on_next_start("web.service", JobResult::Failed("Job failed".into()), vec![state("failed", "failed")]);
+        let r = update(&f.apps(), &remote("sha256:d2"), &names(), UpdateOptions::default()).await.unwrap();
+        assert_eq!(r[0].updated, "rolled back", "{:?}", r[0].reason);
+        let reason = r[0].reason.as_deref().unwrap();
+        assert!(
+            reason
+                .contains("kept the image it pulled (id2), as container debug uses it; app remove --purge removes it"),
+            "{reason}"
+        );
+        assert!(f.podman.image("id2").unwrap().is_some());
+        let rec = AppRecord::load(&f.apps().records_dir(), "web").unwrap();
+        assert_eq!(rec.failed_images, [FailedImage { id: "id2".into(), digest: "sha256:d2".into() }]);
+
+        // Without --purge it stays; with --purge, once the container is gone, it goes.
+        f.podman.state.lock().unwrap().containers.clear();
+        let rm = crate::apps::install::remove(&f.apps(), "web", true).unwrap();
+        assert_eq!(rm.failed_images_removed, ["id2"]);
+        assert!(rm.failed_images_kept.is_empty());
+        assert!(f.podman.image("id2").unwrap().is_none());
+        assert_eq!(rm.image_removed.as_deref(), Some(IMG));
+    }
+
+    #[tokio::test]
+    async fn podman_refusing_to_remove_the_failed_image_does_not_fail_the_rollback() {
+        let f = installed();
+        f.podman.state.lock().unwrap().remove_errors.insert("id2".into(), "image is being used".into());
+        f.units.on_next_start("web.service", JobResult::Failed("Job failed".into()), vec![state("failed", "failed")]);
+        let r = update(&f.apps(), &remote("sha256:d2"), &names(), UpdateOptions::default()).await.unwrap();
+        assert_eq!(r[0].updated, "rolled back", "{:?}", r[0].reason);
+        let reason = r[0].reason.as_deref().unwrap();
+        assert!(reason.contains("kept the image it pulled (id2), as podman did not remove it"), "{reason}");
+        assert!(reason.contains("image is being used"), "{reason}");
+        assert_eq!(AppRecord::load(&f.apps().records_dir(), "web").unwrap().failed_images.len(), 1);
+        // A purge that podman refuses too says so and does not fail.
+        let rm = crate::apps::install::remove(&f.apps(), "web", true).unwrap();
+        assert_eq!(rm.failed_images_kept.len(), 1, "{rm:?}");
+        assert!(rm.failed_images_kept[0].starts_with("id2 (sha256:d2): podman did not remove it"), "{rm:?}");
+    }
+
+    /// A new manifest whose image has the ID the app already runs (the same
+    /// image, pushed again): the rollback must not remove it.
+    #[tokio::test]
+    async fn a_rollback_never_removes_the_image_it_rolled_back_to() {
+        let f = installed();
+        f.podman.state.lock().unwrap().registry.insert(IMG.into(), fake_image("id1", "sha256:d2"));
+        f.units.on_next_start("web.service", JobResult::Failed("Job failed".into()), vec![state("failed", "failed")]);
+        let r = update(&f.apps(), &remote("sha256:d2"), &names(), UpdateOptions::default()).await.unwrap();
+        assert_eq!(r[0].updated, "rolled back", "{:?}", r[0].reason);
+        assert!(!f.podman.calls().iter().any(|c| c.starts_with("rmi")), "{:?}", f.podman.calls());
+        assert!(f.podman.image("id1").unwrap().is_some());
     }
 
     #[tokio::test]

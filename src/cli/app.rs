@@ -98,7 +98,7 @@ pub struct InstallArgs {
     #[arg(required_unless_present = "file")]
     pub image: Option<String>,
     /// Quadlet files to install instead (.container, and .volume, .network, .image beside it).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["name", "image", "publish", "env", "volume", "health_cmd", "auto_update"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["name", "image", "publish", "env", "volume", "health_cmd", "health_start_period", "auto_update"])]
     pub file: Vec<PathBuf>,
     /// Publish a port: [IP:]HOST_PORT:CONTAINER_PORT[/PROTO].
     #[arg(short, long, value_name = "H:C")]
@@ -110,9 +110,14 @@ pub struct InstallArgs {
     /// (No `-v`: that is hostctl's --verbose.)
     #[arg(long, value_name = "SRC:DST[:OPTS]")]
     pub volume: Vec<String>,
-    /// A health check: the app counts as up only once it passes (Notify=healthy).
+    /// A health check: the app counts as up only once it passes (Notify=healthy);
+    /// a container whose check keeps failing is killed (HealthOnFailure=kill).
     #[arg(long, value_name = "CMD")]
     pub health_cmd: Option<String>,
+    /// Seconds after the container's start during which failed health checks
+    /// do not count (HealthStartPeriod=; default 30): give a slow app time to answer.
+    #[arg(long, value_name = "SECS", requires = "health_cmd")]
+    pub health_start_period: Option<u64>,
     /// Mark the app for automatic updates (AutoUpdate=registry).
     #[arg(long)]
     pub auto_update: bool,
@@ -184,6 +189,7 @@ pub async fn run(g: &GlobalArgs, cmd: AppCommand) -> Result<()> {
                     env: a.env,
                     volumes: a.volume,
                     health_cmd: a.health_cmd,
+                    health_start_period: a.health_start_period,
                     auto_update: a.auto_update,
                 })
             } else {
@@ -236,6 +242,9 @@ pub async fn run(g: &GlobalArgs, cmd: AppCommand) -> Result<()> {
                 print_json(&r)?;
             } else {
                 outln!("Removed {}", r.name)?;
+                for kept in &r.failed_images_kept {
+                    outln!("  kept an image a rolled-back update left: {kept}")?;
+                }
             }
         }
         AppCommand::Update(a) => {
@@ -339,6 +348,10 @@ mod tests {
         // --file excludes NAME IMAGE; update needs names or --all.
         assert!(Cli::try_parse_from(["hostctl", "app", "install", "--file", "a.container", "web"]).is_err());
         assert!(Cli::try_parse_from(["hostctl", "app", "update"]).is_err());
+        // A health start period needs a health check.
+        let i = ["hostctl", "app", "install", "web", "r.example/web:1", "--health-start-period", "60"];
+        assert!(Cli::try_parse_from(i).is_err());
+        assert!(Cli::try_parse_from([&i[..], &["--health-cmd", "true"]].concat()).is_ok());
         assert!(Cli::try_parse_from(["hostctl", "app", "update", "--all", "web"]).is_err());
         assert!(Cli::try_parse_from(["hostctl", "app", "update", "--all", "--check"]).is_ok());
     }

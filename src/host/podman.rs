@@ -418,6 +418,8 @@ pub struct FakePodmanState {
     pub registry: HashMap<String, ImageInfo>,
     /// reference -> message a pull fails with.
     pub pull_errors: HashMap<String, String>,
+    /// reference or ID -> message `rmi` of it fails with.
+    pub remove_errors: HashMap<String, String>,
     /// name -> container.
     pub containers: HashMap<String, ContainerInfo>,
     /// name -> what the next inspections of it see, in turn (then `containers` again).
@@ -481,6 +483,9 @@ impl Podman for FakePodman {
     fn remove_image(&self, reference: &str) -> Result<()> {
         self.record(format!("rmi {reference}"));
         let mut st = self.state.lock().unwrap();
+        if let Some(msg) = st.remove_errors.get(reference) {
+            bail!("podman rmi {reference} failed: {msg}");
+        }
         let Some(img) = st.images.remove(reference) else { bail!("podman rmi: no image {reference}") };
         let still_named = st.images.iter().any(|(k, v)| v.id == img.id && *k != img.id);
         if !still_named {
