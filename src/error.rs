@@ -161,9 +161,15 @@ fn io_no_space(cause: &(dyn std::error::Error + 'static)) -> bool {
 /// A line of advice printed after some errors: what a full disk leaves and
 /// what to do about it.
 pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
-    is_no_space(err).then_some(
-        "the disk is full: free some space (`hostctl cleanup` removes what no deployment needs) and run the \
-         command again; what was written for it has been removed, layers it completed stay in the store",
+    if is_no_space(err) {
+        return Some(
+            "the disk is full: free some space (`hostctl cleanup` removes what no deployment needs) and run the \
+             command again; what was written for it has been removed, layers it completed stay in the store",
+        );
+    }
+    err.chain().any(|c| c.is::<InsufficientSpace>()).then_some(
+        "there is not enough free space for this: free some space (`hostctl cleanup` removes what no deployment \
+         needs) and run the command again; it was refused before it filled the disk",
     )
 }
 

@@ -29,8 +29,25 @@ fn storage_args(dir: &Path) -> Vec<String> {
 
 /// Builds a busybox httpd image serving `page` (FROM scratch) and pushes it to `dest`.
 fn build_push_app(builder: &Path, page: &str, dest: &str) {
+    build_push_app_with(builder, page, 0, dest)
+}
+
+/// [`build_push_app`] with `blob` bytes of incompressible data in `/www/blob` too.
+fn build_push_app_with(builder: &Path, page: &str, blob: usize, dest: &str) {
     let ctx = tempfile::tempdir().unwrap();
     write_tree(ctx.path(), &[("www/index.html", page)]);
+    if blob > 0 {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let bytes: Vec<u8> = (0..blob)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(ctx.path().join("www/blob"), bytes).unwrap();
+    }
     std::fs::copy("/bin/busybox", ctx.path().join("busybox"))
         .expect("busybox-static is installed (integration/setup.sh)");
     std::fs::write(
@@ -405,6 +422,7 @@ async fn a_rollback_on_real_podman_removes_the_failed_image_or_keeps_it_for_purg
             poll: std::time::Duration::from_millis(1),
         },
         journal_lines: 5,
+        layers: None,
     };
     let remote = RegistryDigest(insecure());
     let podman_run = |args: &[&str]| run(Command::new("podman").args(storage_args(host.path())).args(args));
@@ -460,4 +478,83 @@ async fn a_rollback_on_real_podman_removes_the_failed_image_or_keeps_it_for_purg
     assert_eq!(rm.image_removed, None, "the running container keeps v1");
     assert_eq!(dangling(), "");
     podman_run(&["rm", "-f", "-t", "0", "web"]);
+}
+
+/// A full disk while pulling an app image (issue 13), on real podman
+/// against a real registry (systemd is the recording fake): `app update` to
+/// an image whose layers cannot fit on the filesystem of podman's storage is
+/// refused by the space check before podman downloads anything: exit code 6
+/// with the hint, the app's image and podman's storage as they were, not a
+/// byte taken; `--download-only` alike. With room, the same pull goes through.
+#[tokio::test]
+async fn an_app_update_that_cannot_fit_is_refused_before_podman_downloads_and_goes_through_with_room() {
+    use hostctl::apps::room::RegistryLayers;
+    use hostctl::apps::update::{failure, update, UpdateOptions};
+    use hostctl::apps::Apps;
+    use hostctl::host::units::{FakeUnits, WaitPolicy};
+
+    require_tool("podman");
+    let reg = Registry::start();
+    let (builder, root) = (tmp(), tmp());
+    let fs = crate::support::tmpfs::Tmpfs::mount("32m");
+    let podman = PodmanCli { global: storage_args(fs.path()), ..PodmanCli::default() };
+    let units = FakeUnits::new();
+    let layers = RegistryLayers(insecure());
+    let web = reg.image("apps/web:stable");
+    write_tree(
+        root.path(),
+        &[("etc/containers/systemd/web.container", &format!("[Container]\nImage={web}\nContainerName=web\n"))],
+    );
+    let apps = Apps {
+        root: root.path().to_path_buf(),
+        podman: &podman,
+        units: &units,
+        pull: PullSettings { tls_verify: false, ..Default::default() },
+        wait: WaitPolicy {
+            timeout: std::time::Duration::from_secs(5),
+            settle: std::time::Duration::from_millis(10),
+            poll: std::time::Duration::from_millis(1),
+        },
+        journal_lines: 5,
+        layers: Some(&layers),
+    };
+    let remote = RegistryDigest(insecure());
+    let images = || {
+        let out = run(Command::new("podman").args(storage_args(fs.path())).args(["images", "-a", "-q", "--no-trunc"]));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+
+    build_push_app(builder.path(), "v1\n", &web);
+    podman.pull(&web, &apps.pull).unwrap();
+    let v1 = podman.image(&web).unwrap().unwrap();
+    // v2 adds 12 MiB that do not compress: 3 x 12 MiB unpacked (the
+    // estimate) does not fit in what is left of 32 MiB.
+    build_push_app_with(builder.path(), "v2\n", 12 << 20, &web);
+    let (before, free) = (images(), fs.avail());
+    assert!(free < 3 * (12 << 20), "the tmpfs leaves {free} bytes: too many for the test");
+    let r = update(&apps, &remote, &["web".to_string()], UpdateOptions::default()).await.unwrap();
+    let reason = r[0].reason.clone().unwrap_or_default();
+    assert_eq!(r[0].updated, "failed", "{reason}");
+    assert!(reason.contains("not pulling") && reason.contains("missing layer(s)"), "{reason}");
+    let err = anyhow::Error::new(failure(&r).expect("the update failed"));
+    assert_eq!(hostctl::error::exit_code(&err), 6, "{err:#}");
+    let hint = hostctl::error::hint(&err).unwrap_or_default();
+    assert!(hint.starts_with("there is not enough free space"), "{hint}");
+    assert_eq!(images(), before, "podman's storage as it was");
+    assert_eq!(podman.image(&web).unwrap().unwrap().id, v1.id, "the app's image as it was");
+    assert!(fs.avail() + (64 << 10) >= free, "bytes taken: {} -> {}", free, fs.avail());
+    // --download-only is refused the same way.
+    let opts = UpdateOptions { download_only: true, ..Default::default() };
+    let r = update(&apps, &remote, &["web".to_string()], opts).await.unwrap();
+    assert_eq!(r[0].updated, "failed", "{:?}", r[0].reason);
+
+    // With room, the same pull goes through (download only: this host has
+    // no systemd to restart the app under).
+    fs.grow("160m");
+    let opts = UpdateOptions { download_only: true, ..Default::default() };
+    let r = update(&apps, &remote, &["web".to_string()], opts).await.unwrap();
+    assert_eq!(r[0].updated, "pending", "{:?}", r[0].reason);
+    let v2 = podman.image(&web).unwrap().unwrap();
+    assert_eq!(Some(v2.digest.as_str()), r[0].to_digest.as_deref());
+    assert_ne!(v2.id, v1.id);
 }

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::support::images::write_tree;
 use crate::support::registry::Registry;
+use crate::support::tmpfs::Tmpfs;
 use crate::support::{hostctl_bin, require_tool, run, tree_snapshot};
 
 /// Runs hostctl on `sysroot` with extra environment variables.
@@ -432,28 +433,6 @@ impl SwitchedToV1 {
     /// Pushes version `tag` with `files` as the new `os:latest`.
     pub(crate) fn push(&self, tag: &str, files: &[(&str, &str)]) -> String {
         push_small(&self.reg, &self.pm, tag, files, "os:latest")
-    }
-}
-
-/// A tmpfs mounted for the test; unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        run(Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir.path()));
-        Tmpfs { dir }
-    }
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
     }
 }
 

@@ -17,40 +17,7 @@ use crate::deploy::{hc, hc_json, hc_ok, push_small, status, Podman};
 use crate::support::hostctl_bin;
 use crate::support::registry::{FaultProxy, Faults, Registry};
 use crate::support::run;
-
-/// A tmpfs of `size` mounted for the test; unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        run(Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir.path()));
-        Tmpfs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Frees space: the same filesystem, grown to `size`.
-    fn grow(&self, size: &str) {
-        run(Command::new("mount").args(["-o", &format!("remount,size={size}")]).arg(self.path()));
-    }
-
-    /// Bytes available.
-    fn avail(&self) -> u64 {
-        let out = run(Command::new("df").args(["--output=avail", "-B1"]).arg(self.path()));
-        String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().trim().parse().unwrap()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
+use crate::support::tmpfs::Tmpfs;
 
 /// Incompressible text of `n` bytes (xorshift).
 fn noise(n: usize, seed: u64) -> String {

@@ -436,10 +436,12 @@ free1=$(stat -f -c %f /var/lib/containers/storage)
 echo "E2E-API-FREE-BLOCKS before $free0 after $free1"
 podman images -a -q --no-trunc | sort | cmp -s - /tmp/api-images-before && echo "E2E-API-NO-NEW-IMAGE"
 [ "$free1" -ge $((free0 - 256)) ] && echo "E2E-API-NOTHING-LEFT"
-# While the pull had the disk full to its last block, the running api's
-# health checks may have failed (podman could not write them); one passing
-# check run now, with the room back, ends such a streak before a third
-# failure in a row would kill it. What it saw is said.
+# hostctl's space check refuses the pull before podman downloads anything
+# (before it, the pull filled the disk to its last block, podman could not
+# write the running api's health checks, and HealthOnFailure=kill killed
+# it). Should a check have failed anyway, one passing check run now ends
+# the streak before a third failure in a row would kill it. What it saw is
+# said.
 podman healthcheck run systemd-api >/dev/null 2>&1; echo "E2E-API-CHECK-AFTER-FULL rc $?"
 i=0; until { [ "$(systemctl is-active api.service)" = active ] && [ "$(podman inspect -f '{{.State.Health.Status}}' systemd-api 2>/dev/null)" = healthy ]; } || [ $i -ge 30 ]; do i=$((i + 1)); sleep 1; done
 echo "E2E-API-HEALTHY-AFTER-FULL after ${i}s, restarts $(systemctl show -p NRestarts --value api.service)"
@@ -681,7 +683,8 @@ api_served 4 rolledback "hostctl-e2e api v1" && api_served 4 rolledback "api vol
   || fail "boot 4: the api app did not serve v1 and its volume after the rollback ($(cat "$W/api-4-rolledback.txt" 2>/dev/null))"
 need 4 "E2E-API-DISK-FILLED" "the disk podman's storage is on filled up to 8 MiB that root can write ($(grep -a -m1 -o 'E2E-API-WRITABLE-LEFT.*' "$W/boot4.log.txt"))"
 need 4 "E2E-API-FULL-RC 6" "app update with the disk full exits 6"
-need 4 "hint: the disk is full" "app update with the disk full says so"
+need 4 "hint: there is not enough free space" "app update with the disk full says so"
+need 4 "missing layer(s)" "app update with the disk full was refused by the space check, before podman downloaded anything"
 need 4 "E2E-API-NO-NEW-IMAGE" "the failed pull left no image behind"
 need 4 "E2E-API-NOTHING-LEFT" "the failed pull gave back all the space it took"
 echo "  $(grep -a -m1 -o 'E2E-API-FREE-BLOCKS.*' "$W/boot4.log.txt")"

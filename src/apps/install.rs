@@ -170,6 +170,7 @@ pub fn install(apps: &Apps, source: Source, start: bool) -> Result<InstallReport
 
     // The image, with podman's own registry and trust settings.
     let had_image = apps.podman.image(&unit.image)?.is_some();
+    apps.ensure_room(&unit.image)?;
     apps.podman.pull(&unit.image, &apps.pull).with_context(|| format!("pulling {}", unit.image))?;
     let image = apps
         .podman
@@ -446,6 +447,25 @@ mod tests {
         f.units.set_state("web.service", state("active", "running"));
         let err = install(&f.apps(), Source::Spec(spec()), true).unwrap_err();
         assert!(err.to_string().contains("a systemd unit web.service already exists"), "{err:#}");
+        assert!(f.units.calls().is_empty());
+        assert!(!f.apps().units_dir().exists());
+    }
+
+    /// An image whose layers cannot fit where podman keeps them: refused
+    /// before podman pulls (exit code 6), nothing written.
+    #[test]
+    fn an_image_that_cannot_fit_is_refused_before_the_pull() {
+        use crate::apps::room::{testing::FakeLayers, LayerBlob};
+        let f = fixture();
+        let d = tempfile::tempdir().unwrap();
+        f.podman.state.lock().unwrap().storage.graphroot = d.path().to_path_buf();
+        f.podman.state.lock().unwrap().storage.tmpdir = d.path().to_path_buf();
+        let huge = LayerBlob { digest: "sha256:h".into(), size: u64::MAX / 8, compressed: true };
+        let layers = FakeLayers([(IMG.to_string(), vec![huge])].into());
+        let apps = Apps { layers: Some(&layers), ..f.apps() };
+        let err = install(&apps, Source::Spec(spec()), true).unwrap_err();
+        assert_eq!(crate::error::exit_code(&err), crate::error::code::NO_SPACE, "{err:#}");
+        assert!(!f.podman.calls().iter().any(|c| c.starts_with("pull")), "{:?}", f.podman.calls());
         assert!(f.units.calls().is_empty());
         assert!(!f.apps().units_dir().exists());
     }

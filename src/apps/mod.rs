@@ -6,14 +6,15 @@
 //! [`record`] (what hostctl remembers of each app under `/var`), [`install`]
 //! (install, with undo when the app does not come up; remove), [`update`]
 //! (digest check, pull, restart, roll back by digest), [`leftover`] (the
-//! image a rolled-back update pulled, removed), [`status`] (list and
-//! status). podman and systemd are reached only through [`crate::host`].
+//! image a rolled-back update pulled, removed), [`room`] (the space check
+//! before a pull), [`status`] (list and status). podman and systemd are reached only through [`crate::host`].
 
 pub mod bound;
 pub mod install;
 pub mod leftover;
 pub mod quadlet;
 pub mod record;
+pub mod room;
 pub mod status;
 pub mod update;
 
@@ -42,6 +43,9 @@ pub struct Apps<'a> {
     pub wait: WaitPolicy,
     /// How many journal lines explain a failure.
     pub journal_lines: usize,
+    /// Where the sizes of an image's layers come from, for the space check
+    /// before a pull ([`room`]); `None`: no check.
+    pub layers: Option<&'a dyn room::ImageLayers>,
 }
 
 /// Checks an app name: it becomes a file name, a unit name and a container
@@ -58,6 +62,15 @@ pub fn check_name(name: &str) -> Result<()> {
 }
 
 impl Apps<'_> {
+    /// Refuses a pull of `reference` that cannot fit ([`room::ensure`]),
+    /// before podman downloads anything.
+    pub fn ensure_room(&self, reference: &str) -> Result<()> {
+        match self.layers {
+            Some(source) => room::ensure(self.podman, source, reference),
+            None => Ok(()),
+        }
+    }
+
     /// `ROOT/etc/containers/systemd`: the system Quadlet directory.
     pub fn units_dir(&self) -> PathBuf {
         self.root.join("etc/containers/systemd")
@@ -205,6 +218,7 @@ pub(crate) mod testing {
                     poll: Duration::from_millis(1),
                 },
                 journal_lines: 5,
+                layers: None,
             }
         }
     }

@@ -21,6 +21,7 @@ use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 use serde::Serialize;
 
+use super::bound::{PulledLedger, STATE_DIR};
 use super::leftover::{remove_unused, Disposal};
 use super::record::{now, AppRecord, FailedImage, UpdateRecord};
 use super::Apps;
@@ -186,7 +187,7 @@ async fn update_one(
         report.updated = "pending".into();
         return Ok(report);
     }
-    if let Err(e) = apps.podman.pull(&unit.image, &apps.pull) {
+    if let Err(e) = apps.ensure_room(&unit.image).and_then(|()| apps.podman.pull(&unit.image, &apps.pull)) {
         report.reason = Some(format!("pulling {} (the app was left as it is): {e:#}", unit.image));
         report.cause = Some(Arc::new(e));
         return finish(apps, name, report);
@@ -204,6 +205,11 @@ async fn update_one(
     apps.units.reset_failed(&service)?;
     let Outcome::Down { why, state } = apps.come_up(name, true)? else {
         report.updated = "true".into();
+        if let (Some(prev), Some(new)) = (&current, &pulled) {
+            if prev.id != new.id {
+                report.reason = drop_replaced_image(apps, prev);
+            }
+        }
         return finish(apps, name, report);
     };
     let journal = apps.units.journal(&service, apps.journal_lines).unwrap_or_default();
@@ -271,6 +277,29 @@ fn drop_failed_image(apps: &Apps<'_>, name: &str, id: &str, digest: &str) -> Res
             }
             Ok(format!("; kept the image it pulled ({short}), as {why}; app remove --purge removes it"))
         }
+    }
+}
+
+/// After a successful update: removes the image the app ran before
+/// (`previous`), nameless now, unless something still uses it: a container,
+/// a name, or an OS deployment that binds it (hostctl's ledger of bound
+/// images, by digest). Returns the note for the reason, if any.
+fn drop_replaced_image(apps: &Apps<'_>, previous: &ImageInfo) -> Option<String> {
+    let short = &previous.id[..previous.id.len().min(12)];
+    let bound = match PulledLedger::load(&apps.root.join(STATE_DIR)) {
+        Ok(ledger) => ledger
+            .pulled
+            .iter()
+            .any(|r| r.rsplit_once('@').is_some_and(|(_, d)| previous.digests().iter().any(|p| p == d))),
+        Err(e) => return Some(format!("kept the image it replaced ({short}): reading the bound images failed: {e:#}")),
+    };
+    if bound {
+        return Some(format!("kept the image it replaced ({short}): an OS deployment binds it"));
+    }
+    match remove_unused(apps.podman, &previous.id) {
+        Disposal::Removed => Some(format!("removed the image it replaced ({short})")),
+        Disposal::Gone => None,
+        Disposal::Kept(why) => Some(format!("kept the image it replaced ({short}), as {why}")),
     }
 }
 
@@ -416,6 +445,42 @@ mod tests {
         assert_eq!(f.units.calls().last().unwrap(), "restart web.service");
         let rec = AppRecord::load(&f.apps().records_dir(), "web").unwrap();
         assert_eq!(rec.last_update.unwrap().updated, "true");
+    }
+
+    /// After an update: the image the app ran before goes, unless something
+    /// still uses it (here the fake's container keeps running id1 until the
+    /// queue says otherwise) or an OS deployment binds it.
+    #[tokio::test]
+    async fn after_an_update_the_replaced_image_goes_unless_a_container_or_an_os_deployment_uses_it() {
+        let f = installed();
+        let r = update(&f.apps(), &remote("sha256:d2"), &names(), UpdateOptions::default()).await.unwrap();
+        assert_eq!(r[0].updated, "true");
+        assert_eq!(r[0].reason.as_deref(), Some("kept the image it replaced (id1), as container web uses it"));
+        assert!(f.podman.image("id1").unwrap().is_some());
+
+        // id2 -> id3: the container runs id3 once restarted, so id2 is removed.
+        let next = [container("web", "id2", "running"), container("web", "id3", "running")];
+        {
+            let mut st = f.podman.state.lock().unwrap();
+            st.registry.insert(IMG.into(), fake_image("id3", "sha256:d3"));
+            st.container_next.insert("web".into(), next.into_iter().collect());
+        }
+        let r = update(&f.apps(), &remote("sha256:d3"), &names(), UpdateOptions::default()).await.unwrap();
+        assert_eq!(r[0].reason.as_deref(), Some("removed the image it replaced (id2)"));
+        assert!(f.podman.image("id2").unwrap().is_none());
+
+        // id3 -> id4, but an OS deployment binds id3 (by digest): kept.
+        let ledger = PulledLedger { pulled: ["127.0.0.1:5000/apps/web@sha256:d3".to_string()].into() };
+        ledger.save(&f.apps().root.join(STATE_DIR)).unwrap();
+        let next = [container("web", "id3", "running"), container("web", "id4", "running")];
+        {
+            let mut st = f.podman.state.lock().unwrap();
+            st.registry.insert(IMG.into(), fake_image("id4", "sha256:d4"));
+            st.container_next.insert("web".into(), next.into_iter().collect());
+        }
+        let r = update(&f.apps(), &remote("sha256:d4"), &names(), UpdateOptions::default()).await.unwrap();
+        assert_eq!(r[0].reason.as_deref(), Some("kept the image it replaced (id3): an OS deployment binds it"));
+        assert!(f.podman.image("id3").unwrap().is_some());
     }
 
     #[tokio::test]

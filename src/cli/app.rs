@@ -13,6 +13,7 @@ use super::GlobalArgs;
 use crate::apps::bound::{self, ImageCleanup};
 use crate::apps::install::{files_of, install, remove, AppDown, Source};
 use crate::apps::quadlet::ContainerSpec;
+use crate::apps::room::RegistryLayers;
 use crate::apps::status::{list, render, status};
 use crate::apps::update::{update, RegistryDigest, UpdateOptions};
 use crate::apps::Apps;
@@ -171,11 +172,21 @@ pub(super) fn pull_settings(g: &GlobalArgs) -> PullSettings {
 }
 
 fn apps<'a>(g: &GlobalArgs, podman: &'a PodmanCli, units: &'a Systemctl, timeout: u64) -> Apps<'a> {
-    Apps { root: g.sysroot.clone(), podman, units, pull: pull_settings(g), wait: wait(timeout), journal_lines: 10 }
+    Apps {
+        root: g.sysroot.clone(),
+        podman,
+        units,
+        pull: pull_settings(g),
+        wait: wait(timeout),
+        journal_lines: 10,
+        layers: None,
+    }
 }
 
 pub async fn run(g: &GlobalArgs, cmd: AppCommand) -> Result<()> {
     let (podman, units) = (PodmanCli::default(), Systemctl);
+    // The sizes of an image's layers, for the space check before a pull.
+    let layers = RegistryLayers(g.registry_options());
     // Every command that changes an app holds the apps lock (reading ones do
     // not), taken once its arguments are checked: bad input writes nothing.
     let lock = || apps(g, &podman, &units, 0).lock(super::lock_wait());
@@ -197,7 +208,8 @@ pub async fn run(g: &GlobalArgs, cmd: AppCommand) -> Result<()> {
             };
             files_of(&source)?;
             let _lock = lock()?;
-            let r = install(&apps(g, &podman, &units, a.timeout), source, !a.no_start)?;
+            let ap = Apps { layers: Some(&layers), ..apps(g, &podman, &units, a.timeout) };
+            let r = install(&ap, source, !a.no_start)?;
             if a.json {
                 print_json(&r)?;
             } else {
@@ -248,7 +260,7 @@ pub async fn run(g: &GlobalArgs, cmd: AppCommand) -> Result<()> {
             }
         }
         AppCommand::Update(a) => {
-            let ap = apps(g, &podman, &units, a.timeout);
+            let ap = Apps { layers: Some(&layers), ..apps(g, &podman, &units, a.timeout) };
             let names = if a.all { ap.names()? } else { a.names };
             for n in &names {
                 ap.unit(n)?;

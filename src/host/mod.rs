@@ -5,7 +5,8 @@
 //! the unit tests check those decisions without touching the machine.
 //!
 //! - [`podman`]: images and containers in podman's storage, read as typed
-//!   JSON, and podman's Quadlet generator in dry-run mode.
+//!   JSON, and podman's Quadlet generator in dry-run mode; [`podman_storage`]:
+//!   where its storage is and which layers it holds, read from its files.
 //! - [`units`]: systemd units (start, stop, restart, state, dependents,
 //!   daemon-reload, the journal) and waiting for a start's result.
 
@@ -13,6 +14,7 @@ pub mod disk;
 pub mod loopdev;
 pub mod mount;
 pub mod podman;
+pub mod podman_storage;
 pub mod reboot;
 pub mod scripts;
 pub mod systemd;

@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::error::PolicyRejected;
+pub use crate::host::podman_storage::Storage;
 
 /// An image in podman's storage (`podman image inspect`).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -221,6 +222,8 @@ pub trait Podman: Send + Sync {
     fn remove_volume(&self, name: &str) -> Result<()>;
     /// Runs the Quadlet generator in dry-run mode over the files in `dir` only.
     fn quadlet_dryrun(&self, dir: &Path) -> Result<DryRun>;
+    /// Where podman's storage is and which layers it holds.
+    fn storage(&self) -> Result<Storage>;
 }
 
 /// The real thing: the `podman` on `PATH` and podman's Quadlet generator
@@ -380,6 +383,10 @@ impl Podman for PodmanCli {
         self.run(&["volume", "rm", name]).map(drop)
     }
 
+    fn storage(&self) -> Result<Storage> {
+        crate::host::podman_storage::read(&self.global)
+    }
+
     fn quadlet_dryrun(&self, dir: &Path) -> Result<DryRun> {
         let started = std::time::Instant::now();
         let out = Command::new(&self.quadlet)
@@ -426,6 +433,8 @@ pub struct FakePodmanState {
     pub container_next: HashMap<String, std::collections::VecDeque<ContainerInfo>>,
     /// The dry-run's verdict: `Some(message)` fails it.
     pub quadlet_error: Option<String>,
+    /// What [`Podman::storage`] answers.
+    pub storage: Storage,
 }
 
 /// An image for fakes: ID `id`, pulled by manifest digest `digest`.
@@ -522,6 +531,10 @@ impl Podman for FakePodman {
         self.record(format!("quadlet -dryrun {}", files.join(" ")));
         let err = self.state.lock().unwrap().quadlet_error.clone();
         Ok(DryRun { ok: err.is_none(), generated: String::new(), messages: err.unwrap_or_default() })
+    }
+
+    fn storage(&self) -> Result<Storage> {
+        Ok(self.state.lock().unwrap().storage.clone())
     }
 }
 

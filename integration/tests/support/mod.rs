@@ -11,6 +11,7 @@ pub mod http1;
 pub mod images;
 pub mod registry;
 pub mod rekor;
+pub mod tmpfs;
 pub mod tokenserver;
 pub mod tsa;
 pub mod x509;
