@@ -314,6 +314,11 @@ echo "E2E-APP-PROBE"; sleep 5
 # The update agent (docs/fleet.md), as a timer's pass runs it: it takes a
 # reboot slot from the lock server on the host, stages v2 and reboots.
 echo "E2E-MACHINE-ID \$(cat /etc/machine-id)"
+# A unit that fails at every boot, failed before the update is staged: the
+# new deployment's health check must not hold it against v2 (boot 2).
+printf '[Service]\nType=oneshot\nExecStart=/bin/false\n[Install]\nWantedBy=multi-user.target\n' > /etc/systemd/system/e2e-broken.service
+systemctl enable -q e2e-broken.service; systemctl start e2e-broken.service
+echo "E2E-BROKEN-BEFORE \$(systemctl is-failed e2e-broken.service)"
 mkdir -p /etc/hostctl
 printf 'strategy = "fleet_lock"\ninterval = "30s"\n[fleet_lock]\nurl = "http://10.0.2.101:4000"\ngroup = "default"\n' > /etc/hostctl/agent.toml
 echo "E2E-AGENT-RUN"
@@ -335,6 +340,10 @@ echo "E2E-AGENT-STATUS-BEGIN"; hostctl agent status; echo "E2E-AGENT-STATUS-END"
 hostctl agent status --json | tr -d ' \\n' > /tmp/agent.json
 grep -q '"phase":"steady"' /tmp/agent.json && grep -q '"holdsSlot":false' /tmp/agent.json \\
   && grep -q '"health":{[^}]*"healthy":true' /tmp/agent.json && echo "E2E-AGENT-STEADY"
+# e2e-broken failed at this boot too, yet v2 passed its health check: it
+# had failed before the update. Gone now, before the next upgrade.
+echo "E2E-BROKEN-AFTER \$(systemctl is-failed e2e-broken.service) recorded \$(grep -c '^e2e-broken.service\$' /etc/hostctl/failed-before-update)"
+systemctl disable -q e2e-broken.service; rm -f /etc/systemd/system/e2e-broken.service; systemctl reset-failed e2e-broken.service
 # usr-overlay: /usr writable until the next boot; the deployments' files untouched.
 \$H usr-overlay && echo "E2E-USR-OVERLAY-MOUNTED"
 echo "written in the overlay" > /usr/share/e2e-overlay && echo "e2e-overlay" >> /usr/share/my-os/version \\
@@ -561,6 +570,7 @@ need 1 "E2E-APP-INSTALLED" "hostctl app install (Quadlet unit, pull, start, wait
 need 1 "E2E-APP-DATA-WRITTEN" "a file written into the app's volume"
 app_served 1 E2E-APP-PROBE "hostctl-e2e app v1" && app_served 1 E2E-APP-PROBE "volume kept" \
   || fail "boot 1: the app did not answer on the forwarded port 127.0.0.1:$appport ($(cat "$W/app-1-E2E-APP-PROBE.txt" 2>/dev/null))"
+need 1 "E2E-BROKEN-BEFORE failed" "a unit failed before the update was staged"
 need 1 "E2E-AGENT-RUN" "the update agent ran"
 has 1 "E2E-AGENT-DID-NOT-REBOOT" && fail "boot 1: the agent did not reboot into v2; see $W/boot1.log.txt"
 need 1 "finalised" "hostctl-finalize-staged.service ran at shutdown"
@@ -585,6 +595,7 @@ grep -q "Phase: *rebooting" "$W/agent-status2.txt" && grep -q "Holds a reboot sl
   || fail "boot 2: before its pass the agent should be rebooting and hold the slot: $(cat "$W/agent-status2.txt")"
 need 2 "E2E-AGENT-RC 0" "the agent's pass after the reboot"
 need 2 "E2E-AGENT-STEADY" "the agent reported v2 healthy, gave the slot back and is steady"
+need 2 "E2E-BROKEN-AFTER failed recorded 1" "v2 healthy though a unit failed at its boot: it had failed before the update (/etc/hostctl/failed-before-update)"
 fleet_check "after boot 2 the slot should be free and v2 ($(cat "$W/v2.digest")) counted healthy" \
   'not group and release.get("healthy") == 1 and release.get("unhealthy") == 0' "$(cat "$W/v2.digest")"
 need 2 "E2E-USR-OVERLAY-MOUNTED" "hostctl usr-overlay"

@@ -20,6 +20,7 @@ use super::clock::Clock;
 use super::config::{AgentConfig, Strategy};
 use super::state::{self, AgentState, Health, Phase, Target};
 use crate::apps::bound::BoundImagesHook;
+use crate::boot::failed_before::FailedBeforeUpdate;
 use crate::deploy::hooks::StageHook;
 use crate::deploy::stage::{Deployer, StageOptions};
 use crate::deploy::upgrade::{check_update, Update};
@@ -28,6 +29,7 @@ use crate::fleet::release;
 use crate::fleet::waves::{eligibility, format_time, Eligibility, Position};
 use crate::host::podman::{Podman, PullSettings};
 use crate::host::reboot::Reboot;
+use crate::host::units::Systemctl;
 use crate::imgref::ImageRef;
 use crate::pull::PullOptions;
 use crate::sysroot::Sysroot;
@@ -353,7 +355,9 @@ impl Agent {
             pull: self.bound_pull.clone(),
             state_dir: self.root.join(crate::apps::bound::STATE_DIR),
         });
-        let hooks: Vec<&dyn StageHook> = bound.iter().map(|h| h as &dyn StageHook).collect();
+        let failed_before = FailedBeforeUpdate { units: &Systemctl };
+        let mut hooks: Vec<&dyn StageHook> = bound.iter().map(|h| h as &dyn StageHook).collect();
+        hooks.push(&failed_before);
         let staged = u.stage(&pulled, StageOptions { spec: None, locked: true }, &hooks)?;
         let id = staged.id.to_string();
         t.deployment = Some(id.clone());

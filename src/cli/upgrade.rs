@@ -7,10 +7,12 @@ use clap::Args;
 use super::output::{outln, print_json};
 use super::GlobalArgs;
 use crate::apps::bound::BoundImagesHook;
+use crate::boot::failed_before::FailedBeforeUpdate;
 use crate::deploy::stage::Deployer;
 use crate::deploy::upgrade::{check, deploy_with, FlowOptions, FlowReport};
 use crate::host::podman::PodmanCli;
 use crate::host::reboot::SystemctlReboot;
+use crate::host::units::Systemctl;
 use crate::imgref::ImageRef;
 use crate::pull::PullOptions;
 use crate::sysroot::SysrootLock;
@@ -80,7 +82,8 @@ pub async fn run_flow(
         pull: super::app::pull_settings(g),
         state_dir: g.sysroot.join(crate::apps::bound::STATE_DIR),
     };
-    let report = deploy_with(d, imgref, track, opts, options, &SystemctlReboot, &[&bound]).await?;
+    let failed_before = FailedBeforeUpdate { units: &Systemctl };
+    let report = deploy_with(d, imgref, track, opts, options, &SystemctlReboot, &[&bound, &failed_before]).await?;
     // With --progress=json the result is the terminal `done` event (docs/cli.md).
     if opts.progress.is_json() {
         opts.progress.done(serde_json::to_value(&report)?);

@@ -106,6 +106,8 @@ pub trait Units: Send + Sync {
     fn journal(&self, unit: &str, lines: usize) -> Result<Vec<String>>;
     /// Shows the unit's journal on this terminal (`follow`: until interrupted).
     fn show_journal(&self, unit: &str, follow: bool) -> Result<()>;
+    /// The units in the failed state now, by name.
+    fn failed_units(&self) -> Result<Vec<String>>;
 }
 
 /// How long [`start_and_wait`] waits, and how long a unit must stay up.
@@ -256,6 +258,11 @@ pub fn journal_message(line: &str) -> Option<String> {
 impl Units for Systemctl {
     fn daemon_reload(&self) -> Result<()> {
         self.run(&["daemon-reload"]).map(drop)
+    }
+
+    fn failed_units(&self) -> Result<Vec<String>> {
+        let text = self.run(&["list-units", "--state=failed", "--no-legend", "--plain", "--full"])?;
+        Ok(text.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect())
     }
 
     fn start(&self, unit: &str, timeout: Duration) -> Result<JobResult> {
@@ -413,6 +420,17 @@ impl Units for FakeUnits {
     fn daemon_reload(&self) -> Result<()> {
         self.record("daemon-reload".into());
         Ok(())
+    }
+
+    fn failed_units(&self) -> Result<Vec<String>> {
+        let script = self.script.lock().unwrap();
+        let mut failed: Vec<String> = script
+            .iter()
+            .filter(|(_, s)| s.current.front().is_some_and(|st| st.active_state == "failed"))
+            .map(|(u, _)| u.clone())
+            .collect();
+        failed.sort();
+        Ok(failed)
     }
 
     fn start(&self, unit: &str, _timeout: Duration) -> Result<JobResult> {
