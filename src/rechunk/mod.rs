@@ -10,7 +10,7 @@
 //! group's name and the size ranking alone ([`plan`]), and every layer is
 //! written reproducibly ([`tarball`]): entries in tree order, numeric owners,
 //! mtimes clamped to `SOURCE_DATE_EPOCH` or the image's `created` time, fixed
-//! compression. The image is written to an OCI layout ([`output`]) with its
+//! compression (gzip, zstd, or zstd:chunked: [`zstd_chunked`]). The image is written to an OCI layout ([`output`]) with its
 //! config's `rootfs` and `history` rewritten and the rest of it kept.
 //!
 //! A deployment of the rechunked image is the same tree as one of the
@@ -25,6 +25,7 @@ pub mod owners;
 pub mod plan;
 pub mod push;
 pub mod tarball;
+pub mod zstd_chunked;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -68,6 +69,9 @@ pub struct LayerSummary {
     pub entries: usize,
     /// Groups in it.
     pub groups: Vec<String>,
+    /// Its descriptor's annotations (zstd:chunked: where its TOC is).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// What `rechunk` wrote.
@@ -170,9 +174,13 @@ pub async fn rechunk(
         "schemaVersion": 2,
         "mediaType": output::MANIFEST_MEDIA_TYPE,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config.len()},
-        "layers": layers.iter().map(|l| json!({
-            "mediaType": opts.compression.media_type(), "digest": l.digest.to_string(), "size": l.size,
-        })).collect::<Vec<_>>(),
+        "layers": layers.iter().map(|l| {
+            let mut d = json!({"mediaType": opts.compression.media_type(), "digest": l.digest.to_string(), "size": l.size});
+            if !l.annotations.is_empty() {
+                d["annotations"] = json!(l.annotations);
+            }
+            d
+        }).collect::<Vec<_>>(),
     });
     if let Some(a) = pulled.manifest.annotations().as_ref().filter(|a| !a.is_empty()) {
         manifest["annotations"] = json!(a);
@@ -249,6 +257,7 @@ fn write_layers(
             diff_id: w.diff_id,
             entries: entries.len(),
             groups: groups.iter().cloned().collect(),
+            annotations: w.annotations,
         };
         out.push((summary, file));
     }

@@ -11,7 +11,7 @@
 //! layer is written as a hard link to its first path (a hard link never
 //! crosses layers).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
@@ -30,6 +30,11 @@ pub enum Compression {
     Gzip,
     /// zstd, level 3, one frame, no checksum.
     Zstd,
+    /// zstd:chunked: zstd, level 3, every file's content a frame of its own,
+    /// with a table of contents, so that pulls fetch only the files they lack
+    /// ([`super::zstd_chunked`]).
+    #[value(name = "zstd:chunked")]
+    ZstdChunked,
 }
 
 impl Compression {
@@ -37,7 +42,7 @@ impl Compression {
     pub fn media_type(self) -> &'static str {
         match self {
             Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+            Compression::Zstd | Compression::ZstdChunked => "application/vnd.oci.image.layer.v1.tar+zstd",
         }
     }
 }
@@ -84,6 +89,8 @@ pub struct WrittenLayer {
     pub diff_id: Digest,
     /// The tar's size.
     pub tar_size: u64,
+    /// The annotations its descriptor must carry (zstd:chunked: where its TOC is).
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// One PAX record: `LEN key=value\n`, where LEN counts the whole record.
@@ -109,6 +116,7 @@ pub fn write_layer(
 ) -> Result<WrittenLayer> {
     let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let blob = Hashing::new(io::BufWriter::new(file));
+    let mut annotations = BTreeMap::new();
     let (blob, diff_id, tar_size) = match compression {
         Compression::Gzip => {
             let enc = flate2::GzBuilder::new().mtime(0).write(blob, flate2::Compression::new(6));
@@ -122,12 +130,24 @@ pub fn write_layer(
             let (enc, diff_id, tar_size) = write_tar(store, entries, clamp, enc)?;
             (enc.finish()?, diff_id, tar_size)
         }
+        Compression::ZstdChunked => {
+            // The tar first (plain, beside the blob), then its frames and TOC.
+            let tar_path = out.with_extension("tar");
+            let tar = File::create(&tar_path).with_context(|| format!("creating {}", tar_path.display()))?;
+            let (tar, diff_id, tar_size) = write_tar(store, entries, clamp, io::BufWriter::new(tar))?;
+            tar.into_inner().map_err(|e| e.into_error())?;
+            let encoded = super::zstd_chunked::encode(&tar_path, blob);
+            std::fs::remove_file(&tar_path).with_context(|| format!("removing {}", tar_path.display()))?;
+            let (blob, a) = encoded.context("writing the zstd:chunked blob")?;
+            annotations = a;
+            (blob, diff_id, tar_size)
+        }
     };
     let (mut buf, blob_digest, size) = blob.finish();
     buf.flush()?;
     let file = buf.into_inner().map_err(|e| e.into_error())?;
     file.sync_all().with_context(|| format!("syncing {}", out.display()))?;
-    Ok(WrittenLayer { blob_digest, size, diff_id, tar_size })
+    Ok(WrittenLayer { blob_digest, size, diff_id, tar_size, annotations })
 }
 
 fn write_tar<W: Write>(store: &Store, entries: &[(&str, &Node)], clamp: i64, out: W) -> Result<(W, Digest, u64)> {
