@@ -24,6 +24,9 @@
 #   hostctl image pull of the rechunked image (os-rechunked:v1/v2: the gzip
 #     image through `hostctl image rechunk`, pushed by skopeo to a third
 #     registry), with its layer reuse: the share of v2's bytes in layers v1 has
+#   hostctl image pull of the image rechunked as zstd:chunked (`image rechunk
+#     --compression zstd:chunked`, pushed by hostctl to a fourth registry):
+#     layer reuse and partial pulls of the layers that changed
 # Bytes downloaded are what the registry wrote for blob GETs (its access log's
 # http.response.written), the same count for every tool. It starts two
 # registries and stops them (by PID) on exit.
@@ -120,9 +123,11 @@ start_registry() { # NAME: writes $work/NAME.addr
 start_registry gzip
 start_registry chunked
 start_registry rechunked
+start_registry rezc
 reg_gzip=$(cat "$work/gzip.addr")
 reg_chunked=$(cat "$work/chunked.addr")
 reg_rechunked=$(cat "$work/rechunked.addr")
+reg_rezc=$(cat "$work/rezc.addr")
 pm=(podman --root "$work/podman/root" --runroot "$work/podman/run" --storage-driver vfs)
 for v in v1 v2; do
   tree=$cache/rootfs
@@ -140,6 +145,10 @@ for v in v1 v2; do
     image rechunk "docker://$reg_gzip/os:$v" "oci:$work/rechunked-oci:$v" > "$work/rechunk-$v.out"
   rechunk_secs[$v]=$(echo "$(date +%s.%N) - $t0" | bc)
   skopeo copy -q --dest-tls-verify=false "oci:$work/rechunked-oci:$v" "docker://$reg_rechunked/os:$v"
+  t0=$(date +%s.%N)
+  "$hostctl" --sysroot "$work/rechunk-scratch" --tls-verify=false --progress=none \
+    image rechunk --compression zstd:chunked "docker://$reg_gzip/os:$v" "docker://$reg_rezc/os:$v" > "$work/rezc-$v.out"
+  rechunk_secs[zc-$v]=$(echo "$(date +%s.%N) - $t0" | bc)
 done
 layer_size() { # REGISTRY TAG
   curl -s -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$1/v2/os/manifests/$2" |
@@ -177,6 +186,9 @@ measure hostctl-chunked-v2 chunked hc "$work/s-chunked" "$reg_chunked/os:v2"
 mkdir -p "$work/s-rechunked"
 measure hostctl-rechunked-v1 rechunked hc "$work/s-rechunked" "$reg_rechunked/os:v1"
 measure hostctl-rechunked-v2 rechunked hc "$work/s-rechunked" "$reg_rechunked/os:v2"
+mkdir -p "$work/s-rezc"
+measure hostctl-rechunked-zc-v1 rezc hc "$work/s-rezc" "$reg_rezc/os:v1"
+measure hostctl-rechunked-zc-v2 rezc hc "$work/s-rezc" "$reg_rezc/os:v2"
 mkdir -p "$work/pp"
 cat > "$work/pp/storage.conf" <<EOF
 [storage]
@@ -196,10 +208,12 @@ echo
 echo "== v1 -> v2 (v2 layer: gzip $gz bytes, zstd:chunked $zc bytes; changed files, zstd -3: $changed_zstd bytes)"
 printf '%-34s %14s %10s %14s %14s\n' tool "bytes v2" "s v2" "bytes/layer" "bytes/changed"
 rc=$(layer_size "$reg_rechunked" v2)
-for name in hostctl-gzip hostctl-chunked podman-chunked hostctl-rechunked; do
+rz=$(layer_size "$reg_rezc" v2)
+for name in hostctl-gzip hostctl-chunked podman-chunked hostctl-rechunked hostctl-rechunked-zc; do
   layer=$zc
   [ $name = hostctl-gzip ] && layer=$gz
   [ $name = hostctl-rechunked ] && layer=$rc
+  [ $name = hostctl-rechunked-zc ] && layer=$rz
   printf '%-34s %14d %10.2f %14.3f %14.2f\n' "$name" "${bytes[$name-v2]}" "${secs[$name-v2]}" \
     "$(echo "${bytes[$name-v2]} / $layer" | bc -l)" "$(echo "${bytes[$name-v2]} / $changed_zstd" | bc -l)"
 done
@@ -222,4 +236,6 @@ print(f"{len(v2)} layers in v2, {sum(1 for d in v2 if d in v1)} shared with v1: 
 EOF2
 }
 echo "rechunked image layer reuse v1 -> v2:                $(reuse "$reg_rechunked")"
+echo "zstd:chunked rechunked image layer reuse v1 -> v2:   $(reuse "$reg_rezc")"
 echo "image rechunk time (from the gzip registry): v1 ${rechunk_secs[v1]} s, v2 ${rechunk_secs[v2]} s"
+echo "image rechunk --compression zstd:chunked time (to a registry): v1 ${rechunk_secs[zc-v1]} s, v2 ${rechunk_secs[zc-v2]} s"
