@@ -1,19 +1,24 @@
 //! Partial pulls: a layer built from its zstd:chunked table of contents, with
 //! only the file contents the store lacks fetched (as byte ranges of the
-//! blob), each decompressed and checked against the TOC's sha256 before it
-//! becomes an object.
+//! blob) — and of those, only the chunks the store does not hold — each
+//! decompressed and checked against the TOC's sha256 before it becomes an
+//! object.
 //!
 //! ```text
 //! TOC (checked against the manifest's digest) ─ toc::plan ─┬─ contents the store has (by sha256): reused
-//!                                                           └─ the others: ranges ─ zstd frames ─ sha256 check ─ objects
-//! entries of the TOC ─ the tar import's path checks ─ layer index (toc_digest, content_digests)
+//!                                                           └─ the others, piece by piece (store::chunks):
+//!                                                              ├─ chunks the store holds intact: copied, re-hashed
+//!                                                              └─ the rest: ranges ─ zstd frames
+//!                                                              ─ sha256 check of the whole file ─ objects
+//! entries of the TOC ─ the tar import's path checks ─ layer index (toc_digest, content_digests, chunks)
 //! ```
 //!
 //! The store knows a content's sha256 from the `content_digests` of the
-//! layer indexes that partial pulls wrote. A file whose content is known
-//! under other metadata (owner, mode, xattrs) is copied from the existing
-//! object, re-hashed on the way. Memory: one range stream's buffers, one
-//! small file (≤ 1 MiB), the TOC and the index entries.
+//! layer indexes (partial and full pulls), and chunks from the `chunks` of
+//! those partial pulls wrote. A file whose content is known under other
+//! metadata (owner, mode, xattrs) is copied from the existing object,
+//! re-hashed on the way. Memory: one range stream's buffers, one small file
+//! (≤ 1 MiB), the TOC, the index entries and the known digests.
 //!
 //! Nothing is committed unless every file matched its digest; on any failure
 //! the objects this import created are removed.
@@ -542,7 +547,7 @@ mod tests {
     /// containers/storage writes it: the file entry is its first chunk, the
     /// others follow as `chunk` entries). The blob ends with one byte that
     /// stands for the TOC.
-    fn layer(files: &[(&str, Vec<Vec<u8>>)]) -> (Vec<u8>, Toc) {
+    fn layer(files: &[(&str, Vec<Vec<u8>>)]) -> Layer {
         let mut blob = Vec::new();
         let mut entries = Vec::new();
         for (name, chunks) in files {
@@ -577,7 +582,7 @@ mod tests {
     fn pull(
         store: &Store,
         tag: &str,
-        (blob, toc): &(Vec<u8>, Toc),
+        (blob, toc): &Layer,
         before_import: impl FnOnce(),
     ) -> (u64, u64, Result<LayerIndex>) {
         let size = blob.len() as u64;
@@ -605,7 +610,12 @@ mod tests {
         }
     }
 
-    fn v1_v2() -> ((Vec<u8>, Toc), (Vec<u8>, Toc), Vec<u8>) {
+    /// A layer's blob and its TOC.
+    type Layer = (Vec<u8>, Toc);
+
+    /// v1 with a file of three chunks, v2 with bytes appended to its last
+    /// one, and v2's content of that file.
+    fn v1_v2() -> (Layer, Layer, Vec<u8>) {
         let (a, b, c) = (noise(1, 300_000), noise(2, 200_000), noise(3, 50_000));
         let v1 = layer(&[("big", vec![a.clone(), b.clone(), c.clone()]), ("small", vec![b"v1".to_vec()])]);
         let mut c2 = c.clone();
