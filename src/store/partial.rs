@@ -676,6 +676,26 @@ mod tests {
     }
 
     #[test]
+    fn a_toc_that_names_a_stored_chunk_for_other_bytes_fails_the_file_digest_and_keeps_nothing() {
+        let (_d, store) = store();
+        let (v1, _, _) = v1_v2();
+        pull(&store, "v1", &v1, || {}).2.unwrap();
+        let objects_before = count_objects(&store);
+        // v2's first chunk has new bytes, but its TOC names v1's first chunk
+        // for them: the stored chunk is copied, and the file is not the one
+        // the TOC's content digest names.
+        let (a, a2) = (noise(1, 300_000), noise(9, 300_000));
+        let mut v2 = layer(&[("big", vec![a2, noise(2, 200_000), noise(3, 50_000)])]);
+        v2.1.entries[0].chunk_digest = Digest::of(&a).to_string();
+        let (_, reused, index2) = pull(&store, "v2", &v2, || {});
+        assert_eq!(reused, 550_000, "the lie finds the stored chunk (the other two are intact)");
+        let e = format!("{:#}", index2.unwrap_err());
+        assert!(e.contains("file \"big\" (from the TOC): digest mismatch"), "{e}");
+        assert!(store.layer_index(&Digest::of(b"v2")).is_err(), "no index of the failed layer");
+        assert_eq!(count_objects(&store), objects_before, "objects of the failed layer kept");
+    }
+
+    #[test]
     fn a_stored_chunk_damaged_while_the_pull_runs_fails_the_layer_and_keeps_nothing() {
         let (_d, store) = store();
         let (v1, v2, _) = v1_v2();
