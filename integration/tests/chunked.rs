@@ -339,3 +339,43 @@ fn hand_made_layers_with_the_toc_only_in_annotations_of_either_prefix_pull_parti
     let (v, _) = pull(sysroot.path(), &reg.image("old:v1"), &[]);
     assert!(layer0(&v).0, "{v}");
 }
+
+#[test]
+fn podman_zstd_chunked_v2_appending_to_a_large_file_fetches_only_its_changed_chunks() {
+    require_tool("podman");
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("tree");
+    write_tree(&src, &[("etc/hostname", "box\n"), ("usr/bin/tool", "#!/bin/sh\necho v1\n")]);
+    // Incompressible, and large enough for podman's chunker to cut it into many chunks.
+    let mut big = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::open("/dev/urandom").unwrap(), 6 << 20),
+        &mut big,
+    )
+    .unwrap();
+    std::fs::create_dir_all(src.join("usr/lib/firmware")).unwrap();
+    std::fs::write(src.join("usr/lib/firmware/blob.bin"), &big).unwrap();
+    podman_push_chunked(&work.path().join("podman"), &src, &reg.image("os:v1"));
+    let (v1, v2) = (reg.image("os:v1"), reg.image("os:v2"));
+    let a = tempfile::tempdir().unwrap();
+    let (p1, _) = pull(a.path(), &v1, &[]);
+    assert!(layer0(&p1).0, "{p1}");
+    let (_, idx) = indexes(a.path(), &v1);
+    let lists: Vec<usize> = idx[0].chunks.values().map(Vec::len).collect();
+    assert!(lists.len() == 1 && lists[0] > 4, "the big file's chunks are recorded, and only its: {lists:?}");
+
+    // v2 appends a line to the big file: only its last chunk changed.
+    big.extend_from_slice(b"# v2\n");
+    std::fs::write(src.join("usr/lib/firmware/blob.bin"), &big).unwrap();
+    podman_push_chunked(&work.path().join("podman2"), &src, &v2);
+    let (p2, stderr) = pull(a.path(), &v2, &[]);
+    let (partial, fetched) = layer0(&p2);
+    assert!(partial, "{p2}");
+    eprintln!("v2 fetched {fetched} bytes for a changed file of {} bytes in {} chunks", big.len(), lists[0]);
+    assert!(fetched * 8 < big.len() as u64, "v2 fetched {fetched} bytes for a changed file of {}: {stderr}", big.len());
+    assert!(stderr.contains("copied from stored chunks"), "{stderr}");
+    let full = tempfile::tempdir().unwrap();
+    pull(full.path(), &v2, &["--require-full-layer-digest"]);
+    assert_eq!(tree(a.path(), &v2), tree(full.path(), &v2), "partial and full pulls of v2 disagree");
+}

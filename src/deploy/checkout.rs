@@ -319,6 +319,7 @@ mod tests {
             entries,
             toc_digest: None,
             content_digests: Default::default(),
+            chunks: Default::default(),
         }
     }
 

@@ -427,6 +427,7 @@ mod tests {
             entries,
             toc_digest: None,
             content_digests: Default::default(),
+            chunks: Default::default(),
         }
     }
     /// Flattened listing: "path kind".

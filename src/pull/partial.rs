@@ -35,27 +35,36 @@ pub async fn pull_layer(
         return Ok(None);
     };
     let (s, sp, l) = (store.clone(), spec.clone(), loc.clone());
-    let (plan, known, missing, ranges) = tokio::task::spawn_blocking(move || {
+    let (plan, known, missing) = tokio::task::spawn_blocking(move || {
         let mut compressed = Vec::new();
         reader.into_sync().take(l.length + 1).read_to_end(&mut compressed).context("reading the TOC")?;
         ensure!(compressed.len() as u64 == l.length, "the TOC range has {} bytes, not {}", compressed.len(), l.length);
         let plan = crate::store::partial::read_toc(&l, &compressed, sp.size)?;
         let known = s.known_contents()?;
-        let (missing, ranges) = crate::store::partial::missing(&plan, &known);
-        anyhow::Ok((plan, known, missing, ranges))
+        let missing = s.missing_contents(&plan, &known);
+        anyhow::Ok((plan, known, missing))
     })
     .await
     .context("TOC task panicked")?
     .with_context(|| what.clone())?;
 
-    let total: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+    let total: u64 = missing.ranges.iter().map(|r| r.end - r.start).sum();
+    let reused = missing.reused();
     let files = plan.contents.len();
+    let n_missing = missing.builds.len();
+    let reused_note = if reused > 0 {
+        format!(", {} of them in stored chunks", crate::util::human_bytes(reused))
+    } else {
+        String::new()
+    };
     progress.event(
         "layer-partial",
-        json!({ "digest": spec.blob_digest.to_string(), "contents": files, "missing": missing.len(), "bytes": total,
-                "message": format!("Layer {}: {} of {files} file contents to fetch ({})", spec.blob_digest.short(),
-                                   missing.len(), crate::util::human_bytes(total)) }),
+        json!({ "digest": spec.blob_digest.to_string(), "contents": files, "missing": n_missing, "bytes": total,
+                "reusedBytes": reused,
+                "message": format!("Layer {}: {n_missing} of {files} file contents to build ({} to fetch{reused_note})",
+                                   spec.blob_digest.short(), crate::util::human_bytes(total)) }),
     );
+    let ranges = missing.ranges.clone();
     let fetched = if ranges.is_empty() {
         BlobReader::Sync(Box::new(io::empty()))
     } else {
@@ -71,13 +80,13 @@ pub async fn pull_layer(
         let mut transfer = progress.transfer(spec.blob_digest.short(), total, &from);
         let started = std::time::Instant::now();
         let mut reader = Counting { inner: fetched.into_sync(), report: &mut |n| transfer.inc(n) };
-        let result = store.import_partial(&spec, &toc_digest, &plan, known, &missing, &mut reader);
+        let result = store.import_partial(&spec, &toc_digest, &plan, known, &missing.builds, &mut reader);
         if result.is_ok() {
             tracing::info!(
-                "layer {} built from its TOC: {} of {files} contents fetched ({}) in {:.1}s",
+                "layer {} built from its TOC: {n_missing} of {files} contents built ({} fetched, {} copied from stored chunks) in {:.1}s",
                 spec.blob_digest,
-                missing.len(),
                 crate::util::human_bytes(total),
+                crate::util::human_bytes(reused),
                 started.elapsed().as_secs_f64()
             );
         }

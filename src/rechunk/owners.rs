@@ -212,6 +212,7 @@ mod tests {
                 .collect(),
             toc_digest: None,
             content_digests: Default::default(),
+            chunks: Default::default(),
         };
         Tree::from_layers(&[layer]).unwrap()
     }

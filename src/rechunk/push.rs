@@ -5,7 +5,7 @@
 //! tag (or by its digest when none is given). The registry checks every
 //! digest as it stores the upload.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -14,11 +14,8 @@ use crate::digest::Digest;
 use crate::imgref::RegistryRef;
 use crate::oci::registry::client::Client;
 use crate::oci::RegistryOptions;
-
-/// `blobs/sha256/<hex>` of the layout at `dir`.
-fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
-    dir.join("blobs").join(digest.algorithm()).join(digest.hex())
-}
+// An OCI layout's blobs sit where the store keeps its own: `blobs/sha256/<hex>`.
+use crate::store::blobs::blob_path;
 
 /// Pushes the image whose manifest is `manifest` in the layout at `dir` to `dest`.
 pub async fn push_layout(dir: &Path, manifest: &Digest, dest: &RegistryRef, opts: &RegistryOptions) -> Result<()> {

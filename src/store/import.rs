@@ -362,6 +362,7 @@ pub fn import_layer(
         entries,
         toc_digest: None,
         content_digests,
+        chunks: BTreeMap::new(),
     };
     let committed = crate::store::repo::commit_index(repo, &index);
     claims.release(me, &created, &repo.join("objects"), committed.is_err());

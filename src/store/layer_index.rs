@@ -66,6 +66,24 @@ pub struct LayerIndex {
     /// files the store has.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub content_digests: BTreeMap<ObjectId, Digest>,
+    /// For a layer built from a zstd:chunked TOC: the chunks of each object
+    /// the TOC cut into more than one, with their sha256 (a one-chunk file's
+    /// chunk is its content, already in `content_digests`). How a later
+    /// partial pull finds the unchanged chunks of a changed file. Indexes
+    /// written before hostctl did that have none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub chunks: BTreeMap<ObjectId, Vec<Chunk>>,
+}
+
+/// A piece of an object's content whose sha256 a TOC named.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// Where it starts in the content.
+    pub offset: u64,
+    /// Its length.
+    pub size: u64,
+    /// sha256 of its bytes.
+    pub digest: Digest,
 }
 
 /// One tar entry, checked and normalised.

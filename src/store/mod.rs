@@ -17,10 +17,12 @@
 //! layer pipeline), [`gzip`] (its gzip reader), [`tarsafe`] (path checks and limits), [`targuard`] (extension
 //! record caps), [`objects`] (object ids and writes), [`durability`] (when writes reach the
 //! disk, and recovery after a crash), [`toc`] (zstd:chunked tables of contents),
-//! [`partial`] (layers built from a TOC and the files the store lacks), [`blobs`], [`images`], [`gc`],
+//! [`partial`] (layers built from a TOC and the files the store lacks), [`chunks`] (the
+//! unchanged chunks of changed files a partial pull copies from the store), [`blobs`], [`images`], [`gc`],
 //! [`fsck`] (checking it all against its ids).
 
 pub mod blobs;
+pub mod chunks;
 pub mod durability;
 pub mod fsck;
 pub mod gc;
@@ -35,7 +37,7 @@ pub mod targuard;
 pub mod tarsafe;
 pub mod toc;
 
-pub use layer_index::{Entry, EntryKind, LayerIndex, Meta, ObjectId};
+pub use layer_index::{Chunk, Entry, EntryKind, LayerIndex, Meta, ObjectId};
 pub use repo::{GcRoots, GcStats, ImageRecord, LayerSpec, Recovery, Store};
 pub use tarsafe::Limits;
 

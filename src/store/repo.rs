@@ -180,6 +180,15 @@ impl Store {
         crate::store::partial::Known::load(&self.dir)
     }
 
+    /// What a partial pull of `plan` must build and fetch: see [`crate::store::partial::missing`].
+    pub fn missing_contents(
+        &self,
+        plan: &crate::store::toc::Plan,
+        known: &crate::store::partial::Known,
+    ) -> crate::store::partial::Missing {
+        crate::store::partial::missing(&self.dir, plan, known)
+    }
+
     /// Builds a layer from its zstd:chunked TOC: see [`crate::store::partial`].
     #[allow(clippy::too_many_arguments)]
     pub fn import_partial(
@@ -188,7 +197,7 @@ impl Store {
         toc_digest: &Digest,
         plan: &crate::store::toc::Plan,
         known: crate::store::partial::Known,
-        missing: &[Digest],
+        missing: &[crate::store::chunks::Build],
         fetched: &mut dyn Read,
     ) -> Result<LayerIndex> {
         crate::store::partial::import(

@@ -151,6 +151,10 @@ pub struct TocEntry {
     /// `""` (data) or `zeros` (a hole: no bytes in the blob).
     #[serde(default)]
     pub chunk_type: String,
+    /// With chunks: `sha256:<hex>` of this chunk's uncompressed bytes (what a
+    /// later pull finds unchanged chunks of a changed file by).
+    #[serde(default)]
+    pub chunk_digest: String,
 }
 
 /// Decompresses (at most `uncompressed` bytes) and parses a TOC whose
@@ -197,9 +201,31 @@ pub struct Content {
     pub size: u64,
     /// Its pieces, in file order.
     pub pieces: Vec<Piece>,
+    /// The sha256 of each piece's bytes where the TOC gives one (its
+    /// `chunkDigest`; a one-piece file's is its content digest), beside `pieces`.
+    pub chunk_digests: Vec<Option<Digest>>,
+}
+
+impl Piece {
+    /// How many bytes of the file it makes.
+    pub fn size(&self) -> u64 {
+        match self {
+            Piece::Frames { size, .. } | Piece::Zeros { size } => *size,
+        }
+    }
 }
 
 impl Content {
+    /// Each piece with where it starts in the file and its digest, if the TOC gave one.
+    pub fn pieces_at(&self) -> impl Iterator<Item = (u64, &Piece, Option<&Digest>)> + '_ {
+        let starts = self.pieces.iter().scan(0u64, |at, p| {
+            let start = *at;
+            *at += p.size();
+            Some(start)
+        });
+        starts.zip(&self.pieces).zip(&self.chunk_digests).map(|((at, p), d)| (at, p, d.as_ref()))
+    }
+
     /// The compressed byte ranges to fetch.
     pub fn ranges(&self) -> impl Iterator<Item = Range<u64>> + '_ {
         self.pieces.iter().filter_map(|p| match p {
@@ -262,6 +288,7 @@ pub fn plan(toc: &Toc, blob_size: u64, toc_range: &Range<u64>) -> Result<Plan> {
         }
         let digest: Digest = e.digest.parse().with_context(|| format!("{}: content digest {:?}", what(), e.digest))?;
         let mut pieces = Vec::new();
+        let mut chunk_digests = Vec::new();
         let mut at = 0u64;
         // Where chunk `n`'s frames end: its own `endOffset` where it has one
         // that stops before the next chunk, else the next chunk's start, else
@@ -288,6 +315,11 @@ pub fn plan(toc: &Toc, blob_size: u64, toc_range: &Range<u64>) -> Result<Plan> {
             );
             let csize = csize as u64;
             at = at.checked_add(csize).context("chunk sizes overflow")?;
+            chunk_digests.push(match (chunked, c.chunk_digest.as_str()) {
+                (false, _) => Some(digest.clone()),
+                (true, "") => None,
+                (true, d) => Some(d.parse().with_context(|| format!("{}: chunk {n}'s digest {d:?}", what()))?),
+            });
             match c.chunk_type.as_str() {
                 "zeros" => pieces.push(Piece::Zeros { size: csize }),
                 "" => {
@@ -310,7 +342,7 @@ pub fn plan(toc: &Toc, blob_size: u64, toc_range: &Range<u64>) -> Result<Plan> {
             }
         }
         ensure!(at == size, "{}: its chunks hold {at} bytes but its size is {size}", what());
-        let content = Content { digest: digest.clone(), size, pieces };
+        let content = Content { digest: digest.clone(), size, pieces, chunk_digests };
         // Files with the same content each have their own frames in the
         // blob; the first one's are fetched.
         match contents.get(&digest) {
@@ -456,6 +488,62 @@ mod tests {
         assert!(format!("{:#}", plan(&gap, 100, &(90..100)).unwrap_err()).contains("does not continue"));
         let short = toc(vec![file, chunk(4, 3, 5..9, "")]);
         assert!(format!("{:#}", plan(&short, 100, &(90..100)).unwrap_err()).contains("hold 7 bytes"));
+    }
+
+    fn chunk(name: &str, off: i64, size: i64, range: Range<i64>, digest: &[u8]) -> TocEntry {
+        TocEntry {
+            kind: "chunk".into(),
+            name: name.into(),
+            chunk_offset: off,
+            chunk_size: size,
+            offset: range.start,
+            end_offset: range.end,
+            chunk_digest: Digest::of(digest).to_string(),
+            ..TocEntry::default()
+        }
+    }
+
+    #[test]
+    fn chunk_digests_are_kept_beside_their_pieces_and_a_one_chunk_file_has_its_content_digest() {
+        let a = Digest::of(b"a");
+        let mut file = reg("x", &a, 10, (0, 5));
+        (file.chunk_size, file.chunk_digest) = (4, Digest::of(b"first").to_string());
+        let p = plan(&toc(vec![file, chunk("x", 4, 6, 5..9, b"second")]), 100, &(90..100)).unwrap();
+        let c = &p.contents[&a];
+        assert_eq!(c.chunk_digests, vec![Some(Digest::of(b"first")), Some(Digest::of(b"second"))]);
+        let starts: Vec<u64> = c.pieces_at().map(|(at, _, _)| at).collect();
+        assert_eq!(starts, vec![0, 4]);
+        let b = Digest::of(b"b");
+        let p = plan(&toc(vec![reg("y", &b, 3, (0, 5))]), 100, &(90..100)).unwrap();
+        assert_eq!(p.contents[&b].chunk_digests, vec![Some(b)]);
+    }
+
+    #[test]
+    fn hostile_chunk_lists_are_refused() {
+        let a = Digest::of(b"a");
+        let mut file = reg("x", &a, 10, (0, 5));
+        (file.chunk_size, file.chunk_digest) = (4, Digest::of(b"first").to_string());
+        // (the chunks after the file's first one, the refusal expected)
+        let cases: Vec<(Vec<TocEntry>, &str)> = vec![
+            // Sizes that do not add up to the file's: too few bytes, too many.
+            (vec![chunk("x", 4, 3, 5..9, b"s")], "hold 7 bytes but its size is 10"),
+            (vec![chunk("x", 4, 6, 5..9, b"s"), chunk("x", 10, 2, 9..12, b"t")], "hold 12 bytes but its size is 10"),
+            // Overlapping in the file: the second chunk starts inside the first.
+            (vec![chunk("x", 2, 8, 5..9, b"s")], "chunk 1 at 2 of 8 bytes does not continue the file at 4"),
+            // Overlapping in the blob: the second chunk's frames start before the first's.
+            (vec![chunk("x", 4, 6, 0..3, b"s")], "out of order"),
+            (vec![chunk("x", 4, 3, 5..9, b"s"), chunk("x", 7, 3, 2..4, b"t")], "has the range"),
+            // A chunk digest that is not one.
+            (vec![TocEntry { chunk_digest: "sha256:nothex".into(), ..chunk("x", 4, 6, 5..9, b"s") }], "digest"),
+            // A chunk of size 0 (it would never end).
+            (vec![chunk("x", 4, 0, 5..9, b"s"), chunk("x", 4, 6, 9..12, b"t")], "does not continue"),
+        ];
+        for (chunks, want) in cases {
+            let mut entries = vec![file.clone()];
+            entries.extend(chunks);
+            let e = plan(&toc(entries), 100, &(90..100)).unwrap_err();
+            assert!(format!("{e:#}").contains(want), "want {want:?}: {e:#}");
+        }
     }
 
     #[test]
