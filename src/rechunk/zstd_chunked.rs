@@ -13,8 +13,15 @@
 //! hashes each file's content; the second compresses the tar, cutting a
 //! frame at the start and at the end of every file's content. The output
 //! depends on the tar alone (fixed level, no checksums or sizes in frame
-//! headers), so equal tars give equal blobs. Each file is one chunk: no
-//! chunk entries (a partial pull then reuses whole files only).
+//! headers), so equal tars give equal blobs.
+//!
+//! Files larger than [`CHUNK_MIN`] are cut into chunks where their content
+//! says (a gear rolling hash: a cut where its top bits are zero, so about
+//! every [`CHUNK_AVG`] bytes, none shorter than [`CHUNK_MIN`] nor longer than
+//! [`CHUNK_MAX`]), each in its own frame with its own `chunk` TOC entry and
+//! sha256, as containers/storage does: an edit to one part of a large file
+//! leaves its other chunks' digests as they were, and a partial pull copies
+//! those from the file it already has ([`crate::store::chunks`]).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -36,6 +43,102 @@ const FOOTER_MAGIC: &[u8; 8] = b"GNUlInUx";
 const TOC_TYPE: u64 = 1;
 /// The annotation prefixes: podman 4.x reads the first, later releases the second.
 const PREFIXES: [&str; 2] = ["io.containers.zstd-chunked.", "io.github.containers.zstd-chunked."];
+/// No chunk is shorter (but a file's last), and files up to this size are one chunk.
+pub const CHUNK_MIN: u64 = 16 << 10;
+/// About how long chunks are.
+pub const CHUNK_AVG: u64 = 64 << 10;
+/// No chunk is longer.
+pub const CHUNK_MAX: u64 = 256 << 10;
+
+/// The gear hash's table: 256 fixed pseudo-random words (splitmix64 from 0).
+fn gear() -> &'static [u64; 256] {
+    static TABLE: std::sync::OnceLock<[u64; 256]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = [0u64; 256];
+        let mut x: u64 = 0;
+        for v in &mut t {
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            *v = z ^ (z >> 31);
+        }
+        t
+    })
+}
+
+/// One chunk of a file: where it starts in the file, its size and sha256.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Chunk {
+    offset: u64,
+    size: u64,
+    digest: String,
+}
+
+/// Cuts a stream of content into chunks as it is fed.
+struct Chunker {
+    hash: u64,
+    start: u64,
+    at: u64,
+    sha: Sha256,
+    chunks: Vec<Chunk>,
+}
+
+impl Chunker {
+    fn new() -> Self {
+        Chunker { hash: 0, start: 0, at: 0, sha: Sha256::new(), chunks: Vec::new() }
+    }
+
+    fn cut(&mut self) {
+        let sha = std::mem::replace(&mut self.sha, Sha256::new());
+        let digest = format!("sha256:{}", hex::encode(sha.finalize()));
+        self.chunks.push(Chunk { offset: self.start, size: self.at - self.start, digest });
+        self.start = self.at;
+        self.hash = 0;
+    }
+
+    fn feed(&mut self, mut buf: &[u8]) {
+        // The top bits: each depends on the last 64 bytes (the low ones on fewer).
+        let (gear, mask) = (gear(), (CHUNK_AVG - 1) << (64 - CHUNK_AVG.trailing_zeros()));
+        while !buf.is_empty() {
+            let mut n = 0;
+            let mut cut = false;
+            for &b in buf {
+                n += 1;
+                self.hash = (self.hash << 1).wrapping_add(gear[b as usize]);
+                let len = self.at + n as u64 - self.start;
+                if (len >= CHUNK_MIN && self.hash & mask == 0) || len >= CHUNK_MAX {
+                    cut = true;
+                    break;
+                }
+            }
+            self.sha.update(&buf[..n]);
+            self.at += n as u64;
+            buf = &buf[n..];
+            if cut {
+                self.cut();
+            }
+        }
+    }
+
+    fn finish(mut self) -> Vec<Chunk> {
+        if self.at > self.start || self.chunks.is_empty() {
+            self.cut();
+        }
+        self.chunks
+    }
+}
+
+impl Write for Chunker {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.feed(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
 
 /// A writer that counts what passes through it.
 struct Counting<W> {
@@ -81,8 +184,9 @@ fn skippable<W: Write>(out: &mut Counting<W>, payload: &[u8]) -> Result<u64> {
 /// One tar entry as the TOC will describe it, and where its content is in the tar.
 struct Entry {
     toc: Value,
-    /// The content's range in the tar (regular files with content only).
-    content: Option<std::ops::Range<u64>>,
+    /// Where the content starts in the tar, and its chunks (regular files
+    /// with content only).
+    content: Option<(u64, Vec<Chunk>)>,
 }
 
 /// Reads the entries of the tar at `path`, hashing each file's content.
@@ -137,13 +241,31 @@ fn read_entries(path: &Path) -> Result<Vec<Entry>> {
             if size > 0 {
                 let start = entry.raw_file_position();
                 let mut hasher = Sha256::new();
-                let n = io::copy(&mut entry, &mut hasher)?;
+                let mut chunker = Chunker::new();
+                let mut buf = vec![0u8; 128 << 10];
+                let mut n = 0u64;
+                loop {
+                    let got = entry.read(&mut buf)?;
+                    if got == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..got]);
+                    if size > CHUNK_MIN {
+                        chunker.feed(&buf[..got]);
+                    }
+                    n += got as u64;
+                }
                 anyhow::ensure!(n == size, "{name}: {n} bytes of content, its header says {size}");
                 let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+                let chunks = if size > CHUNK_MIN {
+                    chunker.finish()
+                } else {
+                    vec![Chunk { offset: 0, size, digest: digest.clone() }]
+                };
                 toc["digest"] = json!(digest);
-                toc["chunkSize"] = json!(size);
-                toc["chunkDigest"] = json!(digest);
-                content = Some(start..start + size);
+                toc["chunkSize"] = json!(chunks[0].size);
+                toc["chunkDigest"] = json!(chunks[0].digest);
+                content = Some((start, chunks));
             }
         }
         out.push(Entry { toc, content });
@@ -154,27 +276,45 @@ fn read_entries(path: &Path) -> Result<Vec<Entry>> {
 /// Writes the tar at `tar` to `out` as a zstd:chunked blob; returns `out`
 /// and the annotations the layer descriptor must carry.
 pub fn encode<W: Write>(tar: &Path, out: W) -> Result<(W, BTreeMap<String, String>)> {
-    let mut entries = read_entries(tar)?;
+    let entries = read_entries(tar)?;
     let mut file = File::open(tar).with_context(|| format!("opening {}", tar.display()))?;
     let tar_len = file.metadata()?.len();
     file.seek(SeekFrom::Start(0))?;
     let mut input = BufReader::new(file);
     let mut out = Counting { inner: out, written: 0 };
     let mut at = 0u64; // in the tar
-    for e in &mut entries {
-        let Some(content) = e.content.clone() else { continue };
-        if content.start > at {
-            frame(&mut out, &mut input, content.start - at)?;
+    let mut toc: Vec<Value> = Vec::with_capacity(entries.len());
+    for e in entries {
+        let mut entry = e.toc;
+        let Some((start, chunks)) = e.content else {
+            toc.push(entry);
+            continue;
+        };
+        if start > at {
+            frame(&mut out, &mut input, start - at)?;
         }
-        let range = frame(&mut out, &mut input, content.end - content.start)?;
-        e.toc["offset"] = json!(range.start);
-        e.toc["endOffset"] = json!(range.end);
-        at = content.end;
+        let name = entry["name"].clone();
+        let size = entry["size"].clone();
+        let mut more = Vec::new();
+        for (i, c) in chunks.iter().enumerate() {
+            let range = frame(&mut out, &mut input, c.size)?;
+            if i == 0 {
+                entry["offset"] = json!(range.start);
+                entry["endOffset"] = json!(range.end);
+            } else {
+                more.push(json!({
+                    "type": "chunk", "name": name, "size": size, "offset": range.start, "endOffset": range.end,
+                    "chunkOffset": c.offset, "chunkSize": c.size, "chunkDigest": c.digest,
+                }));
+            }
+        }
+        at = start + chunks.iter().map(|c| c.size).sum::<u64>();
+        toc.push(entry);
+        toc.extend(more);
     }
     if tar_len > at {
         frame(&mut out, &mut input, tar_len - at)?;
     }
-    let toc: Vec<Value> = entries.into_iter().map(|e| e.toc).collect();
     let toc_json = serde_json::to_vec(&json!({"version": 1, "entries": toc}))?;
     let toc_z = zstd::bulk::compress(&toc_json, LEVEL)?;
     let toc_offset = skippable(&mut out, &toc_z)?;
@@ -231,12 +371,59 @@ mod tests {
         f
     }
 
+    fn chunks_of(data: &[u8]) -> Vec<Chunk> {
+        let mut c = Chunker::new();
+        // Fed in odd pieces: where the cuts fall must not depend on them.
+        for piece in data.chunks(7919) {
+            c.feed(piece);
+        }
+        c.finish()
+    }
+
+    fn noise(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// Cuts depend on the content only: they tile the data, respect the
+    /// bounds, and an append or an edit in the middle leaves the chunks
+    /// before it (and, after an edit, those a little after it) unchanged.
+    #[test]
+    fn chunks_are_cut_where_the_content_says() {
+        let data = noise(3 << 20, 7);
+        let a = chunks_of(&data);
+        assert_eq!(a.iter().map(|c| c.size).sum::<u64>(), data.len() as u64);
+        assert!(a.windows(2).all(|w| w[0].offset + w[0].size == w[1].offset));
+        assert!(a[..a.len() - 1].iter().all(|c| (CHUNK_MIN..=CHUNK_MAX).contains(&c.size)), "{a:?}");
+        let avg = data.len() as u64 / a.len() as u64;
+        assert!((CHUNK_AVG / 2..=CHUNK_AVG * 2).contains(&avg), "average chunk {avg} bytes");
+        assert_eq!(a[0].digest, format!("sha256:{}", hex::encode(Sha256::digest(&data[..a[0].size as usize]))));
+
+        let mut appended = data.clone();
+        appended.extend_from_slice(b"one more line\n");
+        let b = chunks_of(&appended);
+        assert_eq!(&b[..a.len() - 1], &a[..a.len() - 1], "an append changes the last chunk only");
+
+        let mut edited = data.clone();
+        edited[1 << 20] ^= 0xff;
+        let e = chunks_of(&edited);
+        let same = a.iter().filter(|c| e.contains(c)).count();
+        assert!(same >= a.len() - 2, "{same} of {} chunks kept by a one-byte edit", a.len());
+    }
+
     /// What hostctl's partial pull reads of the blob: the annotations find
     /// and pin the TOC, every file's range decompresses to its content, and
     /// the whole blob decompresses to the tar.
     #[test]
     fn the_blob_is_the_tar_and_its_toc_locates_every_file() {
-        let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let big = noise(600_000, 3);
         let files: [(&str, &[u8]); 4] =
             [("etc/a", b"alpha\n"), ("etc/empty", b""), ("usr/big", &big), ("etc/a-copy", b"alpha\n")];
         let tar = tar_of(&files);
@@ -251,6 +438,9 @@ mod tests {
         let parsed = toc::parse(compressed, loc.uncompressed).unwrap();
         let plan = toc::plan(&parsed, blob.len() as u64, &range).unwrap();
         assert_eq!(plan.entries.len(), 6, "etc/, four files, the hard link");
+        let chunks = parsed.entries.iter().filter(|e| e.kind == "chunk").count();
+        assert!(chunks >= 2, "usr/big is cut into several chunks: {chunks} chunk entries");
+        assert_eq!(plan.contents[&crate::digest::Digest::of(&big)].pieces.len(), chunks + 1);
         for (path, content) in files.iter().filter(|(_, c)| !c.is_empty()) {
             let digest = crate::digest::Digest::of(content);
             let c = &plan.contents[&digest];
