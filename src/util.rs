@@ -25,6 +25,21 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// Bytes that do not compress (an xorshift stream from `seed`): test data,
+/// shared by the unit and the integration tests.
+#[doc(hidden)]
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -37,16 +37,7 @@ fn build_push_app_with(builder: &Path, page: &str, blob: usize, dest: &str) {
     let ctx = tempfile::tempdir().unwrap();
     write_tree(ctx.path(), &[("www/index.html", page)]);
     if blob > 0 {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let bytes: Vec<u8> = (0..blob)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        std::fs::write(ctx.path().join("www/blob"), bytes).unwrap();
+        std::fs::write(ctx.path().join("www/blob"), crate::support::noise(blob, 0x9e37_79b9)).unwrap();
     }
     std::fs::copy("/bin/busybox", ctx.path().join("busybox"))
         .expect("busybox-static is installed (integration/setup.sh)");
@@ -64,6 +55,29 @@ fn build_push_app_with(builder: &Path, page: &str, blob: usize, dest: &str) {
         &tag,
         &format!("docker://{dest}"),
     ]));
+}
+
+/// Apps under `root` on `podman` and `units`, waiting briefly (systemd is a
+/// fake here), pulling insecurely from the test registry.
+fn test_apps<'a>(
+    root: &Path,
+    podman: &'a PodmanCli,
+    units: &'a hostctl::host::units::FakeUnits,
+    layers: Option<&'a dyn hostctl::apps::room::ImageLayers>,
+) -> hostctl::apps::Apps<'a> {
+    hostctl::apps::Apps {
+        root: root.to_path_buf(),
+        podman,
+        units,
+        pull: PullSettings { tls_verify: false, ..Default::default() },
+        wait: hostctl::host::units::WaitPolicy {
+            timeout: std::time::Duration::from_secs(5),
+            settle: std::time::Duration::from_millis(10),
+            poll: std::time::Duration::from_millis(1),
+        },
+        journal_lines: 5,
+        layers,
+    }
 }
 
 fn insecure() -> RegistryOptions {
@@ -398,8 +412,7 @@ async fn a_rollback_on_real_podman_removes_the_failed_image_or_keeps_it_for_purg
     use hostctl::apps::install::remove;
     use hostctl::apps::record::AppRecord;
     use hostctl::apps::update::{update, UpdateOptions};
-    use hostctl::apps::Apps;
-    use hostctl::host::units::{state, FakeUnits, JobResult, WaitPolicy};
+    use hostctl::host::units::{state, FakeUnits, JobResult};
 
     require_tool("podman");
     let reg = Registry::start();
@@ -411,19 +424,7 @@ async fn a_rollback_on_real_podman_removes_the_failed_image_or_keeps_it_for_purg
         root.path(),
         &[("etc/containers/systemd/web.container", &format!("[Container]\nImage={web}\nContainerName=web\n"))],
     );
-    let apps = Apps {
-        root: root.path().to_path_buf(),
-        podman: &podman,
-        units: &units,
-        pull: PullSettings { tls_verify: false, ..Default::default() },
-        wait: WaitPolicy {
-            timeout: std::time::Duration::from_secs(5),
-            settle: std::time::Duration::from_millis(10),
-            poll: std::time::Duration::from_millis(1),
-        },
-        journal_lines: 5,
-        layers: None,
-    };
+    let apps = test_apps(root.path(), &podman, &units, None);
     let remote = RegistryDigest(insecure());
     let podman_run = |args: &[&str]| run(Command::new("podman").args(storage_args(host.path())).args(args));
     let dangling = || {
@@ -490,8 +491,7 @@ async fn a_rollback_on_real_podman_removes_the_failed_image_or_keeps_it_for_purg
 async fn an_app_update_that_cannot_fit_is_refused_before_podman_downloads_and_goes_through_with_room() {
     use hostctl::apps::room::RegistryLayers;
     use hostctl::apps::update::{failure, update, UpdateOptions};
-    use hostctl::apps::Apps;
-    use hostctl::host::units::{FakeUnits, WaitPolicy};
+    use hostctl::host::units::FakeUnits;
 
     require_tool("podman");
     let reg = Registry::start();
@@ -505,19 +505,7 @@ async fn an_app_update_that_cannot_fit_is_refused_before_podman_downloads_and_go
         root.path(),
         &[("etc/containers/systemd/web.container", &format!("[Container]\nImage={web}\nContainerName=web\n"))],
     );
-    let apps = Apps {
-        root: root.path().to_path_buf(),
-        podman: &podman,
-        units: &units,
-        pull: PullSettings { tls_verify: false, ..Default::default() },
-        wait: WaitPolicy {
-            timeout: std::time::Duration::from_secs(5),
-            settle: std::time::Duration::from_millis(10),
-            poll: std::time::Duration::from_millis(1),
-        },
-        journal_lines: 5,
-        layers: Some(&layers),
-    };
+    let apps = test_apps(root.path(), &podman, &units, Some(&layers));
     let remote = RegistryDigest(insecure());
     let images = || {
         let out = run(Command::new("podman").args(storage_args(fs.path())).args(["images", "-a", "-q", "--no-trunc"]));

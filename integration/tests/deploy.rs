@@ -436,19 +436,6 @@ impl SwitchedToV1 {
     }
 }
 
-/// Incompressible content of `n` bytes (a simple xorshift stream).
-fn noise(n: usize, seed: u64) -> String {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from(b'!' + (x % 90) as u8)
-        })
-        .collect()
-}
-
 fn tmp_leftovers(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .map(|rd| {
@@ -463,7 +450,7 @@ fn tmp_leftovers(dir: &Path) -> Vec<String> {
 fn preflight_refuses_an_image_that_cannot_fit_before_downloading() {
     let reg = Registry::start();
     let pm = Podman::new();
-    let big = noise(12 << 20, 7);
+    let big = crate::support::noise_text(12 << 20, 7);
     let image = push_small(&reg, &pm, "big", &[("usr/share/big", &big)], "big:1");
     let fs = Tmpfs::mount("8m");
     let out = hc(fs.path(), &[], &["switch", &image]);
@@ -487,7 +474,7 @@ fn full_disk_while_staging_leaves_nothing_half_staged_and_booted_untouched() {
     let id1 = r["staged"]["id"].as_str().unwrap().to_string();
     // v2 carries a large /etc file: the store holds it once (pulled first), but
     // the real /etc copy made at finalisation does not fit.
-    let big = noise(10 << 20, 11);
+    let big = crate::support::noise_text(10 << 20, 11);
     let v2 = push_small(&reg, &pm, "v2", &[("etc/motd", "two\n"), ("etc/big.dat", &big)], "os:latest");
     hc_ok(s, &["image", "pull", &v2]);
     let free = {
@@ -537,8 +524,20 @@ fn full_disk_while_staging_leaves_nothing_half_staged_and_booted_untouched() {
 fn sigkill_at_random_instants_keeps_the_previous_default_bootable() {
     let reg = Registry::start();
     let pm = Podman::new();
-    let a = push_small(&reg, &pm, "a", &[("etc/motd", "a\n"), ("usr/share/a", &noise(200_000, 1))], "os:a");
-    let b = push_small(&reg, &pm, "b", &[("etc/motd", "b\n"), ("usr/share/b", &noise(200_000, 2))], "os:b");
+    let a = push_small(
+        &reg,
+        &pm,
+        "a",
+        &[("etc/motd", "a\n"), ("usr/share/a", &crate::support::noise_text(200_000, 1))],
+        "os:a",
+    );
+    let b = push_small(
+        &reg,
+        &pm,
+        "b",
+        &[("etc/motd", "b\n"), ("usr/share/b", &crate::support::noise_text(200_000, 2))],
+        "os:b",
+    );
     let sys = tempfile::tempdir().unwrap();
     let s = sys.path();
     let boot = s.join("boot");

@@ -19,19 +19,6 @@ use crate::support::registry::{FaultProxy, Faults, Registry};
 use crate::support::run;
 use crate::support::tmpfs::Tmpfs;
 
-/// Incompressible text of `n` bytes (xorshift).
-fn noise(n: usize, seed: u64) -> String {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from(b'!' + (x % 90) as u8)
-        })
-        .collect()
-}
-
 /// Every `.tmp-*` below `root`, and every entry of the store's scratch directory.
 fn temporaries(root: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -252,7 +239,7 @@ fn full_disk_during_image_pull_switch_upgrade_or_install_exits_6_and_the_next_tr
 fn progress_bar_asked_for_is_drawn_when_stderr_is_not_a_terminal() {
     let reg = Registry::start();
     let pm = Podman::new();
-    let image = push_small(&reg, &pm, "1", &[("usr/share/data", &noise(300_000, 3))], "os:1");
+    let image = push_small(&reg, &pm, "1", &[("usr/share/data", &crate::support::noise_text(300_000, 3))], "os:1");
     let sys = tempfile::tempdir().unwrap();
     let out = hc(sys.path(), &[], &["--progress=bar", "image", "pull", &image]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -271,7 +258,7 @@ fn progress_bar_asked_for_is_drawn_when_stderr_is_not_a_terminal() {
 fn progress_json_ends_with_one_error_event_when_the_registry_dies_mid_layer() {
     let reg = Registry::start();
     let pm = Podman::new();
-    let files = [("usr/share/a", noise(1_500_000, 5)), ("etc/motd", "m\n".to_string())];
+    let files = [("usr/share/a", crate::support::noise_text(1_500_000, 5)), ("etc/motd", "m\n".to_string())];
     let files: Vec<(&str, &str)> = files.iter().map(|(a, b)| (*a, b.as_str())).collect();
     let direct = push_small(&reg, &pm, "1", &files, "os:1");
     let faults = Faults {
@@ -299,7 +286,7 @@ fn progress_json_ends_with_one_error_event_when_the_registry_dies_mid_layer() {
 fn progress_json_ends_with_one_error_event_on_a_digest_mismatch() {
     let reg = Registry::start();
     let pm = Podman::new();
-    let image = push_small(&reg, &pm, "1", &[("usr/share/a", &noise(400_000, 9))], "os:1");
+    let image = push_small(&reg, &pm, "1", &[("usr/share/a", &crate::support::noise_text(400_000, 9))], "os:1");
     // Flip bytes in the middle of the largest blob the registry stores (the layer).
     let mut blobs = Vec::new();
     let mut stack = vec![reg.data_dir()];
@@ -346,7 +333,7 @@ enum HangOn {
 fn hanging(size: usize, on: HangOn, after: u64) -> Hanging {
     let reg = Registry::start();
     let pm = Podman::new();
-    let image_direct = push_small(&reg, &pm, "1", &[("usr/share/big", &noise(size, 13))], "os:1");
+    let image_direct = push_small(&reg, &pm, "1", &[("usr/share/big", &crate::support::noise_text(size, 13))], "os:1");
     let path_match = match on {
         HangOn::Manifest => "/manifests/".to_string(),
         HangOn::Layer => format!("/blobs/{}", largest_layer(&image_direct)),
@@ -452,10 +439,10 @@ fn switching_between_images_with_the_same_kernel_on_a_nearly_full_esp_is_not_ref
     const VMLINUZ: &str = "usr/lib/modules/6.1.0-test/vmlinuz";
     let reg = Registry::start();
     let pm = Podman::new();
-    let kernel = noise(1_500_000, 21);
+    let kernel = crate::support::noise_text(1_500_000, 21);
     let v1 = push_small(&reg, &pm, "1", &[(VMLINUZ, &kernel), ("etc/motd", "one\n")], "os:1");
     let v2 = push_small(&reg, &pm, "2", &[(VMLINUZ, &kernel), ("etc/motd", "two\n")], "os:2");
-    let other = noise(1_500_000, 22);
+    let other = crate::support::noise_text(1_500_000, 22);
     let v3 = push_small(&reg, &pm, "3", &[(VMLINUZ, &other), ("etc/motd", "three\n")], "os:3");
     let sys = tempfile::tempdir().unwrap();
     let s = sys.path();

@@ -19,19 +19,6 @@ use crate::support::registry::{FaultProxy, Faults, Registry};
 use crate::support::run;
 use crate::support::tokenserver::TokenServer;
 
-/// Bytes that do not compress (xorshift), so a blob is as long as its content.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// Builds a one-layer image (a text file plus `noise_len` random bytes under
 /// `/etc`) in a umoci layout under `work`; returns the layout.
 ///
@@ -43,7 +30,7 @@ fn build_image(work: &Path, tag: &str, noise_len: usize) -> Layout {
     let tree = work.join(format!("tree-{tag}"));
     std::fs::create_dir_all(tree.join("etc")).unwrap();
     std::fs::write(tree.join("etc/os-release"), format!("ID=test\nVERSION_ID={tag}\n")).unwrap();
-    std::fs::write(tree.join("etc/noise"), noise(noise_len, tag.len() as u64 + 7)).unwrap();
+    std::fs::write(tree.join("etc/noise"), crate::support::noise(noise_len, tag.len() as u64 + 7)).unwrap();
     let layer = work.join(format!("layer-{tag}.tar"));
     run(std::process::Command::new("tar").arg("-C").arg(&tree).arg("-cf").arg(&layer).arg("etc"));
     let layout = Layout::new(&work.join("layout"), tag);
@@ -688,7 +675,7 @@ async fn small_blob_cut_mid_body_is_read_again() {
 async fn registry_blob_throughput() {
     let reg = Registry::start();
     let work = tempfile::tempdir().unwrap();
-    let data = noise(100 << 20, 42);
+    let data = crate::support::noise(100 << 20, 42);
     let digest = Digest::of(&data);
     let file = work.path().join("blob");
     std::fs::write(&file, &data).unwrap();

@@ -380,24 +380,12 @@ mod tests {
         c.finish()
     }
 
-    fn noise(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
     /// Cuts depend on the content only: they tile the data, respect the
     /// bounds, and an append or an edit in the middle leaves the chunks
     /// before it (and, after an edit, those a little after it) unchanged.
     #[test]
     fn chunks_are_cut_where_the_content_says() {
-        let data = noise(3 << 20, 7);
+        let data = crate::util::noise(3 << 20, 7);
         let a = chunks_of(&data);
         assert_eq!(a.iter().map(|c| c.size).sum::<u64>(), data.len() as u64);
         assert!(a.windows(2).all(|w| w[0].offset + w[0].size == w[1].offset));
@@ -423,7 +411,7 @@ mod tests {
     /// the whole blob decompresses to the tar.
     #[test]
     fn the_blob_is_the_tar_and_its_toc_locates_every_file() {
-        let big = noise(600_000, 3);
+        let big = crate::util::noise(600_000, 3);
         let files: [(&str, &[u8]); 4] =
             [("etc/a", b"alpha\n"), ("etc/empty", b""), ("usr/big", &big), ("etc/a-copy", b"alpha\n")];
         let tar = tar_of(&files);

@@ -530,19 +530,6 @@ mod tests {
     use crate::store::toc::Toc;
     use crate::store::Store;
 
-    /// Pseudo-random bytes (incompressible enough), from a seed.
-    fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
     /// A blob of one zstd frame per chunk of each file, and its TOC (as
     /// containers/storage writes it: the file entry is its first chunk, the
     /// others follow as `chunk` entries). The blob ends with one byte that
@@ -616,7 +603,7 @@ mod tests {
     /// v1 with a file of three chunks, v2 with bytes appended to its last
     /// one, and v2's content of that file.
     fn v1_v2() -> (Layer, Layer, Vec<u8>) {
-        let (a, b, c) = (noise(1, 300_000), noise(2, 200_000), noise(3, 50_000));
+        let (a, b, c) = (crate::util::noise(300_000, 1), crate::util::noise(200_000, 2), crate::util::noise(50_000, 3));
         let v1 = layer(&[("big", vec![a.clone(), b.clone(), c.clone()]), ("small", vec![b"v1".to_vec()])]);
         let mut c2 = c.clone();
         c2.extend_from_slice(b"# v2\n");
@@ -684,8 +671,8 @@ mod tests {
         // v2's first chunk has new bytes, but its TOC names v1's first chunk
         // for them: the stored chunk is copied, and the file is not the one
         // the TOC's content digest names.
-        let (a, a2) = (noise(1, 300_000), noise(9, 300_000));
-        let mut v2 = layer(&[("big", vec![a2, noise(2, 200_000), noise(3, 50_000)])]);
+        let (a, a2) = (crate::util::noise(300_000, 1), crate::util::noise(300_000, 9));
+        let mut v2 = layer(&[("big", vec![a2, crate::util::noise(200_000, 2), crate::util::noise(50_000, 3)])]);
         v2.1.entries[0].chunk_digest = Digest::of(&a).to_string();
         let (_, reused, index2) = pull(&store, "v2", &v2, || {});
         assert_eq!(reused, 550_000, "the lie finds the stored chunk (the other two are intact)");

@@ -126,3 +126,12 @@ pub fn tree_snapshot(root: &Path) -> TreeSnapshot {
     walk(root, root, &mut out);
     out
 }
+
+/// Bytes that do not compress (an xorshift stream from `seed`), so a blob is
+/// as long as its content.
+pub use hostctl::util::noise;
+
+/// Text of `len` printable characters that does not compress much (xorshift).
+pub fn noise_text(len: usize, seed: u64) -> String {
+    noise(len, seed).into_iter().map(|b| char::from(b'!' + b % 90)).collect()
+}
