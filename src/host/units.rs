@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -106,6 +107,9 @@ pub trait Units: Send + Sync {
     fn journal(&self, unit: &str, lines: usize) -> Result<Vec<String>>;
     /// Shows the unit's journal on this terminal (`follow`: until interrupted).
     fn show_journal(&self, unit: &str, follow: bool) -> Result<()>;
+    /// The directory systemd's generators write the units they make into
+    /// (`/run/systemd/generator`), when systemd runs this system.
+    fn generator_dir(&self) -> Option<PathBuf>;
 }
 
 /// How long [`start_and_wait`] waits, and how long a unit must stay up.
@@ -320,6 +324,12 @@ impl Units for Systemctl {
         }
         Ok(())
     }
+
+    fn generator_dir(&self) -> Option<PathBuf> {
+        // sd_booted(): systemd runs the system when /run/systemd/system exists.
+        let dir = Path::new("/run/systemd/generator");
+        (Path::new("/run/systemd/system").is_dir() && dir.is_dir()).then(|| dir.to_path_buf())
+    }
 }
 
 /// A recording fake: every call is logged (`"start app.service"`), states and
@@ -328,6 +338,7 @@ impl Units for Systemctl {
 pub struct FakeUnits {
     calls: Mutex<Vec<String>>,
     script: Mutex<HashMap<String, UnitScript>>,
+    generator_dir: Mutex<Option<PathBuf>>,
 }
 
 /// What a fake unit does.
@@ -389,6 +400,11 @@ impl FakeUnits {
     pub fn set_journal(&self, unit: &str, lines: &[&str]) {
         self.script.lock().unwrap().entry(unit.to_string()).or_default().journal =
             lines.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Generators write into `dir` (none by default).
+    pub fn set_generator_dir(&self, dir: &Path) {
+        *self.generator_dir.lock().unwrap() = Some(dir.to_path_buf());
     }
 
     /// The calls so far, in order.
@@ -463,6 +479,10 @@ impl Units for FakeUnits {
     fn show_journal(&self, unit: &str, follow: bool) -> Result<()> {
         self.record(format!("journal {unit}{}", if follow { " -f" } else { "" }));
         Ok(())
+    }
+
+    fn generator_dir(&self) -> Option<PathBuf> {
+        self.generator_dir.lock().unwrap().clone()
     }
 }
 
