@@ -160,28 +160,33 @@ pub fn install(apps: &Apps, source: Source, start: bool) -> Result<InstallReport
             bail!("{} already exists", dir.join(file).display());
         }
     }
-    let existing = apps.units.state(&unit_name)?;
-    if existing.exists() {
-        bail!("a systemd unit {unit_name} already exists ({}); choose another app name", existing.load_state);
-    }
     let images: Vec<(String, String)> = files.iter().filter(|(f, _)| f.ends_with(".image")).cloned().collect();
     let unit = AppUnit::read(&name, &files[0].1, &images).with_context(|| format!("reading {}", files[0].0))?;
     for p in &unit.publish {
         check_port_free(p)?;
     }
-    dry_run(apps, &files)?;
+    // Three looks that do not depend on each other, each a process of its
+    // own, run side by side: whether systemd knows the name, whether the
+    // image is there already (the undo keeps it then), and the dry run.
+    let (existing, had_image, checked) = std::thread::scope(|s| {
+        let existing = s.spawn(|| apps.units.state(&unit_name));
+        let had_image = s.spawn(|| apps.podman.image(&unit.image));
+        let checked = dry_run(apps, &files);
+        (joined(existing), joined(had_image), checked)
+    });
+    let existing = existing?;
+    if existing.exists() {
+        bail!("a systemd unit {unit_name} already exists ({}); choose another app name", existing.load_state);
+    }
+    checked?;
 
     // The image, with podman's own registry and trust settings.
-    let had_image = apps.podman.image(&unit.image)?.is_some();
+    let had_image = had_image?.is_some();
     apps.podman.pull(&unit.image, &apps.pull).with_context(|| format!("pulling {}", unit.image))?;
-    let image = apps
-        .podman
-        .image(&unit.image)?
-        .with_context(|| format!("{} is not in podman's storage after the pull", unit.image))?;
 
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut written: Vec<String> = Vec::new();
-    let result = (|| -> Result<()> {
+    let result = (|| -> Result<crate::host::podman::ImageInfo> {
         for (file, text) in &files {
             crate::fsutil::write_atomic(&dir.join(file), text.as_bytes())?;
             written.push(file.clone());
@@ -205,15 +210,23 @@ pub fn install(apps: &Apps, source: Source, start: bool) -> Result<InstallReport
                 return Err(AppDown { name: name.clone(), unit: unit_name.clone(), why, state, journal }.into());
             }
         }
-        AppRecord { files: written.clone(), ..Default::default() }.save(&apps.records_dir(), &name)
+        AppRecord { files: written.clone(), ..Default::default() }.save(&apps.records_dir(), &name)?;
+        // Read after the start, which it need not delay: the pulled image's
+        // ID and digest, for the report.
+        apps.podman
+            .image(&unit.image)?
+            .with_context(|| format!("{} is not in podman's storage after the pull", unit.image))
     })();
-    if let Err(err) = result {
-        let undo = undo_install(apps, &unit_name, &written, (!had_image).then_some(unit.image.as_str()));
-        return Err(match undo {
-            Ok(()) => err.context(format!("installing {name} (undone: nothing of it is left)")),
-            Err(u) => err.context(format!("installing {name} (undoing it failed too: {u:#})")),
-        });
-    }
+    let image = match result {
+        Ok(image) => image,
+        Err(err) => {
+            let undo = undo_install(apps, &unit_name, &written, (!had_image).then_some(unit.image.as_str()));
+            return Err(match undo {
+                Ok(()) => err.context(format!("installing {name} (undone: nothing of it is left)")),
+                Err(u) => err.context(format!("installing {name} (undoing it failed too: {u:#})")),
+            });
+        }
+    };
     Ok(InstallReport {
         name,
         unit: unit_name,
@@ -223,6 +236,11 @@ pub fn install(apps: &Apps, source: Source, start: bool) -> Result<InstallReport
         files: written,
         state: if start { "active".into() } else { "inactive".into() },
     })
+}
+
+/// The result of a scoped thread; its panic goes on here.
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// Makes systemd see the units of an app whose files were just written:

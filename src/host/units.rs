@@ -32,6 +32,8 @@ pub struct UnitState {
     pub result: String,
     /// The main process's exit status, when it exited.
     pub exec_main_status: Option<i32>,
+    /// `NRestarts`: how often systemd restarted the unit by itself (`Restart=`).
+    pub n_restarts: Option<u32>,
 }
 
 impl UnitState {
@@ -69,6 +71,7 @@ impl UnitState {
                 "SubState" => st.sub_state = v.to_string(),
                 "Result" => st.result = v.to_string(),
                 "ExecMainStatus" => st.exec_main_status = v.parse().ok(),
+                "NRestarts" => st.n_restarts = v.parse().ok(),
                 _ => {}
             }
         }
@@ -119,17 +122,15 @@ pub struct WaitPolicy {
     pub timeout: Duration,
     /// How long the unit must stay active after its job completed.
     pub settle: Duration,
-    /// How often the state is read while settling.
+    /// How often the state is read while settling. A unit that went down
+    /// stays down (`failed` or `inactive`) unless systemd restarts it, and
+    /// its restarts are counted: any read sees either, so a few reads do.
     pub poll: Duration,
 }
 
 impl Default for WaitPolicy {
     fn default() -> Self {
-        WaitPolicy {
-            timeout: Duration::from_secs(120),
-            settle: Duration::from_secs(3),
-            poll: Duration::from_millis(250),
-        }
+        WaitPolicy { timeout: Duration::from_secs(120), settle: Duration::from_secs(3), poll: Duration::from_secs(1) }
     }
 }
 
@@ -167,16 +168,23 @@ pub fn start_and_wait(units: &dyn Units, unit: &str, restart: bool, policy: &Wai
         }
     }
     let end = Instant::now() + policy.settle;
+    let mut restarts = None;
     loop {
         let state = units.state(unit)?;
         if !state.is_active() {
             let why = format!("it started but did not stay up: {}", state.summary());
             return Ok(Outcome::Down { why, state });
         }
-        if Instant::now() >= end {
+        if restarts.is_some() && state.n_restarts > restarts {
+            let why = "it started but did not stay up: systemd restarted it".to_string();
+            return Ok(Outcome::Down { why, state });
+        }
+        restarts = restarts.or(state.n_restarts);
+        let now = Instant::now();
+        if now >= end {
             return Ok(Outcome::Up);
         }
-        std::thread::sleep(policy.poll);
+        std::thread::sleep(policy.poll.min(end - now));
     }
 }
 
@@ -281,7 +289,7 @@ impl Units for Systemctl {
     }
 
     fn state(&self, unit: &str) -> Result<UnitState> {
-        let text = self.run(&["show", unit, "-p", "LoadState,ActiveState,SubState,Result,ExecMainStatus"])?;
+        let text = self.run(&["show", unit, "-p", "LoadState,ActiveState,SubState,Result,ExecMainStatus,NRestarts"])?;
         Ok(UnitState::parse_show(&text))
     }
 
@@ -364,6 +372,7 @@ pub fn state(active: &str, sub: &str) -> UnitState {
         sub_state: sub.into(),
         result: if active == "failed" { "exit-code".into() } else { "success".into() },
         exec_main_status: if active == "failed" { Some(1) } else { Some(0) },
+        n_restarts: Some(0),
     }
 }
 
@@ -535,6 +544,21 @@ mod tests {
         assert!(why.contains("did not stay up"), "{why}");
         assert_eq!(state.active_state, "failed");
         assert_eq!(u.calls(), ["restart a.service"]);
+    }
+
+    /// A unit that died and that systemd restarted (`Restart=`) looks
+    /// active again: its restart count tells.
+    #[test]
+    fn a_unit_restarted_while_settling_is_down() {
+        let u = FakeUnits::new();
+        let again = UnitState { n_restarts: Some(1), ..state("active", "running") };
+        u.on_next_start("a.service", JobResult::Done, vec![state("active", "running"), again]);
+        let Outcome::Down { why, .. } = start_and_wait(&u, "a.service", false, &quick()).unwrap() else {
+            panic!("expected down")
+        };
+        assert!(why.contains("systemd restarted it"), "{why}");
+        let st = UnitState::parse_show("LoadState=loaded\nActiveState=active\nNRestarts=2\n");
+        assert_eq!(st.n_restarts, Some(2));
     }
 
     #[test]
