@@ -430,7 +430,7 @@ impl Podman for PodmanCli {
             cmd.env("QUADLET_UNIT_DIRS", units_dir);
         }
         let res = cmd.output().with_context(|| format!("running {}", self.generator.display()))?;
-        tracing::debug!("{}: {} in {:?}", self.generator.display(), res.status, started.elapsed());
+        tracing::debug!("quadlet generator {}: {} in {:?}", self.generator.display(), res.status, started.elapsed());
         if !res.status.success() {
             bail!("{} failed ({}): {}", self.generator.display(), res.status, stderr_of(&res));
         }
