@@ -8,7 +8,10 @@
 //! systemd's generator directory (`/run/systemd/generator`). systemd loads a
 //! unit it has not loaded yet from disk when it is first asked for, and it
 //! loads again one that it found missing before, once its unit directories
-//! changed on disk (their modification times are what it checks). The next
+//! changed on disk: their modification times are what it checks, and it
+//! leaves its generator directories out of that check (seen in the VM,
+//! systemd 257: the start found no unit), so hostctl then touches one it
+//! does check ([`crate::host::units::Units::unit_dirs_changed`]). The next
 //! real daemon-reload regenerates the same files.
 //!
 //! Only additions go this way. When anything the generator makes differs
@@ -146,6 +149,7 @@ pub fn load_new_units(apps: &Apps, service: &str) -> Result<Option<String>> {
         Plan::Reload(why) => Ok(Some(why)),
         Plan::Add(add) => {
             apply(scratch.path(), &live, &add)?;
+            apps.units.unit_dirs_changed()?;
             Ok(None)
         }
     }

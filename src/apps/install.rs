@@ -431,7 +431,7 @@ mod tests {
         f.units.set_generator_dir(&gen);
         let apps = f.apps();
         install(&apps, Source::Spec(spec()), true).unwrap();
-        assert_eq!(f.units.calls(), ["start web.service"]);
+        assert_eq!(f.units.calls(), ["unit-dirs-changed", "start web.service"]);
         assert_eq!(f.podman.calls()[2], "quadlet generate");
         let unit = std::fs::read_to_string(gen.join("web.service")).unwrap();
         assert_eq!(unit, format!("# generated from web.container\n{}", spec().render()));
@@ -474,7 +474,7 @@ mod tests {
         f.units.on_next_start("web.service", JobResult::Failed("Unit web.service not found.".into()), vec![not_found]);
         let r = install(&f.apps(), Source::Spec(spec()), true).unwrap();
         assert_eq!(r.state, "active");
-        assert_eq!(f.units.calls(), ["start web.service", "daemon-reload", "start web.service"]);
+        assert_eq!(f.units.calls(), ["unit-dirs-changed", "start web.service", "daemon-reload", "start web.service"]);
     }
 
     #[test]

@@ -113,6 +113,12 @@ pub trait Units: Send + Sync {
     /// The directory systemd's generators write the units they make into
     /// (`/run/systemd/generator`), when systemd runs this system.
     fn generator_dir(&self) -> Option<PathBuf>;
+    /// Makes systemd look for unit files again the next time it is asked
+    /// for a unit it has not found before. systemd rebuilds its map of unit
+    /// files when the modification time of one of its unit directories
+    /// changed, but it leaves its generator directories out of that check:
+    /// a unit added there needs a directory it does check touched.
+    fn unit_dirs_changed(&self) -> Result<()>;
 }
 
 /// How long [`start_and_wait`] waits, and how long a unit must stay up.
@@ -336,9 +342,20 @@ impl Units for Systemctl {
     fn generator_dir(&self) -> Option<PathBuf> {
         // sd_booted(): systemd runs the system when /run/systemd/system exists.
         let dir = Path::new("/run/systemd/generator");
-        (Path::new("/run/systemd/system").is_dir() && dir.is_dir()).then(|| dir.to_path_buf())
+        (Path::new(RUNTIME_UNITS).is_dir() && dir.is_dir()).then(|| dir.to_path_buf())
+    }
+
+    fn unit_dirs_changed(&self) -> Result<()> {
+        // The runtime units directory: on tmpfs, systemd's own, and always
+        // there when systemd runs the system. Only its time changes.
+        std::fs::File::open(RUNTIME_UNITS)
+            .and_then(|d| d.set_modified(std::time::SystemTime::now()))
+            .with_context(|| format!("updating the modification time of {RUNTIME_UNITS}"))
     }
 }
+
+/// systemd's runtime units directory, one of those it looks for unit files in.
+const RUNTIME_UNITS: &str = "/run/systemd/system";
 
 /// A recording fake: every call is logged (`"start app.service"`), states and
 /// job results come from a script per unit.
@@ -492,6 +509,11 @@ impl Units for FakeUnits {
 
     fn generator_dir(&self) -> Option<PathBuf> {
         self.generator_dir.lock().unwrap().clone()
+    }
+
+    fn unit_dirs_changed(&self) -> Result<()> {
+        self.record("unit-dirs-changed".into());
+        Ok(())
     }
 }
 
