@@ -131,7 +131,9 @@ for mode in cold warm; do
 done
 clean cold
 echo "BENCH-TRACE-BEGIN"
+echo "BENCH-TRACE $(date -u +%FT%T.%6NZ) command started"
 $H -vv app install web "$IMG" --publish 8080:8080 2>&1 | sed 's/^/BENCH-TRACE /'
+echo "BENCH-TRACE $(date -u +%FT%T.%6NZ) command ended"
 echo "BENCH-TRACE-END"
 EOB
 bash /run/bench.sh
@@ -148,7 +150,7 @@ grep -q BENCH-DONE "$W/boot.txt" || fail "the guest did not finish; see $W/boot.
 grep -a '^BENCH-GUEST\|^BENCH-RUN\|^BENCH-OUT' "$W/boot.txt"
 grep -a '^BENCH-TRACE ' "$W/boot.txt" | sed 's/^BENCH-TRACE //' > "$W/trace.txt"
 echo "hostctl app install -vv (the podman and systemctl calls and their times):"
-grep -E 'podman |systemctl |quadlet ' "$W/trace.txt" || cat "$W/trace.txt"
+grep -E 'podman |systemctl |quadlet |command ' "$W/trace.txt" || cat "$W/trace.txt"
 python3 - "$W/boot.txt" <<'PY'
 import re, statistics, sys
 runs = {}

@@ -410,7 +410,17 @@ for d in Requires:feed BindsTo:tail; do
   printf '[Unit]\nDescription=VM test: %s the api app\n%s=api.service\nAfter=api.service\n[Service]\nExecStart=/bin/sleep infinity\n' \
     "${d%%:*}" "${d%%:*}" > "/etc/systemd/system/api-${d#*:}.service"
 done
-$H app install --file /root/api/api.container --file /root/api/api.volume && echo "E2E-API-INSTALLED"
+$H -vv app install --file /root/api/api.container --file /root/api/api.volume 2>/tmp/api-install.log && echo "E2E-API-INSTALLED"
+grep -av DEBUG /tmp/api-install.log | tail -n 5
+# Installed without a daemon-reload (web's unit, made by systemd's own run
+# of the generator at boot, is the same as hostctl's run makes it), and what
+# hostctl put into systemd's generator directory is what a reload makes.
+echo "E2E-API-INSTALL-RELOADS $(grep -ac 'systemctl daemon-reload:' /tmp/api-install.log)"
+grep -a 'daemon-reload' /tmp/api-install.log | sed 's/^/E2E-API-INSTALL-LOG /'
+cp /run/systemd/generator/api.service /run/systemd/generator/api-volume.service /tmp/
+systemctl daemon-reload
+cmp /tmp/api.service /run/systemd/generator/api.service && cmp /tmp/api-volume.service /run/systemd/generator/api-volume.service \
+  && echo "E2E-API-GENERATED-SAME"
 systemctl start api-feed.service api-tail.service && echo "E2E-API-DEPENDENTS-STARTED"
 podman exec systemd-api /bin/busybox sh -c 'echo "api volume kept" > /www/data/note.txt'
 echo "E2E-API-PROBE installed"; sleep 3
@@ -664,6 +674,8 @@ fleet_check "after boot 4 the guest should hold the slot again, for v3" \
   'len(group) == 1 and group[0]["id"] == me and group[0].get("digest") == digest' "$(cat "$W/v3.digest")"
 step "boot 4: v2 after rollback, its bound app serves A again, the app still served with its volume data; app update to a broken image rolled back by itself (non-zero exit, status says why, old page served); the agent took the slot, staged v3 and rebooted"
 need 4 "E2E-API-INSTALLED" "hostctl app install --file (a .container with a health check and a .volume, written in the guest)"
+need 4 "E2E-API-INSTALL-RELOADS 0" "app install loaded the new units without a daemon-reload"
+need 4 "E2E-API-GENERATED-SAME" "the units app install wrote for systemd are, byte for byte, what a daemon-reload generates"
 need 4 "E2E-API-DEPENDENTS-STARTED" "the units that Require= and BindsTo= the api app started"
 api_served 4 installed "hostctl-e2e api v1" && api_served 4 installed "api volume kept" \
   || fail "boot 4: the api app did not answer on the forwarded port 127.0.0.1:$apiport ($(cat "$W/api-4-installed.txt" 2>/dev/null))"

@@ -4,16 +4,19 @@
 //! (no installed app or existing unit by that name), the published host
 //! ports (free), the unit files (podman's Quadlet generator, dry-run, on a
 //! scratch copy), then pulls the image with podman. Only then are the files
-//! written, systemd reloaded and the unit started; if the app does not come
-//! up, the error says why (its state and last journal lines) and the install
-//! is undone: unit stopped, files removed, systemd reloaded, and the image
-//! removed when the install pulled it.
+//! written, the units made of them handed to systemd (without a
+//! daemon-reload when they are all new: [`super::generated`]) and the unit
+//! started; if the app does not come up, the error says why (its state and
+//! last journal lines) and the install is undone: unit stopped, files
+//! removed, systemd reloaded, and the image removed when the install pulled
+//! it.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use super::generated::load_new_units;
 use super::leftover::{remove_unused, Disposal};
 use super::quadlet::{parse_publish, AppUnit, ContainerSpec};
 use super::record::AppRecord;
@@ -157,50 +160,75 @@ pub fn install(apps: &Apps, source: Source, start: bool) -> Result<InstallReport
             bail!("{} already exists", dir.join(file).display());
         }
     }
-    let existing = apps.units.state(&unit_name)?;
-    if existing.exists() {
-        bail!("a systemd unit {unit_name} already exists ({}); choose another app name", existing.load_state);
-    }
     let images: Vec<(String, String)> = files.iter().filter(|(f, _)| f.ends_with(".image")).cloned().collect();
     let unit = AppUnit::read(&name, &files[0].1, &images).with_context(|| format!("reading {}", files[0].0))?;
     for p in &unit.publish {
         check_port_free(p)?;
     }
-    dry_run(apps, &files)?;
+    // Three looks that do not depend on each other, each a process of its
+    // own, run side by side: whether systemd knows the name, whether the
+    // image is there already (the undo keeps it then), and the dry run.
+    let (existing, had_image, checked, room) = std::thread::scope(|s| {
+        let existing = s.spawn(|| apps.units.state(&unit_name));
+        let had_image = s.spawn(|| apps.podman.image(&unit.image));
+        let room = s.spawn(|| apps.ensure_room(&unit.image));
+        let checked = dry_run(apps, &files);
+        (joined(existing), joined(had_image), checked, joined(room))
+    });
+    let existing = existing?;
+    if existing.exists() {
+        bail!("a systemd unit {unit_name} already exists ({}); choose another app name", existing.load_state);
+    }
+    checked?;
 
     // The image, with podman's own registry and trust settings.
-    let had_image = apps.podman.image(&unit.image)?.is_some();
-    apps.ensure_room(&unit.image)?;
+    let had_image = had_image?.is_some();
+    room?; // the space check, asked beside the looks above
     apps.podman.pull(&unit.image, &apps.pull).with_context(|| format!("pulling {}", unit.image))?;
-    let image = apps
-        .podman
-        .image(&unit.image)?
-        .with_context(|| format!("{} is not in podman's storage after the pull", unit.image))?;
 
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut written: Vec<String> = Vec::new();
-    let result = (|| -> Result<()> {
+    let result = (|| -> Result<crate::host::podman::ImageInfo> {
         for (file, text) in &files {
             crate::fsutil::write_atomic(&dir.join(file), text.as_bytes())?;
             written.push(file.clone());
         }
-        apps.units.daemon_reload()?;
+        let reloaded = load_units(apps, &unit_name)?;
         if start {
-            apps.units.reset_failed(&unit_name)?;
-            if let Outcome::Down { why, state } = apps.come_up(&name, false)? {
+            if reloaded {
+                apps.units.reset_failed(&unit_name)?;
+            }
+            let mut outcome = apps.come_up(&name, false)?;
+            if let (false, Outcome::Down { state, .. }) = (reloaded, &outcome) {
+                if !state.exists() {
+                    // systemd did not pick the new unit up by itself: reload after all.
+                    tracing::debug!("{unit_name} was not found without a daemon-reload: reloading");
+                    apps.units.daemon_reload()?;
+                    outcome = apps.come_up(&name, false)?;
+                }
+            }
+            if let Outcome::Down { why, state } = outcome {
                 let journal = apps.units.journal(&unit_name, apps.journal_lines).unwrap_or_default();
                 return Err(AppDown { name: name.clone(), unit: unit_name.clone(), why, state, journal }.into());
             }
         }
-        AppRecord { files: written.clone(), ..Default::default() }.save(&apps.records_dir(), &name)
+        AppRecord { files: written.clone(), ..Default::default() }.save(&apps.records_dir(), &name)?;
+        // Read after the start, which it need not delay: the pulled image's
+        // ID and digest, for the report.
+        apps.podman
+            .image(&unit.image)?
+            .with_context(|| format!("{} is not in podman's storage after the pull", unit.image))
     })();
-    if let Err(err) = result {
-        let undo = undo_install(apps, &unit_name, &written, (!had_image).then_some(unit.image.as_str()));
-        return Err(match undo {
-            Ok(()) => err.context(format!("installing {name} (undone: nothing of it is left)")),
-            Err(u) => err.context(format!("installing {name} (undoing it failed too: {u:#})")),
-        });
-    }
+    let image = match result {
+        Ok(image) => image,
+        Err(err) => {
+            let undo = undo_install(apps, &unit_name, &written, (!had_image).then_some(unit.image.as_str()));
+            return Err(match undo {
+                Ok(()) => err.context(format!("installing {name} (undone: nothing of it is left)")),
+                Err(u) => err.context(format!("installing {name} (undoing it failed too: {u:#})")),
+            });
+        }
+    };
     Ok(InstallReport {
         name,
         unit: unit_name,
@@ -210,6 +238,25 @@ pub fn install(apps: &Apps, source: Source, start: bool) -> Result<InstallReport
         files: written,
         state: if start { "active".into() } else { "inactive".into() },
     })
+}
+
+/// The result of a scoped thread; its panic goes on here.
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// Makes systemd see the units of an app whose files were just written:
+/// without a daemon-reload when only new units come of them
+/// ([`load_new_units`]), else with one. Returns whether systemd was reloaded.
+fn load_units(apps: &Apps, service: &str) -> Result<bool> {
+    let why = match load_new_units(apps, service) {
+        Ok(None) => return Ok(false),
+        Ok(Some(why)) => why,
+        Err(e) => format!("{e:#}"),
+    };
+    tracing::debug!("systemctl daemon-reload, since {service} could not be loaded alone: {why}");
+    apps.units.daemon_reload()?;
+    Ok(true)
 }
 
 /// Checks `files` with podman's Quadlet generator in dry-run mode, in a
@@ -339,7 +386,7 @@ mod tests {
     use super::*;
     use crate::apps::testing::Fixture;
     use crate::host::podman::fake_image;
-    use crate::host::units::{state, JobResult};
+    use crate::host::units::{state, JobResult, UnitState};
 
     const IMG: &str = "127.0.0.1:5000/apps/web:1";
 
@@ -372,6 +419,64 @@ mod tests {
         let err = install(&apps, Source::Spec(spec()), true).unwrap_err();
         assert!(err.to_string().contains("app web is already installed"), "{err:#}");
         assert_eq!(f.units.calls().len(), 3);
+    }
+
+    /// With systemd's generator directory at hand, a new app's units go
+    /// there, made by the generator as systemd would, and no daemon-reload
+    /// is needed: systemd loads a unit it does not know from disk on demand.
+    #[test]
+    fn a_new_app_is_started_without_a_daemon_reload() {
+        let f = fixture();
+        let gen = f.dir.path().join("run/systemd/generator");
+        std::fs::create_dir_all(&gen).unwrap();
+        std::fs::write(gen.join("other.service"), "not Quadlet's\n").unwrap();
+        f.units.set_generator_dir(&gen);
+        let apps = f.apps();
+        install(&apps, Source::Spec(spec()), true).unwrap();
+        assert_eq!(f.units.calls(), ["unit-dirs-changed", "start web.service"]);
+        assert_eq!(f.podman.calls()[2], "quadlet generate");
+        let unit = std::fs::read_to_string(gen.join("web.service")).unwrap();
+        assert_eq!(unit, format!("# generated from web.container\n{}", spec().render()));
+        assert!(gen.join("multi-user.target.wants/web.service").is_file());
+        assert_eq!(std::fs::read_to_string(gen.join("other.service")).unwrap(), "not Quadlet's\n");
+        // The scratch directory the generator wrote into is gone.
+        let left: Vec<_> = std::fs::read_dir(gen.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["generator"]);
+    }
+
+    /// A generated unit of that name left from before (an app removed
+    /// without a reload) differs from the new one: systemd would keep what
+    /// it loaded, so it is reloaded, and the stale file is left to the reload.
+    #[test]
+    fn a_stale_generated_unit_or_no_generator_means_a_daemon_reload() {
+        let f = fixture();
+        let gen = f.dir.path().join("run/systemd/generator");
+        std::fs::create_dir_all(&gen).unwrap();
+        std::fs::write(gen.join("web.service"), "an older web\n").unwrap();
+        f.units.set_generator_dir(&gen);
+        install(&f.apps(), Source::Spec(spec()), true).unwrap();
+        assert_eq!(f.units.calls(), ["daemon-reload", "reset-failed web.service", "start web.service"]);
+        assert_eq!(std::fs::read_to_string(gen.join("web.service")).unwrap(), "an older web\n");
+        // No Quadlet generator where systemd runs it.
+        let f = fixture();
+        f.units.set_generator_dir(f.dir.path());
+        f.podman.state.lock().unwrap().no_generator = true;
+        install(&f.apps(), Source::Spec(spec()), true).unwrap();
+        assert_eq!(f.units.calls(), ["daemon-reload", "reset-failed web.service", "start web.service"]);
+    }
+
+    /// Should systemd not find the unit written for it, the install
+    /// reloads systemd after all and starts it again.
+    #[test]
+    fn a_unit_systemd_did_not_find_is_started_again_after_a_reload() {
+        let f = fixture();
+        f.units.set_generator_dir(f.dir.path());
+        let not_found =
+            UnitState { load_state: "not-found".into(), active_state: "inactive".into(), ..Default::default() };
+        f.units.on_next_start("web.service", JobResult::Failed("Unit web.service not found.".into()), vec![not_found]);
+        let r = install(&f.apps(), Source::Spec(spec()), true).unwrap();
+        assert_eq!(r.state, "active");
+        assert_eq!(f.units.calls(), ["unit-dirs-changed", "start web.service", "daemon-reload", "start web.service"]);
     }
 
     #[test]

@@ -4,12 +4,14 @@
 //!
 //! Files, one concept each: [`quadlet`] (the unit model, writer and reader),
 //! [`record`] (what hostctl remembers of each app under `/var`), [`install`]
-//! (install, with undo when the app does not come up; remove), [`update`]
+//! (install, with undo when the app does not come up; remove), [`generated`]
+//! (a new app's units loaded without a daemon-reload), [`update`]
 //! (digest check, pull, restart, roll back by digest), [`leftover`] (the
 //! image a rolled-back update pulled, removed), [`room`] (the space check
 //! before a pull), [`status`] (list and status). podman and systemd are reached only through [`crate::host`].
 
 pub mod bound;
+pub mod generated;
 pub mod install;
 pub mod leftover;
 pub mod quadlet;

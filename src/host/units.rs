@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -31,6 +32,8 @@ pub struct UnitState {
     pub result: String,
     /// The main process's exit status, when it exited.
     pub exec_main_status: Option<i32>,
+    /// `NRestarts`: how often systemd restarted the unit by itself (`Restart=`).
+    pub n_restarts: Option<u32>,
 }
 
 impl UnitState {
@@ -68,6 +71,7 @@ impl UnitState {
                 "SubState" => st.sub_state = v.to_string(),
                 "Result" => st.result = v.to_string(),
                 "ExecMainStatus" => st.exec_main_status = v.parse().ok(),
+                "NRestarts" => st.n_restarts = v.parse().ok(),
                 _ => {}
             }
         }
@@ -108,6 +112,15 @@ pub trait Units: Send + Sync {
     fn show_journal(&self, unit: &str, follow: bool) -> Result<()>;
     /// The units in the failed state now, by name.
     fn failed_units(&self) -> Result<Vec<String>>;
+    /// The directory systemd's generators write the units they make into
+    /// (`/run/systemd/generator`), when systemd runs this system.
+    fn generator_dir(&self) -> Option<PathBuf>;
+    /// Makes systemd look for unit files again the next time it is asked
+    /// for a unit it has not found before. systemd rebuilds its map of unit
+    /// files when the modification time of one of its unit directories
+    /// changed, but it leaves its generator directories out of that check:
+    /// a unit added there needs a directory it does check touched.
+    fn unit_dirs_changed(&self) -> Result<()>;
 }
 
 /// How long [`start_and_wait`] waits, and how long a unit must stay up.
@@ -117,17 +130,15 @@ pub struct WaitPolicy {
     pub timeout: Duration,
     /// How long the unit must stay active after its job completed.
     pub settle: Duration,
-    /// How often the state is read while settling.
+    /// How often the state is read while settling. A unit that went down
+    /// stays down (`failed` or `inactive`) unless systemd restarts it, and
+    /// its restarts are counted: any read sees either, so a few reads do.
     pub poll: Duration,
 }
 
 impl Default for WaitPolicy {
     fn default() -> Self {
-        WaitPolicy {
-            timeout: Duration::from_secs(120),
-            settle: Duration::from_secs(3),
-            poll: Duration::from_millis(250),
-        }
+        WaitPolicy { timeout: Duration::from_secs(120), settle: Duration::from_secs(3), poll: Duration::from_secs(1) }
     }
 }
 
@@ -165,16 +176,23 @@ pub fn start_and_wait(units: &dyn Units, unit: &str, restart: bool, policy: &Wai
         }
     }
     let end = Instant::now() + policy.settle;
+    let mut restarts = None;
     loop {
         let state = units.state(unit)?;
         if !state.is_active() {
             let why = format!("it started but did not stay up: {}", state.summary());
             return Ok(Outcome::Down { why, state });
         }
-        if Instant::now() >= end {
+        if restarts.is_some() && state.n_restarts > restarts {
+            let why = "it started but did not stay up: systemd restarted it".to_string();
+            return Ok(Outcome::Down { why, state });
+        }
+        restarts = restarts.or(state.n_restarts);
+        let now = Instant::now();
+        if now >= end {
             return Ok(Outcome::Up);
         }
-        std::thread::sleep(policy.poll);
+        std::thread::sleep(policy.poll.min(end - now));
     }
 }
 
@@ -284,7 +302,7 @@ impl Units for Systemctl {
     }
 
     fn state(&self, unit: &str) -> Result<UnitState> {
-        let text = self.run(&["show", unit, "-p", "LoadState,ActiveState,SubState,Result,ExecMainStatus"])?;
+        let text = self.run(&["show", unit, "-p", "LoadState,ActiveState,SubState,Result,ExecMainStatus,NRestarts"])?;
         Ok(UnitState::parse_show(&text))
     }
 
@@ -327,7 +345,24 @@ impl Units for Systemctl {
         }
         Ok(())
     }
+
+    fn generator_dir(&self) -> Option<PathBuf> {
+        // sd_booted(): systemd runs the system when /run/systemd/system exists.
+        let dir = Path::new("/run/systemd/generator");
+        (Path::new(RUNTIME_UNITS).is_dir() && dir.is_dir()).then(|| dir.to_path_buf())
+    }
+
+    fn unit_dirs_changed(&self) -> Result<()> {
+        // The runtime units directory: on tmpfs, systemd's own, and always
+        // there when systemd runs the system. Only its time changes.
+        std::fs::File::open(RUNTIME_UNITS)
+            .and_then(|d| d.set_modified(std::time::SystemTime::now()))
+            .with_context(|| format!("updating the modification time of {RUNTIME_UNITS}"))
+    }
 }
+
+/// systemd's runtime units directory, one of those it looks for unit files in.
+const RUNTIME_UNITS: &str = "/run/systemd/system";
 
 /// A recording fake: every call is logged (`"start app.service"`), states and
 /// job results come from a script per unit.
@@ -335,6 +370,7 @@ impl Units for Systemctl {
 pub struct FakeUnits {
     calls: Mutex<Vec<String>>,
     script: Mutex<HashMap<String, UnitScript>>,
+    generator_dir: Mutex<Option<PathBuf>>,
 }
 
 /// What a fake unit does.
@@ -360,6 +396,7 @@ pub fn state(active: &str, sub: &str) -> UnitState {
         sub_state: sub.into(),
         result: if active == "failed" { "exit-code".into() } else { "success".into() },
         exec_main_status: if active == "failed" { Some(1) } else { Some(0) },
+        n_restarts: Some(0),
     }
 }
 
@@ -396,6 +433,11 @@ impl FakeUnits {
     pub fn set_journal(&self, unit: &str, lines: &[&str]) {
         self.script.lock().unwrap().entry(unit.to_string()).or_default().journal =
             lines.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Generators write into `dir` (none by default).
+    pub fn set_generator_dir(&self, dir: &Path) {
+        *self.generator_dir.lock().unwrap() = Some(dir.to_path_buf());
     }
 
     /// The calls so far, in order.
@@ -482,6 +524,15 @@ impl Units for FakeUnits {
         self.record(format!("journal {unit}{}", if follow { " -f" } else { "" }));
         Ok(())
     }
+
+    fn generator_dir(&self) -> Option<PathBuf> {
+        self.generator_dir.lock().unwrap().clone()
+    }
+
+    fn unit_dirs_changed(&self) -> Result<()> {
+        self.record("unit-dirs-changed".into());
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -533,6 +584,21 @@ mod tests {
         assert!(why.contains("did not stay up"), "{why}");
         assert_eq!(state.active_state, "failed");
         assert_eq!(u.calls(), ["restart a.service"]);
+    }
+
+    /// A unit that died and that systemd restarted (`Restart=`) looks
+    /// active again: its restart count tells.
+    #[test]
+    fn a_unit_restarted_while_settling_is_down() {
+        let u = FakeUnits::new();
+        let again = UnitState { n_restarts: Some(1), ..state("active", "running") };
+        u.on_next_start("a.service", JobResult::Done, vec![state("active", "running"), again]);
+        let Outcome::Down { why, .. } = start_and_wait(&u, "a.service", false, &quick()).unwrap() else {
+            panic!("expected down")
+        };
+        assert!(why.contains("systemd restarted it"), "{why}");
+        let st = UnitState::parse_show("LoadState=loaded\nActiveState=active\nNRestarts=2\n");
+        assert_eq!(st.n_restarts, Some(2));
     }
 
     #[test]
