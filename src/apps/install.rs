@@ -165,9 +165,10 @@ pub fn install(apps: &Apps, source: Source, start: bool) -> Result<InstallReport
     for p in &unit.publish {
         check_port_free(p)?;
     }
-    // Three looks that do not depend on each other, each a process of its
-    // own, run side by side: whether systemd knows the name, whether the
-    // image is there already (the undo keeps it then), and the dry run.
+    // Four looks that do not depend on each other run side by side: whether
+    // systemd knows the name, whether the image is there already (the undo
+    // keeps it then), whether it fits (the registry's manifest against the
+    // free space: `room`), and the dry run.
     let (existing, had_image, checked, room) = std::thread::scope(|s| {
         let existing = s.spawn(|| apps.units.state(&unit_name));
         let had_image = s.spawn(|| apps.podman.image(&unit.image));
