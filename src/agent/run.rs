@@ -20,7 +20,7 @@ use super::clock::Clock;
 use super::config::{AgentConfig, Strategy};
 use super::state::{self, AgentState, Health, Phase, Target};
 use crate::apps::bound::BoundImagesHook;
-use crate::boot::failed_before::FailedBeforeUpdate;
+use crate::deploy::failed_before::FailedBeforeUpdate;
 use crate::deploy::hooks::StageHook;
 use crate::deploy::stage::{Deployer, StageOptions};
 use crate::deploy::upgrade::{check_update, Update};

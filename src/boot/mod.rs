@@ -1,12 +1,10 @@
 //! Booting deployments: kernels and initramfs on the boot partition, BLS type 1
-//! entries, boot counting and health checks (with the units that had failed
-//! before an update, which they do not hold against it), and the
+//! entries, boot counting and health checks, and the
 //! root set-up done in the initramfs.
 
 pub mod bls;
 pub mod counting;
 pub mod entry;
-pub mod failed_before;
 pub mod health;
 pub mod kargs;
 pub mod kernel;

@@ -7,7 +7,7 @@ use clap::Args;
 use super::output::{outln, print_json};
 use super::GlobalArgs;
 use crate::apps::bound::BoundImagesHook;
-use crate::boot::failed_before::FailedBeforeUpdate;
+use crate::deploy::failed_before::FailedBeforeUpdate;
 use crate::deploy::stage::Deployer;
 use crate::deploy::upgrade::{check, deploy_with, FlowOptions, FlowReport};
 use crate::host::podman::PodmanCli;

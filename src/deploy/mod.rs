@@ -2,7 +2,8 @@
 //! deployment set's state (booted, staged, rollback, pins), the three-way /etc
 //! merge and the persistent /var of each stateroot; the update flow as
 //! explicit steps ([`upgrade`]), rollback and pins ([`rollback`]) and the
-//! finalize-at-shutdown policy ([`finalize`]).
+//! finalize-at-shutdown policy ([`finalize`]); the stage hook that records
+//! the units already failed before an update ([`failed_before`]).
 
 pub mod booted;
 pub mod checkout;
@@ -10,6 +11,7 @@ pub mod cleanup;
 pub mod config_diff;
 pub mod deployment;
 pub mod etc_merge;
+pub mod failed_before;
 pub mod finalize;
 mod fsat;
 pub mod fsck;
