@@ -72,14 +72,15 @@ podman push -q --tls-verify=false "$local_tag/web:v1" "docker://127.0.0.1:$port/
   || fail "install to-disk: $(tail -n 20 "$W/install.log")"
 vm_prepare "$W"
 
-# The guest's script: sh for the test agent, the measuring in bash (/dev/tcp).
+# The guest's script: sh for the test agent, the runs in bash.
 cat > "$W/guest.sh" <<'EOF'
 #!/bin/sh
 exec >/dev/ttyS0 2>&1
-base64 -d <<'B64' | gunzip > /run/bench-served
+mkdir -p /var/lib/hostctl-bench  # /run is noexec here
+base64 -d <<'B64' | gunzip > /var/lib/hostctl-bench/served
 SERVED_B64
 B64
-chmod +x /run/bench-served
+chmod +x /var/lib/hostctl-bench/served
 cat > /run/bench.sh <<'EOB'
 set -u
 IMG=10.0.2.100:5000/hostctl-bench/web:stable
@@ -98,9 +99,9 @@ run() { # TOOL MODE ROUND
   local result
   clean "$2"
   if [ "$1" = hostctl ]; then
-    result=$(/run/bench-served "$ADDR:8080" "hostctl-bench app" 120 /tmp/out -- $H app install web "$IMG" --publish 8080:8080)
+    result=$(/var/lib/hostctl-bench/served "$ADDR:8080" "hostctl-bench app" 120 /tmp/out -- $H app install web "$IMG" --publish 8080:8080)
   else
-    result=$(/run/bench-served "$ADDR:8080" "hostctl-bench app" 120 /tmp/out -- podman run -d --tls-verify=false --name web -p 8080:8080 "$IMG")
+    result=$(/var/lib/hostctl-bench/served "$ADDR:8080" "hostctl-bench app" 120 /tmp/out -- podman run -d --tls-verify=false --name web -p 8080:8080 "$IMG")
   fi
   echo "BENCH-RUN $1 $2 $3 $result"
   case $result in *" rc=0") ;; *) sed 's/^/BENCH-OUT /' /tmp/out ;; esac
