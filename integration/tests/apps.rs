@@ -63,7 +63,7 @@ fn test_apps<'a>(
     root: &Path,
     podman: &'a PodmanCli,
     units: &'a hostctl::host::units::FakeUnits,
-    layers: Option<&'a dyn hostctl::apps::room::ImageLayers>,
+    registry: Option<&'a dyn hostctl::apps::remote::RemoteImages>,
 ) -> hostctl::apps::Apps<'a> {
     hostctl::apps::Apps {
         root: root.to_path_buf(),
@@ -76,7 +76,7 @@ fn test_apps<'a>(
             poll: std::time::Duration::from_millis(1),
         },
         journal_lines: 5,
-        layers,
+        registry,
     }
 }
 
@@ -489,7 +489,7 @@ async fn a_rollback_on_real_podman_removes_the_failed_image_or_keeps_it_for_purg
 /// byte taken; `--download-only` alike. With room, the same pull goes through.
 #[tokio::test]
 async fn an_app_update_that_cannot_fit_is_refused_before_podman_downloads_and_goes_through_with_room() {
-    use hostctl::apps::room::RegistryLayers;
+    use hostctl::apps::remote::RegistryImages;
     use hostctl::apps::update::{failure, update, UpdateOptions};
     use hostctl::host::units::FakeUnits;
 
@@ -499,13 +499,13 @@ async fn an_app_update_that_cannot_fit_is_refused_before_podman_downloads_and_go
     let fs = crate::support::tmpfs::Tmpfs::mount("32m");
     let podman = PodmanCli { global: storage_args(fs.path()), ..PodmanCli::default() };
     let units = FakeUnits::new();
-    let layers = RegistryLayers(insecure());
+    let registry = RegistryImages { options: insecure(), verifier: None };
     let web = reg.image("apps/web:stable");
     write_tree(
         root.path(),
         &[("etc/containers/systemd/web.container", &format!("[Container]\nImage={web}\nContainerName=web\n"))],
     );
-    let apps = test_apps(root.path(), &podman, &units, Some(&layers));
+    let apps = test_apps(root.path(), &podman, &units, Some(&registry));
     let remote = RegistryDigest(insecure());
     let images = || {
         let out = run(Command::new("podman").args(storage_args(fs.path())).args(["images", "-a", "-q", "--no-trunc"]));
@@ -545,4 +545,52 @@ async fn an_app_update_that_cannot_fit_is_refused_before_podman_downloads_and_go
     let v2 = podman.image(&web).unwrap().unwrap();
     assert_eq!(Some(v2.digest.as_str()), r[0].to_digest.as_deref());
     assert_ne!(v2.id, v1.id);
+}
+
+/// `app install` skips podman's pull only when podman holds the registry's
+/// image under the name already (read from podman's storage files, as
+/// `podman image inspect` tells it) and hostctl's policy check accepts it:
+/// a real registry, podman storage and cosign signatures. The tag moving on,
+/// an unsigned image or no policy to ask: a pull, as before.
+#[test]
+fn the_look_before_an_install_skips_the_pull_only_for_the_registrys_image_signed_as_the_policy_asks() {
+    use hostctl::apps::remote::{RegistryImages, RemoteImages};
+
+    require_tool("podman");
+    let env = crate::trust::Env::new();
+    let pubkey = env.cosign_keys("release");
+    let policy = env.policy("policy.json", "apps/web", crate::trust::key_policy(&pubkey, "matchRepository"));
+    let verifier = hostctl::trust::verifier_from_policy(env.sysroot.path(), Some(&policy), false).unwrap();
+    let checked = RegistryImages { options: insecure(), verifier: Some(verifier) };
+    let unchecked = RegistryImages { options: insecure(), verifier: None };
+    let storage = tmp();
+    let podman = PodmanCli { global: storage_args(storage.path()), ..PodmanCli::default() };
+    let settings = PullSettings { tls_verify: false, ..Default::default() };
+    let web = env.reg.image("apps/web:stable");
+
+    let v1 = env.push("apps/web:stable", &[("www/index.html", "v1\n")]);
+    env.cosign_sign("release", "apps/web", &v1);
+    // The look at podman's own lists, without podman: absent, then as podman says.
+    assert_eq!(podman.image_quick(&web).unwrap(), None);
+    podman.pull(&web, &settings).unwrap();
+    let local = podman.image(&web).unwrap().unwrap();
+    let quick = podman.image_quick(&web).unwrap().unwrap();
+    assert_eq!((&quick.id, &quick.digest, quick.digests()), (&local.id, &local.digest, local.digests()));
+    assert_eq!(podman.image_quick(&env.reg.image("apps/web:other")).unwrap(), None);
+    let look = checked.look(&web).unwrap();
+    assert_eq!(look.digests, [v1]);
+    assert!(look.accepted.as_ref().is_some_and(|v| v.signature_verified), "{look:?}");
+    assert!(look.pull_changes_nothing(&local), "the registry's image, signed: {look:?} against {local:?}");
+    assert!(!unchecked.look(&web).unwrap().pull_changes_nothing(&local), "no policy asked");
+
+    // The tag moves on to an unsigned image, then that image is signed.
+    let v2 = env.push("apps/web:stable", &[("www/index.html", "v2\n")]);
+    let look = checked.look(&web).unwrap();
+    assert_eq!((look.digests.as_slice(), look.accepted.is_none()), ([v2.clone()].as_slice(), true), "unsigned");
+    assert!(!look.pull_changes_nothing(&local));
+    env.cosign_sign("release", "apps/web", &v2);
+    let look = checked.look(&web).unwrap();
+    assert!(look.accepted.is_some() && !look.pull_changes_nothing(&local), "signed, but not what podman holds");
+    podman.pull(&web, &settings).unwrap();
+    assert!(look.pull_changes_nothing(&podman.image(&web).unwrap().unwrap()), "pulled: held now");
 }

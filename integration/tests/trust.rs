@@ -75,7 +75,7 @@ impl Env {
     }
 
     /// `cosign sign --key` of `repo@digest`, without a transparency log.
-    fn cosign_sign(&self, key_prefix: &str, repo: &str, digest: &str) {
+    pub(crate) fn cosign_sign(&self, key_prefix: &str, repo: &str, digest: &str) {
         run(cosign(self.work.path())
             .args(["sign", "-y", "--tlog-upload=false", "--allow-http-registry", "--allow-insecure-registry"])
             .arg("--key")
@@ -143,7 +143,7 @@ pub(crate) fn cosign(dir: &Path) -> Command {
     c
 }
 
-fn key_policy(public_key: &Path, identity: &str) -> serde_json::Value {
+pub(crate) fn key_policy(public_key: &Path, identity: &str) -> serde_json::Value {
     serde_json::json!([{"type": "sigstoreSigned", "keyPath": public_key, "signedIdentity": {"type": identity}}])
 }
 

@@ -3,7 +3,9 @@
 //! Install checks everything it can before it changes anything: the name
 //! (no installed app or existing unit by that name), the published host
 //! ports (free), the unit files (podman's Quadlet generator, dry-run, on a
-//! scratch copy), then pulls the image with podman. Only then are the files
+//! scratch copy), then pulls the image with podman (unless podman holds the
+//! registry's image under that name already and the trust policy accepts
+//! it: [`super::remote`]). Only then are the files
 //! written, the units made of them handed to systemd (without a
 //! daemon-reload when they are all new: [`super::generated`]) and the unit
 //! started; if the app does not come up, the error says why (its state and
@@ -167,14 +169,14 @@ pub fn install(apps: &Apps, source: Source, start: bool) -> Result<InstallReport
     }
     // Four looks that do not depend on each other run side by side: whether
     // systemd knows the name, whether the image is there already (the undo
-    // keeps it then), whether it fits (the registry's manifest against the
-    // free space: `room`), and the dry run.
-    let (existing, had_image, checked, room) = std::thread::scope(|s| {
+    // keeps it then), what the registry has under the reference and whether
+    // it fits (the space check: `room`), and the dry run.
+    let (existing, had_image, checked, remote) = std::thread::scope(|s| {
         let existing = s.spawn(|| apps.units.state(&unit_name));
-        let had_image = s.spawn(|| apps.podman.image(&unit.image));
-        let room = s.spawn(|| apps.ensure_room(&unit.image));
+        let had_image = s.spawn(|| apps.podman.image_quick(&unit.image));
+        let remote = s.spawn(|| apps.ensure_room(&unit.image));
         let checked = dry_run(apps, &files);
-        (joined(existing), joined(had_image), checked, joined(room))
+        (joined(existing), joined(had_image), checked, joined(remote))
     });
     let existing = existing?;
     if existing.exists() {
@@ -182,10 +184,25 @@ pub fn install(apps: &Apps, source: Source, start: bool) -> Result<InstallReport
     }
     checked?;
 
-    // The image, with podman's own registry and trust settings.
-    let had_image = had_image?.is_some();
-    room?; // the space check, asked beside the looks above
-    apps.podman.pull(&unit.image, &apps.pull).with_context(|| format!("pulling {}", unit.image))?;
+    // The image, with podman's own registry and trust settings, unless
+    // podman holds the registry's image under that name already and the
+    // trust policy accepts it: then a pull would change nothing (`remote`).
+    let had_image = had_image?;
+    let remote = remote?; // the space check, asked beside the looks above
+    let current = match (&had_image, &remote) {
+        (Some(local), Some(remote)) if remote.pull_changes_nothing(local) => Some(local.clone()),
+        _ => None,
+    };
+    match (&current, remote.as_ref().and_then(|r| r.accepted.as_ref())) {
+        (Some(local), Some(verdict)) => tracing::debug!(
+            "not pulling {}: podman holds the registry's {} already, and the trust policy accepts it ({})",
+            unit.image,
+            local.digest,
+            verdict.rule
+        ),
+        _ => apps.podman.pull(&unit.image, &apps.pull).with_context(|| format!("pulling {}", unit.image))?,
+    }
+    let had_image = had_image.is_some();
 
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut written: Vec<String> = Vec::new();
@@ -216,9 +233,13 @@ pub fn install(apps: &Apps, source: Source, start: bool) -> Result<InstallReport
         AppRecord { files: written.clone(), ..Default::default() }.save(&apps.records_dir(), &name)?;
         // Read after the start, which it need not delay: the pulled image's
         // ID and digest, for the report.
-        apps.podman
-            .image(&unit.image)?
-            .with_context(|| format!("{} is not in podman's storage after the pull", unit.image))
+        match current {
+            Some(image) => Ok(image),
+            None => apps
+                .podman
+                .image(&unit.image)?
+                .with_context(|| format!("{} is not in podman's storage after the pull", unit.image)),
+        }
     })();
     let image = match result {
         Ok(image) => image,
@@ -561,19 +582,55 @@ mod tests {
     /// before podman pulls (exit code 6), nothing written.
     #[test]
     fn an_image_that_cannot_fit_is_refused_before_the_pull() {
-        use crate::apps::room::{testing::FakeLayers, LayerBlob};
+        use crate::apps::remote::{testing::FakeRemote, LayerBlob};
         let f = fixture();
         let d = tempfile::tempdir().unwrap();
         f.podman.state.lock().unwrap().storage.graphroot = d.path().to_path_buf();
         f.podman.state.lock().unwrap().storage.tmpdir = d.path().to_path_buf();
         let huge = LayerBlob { digest: "sha256:h".into(), size: u64::MAX / 8, compressed: true };
-        let layers = FakeLayers([(IMG.to_string(), vec![huge])].into());
-        let apps = Apps { layers: Some(&layers), ..f.apps() };
+        let registry = FakeRemote::with_layers(IMG, vec![huge]);
+        let apps = Apps { registry: Some(&registry), ..f.apps() };
         let err = install(&apps, Source::Spec(spec()), true).unwrap_err();
         assert_eq!(crate::error::exit_code(&err), crate::error::code::NO_SPACE, "{err:#}");
         assert!(!f.podman.calls().iter().any(|c| c.starts_with("pull")), "{:?}", f.podman.calls());
         assert!(f.units.calls().is_empty());
         assert!(!f.apps().units_dir().exists());
+    }
+
+    /// The image podman holds under the name is the registry's, and the
+    /// trust policy accepts it: no pull (a pull would change nothing), and
+    /// the report names that image. Any other answer, a pull as before.
+    #[test]
+    fn a_pull_that_would_change_nothing_is_skipped_and_any_doubt_pulls() {
+        use crate::apps::remote::{testing::FakeRemote, RemoteImage};
+        let accepted = Some(crate::trust::Verdict {
+            rule: "default: insecureAcceptAnything".into(),
+            signature_verified: false,
+            signers: vec![],
+        });
+        let cases = [
+            ("the registry's image, accepted", "sha256:d1", accepted.clone(), false),
+            ("the tag moved on", "sha256:d2", accepted, true),
+            ("the policy did not accept it here", "sha256:d1", None, true),
+        ];
+        for (case, digest, verdict, pulls) in cases {
+            let f = fixture();
+            f.podman.state.lock().unwrap().images.insert(IMG.into(), fake_image("id1", "sha256:d1"));
+            let remote = RemoteImage { digests: vec![digest.into()], layers: vec![], accepted: verdict };
+            let registry = FakeRemote([(IMG.to_string(), remote)].into());
+            let apps = Apps { registry: Some(&registry), ..f.apps() };
+            let r = install(&apps, Source::Spec(spec()), true).unwrap();
+            let pulled = f.podman.calls().iter().any(|c| c.starts_with("pull"));
+            assert_eq!(pulled, pulls, "{case}: {:?}", f.podman.calls());
+            assert_eq!((r.image_id.as_str(), r.digest.as_str()), ("id1", "sha256:d1"), "{case}");
+            // The undo of a failed install would keep the image: it was there.
+            remove(&apps, "web", false).unwrap();
+        }
+        // No registry to ask: a pull.
+        let f = fixture();
+        f.podman.state.lock().unwrap().images.insert(IMG.into(), fake_image("id1", "sha256:d1"));
+        install(&f.apps(), Source::Spec(spec()), true).unwrap();
+        assert!(f.podman.calls().iter().any(|c| c.starts_with("pull")), "{:?}", f.podman.calls());
     }
 
     /// hostctl would give up before podman kills an app whose health check

@@ -7,8 +7,9 @@
 //! (install, with undo when the app does not come up; remove), [`generated`]
 //! (a new app's units loaded without a daemon-reload), [`update`]
 //! (digest check, pull, restart, roll back by digest), [`leftover`] (the
-//! image a rolled-back update pulled, removed), [`room`] (the space check
-//! before a pull), [`status`] (list and status). podman and systemd are reached only through [`crate::host`].
+//! image a rolled-back update pulled, removed), [`remote`] (what an image
+//! reference names at its registry now), [`room`] (the space check before a
+//! pull), [`status`] (list and status). podman and systemd are reached only through [`crate::host`].
 
 pub mod bound;
 pub mod generated;
@@ -16,6 +17,7 @@ pub mod install;
 pub mod leftover;
 pub mod quadlet;
 pub mod record;
+pub mod remote;
 pub mod room;
 pub mod status;
 pub mod update;
@@ -45,9 +47,10 @@ pub struct Apps<'a> {
     pub wait: WaitPolicy,
     /// How many journal lines explain a failure.
     pub journal_lines: usize,
-    /// Where the sizes of an image's layers come from, for the space check
-    /// before a pull ([`room`]); `None`: no check.
-    pub layers: Option<&'a dyn room::ImageLayers>,
+    /// Where images are looked up before a pull ([`remote`]: the space
+    /// check, and whether an install's pull would change anything); `None`:
+    /// no look, podman pulls.
+    pub registry: Option<&'a dyn remote::RemoteImages>,
 }
 
 /// Checks an app name: it becomes a file name, a unit name and a container
@@ -64,13 +67,27 @@ pub fn check_name(name: &str) -> Result<()> {
 }
 
 impl Apps<'_> {
-    /// Refuses a pull of `reference` that cannot fit ([`room::ensure`]),
-    /// before podman downloads anything.
-    pub fn ensure_room(&self, reference: &str) -> Result<()> {
-        match self.layers {
-            Some(source) => room::ensure(self.podman, source, reference),
-            None => Ok(()),
+    /// What `reference` names at its registry now; `None` when there is no
+    /// registry to ask or it cannot tell (a short name, an unreachable
+    /// registry: the pull then says what is wrong), with the reason logged.
+    pub fn look(&self, reference: &str) -> Option<remote::RemoteImage> {
+        match self.registry?.look(reference) {
+            Ok(image) => Some(image),
+            Err(e) => {
+                tracing::debug!("{reference} not looked up before the pull: {e:#}");
+                None
+            }
         }
+    }
+
+    /// Refuses a pull of `reference` that cannot fit ([`room::ensure`]),
+    /// before podman downloads anything. Returns what the registry said.
+    pub fn ensure_room(&self, reference: &str) -> Result<Option<remote::RemoteImage>> {
+        let image = self.look(reference);
+        if let Some(i) = &image {
+            room::ensure(self.podman, &i.layers, reference)?;
+        }
+        Ok(image)
     }
 
     /// `ROOT/etc/containers/systemd`: the system Quadlet directory.
@@ -220,7 +237,7 @@ pub(crate) mod testing {
                     poll: Duration::from_millis(1),
                 },
                 journal_lines: 5,
-                layers: None,
+                registry: None,
             }
         }
     }

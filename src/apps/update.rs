@@ -187,7 +187,7 @@ async fn update_one(
         report.updated = "pending".into();
         return Ok(report);
     }
-    if let Err(e) = apps.ensure_room(&unit.image).and_then(|()| apps.podman.pull(&unit.image, &apps.pull)) {
+    if let Err(e) = apps.ensure_room(&unit.image).and_then(|_| apps.podman.pull(&unit.image, &apps.pull)) {
         report.reason = Some(format!("pulling {} (the app was left as it is): {e:#}", unit.image));
         report.cause = Some(Arc::new(e));
         return finish(apps, name, report);

@@ -13,7 +13,7 @@ use super::GlobalArgs;
 use crate::apps::bound::{self, ImageCleanup};
 use crate::apps::install::{files_of, install, remove, AppDown, Source};
 use crate::apps::quadlet::ContainerSpec;
-use crate::apps::room::RegistryLayers;
+use crate::apps::remote::RegistryImages;
 use crate::apps::status::{list, render, status};
 use crate::apps::update::{update, RegistryDigest, UpdateOptions};
 use crate::apps::Apps;
@@ -179,14 +179,26 @@ fn apps<'a>(g: &GlobalArgs, podman: &'a PodmanCli, units: &'a Systemctl, timeout
         pull: pull_settings(g),
         wait: wait(timeout),
         journal_lines: 10,
-        layers: None,
+        registry: None,
     }
+}
+
+/// The registry; with `policy`, also the trust policy podman's pulls check
+/// against (`--policy`, else the host's `/etc/containers/policy.json`) when
+/// that file is there and reads: without it podman refuses every pull, so
+/// no pull is ever skipped as needless ([`crate::apps::remote`]), and a
+/// policy hostctl cannot read is left to podman to report.
+fn registry_images(g: &GlobalArgs, policy: bool) -> RegistryImages {
+    let file = g.policy.clone().unwrap_or_else(|| g.sysroot.join("etc/containers/policy.json"));
+    let verifier = match (policy, file.exists()) {
+        (true, true) => g.verifier().map_err(|e| tracing::debug!("no policy check before the pull: {e:#}")).ok(),
+        _ => None,
+    };
+    RegistryImages { options: g.registry_options(), verifier }
 }
 
 pub async fn run(g: &GlobalArgs, cmd: AppCommand) -> Result<()> {
     let (podman, units) = (PodmanCli::default(), Systemctl);
-    // The sizes of an image's layers, for the space check before a pull.
-    let layers = RegistryLayers(g.registry_options());
     // Every command that changes an app holds the apps lock (reading ones do
     // not), taken once its arguments are checked: bad input writes nothing.
     let lock = || apps(g, &podman, &units, 0).lock(super::lock_wait());
@@ -208,7 +220,9 @@ pub async fn run(g: &GlobalArgs, cmd: AppCommand) -> Result<()> {
             };
             files_of(&source)?;
             let _lock = lock()?;
-            let ap = Apps { layers: Some(&layers), ..apps(g, &podman, &units, a.timeout) };
+            // Looked up before the pull: for the space check, and whether the pull would change anything.
+            let registry = registry_images(g, true);
+            let ap = Apps { registry: Some(&registry), ..apps(g, &podman, &units, a.timeout) };
             let r = install(&ap, source, !a.no_start)?;
             if a.json {
                 print_json(&r)?;
@@ -260,7 +274,8 @@ pub async fn run(g: &GlobalArgs, cmd: AppCommand) -> Result<()> {
             }
         }
         AppCommand::Update(a) => {
-            let ap = Apps { layers: Some(&layers), ..apps(g, &podman, &units, a.timeout) };
+            let registry = registry_images(g, false); // for the space check
+            let ap = Apps { registry: Some(&registry), ..apps(g, &podman, &units, a.timeout) };
             let names = if a.all { ap.names()? } else { a.names };
             for n in &names {
                 ap.unit(n)?;

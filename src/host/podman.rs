@@ -210,6 +210,12 @@ pub trait Podman: Send + Sync {
     fn pull(&self, reference: &str, settings: &PullSettings) -> Result<()>;
     /// The image `reference` (a name or an ID) names, if present.
     fn image(&self, reference: &str) -> Result<Option<ImageInfo>>;
+    /// [`Podman::image`], read from podman's storage files without running
+    /// podman when they tell ([`crate::host::podman_storage::stored_image`]);
+    /// for a look before a pull, which podman's own lock then orders.
+    fn image_quick(&self, reference: &str) -> Result<Option<ImageInfo>> {
+        self.image(reference)
+    }
     /// Points `reference` at the image with ID `id`.
     fn tag(&self, id: &str, reference: &str) -> Result<()>;
     /// Removes the image `reference` (a name removes only that name while others remain).
@@ -369,6 +375,17 @@ impl Podman for PodmanCli {
         let mut list: Vec<ImageInfo> =
             serde_json::from_slice(&out).with_context(|| format!("parsing podman image inspect {reference}"))?;
         Ok(list.pop())
+    }
+
+    fn image_quick(&self, reference: &str) -> Result<Option<ImageInfo>> {
+        use crate::host::podman_storage::{other_image_stores, podman_graphroot, stored_image, Stored};
+        let Ok(graphroot) = podman_graphroot(&self.global) else { return self.image(reference) };
+        let conf = std::env::var_os("CONTAINERS_STORAGE_CONF").map(PathBuf::from);
+        match stored_image(&graphroot, reference, !other_image_stores(&self.global, conf.as_deref())) {
+            Stored::Found(image) => Ok(Some(image)),
+            Stored::Absent => Ok(None),
+            Stored::Unknown => self.image(reference),
+        }
     }
 
     fn tag(&self, id: &str, reference: &str) -> Result<()> {
