@@ -32,7 +32,7 @@ use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::digest::{Digest, Hasher};
+use crate::digest::{CountingWriter, Digest, Hasher};
 
 /// The zstd level of every frame.
 const LEVEL: i32 = 3;
@@ -140,28 +140,10 @@ impl Write for Chunker {
     }
 }
 
-/// A writer that counts what passes through it.
-struct Counting<W> {
-    inner: W,
-    written: u64,
-}
-
-impl<W: Write> Write for Counting<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.written += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Compresses `len` bytes of `from` as one zstd frame onto `out`; returns
 /// the frame's range in the output.
-fn frame<W: Write>(out: &mut Counting<W>, from: &mut impl Read, len: u64) -> Result<std::ops::Range<u64>> {
-    let start = out.written;
+fn frame<W: Write>(out: &mut CountingWriter<W>, from: &mut impl Read, len: u64) -> Result<std::ops::Range<u64>> {
+    let start = out.count();
     let mut enc = zstd::stream::write::Encoder::new(&mut *out, LEVEL)?;
     enc.include_checksum(false)?;
     enc.include_contentsize(false)?;
@@ -170,13 +152,13 @@ fn frame<W: Write>(out: &mut Counting<W>, from: &mut impl Read, len: u64) -> Res
         bail!("the tar ended {} bytes early", len - copied);
     }
     enc.finish()?;
-    Ok(start..out.written)
+    Ok(start..out.count())
 }
 
-fn skippable<W: Write>(out: &mut Counting<W>, payload: &[u8]) -> Result<u64> {
+fn skippable<W: Write>(out: &mut CountingWriter<W>, payload: &[u8]) -> Result<u64> {
     out.write_all(&SKIPPABLE_MAGIC)?;
     out.write_all(&u32::try_from(payload.len()).context("a skippable frame over 4 GiB")?.to_le_bytes())?;
-    let at = out.written;
+    let at = out.count();
     out.write_all(payload)?;
     Ok(at)
 }
@@ -279,7 +261,7 @@ pub fn encode<W: Write>(tar: &Path, out: W) -> Result<(W, BTreeMap<String, Strin
     let tar_len = file.metadata()?.len();
     file.seek(SeekFrom::Start(0))?;
     let mut input = BufReader::new(file);
-    let mut out = Counting { inner: out, written: 0 };
+    let mut out = CountingWriter::new(out);
     let mut at = 0u64; // in the tar
     let mut toc: Vec<Value> = Vec::with_capacity(entries.len());
     for e in entries {
@@ -329,7 +311,7 @@ pub fn encode<W: Write>(tar: &Path, out: W) -> Result<(W, BTreeMap<String, Strin
         annotations.insert(format!("{prefix}manifest-checksum"), checksum.clone());
         annotations.insert(format!("{prefix}manifest-position"), position.clone());
     }
-    Ok((out.inner, annotations))
+    Ok((out.into_inner(), annotations))
 }
 
 #[cfg(test)]
