@@ -1,5 +1,7 @@
 //! Content digests (`sha256:<hex>`): parsing, display, the streaming
-//! [`Hasher`], and the hashing stream adapters built on it.
+//! [`Hasher`], and the hashing stream adapters built on it (with
+//! [`CountingWriter`], their plain sibling for a writer that needs only to
+//! know where it is).
 //!
 //! Every blob hostctl accepts is checked against the digest that named it. The
 //! adapters here hash bytes as they stream past, so verification never needs a
@@ -211,6 +213,42 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// A writer that counts the bytes written through it, without hashing them:
+/// for a writer that must know its offset in the output as it goes (where a
+/// frame starts), when the digest, if any, is taken further down the stream.
+pub struct CountingWriter<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> CountingWriter<W> {
+    /// Counts what is written to `inner`, from zero.
+    pub fn new(inner: W) -> Self {
+        CountingWriter { inner, count: 0 }
+    }
+
+    /// Bytes written so far: the offset the next byte will have.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The inner writer.
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,5 +303,24 @@ mod tests {
         let (d, n, _) = r.finish();
         assert_eq!(n, 100_000);
         assert_eq!(d, Digest::of(&data));
+    }
+
+    /// Only what the inner writer took is counted: a short write counts short.
+    #[test]
+    fn counting_writer_counts_what_the_inner_writer_took() {
+        let mut w = CountingWriter::new(Vec::new());
+        assert_eq!(w.count(), 0);
+        w.write_all(b"hello, ").unwrap();
+        w.write_all(b"world").unwrap();
+        assert_eq!(w.count(), 12);
+        assert_eq!(w.into_inner(), b"hello, world");
+
+        let mut room = [0u8; 5];
+        let mut w = CountingWriter::new(&mut room[..]);
+        assert_eq!(w.write(b"abcdefgh").unwrap(), 5);
+        assert_eq!(w.count(), 5);
+        assert_eq!(w.write(b"more").unwrap(), 0, "the slice is full");
+        assert_eq!(w.count(), 5);
+        assert_eq!(&room, b"abcde");
     }
 }

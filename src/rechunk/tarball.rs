@@ -17,10 +17,9 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use sha2::{Digest as _, Sha256};
 
 use crate::deploy::tree::{Node, NodeKind};
-use crate::digest::Digest;
+use crate::digest::{Digest, HashingWriter};
 use crate::store::{ObjectId, Store};
 
 /// How layers are compressed.
@@ -44,37 +43,6 @@ impl Compression {
             Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
             Compression::Zstd | Compression::ZstdChunked => "application/vnd.oci.image.layer.v1.tar+zstd",
         }
-    }
-}
-
-/// A writer that hashes and counts what passes through it.
-struct Hashing<W> {
-    inner: W,
-    hasher: Sha256,
-    len: u64,
-}
-
-impl<W: Write> Hashing<W> {
-    fn new(inner: W) -> Self {
-        Hashing { inner, hasher: Sha256::new(), len: 0 }
-    }
-
-    fn finish(self) -> (W, Digest, u64) {
-        let digest = Digest::from_sha256(self.hasher.finalize().into());
-        (self.inner, digest, self.len)
-    }
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }
 
@@ -115,7 +83,7 @@ pub fn write_layer(
     out: &Path,
 ) -> Result<WrittenLayer> {
     let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
-    let blob = Hashing::new(io::BufWriter::new(file));
+    let blob = HashingWriter::new(io::BufWriter::new(file));
     let mut annotations = BTreeMap::new();
     let (blob, diff_id, tar_size) = match compression {
         Compression::Gzip => {
@@ -143,7 +111,7 @@ pub fn write_layer(
             (blob, diff_id, tar_size)
         }
     };
-    let (mut buf, blob_digest, size) = blob.finish();
+    let (blob_digest, size, mut buf) = blob.finish();
     buf.flush()?;
     let file = buf.into_inner().map_err(|e| e.into_error())?;
     file.sync_all().with_context(|| format!("syncing {}", out.display()))?;
@@ -151,13 +119,13 @@ pub fn write_layer(
 }
 
 fn write_tar<W: Write>(store: &Store, entries: &[(&str, &Node)], clamp: i64, out: W) -> Result<(W, Digest, u64)> {
-    let mut tar = tar::Builder::new(Hashing::new(out));
+    let mut tar = tar::Builder::new(HashingWriter::new(out));
     let mut first_path: HashMap<&ObjectId, &str> = HashMap::new();
     for (path, node) in entries {
         append(&mut tar, store, path, node, clamp, &mut first_path).with_context(|| format!("writing {path}"))?;
     }
-    let (hashing, diff_id, tar_size) = tar.into_inner()?.finish();
-    Ok((hashing, diff_id, tar_size))
+    let (diff_id, tar_size, out) = tar.into_inner()?.finish();
+    Ok((out, diff_id, tar_size))
 }
 
 fn append<'a, W: Write>(

@@ -31,7 +31,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use serde_json::{json, Value};
-use sha2::{Digest as _, Sha256};
+
+use crate::digest::{CountingWriter, Digest, Hasher};
 
 /// The zstd level of every frame.
 const LEVEL: i32 = 3;
@@ -72,7 +73,7 @@ fn gear() -> &'static [u64; 256] {
 struct Chunk {
     offset: u64,
     size: u64,
-    digest: String,
+    digest: Digest,
 }
 
 /// Cuts a stream of content into chunks as it is fed.
@@ -80,18 +81,17 @@ struct Chunker {
     hash: u64,
     start: u64,
     at: u64,
-    sha: Sha256,
+    sha: Hasher,
     chunks: Vec<Chunk>,
 }
 
 impl Chunker {
     fn new() -> Self {
-        Chunker { hash: 0, start: 0, at: 0, sha: Sha256::new(), chunks: Vec::new() }
+        Chunker { hash: 0, start: 0, at: 0, sha: Hasher::new(), chunks: Vec::new() }
     }
 
     fn cut(&mut self) {
-        let sha = std::mem::replace(&mut self.sha, Sha256::new());
-        let digest = format!("sha256:{}", hex::encode(sha.finalize()));
+        let (digest, _) = std::mem::take(&mut self.sha).finish();
         self.chunks.push(Chunk { offset: self.start, size: self.at - self.start, digest });
         self.start = self.at;
         self.hash = 0;
@@ -140,28 +140,10 @@ impl Write for Chunker {
     }
 }
 
-/// A writer that counts what passes through it.
-struct Counting<W> {
-    inner: W,
-    written: u64,
-}
-
-impl<W: Write> Write for Counting<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.written += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Compresses `len` bytes of `from` as one zstd frame onto `out`; returns
 /// the frame's range in the output.
-fn frame<W: Write>(out: &mut Counting<W>, from: &mut impl Read, len: u64) -> Result<std::ops::Range<u64>> {
-    let start = out.written;
+fn frame<W: Write>(out: &mut CountingWriter<W>, from: &mut impl Read, len: u64) -> Result<std::ops::Range<u64>> {
+    let start = out.count();
     let mut enc = zstd::stream::write::Encoder::new(&mut *out, LEVEL)?;
     enc.include_checksum(false)?;
     enc.include_contentsize(false)?;
@@ -170,13 +152,13 @@ fn frame<W: Write>(out: &mut Counting<W>, from: &mut impl Read, len: u64) -> Res
         bail!("the tar ended {} bytes early", len - copied);
     }
     enc.finish()?;
-    Ok(start..out.written)
+    Ok(start..out.count())
 }
 
-fn skippable<W: Write>(out: &mut Counting<W>, payload: &[u8]) -> Result<u64> {
+fn skippable<W: Write>(out: &mut CountingWriter<W>, payload: &[u8]) -> Result<u64> {
     out.write_all(&SKIPPABLE_MAGIC)?;
     out.write_all(&u32::try_from(payload.len()).context("a skippable frame over 4 GiB")?.to_le_bytes())?;
-    let at = out.written;
+    let at = out.count();
     out.write_all(payload)?;
     Ok(at)
 }
@@ -240,10 +222,9 @@ fn read_entries(path: &Path) -> Result<Vec<Entry>> {
             toc["size"] = json!(size);
             if size > 0 {
                 let start = entry.raw_file_position();
-                let mut hasher = Sha256::new();
+                let mut hasher = Hasher::new();
                 let mut chunker = Chunker::new();
                 let mut buf = vec![0u8; 128 << 10];
-                let mut n = 0u64;
                 loop {
                     let got = entry.read(&mut buf)?;
                     if got == 0 {
@@ -253,10 +234,9 @@ fn read_entries(path: &Path) -> Result<Vec<Entry>> {
                     if size > CHUNK_MIN {
                         chunker.feed(&buf[..got]);
                     }
-                    n += got as u64;
                 }
+                let (digest, n) = hasher.finish();
                 anyhow::ensure!(n == size, "{name}: {n} bytes of content, its header says {size}");
-                let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
                 let chunks = if size > CHUNK_MIN {
                     chunker.finish()
                 } else {
@@ -281,7 +261,7 @@ pub fn encode<W: Write>(tar: &Path, out: W) -> Result<(W, BTreeMap<String, Strin
     let tar_len = file.metadata()?.len();
     file.seek(SeekFrom::Start(0))?;
     let mut input = BufReader::new(file);
-    let mut out = Counting { inner: out, written: 0 };
+    let mut out = CountingWriter::new(out);
     let mut at = 0u64; // in the tar
     let mut toc: Vec<Value> = Vec::with_capacity(entries.len());
     for e in entries {
@@ -324,14 +304,14 @@ pub fn encode<W: Write>(tar: &Path, out: W) -> Result<(W, BTreeMap<String, Strin
     }
     footer.extend_from_slice(FOOTER_MAGIC);
     skippable(&mut out, &footer)?;
-    let checksum = format!("sha256:{}", hex::encode(Sha256::digest(&toc_z)));
+    let checksum = Digest::of(&toc_z).to_string();
     let position = format!("{toc_offset}:{}:{}:{TOC_TYPE}", toc_z.len(), toc_json.len());
     let mut annotations = BTreeMap::new();
     for prefix in PREFIXES {
         annotations.insert(format!("{prefix}manifest-checksum"), checksum.clone());
         annotations.insert(format!("{prefix}manifest-position"), position.clone());
     }
-    Ok((out.inner, annotations))
+    Ok((out.into_inner(), annotations))
 }
 
 #[cfg(test)]
@@ -392,7 +372,7 @@ mod tests {
         assert!(a[..a.len() - 1].iter().all(|c| (CHUNK_MIN..=CHUNK_MAX).contains(&c.size)), "{a:?}");
         let avg = data.len() as u64 / a.len() as u64;
         assert!((CHUNK_AVG / 2..=CHUNK_AVG * 2).contains(&avg), "average chunk {avg} bytes");
-        assert_eq!(a[0].digest, format!("sha256:{}", hex::encode(Sha256::digest(&data[..a[0].size as usize]))));
+        assert_eq!(a[0].digest, Digest::of(&data[..a[0].size as usize]));
 
         let mut appended = data.clone();
         appended.extend_from_slice(b"one more line\n");
@@ -422,15 +402,15 @@ mod tests {
         let loc = toc::location(Some(&map), blob.len() as u64).unwrap().expect("the annotations locate a TOC");
         let range = loc.range();
         let compressed = &blob[range.start as usize..range.end as usize];
-        assert_eq!(crate::digest::Digest::of(compressed), loc.digest);
+        assert_eq!(Digest::of(compressed), loc.digest);
         let parsed = toc::parse(compressed, loc.uncompressed).unwrap();
         let plan = toc::plan(&parsed, blob.len() as u64, &range).unwrap();
         assert_eq!(plan.entries.len(), 6, "etc/, four files, the hard link");
         let chunks = parsed.entries.iter().filter(|e| e.kind == "chunk").count();
         assert!(chunks >= 2, "usr/big is cut into several chunks: {chunks} chunk entries");
-        assert_eq!(plan.contents[&crate::digest::Digest::of(&big)].pieces.len(), chunks + 1);
+        assert_eq!(plan.contents[&Digest::of(&big)].pieces.len(), chunks + 1);
         for (path, content) in files.iter().filter(|(_, c)| !c.is_empty()) {
-            let digest = crate::digest::Digest::of(content);
+            let digest = Digest::of(content);
             let c = &plan.contents[&digest];
             let mut got = Vec::new();
             for r in c.ranges() {
