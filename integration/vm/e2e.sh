@@ -471,8 +471,13 @@ echo "E2E-API-PROBE updated"; sleep 3
 # The unit hostctl writes for --health-cmd (on api v3, already here): it
 # comes up healthy after its start period began; when its running container
 # turns unhealthy, podman kills it and systemd starts it again.
-$H app install hc 10.0.2.100:5000/hostctl-e2e/api:stable --health-start-period 20 \
-  --health-cmd '/bin/busybox wget -q -O /dev/null http://127.0.0.1:8080/health.txt' && echo "E2E-HC-INSTALLED"
+# The image is here already at the registry's digest, and the guest's
+# policy.json accepts it: no podman pull.
+$H -vv app install hc 10.0.2.100:5000/hostctl-e2e/api:stable --health-start-period 20 \
+  --health-cmd '/bin/busybox wget -q -O /dev/null http://127.0.0.1:8080/health.txt' 2>/tmp/hc-install.log && echo "E2E-HC-INSTALLED"
+grep -av DEBUG /tmp/hc-install.log | tail -n 5
+grep -aq 'not pulling 10.0.2.100:5000/hostctl-e2e/api:stable: podman holds' /tmp/hc-install.log \
+  && [ "$(grep -ac 'DEBUG podman pull' /tmp/hc-install.log)" = 0 ] && echo "E2E-HC-NO-PULL"
 echo "E2E-HC-UNIT $(systemctl show -p Restart -p TimeoutStartUSec --value hc.service | tr '\n' ' ')"
 t0=$(date +%s)
 podman exec hc /bin/busybox rm /www/health.txt
@@ -718,6 +723,7 @@ need 4 "E2E-API-UPDATED" "app update to v3 once there was room again"
 api_served 4 updated "hostctl-e2e api v3" && api_served 4 updated "api volume kept" \
   || fail "boot 4: the api app did not serve v3 and its volume after the update ($(cat "$W/api-4-updated.txt" 2>/dev/null))"
 need 4 "E2E-HC-INSTALLED" "app install --health-cmd --health-start-period (the unit hostctl writes) came up healthy"
+need 4 "E2E-HC-NO-PULL" "app install of an image podman holds at the registry's digest, accepted by the policy, did not run podman pull"
 need 4 "E2E-HC-UNIT on-failure 1min 40s" "its unit restarts on failure and gives the start 20 + (3 + 1) x 5 + 60 s"
 need 4 "E2E-HC-RESTARTS [1-9]" "its container, turned unhealthy while running, was killed and systemd started it again"
 echo "  $(grep -a -m1 -o 'E2E-HC-RESTARTS.*' "$W/boot4.log.txt")"
