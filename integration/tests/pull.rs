@@ -211,4 +211,6 @@ fn repeated_layer_in_a_manifest_is_fetched_once() {
     let root = crate::deploy::deploy_dir(s).join(id);
     assert_eq!(std::fs::read_to_string(root.join("usr/share/stamp")).unwrap(), "same diff\n");
     assert_eq!(std::fs::read_to_string(root.join("usr/bin/tool")).unwrap(), "t");
+    // And fsck, which walks the image's layers again, finds nothing wrong.
+    crate::deploy::hc_ok(s, &["fsck"]);
 }
