@@ -1,6 +1,7 @@
 //! The pull pipeline: resolve a reference to a platform manifest, check it
 //! against the trust policy, fetch its config, and stream every layer the store
-//! lacks into the store with bounded parallelism.
+//! lacks into the store with bounded parallelism (a blob the manifest lists
+//! more than once, once).
 //!
 //! Network I/O is async; each layer's decompression, hashing and object writes
 //! run on a blocking thread fed by the download stream, so no layer is ever
@@ -164,6 +165,15 @@ pub struct Prepared {
     pub layers: Vec<(Descriptor, LayerSpec)>,
 }
 
+impl Prepared {
+    /// The layers a pull fetches when the store has none of them: each blob
+    /// once, in manifest order (see [`earlier_copies`]).
+    pub fn distinct_layers(&self) -> impl Iterator<Item = &(Descriptor, LayerSpec)> {
+        let repeats = earlier_copies(self.layers.iter().map(|(_, spec)| spec));
+        self.layers.iter().zip(repeats).filter(|(_, r)| r.is_none()).map(|(l, _)| l)
+    }
+}
+
 /// Checks `resolved` against the trust policy, then fetches and checks its
 /// config. Nothing is written.
 pub async fn prepare(image: Resolved, opts: &PullOptions) -> Result<Prepared> {
@@ -259,7 +269,28 @@ pub async fn fetch_layers(store: &Store, prepared: Prepared, opts: &PullOptions)
     let mut tasks = tokio::task::JoinSet::new();
     let mut layers = Vec::new();
     let require_full = opts.registry.require_full_layer_digest;
-    for (i, (desc, spec)) in specs.into_iter().enumerate() {
+    let repeats = earlier_copies(specs.iter().map(|(_, spec)| spec));
+    for (i, ((desc, spec), repeat)) in specs.into_iter().zip(repeats).enumerate() {
+        // Checked before the store: the first copy may already be in by now,
+        // and the repeat is reported the same way whether it is or not.
+        if let Some(first) = repeat {
+            progress.event(
+                "layer-repeated",
+                json!({ "digest": spec.blob_digest.to_string(), "of": first,
+                        "message": format!("Layer {} repeats layer {} of the manifest: fetched once",
+                                           spec.blob_digest.short(), first + 1) }),
+            );
+            layers.push(PulledLayer {
+                blob_digest: spec.blob_digest,
+                diff_id: spec.diff_id,
+                size: spec.size,
+                media_type: spec.media_type,
+                downloaded: false,
+                bytes_fetched: 0,
+                partial: false,
+            });
+            continue;
+        }
         let toc = if require_full { None } else { toc_location(&desc, &spec) };
         let present =
             store.has_layer_for(&spec.blob_digest, &spec.diff_id, toc.as_ref().map(|t| &t.digest), require_full);
@@ -363,6 +394,25 @@ pub async fn fetch_layers(store: &Store, prepared: Prepared, opts: &PullOptions)
     })
 }
 
+/// For each layer in manifest order, the position of the first earlier
+/// layer with the same blob and diff_id, if any. Builders write such repeats
+/// (buildah, for two steps with identical diffs); a pull fetches the blob
+/// once, and a checkout applies it at each position, as other tools do.
+pub fn earlier_copies<'a>(layers: impl IntoIterator<Item = &'a LayerSpec>) -> Vec<Option<usize>> {
+    let mut first = std::collections::HashMap::new();
+    layers
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| match first.entry((&l.blob_digest, &l.diff_id)) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(i);
+                None
+            }
+        })
+        .collect()
+}
+
 /// The zstd:chunked TOC of a layer, if its descriptor locates one (annotations
 /// that are there but malformed are a warning: the layer is read whole).
 fn toc_location(desc: &Descriptor, spec: &LayerSpec) -> Option<TocLocation> {
@@ -389,5 +439,38 @@ pub fn check_layer_media_type(media_type: &str) -> Result<()> {
         | "application/vnd.docker.image.rootfs.diff.tar.zstd"
         | "application/vnd.docker.image.rootfs.diff.tar" => Ok(()),
         other => bail!("unsupported layer media type {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(blob: char, diff_id: char) -> LayerSpec {
+        LayerSpec {
+            blob_digest: format!("sha256:{}", blob.to_string().repeat(64)).parse().unwrap(),
+            size: 1,
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            diff_id: format!("sha256:{}", diff_id.to_string().repeat(64)).parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn earlier_copies_points_repeats_at_the_first_copy() {
+        // (blob, diff_id) of each layer, and the earlier copy each repeats.
+        type Case<'a> = (&'a [(char, char)], &'a [Option<usize>]);
+        let cases: &[Case] = &[
+            (&[], &[]),
+            (&[('a', '1'), ('b', '2')], &[None, None]),
+            // buildah's two steps with identical diffs, and a third copy.
+            (&[('a', '1'), ('b', '2'), ('b', '2'), ('a', '1'), ('b', '2')], &[None, None, Some(1), Some(0), Some(1)]),
+            // Same blob with another diff_id, or another blob of the same
+            // diff_id (another compression): not the same layer.
+            (&[('a', '1'), ('a', '2'), ('b', '1')], &[None, None, None]),
+        ];
+        for (layers, want) in cases {
+            let specs: Vec<LayerSpec> = layers.iter().map(|(b, d)| layer(*b, *d)).collect();
+            assert_eq!(earlier_copies(&specs), *want, "{layers:?}");
+        }
     }
 }

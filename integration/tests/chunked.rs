@@ -15,7 +15,7 @@ use hostctl::store::{LayerIndex, Store};
 use hostctl::sysroot::Sysroot;
 use serde_json::Value;
 
-use crate::support::chunked::{chunked_layer, sha256, upload, ChunkedLayer};
+use crate::support::chunked::{chunked_layer, sha256, upload, upload_layers, ChunkedLayer};
 use crate::support::images::write_tree;
 use crate::support::registry::{FaultProxy, Faults, Registry};
 use crate::support::{hostctl, require_tool, run};
@@ -378,4 +378,47 @@ fn podman_zstd_chunked_v2_appending_to_a_large_file_fetches_only_its_changed_chu
     let full = tempfile::tempdir().unwrap();
     pull(full.path(), &v2, &["--require-full-layer-digest"]);
     assert_eq!(tree(a.path(), &v2), tree(full.path(), &v2), "partial and full pulls of v2 disagree");
+}
+
+/// Regression (the partial path of `repeated_layer_in_a_manifest_is_fetched_once`):
+/// a zstd:chunked layer listed twice is pulled partially once; the repeat
+/// fetches nothing, so the blob gets exactly the requests a one-copy image
+/// gets, and the tree is the one-copy image's.
+#[test]
+fn repeated_zstd_chunked_layer_is_pulled_partially_once() {
+    let reg = Registry::start();
+    let host = reg.image("x").split('/').next().unwrap().to_string();
+    let layer = layer_of(&files(), |_| {});
+    let base = layer_of(&[("etc/os-release".into(), b"ID=test\n".to_vec(), 0o644)], |_| {});
+    let a = (&base, &base.annotations);
+    let b = (&layer, &layer.annotations);
+    upload_layers(&host, "once", "v1", &[a, b]);
+    upload_layers(&host, "twice", "v1", &[a, b, b]);
+    let proxy = FaultProxy::start(&host, Faults { path_match: sha256(&layer.blob), ..Faults::default() });
+    let gets = |from: usize| proxy.matching_requests()[from..].iter().filter(|r| r.starts_with("get ")).count();
+
+    let once = tempfile::tempdir().unwrap();
+    let (v, _) = pull(once.path(), &format!("{}/once:v1", proxy.addr), &[]);
+    assert!(v["layers"][1]["partial"].as_bool().unwrap(), "{v}");
+    let once_gets = gets(0);
+    assert!(once_gets > 0);
+
+    let twice = tempfile::tempdir().unwrap();
+    let image = format!("{}/twice:v1", proxy.addr);
+    let seen = proxy.matching_requests().len();
+    let (v, _) = pull(twice.path(), &image, &[]);
+    assert_eq!(gets(seen), once_gets, "requests for the repeated blob: {:#?}", &proxy.matching_requests()[seen..]);
+    let layers = v["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "{v}");
+    let flags = |l: &Value| (l["downloaded"].as_bool(), l["partial"].as_bool(), l["bytesFetched"].as_u64());
+    assert_eq!((flags(&layers[1]).0, flags(&layers[1]).1), (Some(true), Some(true)), "{v}");
+    assert_eq!(flags(&layers[2]), (Some(false), Some(false), Some(0)), "{v}");
+    assert_eq!(v["layersDownloaded"], 2, "{v}");
+    let fetched: u64 = layers.iter().map(|l| l["bytesFetched"].as_u64().unwrap()).sum();
+    assert_eq!(v["bytesDownloaded"], fetched, "{v}");
+    let mut want = tree(once.path(), &format!("{}/once:v1", proxy.addr));
+    let mut got = tree(twice.path(), &image);
+    want.remove("(hard links)");
+    got.remove("(hard links)");
+    assert_eq!(got, want);
 }

@@ -1,7 +1,7 @@
 //! `hostctl image pull` against a real registry and OCI layouts.
 
 use crate::support::images::{write_tree, Compression, Layout};
-use crate::support::registry::Registry;
+use crate::support::registry::{FaultProxy, Faults, Registry};
 use crate::support::{hostctl, hostctl_ok};
 
 #[test]
@@ -145,4 +145,72 @@ fn pull_waits_for_the_sysroot_lock_then_fails_with_exit_3() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("holds the lock"));
     drop(held);
     hostctl_ok(sysroot.path(), &["--tls-verify=false", "image", "pull", &reg.image("os:v1")]);
+}
+
+/// Regression: a manifest listing one layer blob twice (buildah writes this
+/// for two steps with identical diffs) had the blob fetched twice, by two
+/// concurrent tasks. It is fetched once, counted once as downloaded, and the
+/// image keeps all its layers, in order, and deploys.
+#[test]
+fn repeated_layer_in_a_manifest_is_fetched_once() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let base = work.path().join("base");
+    write_tree(
+        &base,
+        &[("usr/lib/modules/6.1.0-test/vmlinuz", "kernel"), ("etc/hostname", "box\n"), ("usr/bin/tool", "t")],
+    );
+    let small = work.path().join("small");
+    write_tree(&small, &[("usr/share/stamp", "same diff\n")]);
+    let layout = Layout::new(&work.path().join("layout"), "v1");
+    layout.add_layer(&base).add_layer(&small).repeat_last_layer();
+    layout.push(&reg.image("dup:v1"), Compression::Gzip);
+
+    let proxy = FaultProxy::start(&reg.addr, Faults { path_match: "/blobs/".into(), ..Faults::default() });
+    let image = format!("{}/dup:v1", proxy.addr);
+    let sysroot = tempfile::tempdir().unwrap();
+    let s = sysroot.path();
+    let out = hostctl_ok(s, &["--tls-verify=false", "--progress=json", "image", "pull", &image]);
+    let events: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let v = events.last().unwrap();
+    assert_eq!(v["event"], "done", "{out}");
+    let repeats: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "layer-repeated").collect();
+    assert_eq!(repeats.len(), 1, "{out}");
+    assert_eq!(repeats[0]["of"], 1, "{out}");
+    let layers = v["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "{out}");
+    let repeated = layers[2]["blobDigest"].as_str().unwrap();
+    assert_eq!(
+        (layers[1]["blobDigest"].as_str(), layers[1]["diffId"].clone()),
+        (Some(repeated), layers[2]["diffId"].clone())
+    );
+    assert_eq!(v["layersDownloaded"], 2, "{out}");
+    assert_eq!((&layers[1]["downloaded"], &layers[2]["downloaded"]), (&true.into(), &false.into()), "{out}");
+    assert_eq!(layers[2]["bytesFetched"], 0, "{out}");
+    let fetched: u64 = layers.iter().map(|l| l["bytesFetched"].as_u64().unwrap()).sum();
+    assert_eq!(v["bytesDownloaded"], fetched, "{out}");
+    let gets: Vec<String> = proxy
+        .matching_requests()
+        .into_iter()
+        .filter(|r| r.starts_with("get ") && r.lines().next().unwrap().contains(&repeated.to_lowercase()))
+        .collect();
+    assert_eq!(gets.len(), 1, "the repeated blob was requested {} times: {gets:#?}", gets.len());
+
+    let inspect: serde_json::Value =
+        serde_json::from_str(&hostctl_ok(s, &["image", "inspect", "--json", &image])).unwrap();
+    let listed: Vec<&str> =
+        inspect["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap()).collect();
+    let pulled: Vec<&str> = layers.iter().map(|l| l["blobDigest"].as_str().unwrap()).collect();
+    assert_eq!(listed, pulled);
+
+    // Deploys: the layer applied twice gives the tree it gives once.
+    crate::deploy::hc_ok(s, &["switch", &image]);
+    let deployments = crate::deploy::status(s)["status"]["deployments"].clone();
+    assert_eq!(deployments.as_array().map(Vec::len), Some(1), "{deployments}");
+    let id = deployments[0]["id"].as_str().unwrap();
+    let root = crate::deploy::deploy_dir(s).join(id);
+    assert_eq!(std::fs::read_to_string(root.join("usr/share/stamp")).unwrap(), "same diff\n");
+    assert_eq!(std::fs::read_to_string(root.join("usr/bin/tool")).unwrap(), "t");
+    // And fsck, which walks the image's layers again, finds nothing wrong.
+    crate::deploy::hc_ok(s, &["fsck"]);
 }

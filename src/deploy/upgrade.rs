@@ -235,7 +235,7 @@ impl<'a> Update<'a> {
     fn preflight(&self, image: &Prepared) -> Result<()> {
         let d = self.d;
         let mut missing = Vec::new();
-        for (desc, layer) in &image.layers {
+        for (desc, layer) in image.distinct_layers() {
             if !d.store.has_layer(&layer.blob_digest, &layer.diff_id) {
                 missing.push(MissingLayer {
                     compressed_size: desc.size(),

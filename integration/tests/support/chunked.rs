@@ -109,20 +109,35 @@ pub fn chunked_layer(files: &[(&str, &[u8], u32)], edit_toc: impl FnOnce(&mut Va
 /// Uploads a one-layer image (`tar+zstd`, with `annotations`) to
 /// `host/repo:tag` over plain HTTP with the registry API.
 pub fn upload(host: &str, repo: &str, tag: &str, layer: &ChunkedLayer, annotations: &Value) {
+    upload_layers(host, repo, tag, &[(layer, annotations)]);
+}
+
+/// Uploads an image of `layers` (`tar+zstd`, each with its annotations; a
+/// layer may be listed more than once) to `host/repo:tag` over plain HTTP
+/// with the registry API.
+pub fn upload_layers(host: &str, repo: &str, tag: &str, layers: &[(&ChunkedLayer, &Value)]) {
+    let diff_ids: Vec<String> = layers.iter().map(|(l, _)| sha256(&l.tar)).collect();
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64", "os": "linux", "config": {},
-        "rootfs": { "type": "layers", "diff_ids": [sha256(&layer.tar)] },
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
     }))
     .unwrap();
-    for blob in [&config, &layer.blob] {
-        upload_blob(host, repo, blob);
+    upload_blob(host, repo, &config);
+    for (layer, _) in layers {
+        upload_blob(host, repo, &layer.blob);
     }
+    let descriptors: Vec<Value> = layers
+        .iter()
+        .map(|(l, annotations)| {
+            json!({ "mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": sha256(&l.blob),
+                    "size": l.blob.len(), "annotations": annotations })
+        })
+        .collect();
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len() },
-        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": sha256(&layer.blob),
-                     "size": layer.blob.len(), "annotations": annotations }],
+        "layers": descriptors,
     }))
     .unwrap();
     let file = tempfile::NamedTempFile::new().unwrap();

@@ -82,6 +82,53 @@ impl Layout {
         self
     }
 
+    /// Lists the last layer again at the end of the image, as buildah writes
+    /// two steps with identical diffs: the manifest repeats its descriptor,
+    /// the config its diff_id and history entry; the new config, manifest
+    /// and index.json entry get their digests fixed.
+    pub fn repeat_last_layer(&self) -> &Self {
+        let mut index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.dir.join("index.json")).unwrap()).unwrap();
+        let entry = index["manifests"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == self.tag.as_str())
+            .expect("the tag in index.json");
+        let mut manifest = self.read_blob(entry["digest"].as_str().unwrap());
+        let mut config = self.read_blob(manifest["config"]["digest"].as_str().unwrap());
+        let layers = manifest["layers"].as_array_mut().unwrap();
+        layers.push(layers.last().expect("a layer to repeat").clone());
+        let diff_ids = config["rootfs"]["diff_ids"].as_array_mut().unwrap();
+        diff_ids.push(diff_ids.last().unwrap().clone());
+        if let Some(history) = config["history"].as_array_mut() {
+            let last = history.iter().rev().find(|h| h["empty_layer"] != true).expect("a layer's history").clone();
+            history.push(last);
+        }
+        let (digest, size) = self.write_blob(&config);
+        manifest["config"]["digest"] = digest.into();
+        manifest["config"]["size"] = size.into();
+        let (digest, size) = self.write_blob(&manifest);
+        entry["digest"] = digest.into();
+        entry["size"] = size.into();
+        std::fs::write(self.dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+        self
+    }
+
+    fn read_blob(&self, digest: &str) -> serde_json::Value {
+        let path = self.dir.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    /// Writes `value` as a blob; returns its digest and size.
+    fn write_blob(&self, value: &serde_json::Value) -> (String, usize) {
+        use sha2::{Digest as _, Sha256};
+        let bytes = serde_json::to_vec(value).unwrap();
+        let hex = hex::encode(Sha256::digest(&bytes));
+        std::fs::write(self.dir.join("blobs/sha256").join(&hex), &bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    }
+
     /// Pushes to `dest` (`127.0.0.1:PORT/repo:tag`) over plain HTTP with skopeo,
     /// recompressing layers as asked.
     pub fn push(&self, dest: &str, compression: Compression) {
