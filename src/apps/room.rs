@@ -37,7 +37,10 @@ pub struct Need {
 
 /// What pulling `layers` into `storage` needs.
 pub fn need(layers: &[LayerBlob], storage: &Storage) -> Need {
-    let missing: Vec<&LayerBlob> = layers.iter().filter(|l| !storage.layers.contains(&l.digest)).collect();
+    // A blob the manifest lists twice is downloaded once.
+    let mut seen = std::collections::HashSet::new();
+    let missing: Vec<&LayerBlob> =
+        layers.iter().filter(|l| !storage.layers.contains(&l.digest) && seen.insert(&l.digest)).collect();
     let unpacked: Vec<MissingLayer> =
         missing.iter().map(|l| MissingLayer { compressed_size: l.size, compressed: l.compressed }).collect();
     Need {
@@ -95,6 +98,9 @@ mod tests {
         assert_eq!(n.graphroot, 10 * preflight::UNCOMPRESSED_RATIO + 7 + preflight::MARGIN);
         assert_eq!(n.tmpdir, 17);
         assert_eq!(need(&layers[..1], &storage), Need { missing: 0, graphroot: 0, tmpdir: 0 });
+        // Listed twice: counted once.
+        let twice = [blob("sha256:b", 10), blob("sha256:b", 10)];
+        assert_eq!(need(&twice, &storage), need(&twice[..1], &storage));
     }
 
     #[test]
