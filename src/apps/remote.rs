@@ -87,8 +87,10 @@ impl RemoteImages for RegistryImages {
             s.spawn(move || -> Result<RemoteImage> {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                 rt.block_on(async move {
+                    let started = std::time::Instant::now();
                     let source = RegistrySource::new(r, &opts)?;
                     let resolved = source.resolve(&crate::oci::platform::Platform::host()).await?;
+                    let resolved_in = started.elapsed();
                     let mut digests = vec![resolved.raw.digest.to_string()];
                     digests.extend(resolved.index_digest.iter().map(|d| d.to_string()));
                     let layers = resolved
@@ -111,6 +113,11 @@ impl RemoteImages for RegistryImages {
                             }
                         },
                     };
+                    tracing::debug!(
+                        "{reference}: looked up at its registry in {:?}, the policy asked in {:?}",
+                        resolved_in,
+                        started.elapsed() - resolved_in
+                    );
                     Ok(RemoteImage { digests, layers, accepted })
                 })
             })
