@@ -74,6 +74,15 @@ pub fn graphroot(global: &[String], conf: Option<&Path>) -> Result<PathBuf> {
             }
         }
     }
+    // The file that decides, with or without a graphroot in it.
+    let Some(table) = storage_conf(conf)? else { return Ok(PathBuf::from(DEFAULT_GRAPHROOT)) };
+    let root = table.get("storage").and_then(|s| s.get("graphroot")).and_then(|g| g.as_str());
+    Ok(PathBuf::from(root.filter(|r| !r.is_empty()).unwrap_or(DEFAULT_GRAPHROOT)))
+}
+
+/// The storage.conf podman reads (`conf`, else the first of
+/// [`STORAGE_CONFS`] found), parsed; `None` when there is none.
+fn storage_conf(conf: Option<&Path>) -> Result<Option<toml::Table>> {
     let files: Vec<PathBuf> = match conf {
         Some(c) => vec![c.to_path_buf()],
         None => STORAGE_CONFS.iter().map(PathBuf::from).collect(),
@@ -84,12 +93,9 @@ pub fn graphroot(global: &[String], conf: Option<&Path>) -> Result<PathBuf> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
         };
-        let table: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
-        let root = table.get("storage").and_then(|s| s.get("graphroot")).and_then(|g| g.as_str());
-        // The first file found decides, with or without a graphroot in it.
-        return Ok(PathBuf::from(root.filter(|r| !r.is_empty()).unwrap_or(DEFAULT_GRAPHROOT)));
+        return toml::from_str(&text).map(Some).with_context(|| format!("parsing {}", file.display()));
     }
-    Ok(PathBuf::from(DEFAULT_GRAPHROOT))
+    Ok(None)
 }
 
 /// One entry of containers/storage's `layers.json`.
@@ -156,30 +162,22 @@ pub fn other_image_stores(global: &[String], conf: Option<&Path>) -> bool {
     if drop_ins.iter().any(|d| std::fs::read_dir(d).is_ok_and(|mut e| e.next().is_some())) {
         return true;
     }
-    let files: Vec<PathBuf> = match conf {
-        Some(c) => vec![c.to_path_buf()],
-        None => STORAGE_CONFS.iter().map(PathBuf::from).collect(),
+    let table = match storage_conf(conf) {
+        Ok(Some(table)) => table,
+        Ok(None) => return false,
+        Err(_) => return true,
     };
-    for file in files {
-        let text = match std::fs::read_to_string(&file) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(_) => return true,
-        };
-        let Ok(table) = toml::from_str::<toml::Table>(&text) else { return true };
-        let storage = table.get("storage");
-        let set = |v: Option<&toml::Value>| match v {
-            None => false,
-            Some(toml::Value::String(s)) => !s.is_empty(),
-            Some(toml::Value::Array(a)) => !a.is_empty(),
-            Some(_) => true,
-        };
-        let options = storage.and_then(|s| s.get("options"));
-        return set(storage.and_then(|s| s.get("imagestore")))
-            || set(options.and_then(|o| o.get("imagestore")))
-            || set(options.and_then(|o| o.get("additionalimagestores")));
-    }
-    false
+    let storage = table.get("storage");
+    let set = |v: Option<&toml::Value>| match v {
+        None => false,
+        Some(toml::Value::String(s)) => !s.is_empty(),
+        Some(toml::Value::Array(a)) => !a.is_empty(),
+        Some(_) => true,
+    };
+    let options = storage.and_then(|s| s.get("options"));
+    set(storage.and_then(|s| s.get("imagestore")))
+        || set(options.and_then(|o| o.get("imagestore")))
+        || set(options.and_then(|o| o.get("additionalimagestores")))
 }
 
 /// The name podman records for `reference`, when it can be told without
