@@ -93,6 +93,14 @@ clean() { # MODE
   $H app remove web >/dev/null 2>&1
   podman rm -f -t 0 web >/dev/null 2>&1
   if [ "$1" = cold ]; then podman rmi -f "$IMG" >/dev/null 2>&1; else podman pull -q --tls-verify=false "$IMG" >/dev/null; fi
+  # A container podman run -d started is cleaned up after its end by a
+  # `podman container cleanup` its conmon starts, in the background: wait
+  # for those (at most 20 s), or they run beside the next command.
+  # (pidof: the guest has no procps.)
+  local i=0; while pidof conmon podman >/dev/null; do
+    i=$((i + 1)); [ $i -ge 100 ] && { echo "BENCH-NOTE podman still busy after 20 s"; break; }; sleep 0.2
+  done
+  echo "BENCH-CLEAN $1 waited $((i * 200)) ms"
   sync; sleep 1
 }
 run() { # TOOL MODE ROUND
@@ -148,7 +156,7 @@ BOOT_TIMEOUT=${BOOT_TIMEOUT:-3600} vm_qemu "$W/boot.log" "$W/qemu.out" || echo "
 tr -d '\r' < "$W/boot.log" > "$W/boot.txt"
 echo "boot and runs took $(( $(date +%s) - t )) s"
 grep -q BENCH-DONE "$W/boot.txt" || fail "the guest did not finish; see $W/boot.txt"
-grep -a '^BENCH-GUEST\|^BENCH-RUN\|^BENCH-OUT' "$W/boot.txt"
+grep -a '^BENCH-GUEST\|^BENCH-RUN\|^BENCH-OUT\|^BENCH-CLEAN\|^BENCH-NOTE' "$W/boot.txt"
 grep -a '^BENCH-TRACE ' "$W/boot.txt" | sed 's/^BENCH-TRACE //' > "$W/trace.txt"
 echo "hostctl app install -vv (the podman and systemctl calls and their times):"
 grep -E 'podman |systemctl |quadlet |command ' "$W/trace.txt" || cat "$W/trace.txt"
