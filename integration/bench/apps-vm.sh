@@ -22,11 +22,11 @@
 # process per try: "served" is the first response with the app's page;
 # "exit" is when the command itself returned (hostctl waits the unit's
 # settling time, 3 s by default, before it says the app is up; podman run -d
-# returns once the container started). Then one more hostctl install per
-# mode runs with -vv, whose timestamped podman/systemctl lines show where
-# its time goes.
+# returns once the container started). hostctl runs with -vv: its
+# timestamped podman, systemctl and registry lines (into the output file,
+# not the console) show where each run's time goes.
 #
-# The host prints every run, then the medians and the ratios.
+# The host prints every run with its steps, then the medians and the ratios.
 # Environment: HOSTCTL_VM_CACHE (default /var/cache/hostctl-vm), KEEP=1 keeps
 # the work dir, BOOT_TIMEOUT (default 3600 s) bounds the boot and the runs.
 # Needs root and one boot under TCG; on a machine at load 20 the boot alone took 19 min.
@@ -107,12 +107,12 @@ run() { # TOOL MODE ROUND
   local result
   clean "$2"
   if [ "$1" = hostctl ]; then
-    result=$(/var/lib/hostctl-bench/served "$ADDR:8080" "hostctl-bench app" 120 /tmp/out -- $H app install web "$IMG" --publish 8080:8080)
+    result=$(/var/lib/hostctl-bench/served "$ADDR:8080" "hostctl-bench app" 120 /tmp/out -- $H -vv app install web "$IMG" --publish 8080:8080)
   else
     result=$(/var/lib/hostctl-bench/served "$ADDR:8080" "hostctl-bench app" 120 /tmp/out -- podman run -d --tls-verify=false --name web -p 8080:8080 "$IMG")
   fi
   echo "BENCH-RUN $1 $2 $3 $result"
-  case $result in *" rc=0") ;; *) sed 's/^/BENCH-OUT /' /tmp/out ;; esac
+  case $result in *" rc=0 "*) grep 'DEBUG' /tmp/out | sed "s/^/BENCH-STEP $1 $2 $3 /" ;; *) sed 's/^/BENCH-OUT /' /tmp/out ;; esac
 }
 echo "BENCH-GUEST podman $(podman --version | awk '{print $3}') systemd $(systemctl --version | awk 'NR==1{print $2}') cpus $(nproc)"
 # One unmeasured install of each first (round 0): the first podman run of a
@@ -124,14 +124,6 @@ for mode in cold warm; do
     else run podman "$mode" "$i"; run hostctl "$mode" "$i"; fi
   done
 done
-for mode in cold warm; do
-  clean "$mode"
-  echo "BENCH-TRACE-BEGIN $mode"
-  echo "BENCH-TRACE $(date -u +%FT%T.%6NZ) command started ($mode)"
-  $H -vv app install web "$IMG" --publish 8080:8080 2>&1 | sed 's/^/BENCH-TRACE /'
-  echo "BENCH-TRACE $(date -u +%FT%T.%6NZ) command ended ($mode)"
-done
-echo "BENCH-TRACE-END"
 EOB
 bash /run/bench.sh
 echo "BENCH-DONE"
@@ -156,16 +148,27 @@ BOOT_TIMEOUT=${BOOT_TIMEOUT:-3600} vm_qemu "$W/boot.log" "$W/qemu.out" || echo "
 tr -d '\r' < "$W/boot.log" > "$W/boot.txt"
 echo "boot and runs took $(( $(date +%s) - t )) s"
 grep -q BENCH-DONE "$W/boot.txt" || fail "the guest did not finish; see $W/boot.txt"
-grep -a '^BENCH-GUEST\|^BENCH-RUN\|^BENCH-OUT\|^BENCH-CLEAN\|^BENCH-NOTE' "$W/boot.txt"
-grep -a '^BENCH-TRACE ' "$W/boot.txt" | sed 's/^BENCH-TRACE //' > "$W/trace.txt"
-echo "hostctl app install -vv (the podman and systemctl calls and their times):"
-grep -E 'podman |systemctl |quadlet |command ' "$W/trace.txt" || cat "$W/trace.txt"
+grep -a '^BENCH-GUEST\|^BENCH-OUT\|^BENCH-NOTE' "$W/boot.txt"
 python3 - "$W/boot.txt" <<'PY'
-import re, statistics, sys
-runs = {}
+import datetime, re, statistics, sys
+runs, start = {}, None
 for line in open(sys.argv[1], errors="replace"):
-    m = re.match(r"BENCH-RUN (\S+) (\S+) (\S+) served=(\S+) exit=(\S+) rc=(\S+)", line)
-    if not m or m[3] == "0":
+    line = line.rstrip("\n")
+    if line.startswith("BENCH-CLEAN"):
+        print(line)
+    # Each hostctl step (a podman, systemctl or quadlet call, the registry
+    # look) at its end, in seconds from the run's start, with its own time.
+    m = re.match(r"BENCH-STEP \S+ \S+ \S+ (\S+Z) +DEBUG (.*)", line)
+    if m and start is not None:
+        t = datetime.datetime.fromisoformat(m[1].replace("Z", "+00:00")).timestamp() - start
+        step = re.sub(r" -p LoadState\S*| --format json|--quiet --tls-verify=false ", "", m[2])
+        print(f"    {t:6.2f}  {step[:150]}")
+    m = re.match(r"BENCH-RUN (\S+) (\S+) (\S+) served=(\S+) exit=(\S+) rc=(\S+)(?: start=(\S+))?", line)
+    if not m:
+        continue
+    print(line)
+    start = float(m[7]) if m[7] else None
+    if m[3] == "0":
         continue
     if m[6] != "0" or m[4] == "never":
         sys.exit(f"a run failed: {line.strip()}")

@@ -12,8 +12,10 @@
 //!
 //!   bench-served ADDR:PORT TEXT LIMIT_SECS OUTPUT -- COMMAND [ARG...]
 //!
-//! Prints `served=S exit=E rc=R` (seconds with milliseconds; `never` when
-//! the page did not come within LIMIT_SECS or before the command failed).
+//! Prints `served=S exit=E rc=R start=T` (seconds with milliseconds;
+//! `never` when the page did not come within LIMIT_SECS or before the
+//! command failed; T is the command's start in seconds since the epoch, for
+//! lining up its own timestamped log lines).
 //! The command's stdout and stderr go to OUTPUT.
 
 use std::io::{Read, Write};
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
     };
     let limit = Duration::from_secs(limit);
     let t0 = Instant::now();
+    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let mut child = match Command::new(program).args(&command[1..]).stdin(Stdio::null()).stdout(out).stderr(err).spawn()
     {
         Ok(c) => c,
@@ -74,7 +77,7 @@ fn main() -> ExitCode {
     };
     let served = served.map_or("never".to_string(), |s| format!("{:.3}", s.as_secs_f64()));
     let rc = status.code().map_or("signal".to_string(), |c| c.to_string());
-    println!("served={served} exit={:.3} rc={rc}", exit.as_secs_f64());
+    println!("served={served} exit={:.3} rc={rc} start={:.6}", exit.as_secs_f64(), start.as_secs_f64());
     ExitCode::SUCCESS
 }
 
