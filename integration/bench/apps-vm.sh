@@ -113,6 +113,12 @@ run() { # TOOL MODE ROUND
   fi
   echo "BENCH-RUN $1 $2 $3 $result"
   case $result in *" rc=0 "*) grep 'DEBUG' /tmp/out | sed "s/^/BENCH-STEP $1 $2 $3 /" ;; *) sed 's/^/BENCH-OUT /' /tmp/out ;; esac
+  # What systemd and podman logged meanwhile (read after the stopwatch stopped):
+  # where the time inside `systemctl start` or `podman run` went.
+  local start=${result##*start=}
+  journalctl -q --no-pager -o short-iso-precise --since "@${start%.*}" 2>/dev/null \
+    | grep -a -E ' (systemd\[1\]|podman\[[0-9]+\]|conmon\[[0-9]+\]|web\[[0-9]+\]):' | grep -av 'BENCH' | head -n 40 \
+    | sed "s/^/BENCH-JOURNAL $1 $2 $3 /"
 }
 echo "BENCH-GUEST podman $(podman --version | awk '{print $3}') systemd $(systemctl --version | awk 'NR==1{print $2}') cpus $(nproc)"
 # One unmeasured install of each first (round 0): the first podman run of a
@@ -163,6 +169,15 @@ for line in open(sys.argv[1], errors="replace"):
         t = datetime.datetime.fromisoformat(m[1].replace("Z", "+00:00")).timestamp() - start
         step = re.sub(r" -p LoadState\S*| --format json|--quiet --tls-verify=false ", "", m[2])
         print(f"    {t:6.2f}  {step[:150]}")
+    # The journal's lines, likewise (`journal:`).
+    m = re.match(r"BENCH-JOURNAL \S+ \S+ \S+ (\S+) \S+ (.*)", line)
+    if m and start is not None:
+        try:
+            t = datetime.datetime.fromisoformat(m[1]).timestamp() - start
+        except ValueError:
+            continue
+        if t >= -0.5:
+            print(f"    {t:6.2f}  journal: {m[2][:140]}")
     m = re.match(r"BENCH-RUN (\S+) (\S+) (\S+) served=(\S+) exit=(\S+) rc=(\S+)(?: start=(\S+))?", line)
     if not m:
         continue

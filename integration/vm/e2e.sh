@@ -278,6 +278,29 @@ api_watch() {
 }
 # api_served N NAME TEXT: whether the host got TEXT from the api at probe NAME.
 api_served() { grep -q -- "$3" "$W/api-$1-$2.txt" 2>/dev/null; }
+# marker_clock N T0: during boot N, writes each E2E marker line of its console
+# as it comes, with the seconds since T0, into $W/boot$N.log.times (read every
+# 0.5 s); marker_gaps N prints the longest stretches between two of them,
+# which say where a boot's time went.
+marker_clock() {
+  local n=$1 t0=$2 seen=0 total line now
+  while :; do
+    total=$( { wc -l < "$W/boot$n.log"; } 2>/dev/null || echo 0)
+    if [ "$total" -gt "$seen" ]; then
+      while IFS= read -r line; do
+        printf -v now '%(%s)T' -1
+        printf '%d %s\n' "$((now - t0))" "$line" >> "$W/boot$n.log.times"
+      done < <(sed -n "$((seen + 1)),${total}p" "$W/boot$n.log" | tr -d '\r' | grep -a -o 'E2E-[A-Z0-9-]*.\{0,40\}')
+      seen=$total
+    fi
+    sleep 0.5
+  done
+}
+marker_gaps() {
+  [ -s "$W/boot$1.log.times" ] || return 0
+  awk -v n="$1" '{ gap = $1 - prev; if (NR > 1) print gap, prev "s-" $1 "s", "before", substr($0, index($0, $2)); prev = $1 }' "$W/boot$1.log.times" \
+    | sort -rn | head -n 4 | sed "s/^/  boot $1 longest: /"
+}
 nboot=0
 boot() { # boot SCRIPT_FILE [APP_PROBE_MARKER...] -> log in $W/boot$nboot.log
   if [ -n "${E2E_LAST_BOOT:-}" ] && [ "$nboot" -ge "$E2E_LAST_BOOT" ]; then
@@ -290,9 +313,14 @@ boot() { # boot SCRIPT_FILE [APP_PROBE_MARKER...] -> log in $W/boot$nboot.log
   : > "$log"
   probe_pid=
   [ $# -gt 0 ] && { app_probe "$nboot" "$@" & probe_pid=$!; }
+  echo "0 (QEMU started)" > "$log.times"
+  marker_clock "$nboot" "$t" & clock_pid=$!
   vm_qemu "$log" "$W/qemu$nboot.out" && qemu_rc=0 || { qemu_rc=$?; echo "qemu exited with $qemu_rc (boot $nboot)"; }
   if [ -n "$probe_pid" ]; then kill "$probe_pid" 2>/dev/null || true; wait "$probe_pid" 2>/dev/null || true; probe_pid=; fi
+  sleep 0.6; kill "$clock_pid" 2>/dev/null || true; wait "$clock_pid" 2>/dev/null || true
+  echo "$(( $(date +%s) - t )) (QEMU ended)" >> "$log.times"
   echo "boot $nboot took $(( $(date +%s) - t ))s"
+  marker_gaps "$nboot"
   tr -d '\r' < "$log" > "$log.txt"
 }
 
