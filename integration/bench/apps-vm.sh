@@ -4,14 +4,18 @@
 # first served response, against `podman run -d --name NAME -p 8080:8080
 # IMAGE` and polling the same port, in the QEMU guest (Debian trixie, systemd
 # 257, podman 5.4; this host has neither systemd as PID 1 nor Quadlet). The
-# goal is hostctl within 1.2× of podman.
+# goal is hostctl within 1.2× of podman. A third column is the same app as a
+# Quadlet unit by hand, the way its documentation has a user do it: the
+# `.container` file copied into /etc/containers/systemd, `systemctl
+# daemon-reload`, `systemctl start` (the unit's own `podman run` pulls the
+# image when it is missing).
 #
 #   integration/bench/apps-vm.sh [--rounds N] [--binary PATH]
 #
 # One boot (the base image from integration/vm/build-base.sh --test-agent,
 # installed with `hostctl install to-disk`, as the VM scenario does). The
-# guest runs both N times in each of two modes, alternating which goes first,
-# and cleans up between runs:
+# guest runs all three N times in each of two modes, turning which goes
+# first, and cleans up between runs:
 #   cold  the image is not in podman's storage (both pull it from the
 #         registry on the host, through the guest's forward to it);
 #   warm  the image is there already (hostctl still asks the registry, since
@@ -89,8 +93,16 @@ H="hostctl --tls-verify=false --progress=none"
 # as the host's forwarded port reaches it (the VM scenario's path; 127.0.0.1
 # would need podman's localhost DNAT rules).
 ADDR=$(hostname -I 2>/dev/null | awk '{print $1}'); ADDR=${ADDR:-127.0.0.1}
+# The Quadlet unit by hand (the image is not in a registries.conf as
+# insecure, hence PodmanArgs=).
+mkdir -p /root/by-hand
+printf '[Container]\nImage=%s\nContainerName=web\nPublishPort=8080:8080\nPodmanArgs=--tls-verify=false\n' "$IMG" \
+  > /root/by-hand/web.container
 clean() { # MODE
   $H app remove web >/dev/null 2>&1
+  if [ -e /etc/containers/systemd/web.container ]; then # the one written by hand
+    systemctl stop web.service; rm /etc/containers/systemd/web.container; systemctl daemon-reload
+  fi
   podman rm -f -t 0 web >/dev/null 2>&1
   if [ "$1" = cold ]; then podman rmi -f "$IMG" >/dev/null 2>&1; else podman pull -q --tls-verify=false "$IMG" >/dev/null; fi
   # A container podman run -d started is cleaned up after its end by a
@@ -108,8 +120,11 @@ run() { # TOOL MODE ROUND
   clean "$2"
   if [ "$1" = hostctl ]; then
     result=$(/var/lib/hostctl-bench/served "$ADDR:8080" "hostctl-bench app" 120 /tmp/out -- $H -vv app install web "$IMG" --publish 8080:8080)
-  else
+  elif [ "$1" = podman ]; then
     result=$(/var/lib/hostctl-bench/served "$ADDR:8080" "hostctl-bench app" 120 /tmp/out -- podman run -d --tls-verify=false --name web -p 8080:8080 "$IMG")
+  else
+    result=$(/var/lib/hostctl-bench/served "$ADDR:8080" "hostctl-bench app" 120 /tmp/out -- /bin/sh -c \
+      'cp /root/by-hand/web.container /etc/containers/systemd/ && systemctl daemon-reload && systemctl start web.service')
   fi
   echo "BENCH-RUN $1 $2 $3 $result"
   case $result in *" rc=0 "*) grep 'DEBUG' /tmp/out | sed "s/^/BENCH-STEP $1 $2 $3 /" ;; *) sed 's/^/BENCH-OUT /' /tmp/out ;; esac
@@ -123,11 +138,14 @@ run() { # TOOL MODE ROUND
 echo "BENCH-GUEST podman $(podman --version | awk '{print $3}') systemd $(systemctl --version | awk 'NR==1{print $2}') cpus $(nproc)"
 # One unmeasured install of each first (round 0): the first podman run of a
 # boot sets up its network.
-run hostctl cold 0; run podman cold 0
+run hostctl cold 0; run podman cold 0; run by-hand cold 0
 for mode in cold warm; do
   for i in $(seq 1 ROUNDS); do
-    if [ $((i % 2)) = 1 ]; then run hostctl "$mode" "$i"; run podman "$mode" "$i"
-    else run podman "$mode" "$i"; run hostctl "$mode" "$i"; fi
+    case $((i % 3)) in
+      1) run hostctl "$mode" "$i"; run podman "$mode" "$i"; run by-hand "$mode" "$i" ;;
+      2) run podman "$mode" "$i"; run by-hand "$mode" "$i"; run hostctl "$mode" "$i" ;;
+      0) run by-hand "$mode" "$i"; run hostctl "$mode" "$i"; run podman "$mode" "$i" ;;
+    esac
   done
 done
 EOB
@@ -157,7 +175,7 @@ grep -q BENCH-DONE "$W/boot.txt" || fail "the guest did not finish; see $W/boot.
 grep -a '^BENCH-GUEST\|^BENCH-OUT\|^BENCH-NOTE' "$W/boot.txt"
 python3 - "$W/boot.txt" <<'PY'
 import datetime, re, statistics, sys
-runs, start = {}, None
+runs, unit_runs, start, tool, mode, unit_start = {}, {}, None, None, None, None
 for line in open(sys.argv[1], errors="replace"):
     line = line.rstrip("\n")
     if line.startswith("BENCH-CLEAN"):
@@ -178,20 +196,37 @@ for line in open(sys.argv[1], errors="replace"):
             continue
         if t >= -0.5:
             print(f"    {t:6.2f}  journal: {m[2][:140]}")
+            # systemd's own start of the unit, from its job's start to the
+            # unit active (Quadlet's podman run included, nothing of hostctl's).
+            if "Starting web.service" in m[2]:
+                unit_start = t
+            elif "Started web.service" in m[2] and unit_start is not None:
+                unit_runs.setdefault((tool, mode), []).append(t - unit_start)
+                unit_start = None
     m = re.match(r"BENCH-RUN (\S+) (\S+) (\S+) served=(\S+) exit=(\S+) rc=(\S+)(?: start=(\S+))?", line)
     if not m:
         continue
     print(line)
     start = float(m[7]) if m[7] else None
+    tool, mode, unit_start = m[1], m[2], None
     if m[3] == "0":
+        tool = None  # round 0 is not counted
         continue
     if m[6] != "0" or m[4] == "never":
         sys.exit(f"a run failed: {line.strip()}")
     runs.setdefault((m[1], m[2]), []).append((float(m[4]), float(m[5])))
 for mode in ("cold", "warm"):
-    h, p = runs[("hostctl", mode)], runs[("podman", mode)]
+    h, p, q = runs[("hostctl", mode)], runs[("podman", mode)], runs[("by-hand", mode)]
     hs, he = statistics.median(x[0] for x in h), statistics.median(x[1] for x in h)
     ps, pe = statistics.median(x[0] for x in p), statistics.median(x[1] for x in p)
+    qs, qe = statistics.median(x[0] for x in q), statistics.median(x[1] for x in q)
     print(f"{mode}: median over {len(h)} runs: hostctl served {hs:.2f} s (exit {he:.2f} s), "
           f"podman run -d served {ps:.2f} s (exit {pe:.2f} s); ratio served {hs / ps:.2f}x, exit {he / pe:.2f}x")
+    print(f"{mode}: the Quadlet unit by hand served {qs:.2f} s (exit {qe:.2f} s): "
+          f"{qs / ps:.2f}x podman run -d; hostctl {hs / qs:.2f}x of it")
+    for t in ("hostctl", "by-hand"):
+        u = unit_runs.get((t, mode), [])
+        if u:
+            print(f"{mode}: systemd's start of the unit alone ({t}; its job's start to active), median over "
+                  f"{len(u)}: {statistics.median(u):.2f} s = {statistics.median(u) / ps:.2f}x podman run -d served")
 PY
