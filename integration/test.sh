@@ -2,7 +2,8 @@
 # The whole test suite on a fresh Debian 12 machine (as root): installs what it
 # needs, then runs the check gate (fmt, clippy, rustdoc), every cargo test tier
 # (unit, and integration against a real registry and real image tools) and the
-# VM end-to-end scenario (integration/run-vm-e2e: boots in QEMU).
+# VM end-to-end scenario (integration/run-vm-e2e: boots in QEMU; its second
+# machine, the apps VM, once the cargo tests are done).
 #   integration/test.sh                 everything
 #   SKIP_SETUP=1 integration/test.sh    skip the package check
 #   HOSTCTL_VM=0 integration/test.sh    skip the VM scenario
@@ -43,6 +44,10 @@ if [ "$vm" = 1 ]; then
   deboot_pid=
   cat /tmp/hostctl-debootstrap.log
   step "VM end-to-end scenario (integration/run-vm-e2e): started in the background (log: /tmp/hostctl-vm-e2e.log)"
+  # Its second machine (the apps VM) waits for the cargo tests to be done
+  # (this file), so as not to take a core from them.
+  export HOSTCTL_E2E_APPS_AFTER=/tmp/hostctl-cargo-tests-done.$$
+  rm -f "$HOSTCTL_E2E_APPS_AFTER"
   setsid integration/run-vm-e2e --binary "$vmbin" >/tmp/hostctl-vm-e2e.log 2>&1 & vm_pid=$!
   trap '[ -n "$vm_pid" ] && kill -- "-$vm_pid" 2>/dev/null || true' EXIT
 fi
@@ -60,6 +65,7 @@ step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 step "cargo test (unit + integration against a real registry)"
 cargo test --all-targets 2>&1 | tee /tmp/hostctl-test.log
+[ "$vm" = 1 ] && touch "$HOSTCTL_E2E_APPS_AFTER"  # the apps VM may start now
 step "sigstore conformance suite: bundle verification, offline (integration/conformance/run.sh)"
 integration/conformance/run.sh target/debug/hostctl
 if [ "$vm" = 1 ]; then

@@ -8,6 +8,7 @@
 #   VM_HOSTFWD    extra ",hostfwd=…"/",guestfwd=…" options for the -nic
 #   VM_EXTRA      an array of extra QEMU arguments (e.g. a second disk)
 #   BOOT_TIMEOUT  seconds before a boot is killed (default 420)
+#   VM_SMP        the guest's CPUs (default 2)
 
 # free_port: a free TCP port on 127.0.0.1.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -47,7 +48,7 @@ vm_command() {
 # vm_qemu SERIAL_LOG QEMU_OUT: one boot until the guest powers off or reboots
 # (-no-reboot); returns QEMU's status (124 on timeout).
 vm_qemu() {
-  timeout "${BOOT_TIMEOUT:-420}" qemu-system-x86_64 -accel tcg,thread=single -M q35 -m 1536 -smp 2 -nographic -nodefaults -no-reboot \
+  timeout "${BOOT_TIMEOUT:-420}" qemu-system-x86_64 -accel tcg,thread=single -M q35 -m 1536 -smp "${VM_SMP:-2}" -nographic -nodefaults -no-reboot \
     -serial "file:$1" \
     -drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
     -drive if=pflash,format=raw,unit=1,file="$W/vars.fd" \
