@@ -580,17 +580,20 @@ fn the_look_before_an_install_skips_the_pull_only_for_the_registrys_image_signed
     let look = checked.look(&web).unwrap();
     assert_eq!(look.digests, [v1]);
     assert!(look.accepted.as_ref().is_some_and(|v| v.signature_verified), "{look:?}");
-    assert!(look.pull_changes_nothing(&local), "the registry's image, signed: {look:?} against {local:?}");
-    assert!(!unchecked.look(&web).unwrap().pull_changes_nothing(&local), "no policy asked");
+    assert!(look.pull_changes_nothing(&local).is_some(), "the registry's image, signed: {look:?} against {local:?}");
+    assert!(unchecked.look(&web).unwrap().pull_changes_nothing(&local).is_none(), "no policy asked");
 
     // The tag moves on to an unsigned image, then that image is signed.
     let v2 = env.push("apps/web:stable", &[("www/index.html", "v2\n")]);
     let look = checked.look(&web).unwrap();
     assert_eq!((look.digests.as_slice(), look.accepted.is_none()), ([v2.clone()].as_slice(), true), "unsigned");
-    assert!(!look.pull_changes_nothing(&local));
+    assert!(look.pull_changes_nothing(&local).is_none());
     env.cosign_sign("release", "apps/web", &v2);
     let look = checked.look(&web).unwrap();
-    assert!(look.accepted.is_some() && !look.pull_changes_nothing(&local), "signed, but not what podman holds");
+    assert!(
+        look.accepted.is_some() && look.pull_changes_nothing(&local).is_none(),
+        "signed, but not what podman holds"
+    );
     podman.pull(&web, &settings).unwrap();
-    assert!(look.pull_changes_nothing(&podman.image(&web).unwrap().unwrap()), "pulled: held now");
+    assert!(look.pull_changes_nothing(&podman.image(&web).unwrap().unwrap()).is_some(), "pulled: held now");
 }

@@ -189,19 +189,20 @@ pub fn install(apps: &Apps, source: Source, start: bool) -> Result<InstallReport
     // trust policy accepts it: then a pull would change nothing (`remote`).
     let had_image = had_image?;
     let remote = remote?; // the space check, asked beside the looks above
-    let current = match (&had_image, &remote) {
-        (Some(local), Some(remote)) if remote.pull_changes_nothing(local) => Some(local.clone()),
+    let held = match (&had_image, &remote) {
+        (Some(local), Some(remote)) => remote.pull_changes_nothing(local).map(|verdict| (local, verdict)),
         _ => None,
     };
-    match (&current, remote.as_ref().and_then(|r| r.accepted.as_ref())) {
-        (Some(local), Some(verdict)) => tracing::debug!(
+    match held {
+        Some((local, verdict)) => tracing::debug!(
             "not pulling {}: podman holds the registry's {} already, and the trust policy accepts it ({})",
             unit.image,
             local.digest,
             verdict.rule
         ),
-        _ => apps.podman.pull(&unit.image, &apps.pull).with_context(|| format!("pulling {}", unit.image))?,
+        None => apps.podman.pull(&unit.image, &apps.pull).with_context(|| format!("pulling {}", unit.image))?,
     }
+    let current = held.map(|(local, _)| local.clone());
     let had_image = had_image.is_some();
 
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

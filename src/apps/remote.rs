@@ -51,11 +51,13 @@ pub struct RemoteImage {
 }
 
 impl RemoteImage {
-    /// Whether pulling the reference would leave podman's image `local`
-    /// (the one it holds under that name) as it is: the registry's manifest
-    /// is the one `local` was pulled by, and the policy accepted it.
-    pub fn pull_changes_nothing(&self, local: &ImageInfo) -> bool {
-        self.accepted.is_some() && local.digests().iter().any(|d| self.digests.contains(d))
+    /// The policy's verdict when pulling the reference would leave podman's
+    /// image `local` (the one it holds under that name) as it is: the
+    /// registry's manifest is the one `local` was pulled by, and the policy
+    /// accepted it. `None`: a pull could change something, or only podman's
+    /// pull may decide.
+    pub fn pull_changes_nothing(&self, local: &ImageInfo) -> Option<&Verdict> {
+        self.accepted.as_ref().filter(|_| local.digests().iter().any(|d| self.digests.contains(d)))
     }
 }
 
@@ -172,12 +174,15 @@ mod tests {
             layers: vec![],
             accepted,
         };
-        assert!(remote(&["sha256:instance"], Some(verdict.clone())).pull_changes_nothing(&local));
+        let by_instance = remote(&["sha256:instance"], Some(verdict.clone()));
+        assert_eq!(by_instance.pull_changes_nothing(&local), Some(&verdict));
         // Known by its index's digest too (podman keeps both).
-        assert!(remote(&["sha256:other", "sha256:index"], Some(verdict.clone())).pull_changes_nothing(&local));
+        assert!(remote(&["sha256:other", "sha256:index"], Some(verdict.clone()))
+            .pull_changes_nothing(&local)
+            .is_some());
         // The tag moved on.
-        assert!(!remote(&["sha256:newer"], Some(verdict)).pull_changes_nothing(&local));
+        assert!(remote(&["sha256:newer"], Some(verdict)).pull_changes_nothing(&local).is_none());
         // The same image, but the policy was not asked or did not accept it.
-        assert!(!remote(&["sha256:instance"], None).pull_changes_nothing(&local));
+        assert!(remote(&["sha256:instance"], None).pull_changes_nothing(&local).is_none());
     }
 }
