@@ -711,7 +711,7 @@ apps_vm() {
 kill_tree() {
   local all=$1 next=$1 p
   while [ -n "$next" ]; do
-    next=$(for p in $next; do pgrep -P "$p"; done | tr '\n' ' ' | sed 's/ *$//')
+    next=$(for p in $next; do pgrep -P "$p" || true; done | tr '\n' ' ' | sed 's/ *$//')
     all="$all $next"
   done
   kill $all 2>/dev/null || true
