@@ -249,54 +249,56 @@ app_probe() {
 app_served() { grep -q -- "$3" "$W/app-$1-$2.txt" 2>/dev/null; }
 # bound_served N MARKER TEXT: whether the host got TEXT from the bound app at MARKER.
 bound_served() { grep -q -- "$3" "$W/app-$1-$2.txt.bound" 2>/dev/null; }
-# api_watch N: during boot N, acts on the guest's api lines as they come.
-# "E2E-API-PUSH TAG" pushes api TAG as api:stable (the guest then waits until
-# `app update --check` sees it); "E2E-API-PROBE NAME" (the guest then waits
-# 3 s) fetches the api's page and the file in its volume from the host
-# through the forwarded port, into $W/api-N-NAME.txt.
-api_watch() {
-  local n=$1 seen=0 total line arg
+# follow_console N HANDLER [ARG...]: during boot N, calls HANDLER LINE
+# [ARG...] for each new line of its console log (carriage returns removed),
+# read every 0.5 s, until killed.
+follow_console() {
+  local n=$1 handler=$2 seen=0 total line
+  shift 2
   while :; do
     total=$( { wc -l < "$W/boot$n.log"; } 2>/dev/null || echo 0)
     if [ "$total" -gt "$seen" ]; then
       while IFS= read -r line; do
-        case $line in
-          *"E2E-API-PUSH "*)
-            arg=$(printf '%s' "$line" | sed 's/.*E2E-API-PUSH \([A-Za-z0-9]*\).*/\1/')
-            podman push -q --tls-verify=false "$api_tag:$arg" "docker://$api_reg:stable" ;;
-          *"E2E-API-PROBE "*)
-            arg=$(printf '%s' "$line" | sed 's/.*E2E-API-PROBE \([A-Za-z0-9]*\).*/\1/')
-            fetch_app "$apiport" "$W/api-$n-$arg.txt" ;;
-        esac
+        "$handler" "$line" "$@"
       done < <(sed -n "$((seen + 1)),${total}p" "$W/boot$n.log" | tr -d '\r')
       seen=$total
     fi
     sleep 0.5
   done
 }
+# api_watch N: during boot N, acts on the guest's api lines as they come.
+# "E2E-API-PUSH TAG" pushes api TAG as api:stable (the guest then waits until
+# `app update --check` sees it); "E2E-API-PROBE NAME" (the guest then waits
+# 3 s) fetches the api's page and the file in its volume from the host
+# through the forwarded port, into $W/api-N-NAME.txt.
+api_watch() { follow_console "$1" api_line "$1"; }
+api_line() { # LINE N
+  local arg
+  case $1 in
+    *"E2E-API-PUSH "*)
+      arg=$(printf '%s' "$1" | sed 's/.*E2E-API-PUSH \([A-Za-z0-9]*\).*/\1/')
+      podman push -q --tls-verify=false "$api_tag:$arg" "docker://$api_reg:stable" ;;
+    *"E2E-API-PROBE "*)
+      arg=$(printf '%s' "$1" | sed 's/.*E2E-API-PROBE \([A-Za-z0-9]*\).*/\1/')
+      fetch_app "$apiport" "$W/api-$2-$arg.txt" ;;
+  esac
+}
 # api_served N NAME TEXT: whether the host got TEXT from the api at probe NAME.
 api_served() { grep -q -- "$3" "$W/api-$1-$2.txt" 2>/dev/null; }
 # marker_clock N T0: during boot N, writes each E2E marker line of its console
-# as it comes, with the seconds since T0, into $W/boot$N.log.times (read every
-# 0.5 s); marker_gaps N prints the longest stretches between two of them,
-# which say where a boot's time went.
-marker_clock() {
-  local n=$1 t0=$2 seen=0 total line now
-  while :; do
-    total=$( { wc -l < "$W/boot$n.log"; } 2>/dev/null || echo 0)
-    if [ "$total" -gt "$seen" ]; then
-      while IFS= read -r line; do
-        printf -v now '%(%s)T' -1
-        printf '%d %s\n' "$((now - t0))" "$line" >> "$W/boot$n.log.times"
-      done < <(sed -n "$((seen + 1)),${total}p" "$W/boot$n.log" | tr -d '\r' | grep -a -o 'E2E-[A-Z0-9-]*.\{0,40\}')
-      seen=$total
-    fi
-    sleep 0.5
-  done
+# as it comes, with the seconds since T0, into $W/boot$N.log.times;
+# marker_gaps N prints the longest stretches between two of them, which say
+# where a boot's time went.
+marker_clock() { follow_console "$1" marker_line "$1" "$2"; }
+marker_line() { # LINE N T0
+  local now
+  [[ $1 =~ (E2E-[A-Z0-9-]*.{0,40}) ]] || return 0
+  printf -v now '%(%s)T' -1
+  printf '%d %s\n' "$((now - $3))" "${BASH_REMATCH[1]}" >> "$W/boot$2.log.times"
 }
 marker_gaps() {
   [ -s "$W/boot$1.log.times" ] || return 0
-  awk -v n="$1" '{ gap = $1 - prev; if (NR > 1) print gap, prev "s-" $1 "s", "before", substr($0, index($0, $2)); prev = $1 }' "$W/boot$1.log.times" \
+  awk '{ gap = $1 - prev; if (NR > 1) print gap, prev "s-" $1 "s", "before", substr($0, index($0, $2)); prev = $1 }' "$W/boot$1.log.times" \
     | sort -rn | head -n 4 | sed "s/^/  boot $1 longest: /"
 }
 nboot=0
